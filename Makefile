@@ -1,0 +1,67 @@
+# railproxy — every build, test and benchmark goes through here.
+#
+# One profile (release) and one feature set for everything, so Pingora compiles once per
+# machine: `make test`, `make demo` and `make bench` share target/release.
+
+CARGO      ?= cargo
+CARGOFLAGS ?= --release --locked
+CORPUS     ?= ../shared/corpus/dev
+BIN        := target/release/railproxy
+
+# Debian packages the build needs (cmake: zlib-ng inside Pingora).
+BUILD_PACKAGES := cmake pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build test lint fmt bench fuzz clean help
+
+all: build
+
+help:
+	@echo "make test    build and run every test (what CI runs, with make lint)"
+	@echo "make bench   codec figures on $(CORPUS) beside gzip and zstd"
+	@echo "make lint    cargo fmt --check and clippy -D warnings"
+	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
+
+# Installs missing Debian packages; a no-op when everything is there.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(BUILD_PACKAGES))
+
+build: deps
+	$(CARGO) build $(CARGOFLAGS) --workspace
+
+test: deps
+	$(CARGO) test $(CARGOFLAGS) --workspace
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy $(CARGOFLAGS) --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Codec figures, pinned to one core as the reference figures were taken.
+bench: build
+	@if [ ! -d "$(CORPUS)" ]; then echo "no corpus at $(CORPUS) (set CORPUS=DIR)"; exit 66; fi
+	@echo "== railproxy delta bench $(CORPUS)   (one core: taskset -c 1)"
+	@taskset -c 1 $(BIN) delta bench $(CORPUS)
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	@for t in decode_raw round_trip; do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  mkdir -p tunnel/fuzz/corpus/$$t; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tunnel/fuzz $$t tunnel/fuzz/corpus/$$t tunnel/fuzz/seeds/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" || exit 1; \
+	done
+
+clean:
+	$(CARGO) clean

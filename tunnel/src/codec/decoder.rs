@@ -1,0 +1,276 @@
+//! Streaming decoder: encoded chunks in as they arrive, verified body chunks out.
+
+use bytes::Bytes;
+use zstd_safe::{InBuffer, OutBuffer};
+
+use super::Encoding;
+use super::context::DecompressCtx;
+use super::header::{DCZ_HEADER_LEN, FramePeek, ZSTD_FRAME_PEEK, parse_dcz_header, peek_frame};
+use super::params::{ZSTD_MAX_WINDOW_LOG, dcz_decoder_window_log, dcz_window_limit};
+use crate::error::{Error, Result};
+use crate::version::{Version, VersionId};
+
+/// Output produced per step at most, so a hostile frame cannot make one step allocate more.
+const OUT_STEP: usize = 64 * 1024;
+
+/// Limits a decoder enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Largest decoded body accepted; more is a decompression bomb.
+    pub max_output: u64,
+    /// Refuse frames without zstd's content checksum (railproxy's origin always sets it).
+    pub require_checksum: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            max_output: 64 << 20,
+            require_checksum: true,
+        }
+    }
+}
+
+/// Decodes one `dcz` or `zstd` body, verifying it as it goes.
+///
+/// Errors come where they are detected. A [`Error::BaseMismatch`] always comes before any
+/// output; any other error means the output so far must be discarded. The body is verified
+/// only when [`Decoder::finish`] returns `Ok`.
+#[derive(Debug)]
+pub struct Decoder {
+    ctx: DecompressCtx,
+    encoding: Encoding,
+    expected_base: Option<VersionId>,
+    opts: DecodeOptions,
+    window_limit: u64,
+    stage: Stage,
+    header: [u8; DCZ_HEADER_LEN],
+    frame_peek: [u8; ZSTD_FRAME_PEEK],
+    filled: usize,
+    produced: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    DczHeader,
+    FramePeek,
+    Frame,
+    Done,
+    Failed,
+}
+
+impl Decoder {
+    /// A decoder for a dcz body against `base`.
+    pub fn dcz(base: &Version, opts: DecodeOptions) -> Result<Self> {
+        let log = dcz_decoder_window_log(base.body.len());
+        let ctx = DecompressCtx::new(Some(base.body.clone()), log)?;
+        Ok(Self::with(
+            ctx,
+            Encoding::Dcz,
+            Some(base.id),
+            opts,
+            dcz_window_limit(base.body.len()),
+        ))
+    }
+
+    /// A decoder for a full zstd body.
+    pub fn zstd(opts: DecodeOptions) -> Result<Self> {
+        let ctx = DecompressCtx::new(None, ZSTD_MAX_WINDOW_LOG)?;
+        Ok(Self::with(
+            ctx,
+            Encoding::Zstd,
+            None,
+            opts,
+            1 << ZSTD_MAX_WINDOW_LOG,
+        ))
+    }
+
+    fn with(
+        ctx: DecompressCtx,
+        encoding: Encoding,
+        expected_base: Option<VersionId>,
+        opts: DecodeOptions,
+        window_limit: u64,
+    ) -> Self {
+        let stage = if expected_base.is_some() {
+            Stage::DczHeader
+        } else {
+            Stage::FramePeek
+        };
+        Decoder {
+            ctx,
+            encoding,
+            expected_base,
+            opts,
+            window_limit,
+            stage,
+            header: [0; DCZ_HEADER_LEN],
+            frame_peek: [0; ZSTD_FRAME_PEEK],
+            filled: 0,
+            produced: 0,
+        }
+    }
+
+    /// The content encoding this decoder reads.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Decoded bytes produced so far.
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    /// True once the whole frame was decoded and its checksum verified.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Takes a chunk of the encoded body; appends decoded bytes to `out`.
+    pub fn write(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let result = self.step(input, out);
+        if result.is_err() {
+            self.stage = Stage::Failed;
+        }
+        result
+    }
+
+    /// Ends the body: fails unless the frame ended and verified.
+    pub fn finish(&mut self) -> Result<()> {
+        match self.stage {
+            Stage::Done => Ok(()),
+            Stage::Failed => Err(Error::Finished("failed")),
+            _ => {
+                self.stage = Stage::Failed;
+                Err(Error::Truncated)
+            }
+        }
+    }
+
+    fn step(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.stage == Stage::DczHeader {
+            let n = take_into(&mut self.header, &mut self.filled, &mut input);
+            if n < DCZ_HEADER_LEN {
+                return Ok(());
+            }
+            let found = parse_dcz_header(&self.header).ok_or(Error::BadHeader {
+                encoding: "dcz",
+                detail: "no dcz magic",
+            })?;
+            let expected = self.expected_base.expect("dcz decoders have a base");
+            if found != expected {
+                return Err(Error::BaseMismatch { expected, found });
+            }
+            self.filled = 0;
+            self.stage = Stage::FramePeek;
+        }
+        if self.stage == Stage::FramePeek {
+            let n = take_into(&mut self.frame_peek, &mut self.filled, &mut input);
+            if n < ZSTD_FRAME_PEEK {
+                return Ok(());
+            }
+            match peek_frame(&self.frame_peek) {
+                FramePeek::NotZstd => {
+                    return Err(Error::BadHeader {
+                        encoding: self.encoding.as_str(),
+                        detail: "no zstd frame magic",
+                    });
+                }
+                FramePeek::NoChecksum if self.opts.require_checksum => {
+                    return Err(Error::MissingChecksum);
+                }
+                _ => {}
+            }
+            self.stage = Stage::Frame;
+            let peeked = self.frame_peek;
+            self.decompress(&peeked, out)?;
+        }
+        match self.stage {
+            Stage::Frame => self.decompress(input, out),
+            Stage::Done if !input.is_empty() => Err(Error::TrailingData(input.len())),
+            Stage::Done => Ok(()),
+            Stage::Failed => Err(Error::Finished("failed")),
+            Stage::DczHeader | Stage::FramePeek => unreachable!("handled above"),
+        }
+    }
+
+    fn decompress(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let mut inb = InBuffer::around(input);
+        loop {
+            // One byte beyond the limit is room enough to see that it was crossed.
+            let room = (self.opts.max_output - self.produced.min(self.opts.max_output))
+                .saturating_add(1)
+                .min(OUT_STEP as u64) as usize;
+            let start = out.len();
+            out.resize(start + room, 0);
+            let mut outb = OutBuffer::around(&mut out[start..]);
+            let result = self.ctx.get().decompress_stream(&mut outb, &mut inb);
+            let written = outb.pos();
+            out.truncate(start + written);
+            self.produced += written as u64;
+            if self.produced > self.opts.max_output {
+                return Err(Error::TooLarge {
+                    limit: self.opts.max_output,
+                });
+            }
+            let hint = result.map_err(|code| self.map_zstd_error(code))?;
+            if hint == 0 {
+                self.stage = Stage::Done;
+                let rest = input.len() - inb.pos();
+                return if rest > 0 {
+                    Err(Error::TrailingData(rest))
+                } else {
+                    Ok(())
+                };
+            }
+            if inb.pos() == input.len() && written < room {
+                return Ok(());
+            }
+        }
+    }
+
+    fn map_zstd_error(&self, code: usize) -> Error {
+        use zstd_safe::zstd_sys::ZSTD_ErrorCode as Code;
+        if zstd_safe::is_error_kind(code, Code::ZSTD_error_checksum_wrong) {
+            Error::ChecksumMismatch
+        } else if zstd_safe::is_error_kind(code, Code::ZSTD_error_frameParameter_windowTooLarge) {
+            Error::WindowTooLarge {
+                limit: self.window_limit,
+            }
+        } else {
+            Error::Corrupt(zstd_safe::get_error_name(code))
+        }
+    }
+}
+
+/// Moves bytes from `input` into `buf` until it is full; returns how full it is.
+fn take_into<const N: usize>(buf: &mut [u8; N], filled: &mut usize, input: &mut &[u8]) -> usize {
+    let n = (N - *filled).min(input.len());
+    buf[*filled..*filled + n].copy_from_slice(&input[..n]);
+    *filled += n;
+    *input = &input[n..];
+    *filled
+}
+
+/// Decodes a complete dcz body against `base`; returns nothing unless it all verifies.
+pub fn decode(base: &[u8], delta: &[u8], opts: DecodeOptions) -> Result<Vec<u8>> {
+    decode_with(&Version::new(Bytes::copy_from_slice(base)), delta, opts)
+}
+
+/// Decodes a complete dcz body against a base version.
+pub fn decode_with(base: &Version, delta: &[u8], opts: DecodeOptions) -> Result<Vec<u8>> {
+    let mut dec = Decoder::dcz(base, opts)?;
+    let mut out = Vec::with_capacity(base.body.len().min(opts.max_output as usize) + 1024);
+    dec.write(delta, &mut out)?;
+    dec.finish()?;
+    Ok(out)
+}
+
+/// Decompresses a complete zstd body; returns nothing unless it all verifies.
+pub fn decompress(body: &[u8], opts: DecodeOptions) -> Result<Vec<u8>> {
+    let mut dec = Decoder::zstd(opts)?;
+    let mut out = Vec::new();
+    dec.write(body, &mut out)?;
+    dec.finish()?;
+    Ok(out)
+}

@@ -1,0 +1,175 @@
+//! Streaming encoder: body chunks in as they arrive, encoded chunks out.
+
+use bytes::Bytes;
+use zstd_safe::{InBuffer, OutBuffer, zstd_sys::ZSTD_EndDirective};
+
+use super::Encoding;
+use super::context::CompressCtx;
+use super::header::{DCZ_HEADER_LEN, dcz_header};
+use super::params::{DeltaParams, apply_full};
+use crate::error::{Error, Result};
+use crate::version::Version;
+
+/// Output space reserved per step; zstd emits at most one 128 KiB block at a time.
+const OUT_STEP: usize = 16 * 1024;
+
+/// Encodes one body as `dcz` (against a base) or `zstd` (full).
+///
+/// Output does not depend on how the input is split into chunks, so a streamed body and
+/// the same body encoded in one call give identical bytes (unless [`Encoder::flush`] is
+/// used, which ends a block early: the bytes differ, the decoded body does not).
+#[derive(Debug)]
+pub struct Encoder {
+    ctx: CompressCtx,
+    encoding: Encoding,
+    header: Option<[u8; DCZ_HEADER_LEN]>,
+    state: State,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    Finished,
+    Failed,
+}
+
+impl Encoder {
+    /// A dcz encoder against `base`. `size_hint` is the body size if known (Content-Length):
+    /// it sizes zstd's tables, and a wrong hint costs only compression ratio.
+    pub fn dcz(base: &Version, params: &DeltaParams, size_hint: Option<u64>) -> Result<Self> {
+        let base_len = base.body.len();
+        let ctx = CompressCtx::new(Some(base.body.clone()), |cctx| {
+            params.apply(cctx, base_len, size_hint)
+        })?;
+        Ok(Self::with(ctx, Encoding::Dcz, Some(dcz_header(&base.id))))
+    }
+
+    /// A plain zstd encoder for a body sent in full.
+    pub fn zstd(level: i32, size_hint: Option<u64>) -> Result<Self> {
+        let ctx = CompressCtx::new(None, |cctx| apply_full(cctx, level, size_hint))?;
+        Ok(Self::with(ctx, Encoding::Zstd, None))
+    }
+
+    fn with(ctx: CompressCtx, encoding: Encoding, header: Option<[u8; DCZ_HEADER_LEN]>) -> Self {
+        Encoder {
+            ctx,
+            encoding,
+            header,
+            state: State::Open,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// The content encoding this encoder produces.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Body bytes taken so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
+    /// Encoded bytes produced so far, header included.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+
+    /// Takes a chunk of the body; appends whatever encoded bytes are ready to `out`.
+    pub fn write(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.step(input, ZSTD_EndDirective::ZSTD_e_continue, out)
+    }
+
+    /// Emits everything buffered so far, so a receiver can decode all input given until now.
+    pub fn flush(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.step(&[], ZSTD_EndDirective::ZSTD_e_flush, out)
+    }
+
+    /// Ends the body: appends the rest of the frame, checksum included.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.step(&[], ZSTD_EndDirective::ZSTD_e_end, out)?;
+        self.state = State::Finished;
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        input: &[u8],
+        directive: ZSTD_EndDirective,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        match self.state {
+            State::Open => {}
+            State::Finished => return Err(Error::Finished("finished")),
+            State::Failed => return Err(Error::Finished("failed")),
+        }
+        let start = out.len();
+        if let Some(header) = self.header.take() {
+            out.extend_from_slice(&header);
+        }
+        let result = self.run(input, directive, out);
+        self.bytes_out += (out.len() - start) as u64;
+        if result.is_err() {
+            self.state = State::Failed;
+        } else {
+            self.bytes_in += input.len() as u64;
+        }
+        result
+    }
+
+    fn run(&mut self, input: &[u8], directive: ZSTD_EndDirective, out: &mut Vec<u8>) -> Result<()> {
+        let cctx = self.ctx.get();
+        let mut inb = InBuffer::around(input);
+        loop {
+            if out.capacity() - out.len() < OUT_STEP {
+                out.reserve(OUT_STEP);
+            }
+            let pos = out.len();
+            let mut outb = OutBuffer::around_pos(out, pos);
+            let remaining = cctx
+                .compress_stream2(&mut outb, &mut inb, directive)
+                .map_err(|code| Error::Encode(zstd_safe::get_error_name(code)))?;
+            let full = outb.pos() == outb.capacity();
+            let consumed = inb.pos() == input.len();
+            let done = match directive {
+                // Input is buffered until a block fills; stop once it is all taken and the
+                // output had room for what zstd wanted to emit.
+                ZSTD_EndDirective::ZSTD_e_continue => consumed && !full,
+                _ => consumed && remaining == 0,
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Encodes `new` against `base` as a complete dcz body (header and frame).
+pub fn encode(base: &[u8], new: &[u8]) -> Result<Vec<u8>> {
+    encode_with(
+        &Version::new(Bytes::copy_from_slice(base)),
+        new,
+        &DeltaParams::default(),
+    )
+}
+
+/// Encodes `new` against `base` with explicit parameters.
+pub fn encode_with(base: &Version, new: &[u8], params: &DeltaParams) -> Result<Vec<u8>> {
+    let mut enc = Encoder::dcz(base, params, Some(new.len() as u64))?;
+    let mut out = Vec::with_capacity(new.len() / 16 + 256);
+    enc.write(new, &mut out)?;
+    enc.finish(&mut out)?;
+    Ok(out)
+}
+
+/// Compresses `body` in full as `Content-Encoding: zstd`.
+pub fn compress(body: &[u8], level: i32) -> Result<Vec<u8>> {
+    let mut enc = Encoder::zstd(level, Some(body.len() as u64))?;
+    let mut out = Vec::with_capacity(body.len() / 4 + 256);
+    enc.write(body, &mut out)?;
+    enc.finish(&mut out)?;
+    Ok(out)
+}
