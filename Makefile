@@ -54,13 +54,18 @@ bench: build
 	@taskset -c 1 $(BIN) delta bench $(CORPUS)
 
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := decode_raw round_trip
+# Each target runs from its seeds plus what earlier runs found; a crash fails the target.
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	@for t in decode_raw round_trip; do \
-	  echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
-	  mkdir -p tunnel/fuzz/corpus/$$t; \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tunnel/fuzz $$t tunnel/fuzz/corpus/$$t tunnel/fuzz/seeds/$$t \
-	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" || exit 1; \
+	@mkdir -p target
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p tunnel/fuzz/corpus/$$t; log=target/fuzz-$$t.log; \
+	  if RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tunnel/fuzz $$t tunnel/fuzz/corpus/$$t tunnel/fuzz/seeds/$$t \
+	       -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >$$log 2>&1; then st=ok; else st=FAILED; fi; \
+	  runs=$$(grep -o 'number_of_executed_units: [0-9]*' $$log | tail -1 | cut -d' ' -f2); \
+	  echo "fuzz $$t: $$st, $${runs:-0} executions in $(FUZZ_SECONDS) s (log: $$log)"; \
+	  if [ $$st = FAILED ]; then grep -E 'panicked|ERROR|SUMMARY|Test unit written' $$log; exit 1; fi; \
 	done
 
 clean:

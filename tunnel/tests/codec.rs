@@ -121,6 +121,31 @@ fn streaming_with_random_chunks_equals_one_shot() {
 }
 
 #[test]
+fn output_does_not_depend_on_whether_write_was_called() {
+    // Found by the round_trip fuzz target: an empty body finished without any write.
+    for (base, body) in [(&b""[..], &b""[..]), (b"base", b""), (b"", b"x")] {
+        let base = Version::new(Bytes::copy_from_slice(base));
+        let params = DeltaParams::default();
+        let one_shot = codec::encode_with(&base, body, &params).unwrap();
+        let mut enc = Encoder::dcz(&base, &params, Some(body.len() as u64)).unwrap();
+        let mut out = Vec::new();
+        if !body.is_empty() {
+            enc.write(body, &mut out).unwrap();
+        }
+        enc.finish(&mut out).unwrap();
+        assert_eq!(out, one_shot);
+        let mut z = Encoder::zstd(3, None).unwrap();
+        let mut zout = Vec::new();
+        z.finish(&mut zout).unwrap();
+        let mut z2 = Encoder::zstd(3, None).unwrap();
+        let mut zout2 = Vec::new();
+        z2.write(b"", &mut zout2).unwrap();
+        z2.finish(&mut zout2).unwrap();
+        assert_eq!(zout, zout2);
+    }
+}
+
+#[test]
 fn flush_makes_everything_so_far_decodable() {
     let v = PageGenerator::versions(8, 50_000, 2);
     let base = Version::new(v[0].clone());

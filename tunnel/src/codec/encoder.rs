@@ -24,6 +24,8 @@ pub struct Encoder {
     encoding: Encoding,
     header: Option<[u8; DCZ_HEADER_LEN]>,
     state: State,
+    /// zstd has been called at least once.
+    started: bool,
     bytes_in: u64,
     bytes_out: u64,
 }
@@ -58,6 +60,7 @@ impl Encoder {
             encoding,
             header,
             state: State::Open,
+            started: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -90,6 +93,12 @@ impl Encoder {
 
     /// Ends the body: appends the rest of the frame, checksum included.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if !self.started {
+            // If its first call is `e_end`, zstd takes the input as the whole body and writes
+            // a different frame header; starting with `e_continue` keeps the bytes the same
+            // whether or not `write` was ever called.
+            self.step(&[], ZSTD_EndDirective::ZSTD_e_continue, out)?;
+        }
         self.step(&[], ZSTD_EndDirective::ZSTD_e_end, out)?;
         self.state = State::Finished;
         Ok(())
@@ -121,6 +130,7 @@ impl Encoder {
     }
 
     fn run(&mut self, input: &[u8], directive: ZSTD_EndDirective, out: &mut Vec<u8>) -> Result<()> {
+        self.started = true;
         let cctx = self.ctx.get();
         let mut inb = InBuffer::around(input);
         loop {
