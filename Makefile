@@ -8,15 +8,18 @@ CARGOFLAGS ?= --release --locked
 CORPUS     ?= ../shared/corpus/dev
 BIN        := target/release/railproxy
 
-# Debian packages the build needs (cmake: zlib-ng inside Pingora).
+# Debian packages the build needs (cmake: zlib-ng inside Pingora) and the demo uses.
 BUILD_PACKAGES := cmake pkg-config
+DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test lint fmt bench fuzz clean help
+.PHONY: all deps build test lint fmt bench fuzz clean help demo demo-stop
 
 all: build
 
 help:
+	@echo "make demo    build, then start backend + origin + edge on loopback and show deltas"
+	@echo "make demo-stop"
 	@echo "make test    build and run every test (what CI runs, with make lint)"
 	@echo "make bench   codec figures on $(CORPUS) beside gzip and zstd"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
@@ -46,6 +49,13 @@ lint: deps
 
 fmt:
 	$(CARGO) fmt --all
+
+demo: build
+	$(call apt_install,$(DEMO_PACKAGES))
+	@scripts/demo.sh
+
+demo-stop:
+	@scripts/demo.sh stop
 
 # Codec figures, pinned to one core as the reference figures were taken.
 bench: build

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 /// Something failed that has no better code.
 pub const FAILURE: u8 = 1;
+/// Bad configuration or command-line usage.
+pub const USAGE: u8 = 64;
 /// Input data was malformed (e.g. a delta that does not verify).
 pub const DATA_ERR: u8 = 65;
 /// An input file could not be read.

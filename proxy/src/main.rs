@@ -1,36 +1,109 @@
 //! `railproxy`: one binary, two modes (edge and origin) joined by a delta-compressing tunnel,
 //! plus the operator commands around them.
 
+mod admin;
+mod certs;
+mod config;
 mod delta;
+mod edge;
 mod exit;
+mod http_util;
+mod logging;
+mod metrics;
+mod origin;
+mod proxy_common;
+mod run;
+mod server;
+mod tls;
 mod units;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::{Config, Mode};
+use crate::exit::{CmdResult, Failure, USAGE};
+
 #[derive(Debug, Parser)]
 #[command(name = "railproxy", version, about, long_about = None)]
-#[command(
-    after_help = "Exit status: 0 ok, 1 failure, 2 bad arguments, 64 bad configuration, \
-65 input data refused (e.g. a delta that does not verify), 66 input not readable, 73 output not writable."
-)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(after_help = "Run a proxy:  railproxy --mode edge -c conf/edge.yaml
+               railproxy --mode origin -c conf/origin.yaml
+
+Exit status: 0 ok, 1 failure, 2 bad arguments, 64 bad configuration, \
+65 input data refused (e.g. a delta that does not verify), 66 input not readable, 73 output not writable.")]
 struct Cli {
+    /// Which side of the tunnel to run.
+    #[arg(long, value_enum, requires = "config")]
+    mode: Option<Mode>,
+    /// Configuration file (YAML).
+    #[arg(short = 'c', long = "config", value_name = "FILE", requires = "mode")]
+    config: Option<PathBuf>,
+    /// Take the listening sockets over from a running process (zero-downtime upgrade); send the
+    /// old process SIGQUIT once this one is up.
+    #[arg(long)]
+    upgrade: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Validate a configuration file: exit 0, or 64 listing every problem with its key path.
+    Check {
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Create a private CA and the origin and edge certificates the tunnel uses.
+    #[command(after_help = certs::HELP)]
+    Certs {
+        /// Folder to write into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// The delta codec: encode, decode, measure, explain.
     #[command(subcommand)]
     Delta(delta::DeltaCmd),
 }
 
+fn load(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| Failure::new(USAGE, e))
+}
+
+fn run_proxy(mode: Mode, path: &Path, upgrade: bool) -> CmdResult {
+    let config = load(path)?;
+    if config.mode() != mode {
+        return Err(Failure::new(
+            USAGE,
+            anyhow::anyhow!(
+                "{}: mode: the file says {}, but --mode says {mode}",
+                path.display(),
+                config.mode()
+            ),
+        ));
+    }
+    logging::init();
+    let result = match config {
+        Config::Edge(c) => run::edge(*c, upgrade),
+        Config::Origin(c) => run::origin(*c, upgrade),
+    };
+    result.map_err(Failure::from)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Delta(cmd) => delta::run(cmd),
+    let result = match (cli.command, cli.mode, cli.config) {
+        (Some(Command::Check { config }), _, _) => {
+            load(&config).map(|c| println!("{}: ok ({} configuration)", config.display(), c.mode()))
+        }
+        (Some(Command::Certs { out }), _, _) => certs::run(&out),
+        (Some(Command::Delta(cmd)), _, _) => delta::run(cmd),
+        (None, Some(mode), Some(path)) => run_proxy(mode, &path, cli.upgrade),
+        (None, _, _) => Err(Failure::new(
+            USAGE,
+            anyhow::anyhow!("nothing to do: give --mode and -c FILE, or a command (see --help)"),
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,269 @@
+//! A real HTTP/1.1 backend for tests, benchmarks and the demo. Prints `listening on ADDR` once
+//! bound (bind `127.0.0.1:0` for an ephemeral port).
+//!
+//! Routes:
+//!   GET  /health                  200 ok
+//!   GET  / , /demo                a news front page that changes on every request (the demo)
+//!   GET  /pages/SET               version `x-version: N` (default 0) of a set of page versions:
+//!                                 generated-10k, generated-100k, generated-700k, and with
+//!                                 `--corpus DIR` every source in DIR
+//!   GET  /status/CODE             that status, with a short text body
+//!   GET  /redirect                302 to /pages/generated-10k
+//!   POST /echo                    the request body back (text/plain)
+//!   GET  /binary/N                N pseudo-random bytes (application/octet-stream)
+//!   GET  /text/N                  N bytes of HTML, with Content-Length
+//!   GET  /chunked/N               N bytes of HTML, chunked (no Content-Length)
+//!   GET  /count                   how many requests this backend has served (text)
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tunnel::sample::{self, PageGenerator, Rng};
+
+/// A response body given in chunks; without a known length it goes out chunked.
+struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    exact: Option<u64>,
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.chunks.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.exact {
+            Some(n) => http_body::SizeHint::with_exact(n),
+            None => http_body::SizeHint::default(),
+        }
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> Chunks {
+    let b: Bytes = body.into();
+    Chunks {
+        exact: Some(b.len() as u64),
+        chunks: [b].into(),
+    }
+}
+
+fn reply(status: u16, content_type: &str, body: Chunks) -> Response<Chunks> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("x-backend", "railproxy-testbackend")
+        .body(body)
+        .expect("valid response")
+}
+
+struct Backend {
+    sets: HashMap<String, Vec<Bytes>>,
+    demo: Mutex<PageGenerator>,
+    served: AtomicU64,
+}
+
+fn content_type_of(body: &[u8]) -> &'static str {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | Some(b'[') => "application/json",
+        _ => "text/html; charset=utf-8",
+    }
+}
+
+fn html_of_len(n: usize) -> Vec<u8> {
+    let mut g = PageGenerator::new(n as u64, n.clamp(1000, 1 << 20));
+    let mut out = Vec::with_capacity(n + (1 << 16));
+    while out.len() < n {
+        out.extend_from_slice(&g.next_page());
+    }
+    out.truncate(n);
+    out
+}
+
+impl Backend {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Chunks> {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        let path = req.uri().path().to_string();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let number = |s: Option<&&str>| s.and_then(|s| s.parse::<usize>().ok());
+        match (req.method().clone(), parts.as_slice()) {
+            (Method::GET | Method::HEAD, ["health"]) => reply(200, "text/plain", full("ok\n")),
+            (Method::GET | Method::HEAD, [""] | ["demo"]) => {
+                let page = self.demo.lock().expect("lock").next_page();
+                reply(200, "text/html; charset=utf-8", full(page))
+            }
+            (Method::GET | Method::HEAD, ["pages", set]) => {
+                let version = req
+                    .headers()
+                    .get("x-version")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                match self.sets.get(*set).and_then(|v| v.get(version)) {
+                    Some(body) => reply(200, content_type_of(body), full(body.clone())),
+                    None => reply(
+                        404,
+                        "text/plain",
+                        full(format!("no version {version} of {set}\n")),
+                    ),
+                }
+            }
+            (Method::GET | Method::HEAD, ["status", code]) => {
+                match code.parse::<u16>().ok().filter(|c| (200..600).contains(c)) {
+                    Some(c) => reply(
+                        c,
+                        "text/html; charset=utf-8",
+                        full(format!(
+                            "<html><body><h1>status {c}</h1><p>from the test backend</p></body></html>\n"
+                        )),
+                    ),
+                    None => reply(400, "text/plain", full("bad status\n")),
+                }
+            }
+            (Method::GET | Method::HEAD, ["redirect"]) => {
+                let mut r = reply(
+                    302,
+                    "text/html",
+                    full("<a href=\"/pages/generated-10k\">moved</a>\n"),
+                );
+                r.headers_mut()
+                    .insert("location", "/pages/generated-10k".parse().expect("static"));
+                r
+            }
+            (Method::POST | Method::PUT, ["echo"]) => match req.into_body().collect().await {
+                Ok(body) => reply(200, "text/plain; charset=utf-8", full(body.to_bytes())),
+                Err(e) => reply(400, "text/plain", full(format!("body: {e}\n"))),
+            },
+            (Method::GET | Method::HEAD, ["binary", n]) => match number(Some(n)) {
+                Some(n) => {
+                    let mut rng = Rng::new(n as u64);
+                    let body: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+                    reply(200, "application/octet-stream", full(body))
+                }
+                None => reply(400, "text/plain", full("bad length\n")),
+            },
+            (Method::GET | Method::HEAD, ["text", n]) => match number(Some(n)) {
+                Some(n) => reply(200, "text/html; charset=utf-8", full(html_of_len(n))),
+                None => reply(400, "text/plain", full("bad length\n")),
+            },
+            (Method::GET | Method::HEAD, ["chunked", n]) => match number(Some(n)) {
+                Some(n) => {
+                    let body = Bytes::from(html_of_len(n));
+                    let chunks = (0..body.len())
+                        .step_by(4096)
+                        .map(|i| body.slice(i..(i + 4096).min(body.len())))
+                        .collect();
+                    reply(
+                        200,
+                        "text/html; charset=utf-8",
+                        Chunks {
+                            chunks,
+                            exact: None,
+                        },
+                    )
+                }
+                None => reply(400, "text/plain", full("bad length\n")),
+            },
+            (Method::GET, ["count"]) => reply(
+                200,
+                "text/plain",
+                full(format!("{}\n", self.served.load(Ordering::Relaxed))),
+            ),
+            _ => reply(
+                404,
+                "text/plain",
+                full(format!("no route for {} {path}\n", req.method())),
+            ),
+        }
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: railproxy-testbackend [--listen ADDR] [--corpus DIR]");
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() {
+    let mut listen: SocketAddr = "127.0.0.1:0".parse().expect("static");
+    let mut corpus = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => {
+                listen = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--corpus" => corpus = Some(args.next().unwrap_or_else(|| usage())),
+            _ => usage(),
+        }
+    }
+    let mut sets: HashMap<String, Vec<Bytes>> = HashMap::new();
+    let mut all = sample::generated_sets();
+    if let Some(dir) = corpus {
+        match sample::load_version_sets(std::path::Path::new(&dir)) {
+            Ok(found) => all.extend(found),
+            Err(e) => {
+                eprintln!("railproxy-testbackend: {e}");
+                std::process::exit(66);
+            }
+        }
+    }
+    for set in all {
+        sets.insert(
+            set.name,
+            set.versions.into_iter().map(Bytes::from).collect(),
+        );
+    }
+    let backend = Arc::new(Backend {
+        sets,
+        demo: Mutex::new(PageGenerator::new(2026, 100_000)),
+        served: AtomicU64::new(0),
+    });
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("railproxy-testbackend: binding {listen}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("bound");
+    println!("listening on {addr}");
+    let _ = std::io::stdout().flush();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let backend = backend.clone();
+                async move { Ok::<_, Infallible>(backend.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

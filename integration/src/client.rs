@@ -1,0 +1,90 @@
+//! HTTP clients for tests: HTTP/1.1 with keep-alive, or HTTP/2 with prior knowledge (h2c).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A response, fully read.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    pub timeout: Duration,
+}
+
+impl Http {
+    /// HTTP/1.1, pooled keep-alive connections.
+    pub fn h1() -> Self {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// HTTP/2 over cleartext with prior knowledge.
+    pub fn h2c() -> Self {
+        Http {
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Resp, String> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("reading body: {e:?}"))?
+                .to_bytes();
+            Ok(Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| format!("timed out after {:?}", self.timeout))?
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
+        self.send(Method::GET, url, headers, Bytes::new()).await
+    }
+}

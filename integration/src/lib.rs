@@ -1,0 +1,19 @@
+//! Harness for end-to-end tests: starts the real `railproxy` binary in both modes and real
+//! backends as processes on ephemeral loopback ports, waits for readiness (never a fixed sleep),
+//! and stops every process it started when dropped.
+
+pub mod client;
+pub mod fake_origin;
+pub mod metrics;
+pub mod process;
+pub mod stack;
+
+pub use client::{Http, Resp};
+pub use metrics::Metrics;
+pub use process::{Backend, Proc};
+pub use stack::{Knobs, Stack};
+
+/// The dev corpus beside the repository, if this checkout has it.
+pub fn corpus() -> Option<std::path::PathBuf> {
+    tunnel::sample::dev_corpus(env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,156 @@
+//! Child processes that are always stopped: killed on drop, with their logs kept for failures.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The folder holding the workspace's binaries (target/<profile>), found from the test binary.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("exe dir");
+    // Test binaries live in target/<profile>/deps; binaries one level up.
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("profile dir").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running child process.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stderr (and stdout, unless piped by the caller) going to `dir/name.log`.
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path, pipe_stdout: bool) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        cmd.stderr(file.try_clone().expect("log fd"));
+        cmd.stdout(if pipe_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::from(file)
+        });
+        cmd.stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// None while running, the exit status once it ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (TERM, QUIT, KILL, HUP).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits for the process to end, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// The test backend, on an ephemeral port.
+#[derive(Debug)]
+pub struct Backend {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Backend {
+    /// Starts a backend; with `corpus`, it also serves every source in that folder.
+    pub fn start(dir: &Path, name: &str, corpus: Option<&Path>) -> Backend {
+        let mut cmd = Command::new(bin("railproxy-testbackend"));
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if let Some(c) = corpus {
+            cmd.arg("--corpus").arg(c);
+        }
+        let mut proc = Proc::spawn(name, cmd, dir, true);
+        let stdout = proc.stdout().expect("piped stdout");
+        // The first line says where it listens; a thread bounds the wait.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{name} did not start:\n{}", proc.log()));
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{name} said {line:?}:\n{}", proc.log()));
+        Backend { proc, addr }
+    }
+}
+
+/// A free loopback port. The port is released before use, so the caller retries on a clash.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

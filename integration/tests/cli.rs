@@ -1,0 +1,217 @@
+//! The command line as operators use it: check, certs, help, and configuration errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use railproxy_integration::process::bin;
+
+fn railproxy(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("railproxy"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run railproxy")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A folder with certs/ and conf/ as in the repository root.
+fn demo_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    for f in ["edge.yaml", "origin.yaml"] {
+        std::fs::copy(repo().join("conf").join(f), dir.path().join("conf").join(f)).unwrap();
+    }
+    let o = railproxy(dir.path(), &["certs", "--out", "certs"]);
+    assert!(o.status.success(), "{}", text(&o));
+    dir
+}
+
+#[test]
+fn demo_configs_check_out() {
+    let dir = demo_dir();
+    for (file, mode) in [("conf/edge.yaml", "edge"), ("conf/origin.yaml", "origin")] {
+        let o = railproxy(dir.path(), &["check", "-c", file]);
+        assert!(o.status.success(), "{file}: {}", text(&o));
+        assert!(text(&o).contains(&format!("ok ({mode} configuration)")));
+    }
+}
+
+#[test]
+fn every_problem_is_listed_with_its_key_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "mode: edge
+listen: [127.0.0.1:notaport]
+admin: {listen: 127.0.0.1:9101, colour: blue}
+tunnel: {ca: /nonexistent/ca.pem, max_streams: 0, connect_timeout: soon}
+origins:
+  example.com: {listeners: []}
+delta: {store_size: 1M, max_body: 8M}
+typo_key: 1
+",
+    )
+    .unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let out = text(&o);
+    for expected in [
+        "listen[0]: \"127.0.0.1:notaport\" is not an IP address and port",
+        "admin.colour: unknown key",
+        "tunnel.max_streams: must be at least 1",
+        "tunnel.connect_timeout: \"soon\" is not a duration",
+        "origins.example.com.listeners: must not be empty",
+        "delta.max_body: 8388608 is more than store_size",
+        "typo_key: unknown key",
+        "tunnel.ca: cannot read /nonexistent/ca.pem",
+        "8 problems",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn origin_problems_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("o.yaml");
+    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\n").unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let out = text(&o);
+    for expected in [
+        "admin.listen: required",
+        "tunnel.cert: required",
+        "tunnel.key: required",
+        "hosts.A: host a is listed twice",
+        "full_level: must be a zstd level",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn syntax_errors_missing_mode_and_mode_mismatch_exit_64() {
+    let dir = demo_dir();
+    let bad = dir.path().join("syntax.yaml");
+    std::fs::write(&bad, "mode: edge\nlisten: [unclosed\n").unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(text(&o).contains("not valid YAML"), "{}", text(&o));
+
+    std::fs::write(&bad, "listen: [127.0.0.1:1]\n").unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(text(&o).contains("mode: required"), "{}", text(&o));
+
+    let o = railproxy(dir.path(), &["--mode", "origin", "-c", "conf/edge.yaml"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        text(&o).contains("the file says edge, but --mode says origin"),
+        "{}",
+        text(&o)
+    );
+
+    let o = railproxy(dir.path(), &["check", "-c", "conf/missing.yaml"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        text(&o).contains("conf/missing.yaml") && text(&o).contains("cannot read"),
+        "{}",
+        text(&o)
+    );
+
+    let o = railproxy(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(text(&o).contains("give --mode and -c FILE"));
+}
+
+#[test]
+fn certs_are_idempotent_and_keys_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let o = railproxy(dir.path(), &["certs", "--out", "c"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).matches("created").count(), 3);
+    let files = [
+        "ca.pem",
+        "ca.key",
+        "origin.pem",
+        "origin.key",
+        "edge.pem",
+        "edge.key",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap())
+        .collect();
+    for f in ["ca.key", "origin.key", "edge.key"] {
+        let mode = std::fs::metadata(dir.path().join("c").join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let o = railproxy(dir.path(), &["certs", "--out", "c"]);
+    assert!(o.status.success());
+    assert_eq!(text(&o).matches("kept").count(), 3);
+    let after: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap())
+        .collect();
+    assert_eq!(before, after, "a second run changed files");
+    // A missing leaf is issued from the existing CA.
+    std::fs::remove_file(dir.path().join("c/edge.pem")).unwrap();
+    std::fs::remove_file(dir.path().join("c/edge.key")).unwrap();
+    let o = railproxy(dir.path(), &["certs", "--out", "c"]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("created") && text(&o).contains("edge.pem"));
+    assert_eq!(
+        std::fs::read(dir.path().join("c/ca.pem")).unwrap(),
+        before[0]
+    );
+}
+
+#[test]
+fn help_names_modes_commands_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = railproxy(dir.path(), &["--help"]);
+    assert!(o.status.success());
+    for s in [
+        "--mode",
+        "--config",
+        "check",
+        "certs",
+        "delta",
+        "--upgrade",
+        "Exit status",
+    ] {
+        assert!(text(&o).contains(s), "--help lacks {s}");
+    }
+    let o = railproxy(dir.path(), &["certs", "--help"]);
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "origin.pem",
+        "origin.key",
+        "edge.pem",
+        "edge.key",
+    ] {
+        assert!(text(&o).contains(f), "certs --help lacks {f}");
+    }
+    let o = railproxy(dir.path(), &["--version"]);
+    assert!(text(&o).starts_with("railproxy "));
+}

@@ -1,0 +1,214 @@
+//! The edge against a scripted origin: base mismatches are retried without a base before any
+//! byte goes out; bodies that fail verification are never served; both are counted.
+
+use std::net::SocketAddr;
+
+use railproxy_integration::fake_origin::{FakeOrigin, Script, tunnel_response};
+use railproxy_integration::stack::{edge_yaml, make_certs, start_proxy};
+use railproxy_integration::{Http, Knobs, Metrics, Proc};
+use tunnel::codec;
+use tunnel::sample::PageGenerator;
+use tunnel::{Version, VersionId};
+
+struct Edge {
+    _proc: Proc,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn edge_before(origin: impl FnOnce(&std::path::Path) -> Script) -> (Edge, FakeOrigin) {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let fake = FakeOrigin::start(&certs, origin(&certs)).await;
+    let port = railproxy_integration::process::free_port;
+    let (addr, admin): (SocketAddr, SocketAddr) = (
+        ([127, 0, 0, 1], port()).into(),
+        ([127, 0, 0, 1], port()).into(),
+    );
+    let yaml = edge_yaml(dir.path(), &Knobs::default(), addr, admin, fake.addr);
+    let proc = start_proxy(dir.path(), "edge", "edge", &yaml, admin)
+        .await
+        .expect("edge starts");
+    (
+        Edge {
+            _proc: proc,
+            addr,
+            admin,
+            _dir: dir,
+        },
+        fake,
+    )
+}
+
+fn pages() -> Vec<Vec<u8>> {
+    PageGenerator::versions(31, 60_000, 3)
+}
+
+fn full(body: &[u8]) -> Vec<u8> {
+    codec::compress(body, 3).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_mismatch_is_retried_without_a_base() {
+    let v = pages();
+    let v2 = v.clone();
+    let (edge, fake) = edge_before(move |_| {
+        Box::new(move |seen, n| match n {
+            // First fetch: full body, so the edge stores version 0.
+            0 => tunnel_response(
+                Some("zstd"),
+                &[("railproxy-raw-length", v2[0].len().to_string())],
+                full(&v2[0]),
+            ),
+            // Second: a dcz that names some other base in its header.
+            1 => {
+                assert!(
+                    seen.headers.contains_key("available-dictionary"),
+                    "edge named its base"
+                );
+                let other = Version::new(v2[2].clone());
+                let delta =
+                    codec::encode_with(&other, &v2[1], &codec::DeltaParams::default()).unwrap();
+                tunnel_response(
+                    Some("dcz"),
+                    &[("railproxy-delta-base", other.id.to_sf())],
+                    delta,
+                )
+            }
+            // The retry must come without a base; answer in full.
+            _ => {
+                assert!(
+                    !seen.headers.contains_key("available-dictionary"),
+                    "retry still named a base"
+                );
+                tunnel_response(Some("zstd"), &[], full(&v2[1]))
+            }
+        })
+    })
+    .await;
+    let http = Http::h1();
+    let url = format!("http://{}/page", edge.addr);
+    assert!(http.get(&url, &[]).await.unwrap().body == v[0][..]);
+    let r = http.get(&url, &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == v[1][..], "the retried response is the right page");
+    assert_eq!(fake.requests().len(), 3);
+    let m = Metrics::scrape(edge.admin).await;
+    assert_eq!(m.sum("railproxy_delta_base_retries_total", &[]), 1.0);
+    assert_eq!(
+        m.sum(
+            "railproxy_delta_verify_failures_total",
+            &[("reason", "base_mismatch")]
+        ),
+        1.0
+    );
+}
+
+/// Serves version 0 in full, then `bad` for version 1; the client must never see wrong bytes.
+async fn refused(
+    reason: &str,
+    bad: impl Fn(&Version, &[u8]) -> (Vec<(&'static str, String)>, Vec<u8>) + Send + Sync + 'static,
+) {
+    let v = pages();
+    let v2 = v.clone();
+    let (edge, _fake) = edge_before(move |_| {
+        Box::new(move |_, n| match n {
+            0 => tunnel_response(Some("zstd"), &[], full(&v2[0])),
+            1 => {
+                let (headers, body) = bad(&Version::new(v2[0].clone()), &v2[1]);
+                let enc = if headers.iter().any(|(k, _)| *k == "railproxy-delta-base") {
+                    "dcz"
+                } else {
+                    "zstd"
+                };
+                tunnel_response(Some(enc), &headers, body)
+            }
+            _ => tunnel_response(Some("zstd"), &[], full(&v2[1])),
+        })
+    })
+    .await;
+    let http = Http::h1();
+    let url = format!("http://{}/page", edge.addr);
+    assert!(http.get(&url, &[]).await.unwrap().body == v[0][..]);
+    match http.get(&url, &[]).await {
+        Ok(r) if r.status == 200 => assert!(r.body == v[1][..], "{reason}: wrong bytes served"),
+        Ok(r) => assert!(r.status.is_server_error(), "{reason}: {}", r.status),
+        Err(e) => eprintln!("{reason}: client saw an error, as it should: {e}"),
+    }
+    let m = Metrics::scrape(edge.admin).await;
+    assert_eq!(
+        m.sum(
+            "railproxy_delta_verify_failures_total",
+            &[("reason", reason)]
+        ),
+        1.0,
+        "{reason}"
+    );
+    // The next request goes in full and is right.
+    assert!(
+        http.get(&url, &[]).await.unwrap().body == v[1][..],
+        "{reason}: recovery"
+    );
+}
+
+fn dcz_headers(base: &Version) -> Vec<(&'static str, String)> {
+    vec![("railproxy-delta-base", base.id.to_sf())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_delta_is_never_served() {
+    refused("checksum", |base, new| {
+        let mut d = codec::encode_with(base, new, &codec::DeltaParams::default()).unwrap();
+        let n = d.len();
+        d[n - 1] ^= 0x10;
+        (dcz_headers(base), d)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_delta_is_never_served() {
+    refused("truncated", |base, new| {
+        let d = codec::encode_with(base, new, &codec::DeltaParams::default()).unwrap();
+        (dcz_headers(base), d[..d.len() - 10].to_vec())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_header_naming_another_base_is_never_served() {
+    refused("base_mismatch", |base, new| {
+        let mut d = codec::encode_with(base, new, &codec::DeltaParams::default()).unwrap();
+        d[8..40].copy_from_slice(VersionId::of(b"something else").as_bytes());
+        (dcz_headers(base), d)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_announced_length_is_never_served() {
+    refused("length", |_, new| {
+        (
+            vec![("railproxy-raw-length", (new.len() + 1).to_string())],
+            full(new),
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_refused() {
+    // 512 MiB of zeros in a few KB, beyond the edge's 256 MiB max_decoded.
+    refused("too_large", |_, _| {
+        let mut enc = codec::Encoder::zstd(1, None).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        let mut out = Vec::new();
+        for _ in 0..512 {
+            enc.write(&zeros, &mut out).unwrap();
+        }
+        enc.finish(&mut out).unwrap();
+        (vec![], out)
+    })
+    .await;
+}

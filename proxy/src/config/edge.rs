@@ -1,0 +1,167 @@
+//! `mode: edge`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::common::{AdminSettings, DeltaSettings, ServerSettings, check_distinct_addresses};
+use super::reader::{ByteSize, Secs, Section};
+
+/// How the edge reaches origin listeners.
+#[derive(Debug, Clone)]
+pub struct TunnelClient {
+    /// The private CA that signed the origin listeners' certificates (system roots are never used).
+    pub ca: PathBuf,
+    /// The edge's client certificate and key, presented to origins that require one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Name the origin's certificate must carry, unless a route overrides it.
+    pub server_name: String,
+    pub connect_timeout: Duration,
+    /// Longest wait for each read of the origin's response.
+    pub response_timeout: Duration,
+    /// Pooled connections idle longer than this are closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval that keeps pooled connections alive and detects dead ones.
+    pub ping_interval: Duration,
+    /// Concurrent requests per tunnel connection before another connection is opened.
+    pub max_streams: usize,
+}
+
+/// The origin listeners serving one host.
+#[derive(Debug, Clone)]
+pub struct OriginRoute {
+    /// Host name as clients send it, lower case, without port.
+    pub host: String,
+    pub listeners: Vec<SocketAddr>,
+    pub server_name: String,
+}
+
+/// An HTTPS listener for clients.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub server: ServerSettings,
+    /// Plain client listeners: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS client listeners (HTTP/2 and HTTP/1.1 by ALPN).
+    pub https: Option<ClientTls>,
+    pub admin: AdminSettings,
+    pub tunnel: TunnelClient,
+    pub origins: Vec<OriginRoute>,
+    pub delta: DeltaSettings,
+    /// Compression level for clients that accept gzip/br/zstd (0: off).
+    pub client_compression: u32,
+}
+
+impl EdgeConfig {
+    pub fn read(root: &Section<'_>) -> Self {
+        let server = ServerSettings::read(&root.section("server"), "edge");
+        let listen: Vec<SocketAddr> = if root.has("https") {
+            root.list("listen")
+        } else {
+            root.req_list("listen", "addresses for clients, e.g. 127.0.0.1:8080")
+        };
+        let https = root.has("https").then(|| {
+            let s = root.section("https");
+            ClientTls {
+                listen: s.req_list("listen", "addresses for HTTPS clients"),
+                cert: s.req("cert").unwrap_or_default(),
+                key: s.req("key").unwrap_or_default(),
+            }
+        });
+        let admin = AdminSettings::read(&root.section("admin"));
+        let t = root.section("tunnel");
+        let tunnel = TunnelClient {
+            ca: t.req("ca").unwrap_or_default(),
+            cert: t.opt("cert"),
+            key: t.opt("key"),
+            server_name: t.or("server_name", "origin.railproxy.internal".to_string()),
+            connect_timeout: t.or("connect_timeout", Secs(Duration::from_secs(2))).0,
+            response_timeout: t.or("response_timeout", Secs(Duration::from_secs(60))).0,
+            idle_timeout: t.or("idle_timeout", Secs(Duration::from_secs(600))).0,
+            ping_interval: t.or("ping_interval", Secs(Duration::from_secs(30))).0,
+            max_streams: t.or("max_streams", 128),
+        };
+        if tunnel.cert.is_some() != tunnel.key.is_some() {
+            t.problem(
+                if tunnel.cert.is_some() { "key" } else { "cert" },
+                "cert and key go together",
+            );
+        }
+        if tunnel.max_streams == 0 {
+            t.problem("max_streams", "must be at least 1");
+        }
+        drop(t);
+        let mut origins: Vec<OriginRoute> = Vec::new();
+        for (name, s) in root.entries("origins") {
+            let host = name.trim().to_ascii_lowercase();
+            let route = OriginRoute {
+                listeners: s.req_list("listeners", "origin listener addresses"),
+                server_name: s.or("server_name", tunnel.server_name.clone()),
+                host,
+            };
+            if origins.iter().any(|o| o.host == route.host) {
+                s.problem("", format!("host {} is listed twice", route.host));
+            }
+            origins.push(route);
+        }
+        if origins.is_empty() {
+            root.problem(
+                "origins",
+                "required: a map of host names to origin listeners",
+            );
+        }
+        let d = root.section("delta");
+        let mut delta = DeltaSettings::read(&d, 256 << 20);
+        delta.max_decoded = d.or("max_decoded", ByteSize(256 << 20)).0;
+        if delta.max_decoded < delta.max_body {
+            d.problem("max_decoded", "must be at least max_body");
+        }
+        drop(d);
+        let client_compression = root.or("client_compression", 6u32);
+        if client_compression > 11 {
+            root.problem("client_compression", "must be 0 (off) to 11");
+        }
+        let mut addrs: Vec<(&str, SocketAddr)> = listen.iter().map(|a| ("listen", *a)).collect();
+        if let Some(h) = &https {
+            addrs.extend(h.listen.iter().map(|a| ("https.listen", *a)));
+        }
+        addrs.push(("admin.listen", admin.listen));
+        check_distinct_addresses(root, &addrs);
+        EdgeConfig {
+            server,
+            listen,
+            https,
+            admin,
+            tunnel,
+            origins,
+            delta,
+            client_compression,
+        }
+    }
+
+    pub fn files(&self) -> Vec<(&'static str, &Path)> {
+        let mut f: Vec<(&'static str, &Path)> = vec![("tunnel.ca", &self.tunnel.ca)];
+        if let (Some(c), Some(k)) = (&self.tunnel.cert, &self.tunnel.key) {
+            f.push(("tunnel.cert", c));
+            f.push(("tunnel.key", k));
+        }
+        if let Some(h) = &self.https {
+            f.push(("https.cert", &h.cert));
+            f.push(("https.key", &h.key));
+        }
+        f
+    }
+
+    /// The route for a request's host (lower case, port stripped).
+    pub fn route(&self, host: &str) -> Option<&OriginRoute> {
+        self.origins.iter().find(|o| o.host == host)
+    }
+}

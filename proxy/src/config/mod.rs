@@ -1,0 +1,142 @@
+//! Configuration: one YAML file per process, parsed from a string, validated, every problem
+//! reported at once with its key path. Relative paths are relative to the working directory.
+
+mod common;
+mod edge;
+mod origin;
+pub mod reader;
+
+use std::fmt;
+use std::path::Path;
+
+pub use common::ServerSettings;
+pub use edge::EdgeConfig;
+pub use origin::OriginConfig;
+use reader::{Problem, Problems, Section};
+
+/// Which side of the tunnel a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The reverse proxy near users.
+    Edge,
+    /// The listener beside the origin's backends.
+    Origin,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Edge => "edge",
+            Mode::Origin => "origin",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A whole configuration file.
+#[derive(Debug, Clone)]
+pub enum Config {
+    Edge(Box<EdgeConfig>),
+    Origin(Box<OriginConfig>),
+}
+
+impl Config {
+    pub fn mode(&self) -> Mode {
+        match self {
+            Config::Edge(_) => Mode::Edge,
+            Config::Origin(_) => Mode::Origin,
+        }
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![Problem {
+                path: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(&text).map_err(|problems| ConfigError {
+            file: path.display().to_string(),
+            problems,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    pub fn parse(text: &str) -> Result<Self, Vec<Problem>> {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            vec![Problem {
+                path: at,
+                message: format!("not valid YAML: {e}"),
+            }]
+        })?;
+        let problems = Problems::default();
+        let config = {
+            let root = Section::root(&value, &problems);
+            match root.req::<String>("mode").as_deref() {
+                Some("edge") => Some(Config::Edge(Box::new(EdgeConfig::read(&root)))),
+                Some("origin") => Some(Config::Origin(Box::new(OriginConfig::read(&root)))),
+                Some(other) => {
+                    root.problem("mode", format!("{other:?} is not a mode (edge or origin)"));
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(c) = &config {
+            c.validate(&problems);
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(problems.into_vec()),
+        }
+    }
+
+    /// Checks that need the file system: certificates and keys must be readable.
+    fn validate(&self, problems: &Problems) {
+        let files: Vec<(&str, &Path)> = match self {
+            Config::Edge(e) => e.files(),
+            Config::Origin(o) => o.files(),
+        };
+        for (key, file) in files {
+            if let Err(e) = std::fs::File::open(file) {
+                problems.add(key, format!("cannot read {}: {e}", file.display()));
+            }
+        }
+    }
+}
+
+/// A configuration that did not validate.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,123 @@
+//! `mode: origin`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::common::{AdminSettings, DeltaSettings, ServerSettings, check_distinct_addresses};
+use super::reader::{Secs, Section};
+
+/// Where the origin accepts the tunnel.
+#[derive(Debug, Clone)]
+pub struct TunnelListener {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA whose client certificates edges must present; no client certificate is asked when unset.
+    pub client_ca: Option<PathBuf>,
+    /// Concurrent HTTP/2 streams allowed per tunnel connection (above the edges' `max_streams`,
+    /// so that edges decide when to open another connection).
+    pub max_streams: u32,
+}
+
+/// The backends serving one host.
+#[derive(Debug, Clone)]
+pub struct HostRoute {
+    /// Host name as clients send it, lower case, without port.
+    pub host: String,
+    pub backends: Vec<SocketAddr>,
+}
+
+/// How the origin talks to its backends (HTTP/1.1, keep-alive).
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    pub connect_timeout: Duration,
+    /// Longest wait for each read of a backend's response.
+    pub response_timeout: Duration,
+    /// Idle keep-alive connections to backends are closed after this.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    pub tunnel: TunnelListener,
+    pub hosts: Vec<HostRoute>,
+    pub backend: BackendSettings,
+    pub delta: DeltaSettings,
+    /// zstd level for bodies sent in full.
+    pub full_level: i32,
+}
+
+impl OriginConfig {
+    pub fn read(root: &Section<'_>) -> Self {
+        let server = ServerSettings::read(&root.section("server"), "origin");
+        let admin = AdminSettings::read(&root.section("admin"));
+        let t = root.section("tunnel");
+        let tunnel = TunnelListener {
+            listen: t.req_list("listen", "addresses for edges, e.g. 127.0.0.1:2408"),
+            cert: t.req("cert").unwrap_or_default(),
+            key: t.req("key").unwrap_or_default(),
+            client_ca: t.opt("client_ca"),
+            max_streams: t.or("max_streams", 1000u32),
+        };
+        if tunnel.max_streams == 0 {
+            t.problem("max_streams", "must be at least 1");
+        }
+        drop(t);
+        let mut hosts: Vec<HostRoute> = Vec::new();
+        for (name, s) in root.entries("hosts") {
+            let route = HostRoute {
+                host: name.trim().to_ascii_lowercase(),
+                backends: s.req_list("backends", "backend addresses"),
+            };
+            if hosts.iter().any(|h| h.host == route.host) {
+                s.problem("", format!("host {} is listed twice", route.host));
+            }
+            hosts.push(route);
+        }
+        if hosts.is_empty() {
+            root.problem("hosts", "required: a map of host names to backends");
+        }
+        let b = root.section("backend");
+        let backend = BackendSettings {
+            connect_timeout: b.or("connect_timeout", Secs(Duration::from_secs(2))).0,
+            response_timeout: b.or("response_timeout", Secs(Duration::from_secs(60))).0,
+            idle_timeout: b.or("idle_timeout", Secs(Duration::from_secs(60))).0,
+        };
+        drop(b);
+        let delta = DeltaSettings::read(&root.section("delta"), 512 << 20);
+        let full_level = root.or("full_level", tunnel::codec::FULL_LEVEL);
+        if !(1..=19).contains(&full_level) {
+            root.problem("full_level", "must be a zstd level from 1 to 19");
+        }
+        let mut addrs: Vec<(&str, SocketAddr)> = tunnel
+            .listen
+            .iter()
+            .map(|a| ("tunnel.listen", *a))
+            .collect();
+        addrs.push(("admin.listen", admin.listen));
+        check_distinct_addresses(root, &addrs);
+        OriginConfig {
+            server,
+            admin,
+            tunnel,
+            hosts,
+            backend,
+            delta,
+            full_level,
+        }
+    }
+
+    pub fn files(&self) -> Vec<(&'static str, &Path)> {
+        let mut f: Vec<(&'static str, &Path)> = vec![
+            ("tunnel.cert", &self.tunnel.cert),
+            ("tunnel.key", &self.tunnel.key),
+        ];
+        if let Some(ca) = &self.tunnel.client_ca {
+            f.push(("tunnel.client_ca", ca));
+        }
+        f
+    }
+}

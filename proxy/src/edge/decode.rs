@@ -1,0 +1,244 @@
+//! The edge's side of a tunnel body: decoded as it arrives, held until verified while it fits,
+//! streamed (and aborted on failure) beyond that.
+
+use bytes::Bytes;
+use tunnel::codec::Decoder;
+
+/// Why a tunnel body was refused; the label of `railproxy_delta_verify_failures_total`.
+#[derive(Debug)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub detail: String,
+    /// Some decoded bytes had already gone to the client.
+    pub after_output: bool,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tunnel body refused ({}): {}", self.reason, self.detail)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn reason(e: &tunnel::Error) -> &'static str {
+    use tunnel::Error as E;
+    match e {
+        E::BaseMismatch { .. } => "base_mismatch",
+        E::BadHeader { .. } => "bad_header",
+        E::MissingChecksum => "no_checksum",
+        E::Truncated => "truncated",
+        E::TrailingData(_) => "trailing_data",
+        E::ChecksumMismatch => "checksum",
+        E::WindowTooLarge { .. } => "window",
+        E::TooLarge { .. } => "too_large",
+        E::Corrupt(_) | E::Encode(_) | E::Finished(_) | E::InvalidVersionId(_) => "corrupt",
+    }
+}
+
+pub struct BodyDecoder {
+    decoder: Decoder,
+    out: Vec<u8>,
+    /// Output is held while it stays within this; past it, it streams.
+    hold_limit: usize,
+    streaming: bool,
+    /// The length the origin said the backend sent.
+    expect_len: Option<u64>,
+}
+
+impl BodyDecoder {
+    pub fn new(decoder: Decoder, hold_limit: u64, expect_len: Option<u64>) -> Self {
+        let capacity = expect_len.unwrap_or(16 * 1024).min(hold_limit) as usize;
+        BodyDecoder {
+            decoder,
+            out: Vec::with_capacity(capacity),
+            hold_limit: hold_limit as usize,
+            streaming: false,
+            expect_len,
+        }
+    }
+
+    fn refuse(&self, reason: &'static str, detail: String) -> Refused {
+        Refused {
+            reason,
+            detail,
+            after_output: self.streaming,
+        }
+    }
+
+    /// Takes a tunnel chunk; returns decoded bytes to send on, if any. At the end, returns the
+    /// whole verified body when it was held (so it can be stored), as `complete`.
+    pub fn push(&mut self, chunk: Option<&[u8]>, end: bool) -> Result<Output, Refused> {
+        if let Some(chunk) = chunk {
+            self.decoder
+                .write(chunk, &mut self.out)
+                .map_err(|e| self.refuse(reason(&e), e.to_string()))?;
+        }
+        let produced = self.decoder.produced();
+        if let Some(n) = self.expect_len.filter(|n| produced > *n) {
+            return Err(self.refuse(
+                "length",
+                format!("decoded {produced} bytes, origin announced {n}"),
+            ));
+        }
+        if !self.streaming && self.out.len() > self.hold_limit {
+            self.streaming = true;
+        }
+        if end {
+            self.decoder
+                .finish()
+                .map_err(|e| self.refuse(reason(&e), e.to_string()))?;
+            if let Some(n) = self.expect_len.filter(|n| produced != *n) {
+                return Err(self.refuse(
+                    "length",
+                    format!("decoded {produced} bytes, origin announced {n}"),
+                ));
+            }
+            let body = Bytes::from(std::mem::take(&mut self.out));
+            let complete = (!self.streaming).then(|| body.clone());
+            return Ok(Output {
+                send: Some(body),
+                complete,
+            });
+        }
+        if self.streaming && !self.out.is_empty() {
+            return Ok(Output {
+                send: Some(Bytes::from(std::mem::take(&mut self.out))),
+                complete: None,
+            });
+        }
+        Ok(Output {
+            send: None,
+            complete: None,
+        })
+    }
+}
+
+pub struct Output {
+    pub send: Option<Bytes>,
+    pub complete: Option<Bytes>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tunnel::Version;
+    use tunnel::codec::{self, DecodeOptions};
+    use tunnel::sample::PageGenerator;
+
+    fn pair() -> (Version, Vec<u8>, Vec<u8>) {
+        let v = PageGenerator::versions(21, 50_000, 2);
+        let base = Version::new(v[0].clone());
+        let delta = codec::encode(&v[0], &v[1]).unwrap();
+        (base, v[1].clone(), delta)
+    }
+
+    fn run(
+        dec: &mut BodyDecoder,
+        wire: &[u8],
+        chunk: usize,
+    ) -> Result<(Vec<u8>, Option<Bytes>, usize), Refused> {
+        let mut sent = Vec::new();
+        let mut sends = 0;
+        let pieces: Vec<&[u8]> = wire.chunks(chunk).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let out = dec.push(Some(piece), i + 1 == pieces.len())?;
+            if let Some(b) = out.send {
+                sent.extend_from_slice(&b);
+                sends += 1;
+            }
+            if out.complete.is_some() {
+                return Ok((sent, out.complete, sends));
+            }
+        }
+        Ok((sent, None, sends))
+    }
+
+    #[test]
+    fn holds_until_verified_then_sends_once() {
+        let (base, new, delta) = pair();
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(new.len() as u64),
+        );
+        let (sent, complete, sends) = run(&mut d, &delta, 7).unwrap();
+        assert!(sent == new);
+        assert_eq!(sends, 1, "held output goes out in one piece at the end");
+        assert!(complete.unwrap() == new);
+    }
+
+    #[test]
+    fn corrupt_held_body_sends_nothing() {
+        let (base, new, mut delta) = pair();
+        let n = delta.len();
+        delta[n - 3] ^= 0x40; // in the checksum
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(new.len() as u64),
+        );
+        let mut sent = 0;
+        let mut err = None;
+        for (i, piece) in delta.chunks(5).enumerate() {
+            match d.push(Some(piece), (i + 1) * 5 >= n) {
+                Ok(o) => sent += o.send.map_or(0, |b| b.len()),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = err.expect("refused");
+        assert_eq!(sent, 0);
+        assert!(!err.after_output);
+        assert_eq!(err.reason, "checksum");
+    }
+
+    #[test]
+    fn streams_past_the_hold_limit_and_flags_late_failures() {
+        // Several zstd blocks (128 KiB each), so output leaves before the checksum is checked.
+        let v = PageGenerator::versions(22, 400_000, 2);
+        let (base, new) = (Version::new(v[0].clone()), v[1].clone());
+        let delta = codec::encode(&v[0], &v[1]).unwrap();
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1000,
+            None,
+        );
+        let (sent, complete, _) = run(&mut d, &delta, 64).unwrap();
+        assert!(sent == new);
+        assert!(complete.is_none(), "a streamed body is not stored");
+
+        let mut bad = delta.clone();
+        let n = bad.len();
+        bad[n - 2] ^= 1;
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1000,
+            None,
+        );
+        let err = run(&mut d, &bad, 64).expect_err("refused");
+        assert!(
+            err.after_output,
+            "failure after streamed output must abort the response"
+        );
+    }
+
+    #[test]
+    fn announced_length_is_enforced() {
+        let (base, new, delta) = pair();
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(new.len() as u64 - 1),
+        );
+        assert_eq!(run(&mut d, &delta, 1 << 20).err().unwrap().reason, "length");
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(new.len() as u64 + 1),
+        );
+        assert_eq!(run(&mut d, &delta, 1 << 20).err().unwrap().reason, "length");
+    }
+}

@@ -1,0 +1,242 @@
+//! Prometheus metrics, all named `railproxy_*`, served on the admin listener.
+
+use std::sync::{Arc, LazyLock};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, register_histogram_vec,
+    register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+};
+use tunnel::store::StoreStats;
+
+/// Requests by mode and status class (2xx, 4xx, …).
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_requests_total",
+        "Requests answered, by mode and status class",
+        &["mode", "class"]
+    )
+    .expect("metric")
+});
+
+/// Time from request start to the end of the response.
+pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        HistogramOpts::new(
+            "railproxy_request_duration_seconds",
+            "Request duration, by mode"
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+        ]),
+        &["mode"]
+    )
+    .expect("metric")
+});
+
+/// Body bytes as the backend sent them, by the encoding used on the tunnel.
+pub static RAW_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_delta_raw_bytes_total",
+        "Response body bytes as the backend sent them, by mode and tunnel encoding",
+        &["mode", "encoding"]
+    )
+    .expect("metric")
+});
+
+/// Body bytes as they crossed the tunnel, by encoding.
+pub static WIRE_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_delta_wire_bytes_total",
+        "Response body bytes as they crossed the tunnel, by mode and tunnel encoding",
+        &["mode", "encoding"]
+    )
+    .expect("metric")
+});
+
+/// Whether a base was available: edge `hit` (it named one) or `miss`; origin `hit` (it holds the
+/// named base), `miss` (it does not) or `none` (no base named).
+pub static BASE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_delta_base_total",
+        "Delta bases: named and held (hit), not held (miss), not named (none)",
+        &["mode", "result"]
+    )
+    .expect("metric")
+});
+
+/// Edge: tunnel bodies that failed verification, by reason; none of their bytes were served.
+pub static VERIFY_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_delta_verify_failures_total",
+        "Tunnel bodies refused by the edge's verification, by reason",
+        &["reason"]
+    )
+    .expect("metric")
+});
+
+/// Edge: requests sent again without a base after the origin answered against another one.
+pub static BASE_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "railproxy_delta_base_retries_total",
+        "Requests retried without a base after a base mismatch"
+    )
+    .expect("metric")
+});
+
+/// Edge: client responses aborted because the tunnel body failed after bytes went out.
+pub static ABORTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "railproxy_responses_aborted_total",
+        "Client responses aborted because the tunnel body failed verification mid-stream"
+    )
+    .expect("metric")
+});
+
+/// Errors talking upstream (edge: to origin listeners; origin: to backends), by kind.
+pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_upstream_errors_total",
+        "Errors reaching or reading from upstream, by mode and kind",
+        &["mode", "kind"]
+    )
+    .expect("metric")
+});
+
+/// Tunnel connections: opened by the edge, accepted by the origin.
+pub static TUNNEL_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_tunnel_connections_total",
+        "Tunnel (TLS, HTTP/2) connections opened (edge) or accepted (origin)",
+        &["mode"]
+    )
+    .expect("metric")
+});
+
+static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "railproxy_build_info",
+        "Version and mode of this process",
+        &["version", "mode"]
+    )
+    .expect("metric")
+});
+
+/// Touches every metric so that all series exist from the start (scrapers see zeros, not gaps).
+pub fn init(mode: &str) {
+    BUILD_INFO
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), mode])
+        .set(1);
+    for class in ["2xx", "3xx", "4xx", "5xx"] {
+        REQUESTS.with_label_values(&[mode, class]);
+    }
+    DURATION.with_label_values(&[mode]);
+    for enc in ["dcz", "zstd", "identity"] {
+        RAW_BYTES.with_label_values(&[mode, enc]);
+        WIRE_BYTES.with_label_values(&[mode, enc]);
+    }
+    for result in ["hit", "miss", "none"] {
+        BASE.with_label_values(&[mode, result]);
+    }
+    TUNNEL_CONNECTIONS.with_label_values(&[mode]);
+    UPSTREAM_ERRORS.with_label_values(&[mode, "connect"]);
+    if mode == "edge" {
+        LazyLock::force(&BASE_RETRIES);
+        LazyLock::force(&ABORTED);
+        VERIFY_FAILURES.with_label_values(&["checksum"]);
+    }
+}
+
+/// Status class label of a status code.
+pub fn class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Records one finished request.
+pub fn request_done(mode: &str, status: u16, seconds: f64) {
+    REQUESTS.with_label_values(&[mode, class(status)]).inc();
+    DURATION.with_label_values(&[mode]).observe(seconds);
+}
+
+/// Version-store figures, read from the store at scrape time.
+pub struct StoreCollector {
+    mode: &'static str,
+    stats: Arc<dyn Fn() -> StoreStats + Send + Sync>,
+    descs: Vec<Desc>,
+}
+
+impl StoreCollector {
+    pub fn register(mode: &'static str, stats: Arc<dyn Fn() -> StoreStats + Send + Sync>) {
+        let descs = Self::metrics(mode, StoreStats::default())
+            .iter()
+            .flat_map(|m| m.desc().into_iter().cloned())
+            .collect();
+        let c = StoreCollector { mode, stats, descs };
+        // Registering twice (tests) is harmless.
+        let _ = prometheus::register(Box::new(c));
+    }
+
+    fn metrics(mode: &str, s: StoreStats) -> Vec<Box<dyn Collector>> {
+        let gauge = |name: &str, help: &str, v: u64| -> Box<dyn Collector> {
+            let g = IntGauge::with_opts(Opts::new(name, help).const_label("mode", mode))
+                .expect("metric");
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            Box::new(g)
+        };
+        let evictions = IntCounter::with_opts(
+            Opts::new(
+                "railproxy_store_evictions_total",
+                "Versions evicted to stay within the store size",
+            )
+            .const_label("mode", mode),
+        )
+        .expect("metric");
+        evictions.inc_by(s.evictions);
+        vec![
+            gauge(
+                "railproxy_store_bytes",
+                "Bytes held by the version store",
+                s.bytes,
+            ),
+            gauge(
+                "railproxy_store_capacity_bytes",
+                "Configured version store size",
+                s.capacity,
+            ),
+            gauge(
+                "railproxy_store_entries",
+                "Versions held by the version store",
+                s.entries,
+            ),
+            Box::new(evictions),
+        ]
+    }
+}
+
+impl Collector for StoreCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Self::metrics(self.mode, (self.stats)())
+            .iter()
+            .flat_map(|m| m.collect())
+            .collect()
+    }
+}
+
+/// The text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder as _;
+    let mut out = Vec::with_capacity(16 * 1024);
+    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut out);
+    out
+}

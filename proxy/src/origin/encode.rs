@@ -1,0 +1,128 @@
+//! What the origin does with a backend response, and the encoder that does it.
+
+use bytes::Bytes;
+use pingora_http::{RequestHeader, ResponseHeader};
+use tunnel::codec::{DeltaParams, Encoder, Encoding};
+use tunnel::{Version, protocol};
+
+use crate::http_util::{content_length, header_str};
+
+/// How one response crosses the tunnel.
+pub enum Plan<'a> {
+    /// Streams through as the backend sent it.
+    Identity,
+    /// zstd of the full body; `store` keeps it as a version.
+    Full { store: bool },
+    /// dcz against `base`; the new body is stored.
+    Delta { base: &'a Version },
+}
+
+impl<'a> Plan<'a> {
+    /// Only GET/POST… responses with a body of a compressible type, not already encoded and not
+    /// over the size limit, are encoded; only 200s are stored and delta-encoded.
+    pub fn decide(
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        max_body: u64,
+        accepts_zstd: bool,
+        base: Option<&'a Version>,
+    ) -> Plan<'a> {
+        let status = resp.status.as_u16();
+        let has_body =
+            req.method != http::Method::HEAD && status >= 200 && !matches!(status, 204 | 304);
+        let content_type = header_str(resp.headers.get(http::header::CONTENT_TYPE)).unwrap_or("");
+        let already_encoded = header_str(resp.headers.get(http::header::CONTENT_ENCODING))
+            .is_some_and(|ce| !ce.trim().eq_ignore_ascii_case("identity"));
+        let partial = resp.headers.contains_key(http::header::CONTENT_RANGE);
+        let within = content_length(resp).is_none_or(|n| n <= max_body);
+        if !has_body
+            || !accepts_zstd
+            || already_encoded
+            || partial
+            || !within
+            || !tunnel::policy::is_compressible(content_type)
+        {
+            return Plan::Identity;
+        }
+        let store = status == 200 && req.method == http::Method::GET;
+        match base {
+            Some(base) if store => Plan::Delta { base },
+            _ => Plan::Full { store },
+        }
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            Plan::Identity => Encoding::Identity,
+            Plan::Full { .. } => Encoding::Zstd,
+            Plan::Delta { .. } => Encoding::Dcz,
+        }
+    }
+
+    /// Rewrites the response header for the plan and returns the body encoder, if any.
+    pub fn start(
+        &self,
+        resp: &mut ResponseHeader,
+        full_level: i32,
+        max_body: u64,
+    ) -> tunnel::Result<Option<BodyEncoder>> {
+        let length = content_length(resp);
+        let (encoder, store) = match self {
+            Plan::Identity => return Ok(None),
+            Plan::Full { store } => (Encoder::zstd(full_level, length)?, *store),
+            Plan::Delta { base } => {
+                let _ = resp.insert_header(protocol::DELTA_BASE, base.id.to_sf());
+                (Encoder::dcz(base, &DeltaParams::default(), length)?, true)
+            }
+        };
+        let _ = resp.insert_header(http::header::CONTENT_ENCODING, encoder.encoding().as_str());
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        if let Some(n) = length {
+            let _ = resp.insert_header(protocol::RAW_LENGTH, n.to_string());
+        }
+        // The encoded body's validators differ from the backend's; the edge restores the body
+        // the validators describe, so they stay as they are.
+        let capacity = length.unwrap_or(16 * 1024).min(max_body) as usize;
+        Ok(Some(BodyEncoder {
+            encoder,
+            raw: store.then(|| Vec::with_capacity(capacity)),
+            max_body: max_body as usize,
+        }))
+    }
+}
+
+/// Encodes one body as it streams, keeping a copy to store when it is a version.
+pub struct BodyEncoder {
+    encoder: Encoder,
+    raw: Option<Vec<u8>>,
+    max_body: usize,
+}
+
+impl BodyEncoder {
+    /// Takes a backend chunk; returns encoded bytes to send and, at the end, the version to store.
+    pub fn push(
+        &mut self,
+        chunk: Option<Bytes>,
+        end: bool,
+    ) -> tunnel::Result<(Option<Bytes>, Option<Version>)> {
+        let mut out = Vec::new();
+        if let Some(chunk) = chunk {
+            self.encoder.write(&chunk, &mut out)?;
+            if let Some(raw) = self.raw.as_mut() {
+                if raw.len() + chunk.len() <= self.max_body {
+                    raw.extend_from_slice(&chunk);
+                } else {
+                    // Chunked responses have no length up front; too large to keep after all.
+                    self.raw = None;
+                }
+            }
+        }
+        let mut version = None;
+        if end {
+            self.encoder.finish(&mut out)?;
+            version = self.raw.take().map(Version::new);
+        }
+        let out = (!out.is_empty()).then(|| Bytes::from(out));
+        Ok((out, version))
+    }
+}

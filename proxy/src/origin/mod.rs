@@ -1,0 +1,295 @@
+//! Origin mode: terminates the tunnel (TLS 1.3, HTTP/2), routes by Host to local backends over
+//! HTTP/1.1 keep-alive, and answers with a dcz delta against the base the edge named, or the
+//! full body in zstd.
+
+mod encode;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_load_balancing::LoadBalancer;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_proxy::{ProxyHttp, Session};
+use tunnel::codec::Encoding;
+use tunnel::protocol;
+use tunnel::store::VersionStore;
+use tunnel::{Version, VersionId};
+
+use crate::config::OriginConfig;
+use crate::http_util::{self, header_str};
+use crate::metrics;
+use encode::{BodyEncoder, Plan};
+
+const MODE: &str = "origin";
+
+/// Remembers which tunnel connections were seen, to count them (Pingora has no accept hook).
+#[derive(Debug)]
+struct ConnectionTracker(Mutex<lru::LruCache<SocketAddr, ()>>);
+
+impl ConnectionTracker {
+    fn new() -> Self {
+        ConnectionTracker(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(65_536).expect("non-zero"),
+        )))
+    }
+
+    fn saw(&self, peer: SocketAddr) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.put(peer, ()).is_none() {
+            metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
+        }
+    }
+}
+
+pub struct Origin {
+    config: Arc<OriginConfig>,
+    hosts: HashMap<String, Arc<LoadBalancer<RoundRobin>>>,
+    store: Arc<dyn VersionStore<VersionId>>,
+    connections: ConnectionTracker,
+}
+
+impl Origin {
+    pub fn new(
+        config: Arc<OriginConfig>,
+        store: Arc<dyn VersionStore<VersionId>>,
+    ) -> anyhow::Result<Self> {
+        let mut hosts = HashMap::new();
+        for route in &config.hosts {
+            let lb = LoadBalancer::try_from_iter(route.backends.iter().map(ToString::to_string))
+                .map_err(|e| anyhow::anyhow!("backends of {}: {e}", route.host))?;
+            hosts.insert(route.host.clone(), Arc::new(lb));
+        }
+        Ok(Origin {
+            config,
+            hosts,
+            store,
+            connections: ConnectionTracker::new(),
+        })
+    }
+}
+
+/// Per-request state.
+pub struct OriginCtx {
+    start: Instant,
+    host: Option<String>,
+    /// The base the edge named and this origin holds.
+    base: Option<Version>,
+    /// The edge accepts dcz / zstd on this request.
+    accepts_dcz: bool,
+    accepts_zstd: bool,
+    body: Option<BodyEncoder>,
+    encoding: Encoding,
+    raw_bytes: u64,
+    wire_bytes: u64,
+}
+
+fn respond_421(host: Option<&str>) -> (ResponseHeader, Bytes) {
+    let body = Bytes::from(format!(
+        "421 Misdirected Request: this origin listener does not serve host {:?}\n",
+        host.unwrap_or("")
+    ));
+    let mut resp = ResponseHeader::build(421, Some(3)).expect("static status");
+    let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
+    let _ = resp.insert_header("content-length", body.len().to_string());
+    (resp, body)
+}
+
+#[async_trait]
+impl ProxyHttp for Origin {
+    type CTX = OriginCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        OriginCtx {
+            start: Instant::now(),
+            host: None,
+            base: None,
+            accepts_dcz: false,
+            accepts_zstd: false,
+            body: None,
+            encoding: Encoding::Identity,
+            raw_bytes: 0,
+            wire_bytes: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+            self.connections.saw(*peer);
+        }
+        let req = session.req_header();
+        let host = http_util::request_host(req);
+        if !host.as_ref().is_some_and(|h| self.hosts.contains_key(h)) {
+            let (resp, body) = respond_421(host.as_deref());
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(body), true).await?;
+            return Ok(true);
+        }
+        ctx.host = host;
+        let accept = header_str(req.headers.get(http::header::ACCEPT_ENCODING));
+        ctx.accepts_zstd = http_util::accepts(accept, "zstd");
+        ctx.accepts_dcz = http_util::accepts(accept, "dcz");
+        let named = req
+            .headers
+            .get(protocol::AVAILABLE_DICTIONARY)
+            .and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
+        let result = match named {
+            None => "none",
+            Some(id) if ctx.accepts_dcz && req.method == http::Method::GET => {
+                match self.store.get(&id).await {
+                    Some(base) => {
+                        ctx.base = Some(base);
+                        "hit"
+                    }
+                    None => "miss",
+                }
+            }
+            Some(_) => "none",
+        };
+        metrics::BASE.with_label_values(&[MODE, result]).inc();
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let host = ctx.host.as_deref().unwrap_or_default();
+        let backend = self
+            .hosts
+            .get(host)
+            .and_then(|lb| lb.select(b"", 256))
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("no backend for host {host}"),
+                )
+            })?;
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        let b = &self.config.backend;
+        peer.options.connection_timeout = Some(b.connect_timeout);
+        peer.options.read_timeout = Some(b.response_timeout);
+        peer.options.idle_timeout = Some(b.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        http_util::strip_tunnel_headers_req(upstream_request);
+        // Deltas are made on bodies as the backend renders them; clients get their compression
+        // from the edge.
+        upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        // HTTP/2 carries the host in :authority; HTTP/1.1 backends want Host and origin-form.
+        if let Some(authority) = upstream_request
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+        {
+            if !upstream_request.headers.contains_key(http::header::HOST) {
+                upstream_request.insert_header(http::header::HOST, authority)?;
+            }
+            let path = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            upstream_request.set_uri(
+                path.parse()
+                    .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad path"))?,
+            );
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        http_util::strip_tunnel_headers_resp(resp);
+        let plan = Plan::decide(
+            session.req_header(),
+            resp,
+            self.config.delta.max_body,
+            ctx.accepts_zstd,
+            ctx.base.as_ref().filter(|_| ctx.accepts_dcz),
+        );
+        ctx.encoding = plan.encoding();
+        ctx.body = plan
+            .start(resp, self.config.full_level, self.config.delta.max_body)
+            .map_err(|e| {
+                Error::because(ErrorType::InternalError, "starting the tunnel encoder", e)
+            })?;
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(encoder) = ctx.body.as_mut() else {
+            let n = body.as_ref().map_or(0, |b| b.len() as u64);
+            ctx.raw_bytes += n;
+            ctx.wire_bytes += n;
+            return Ok(None);
+        };
+        ctx.raw_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let (out, finished) = encoder
+            .push(body.take(), end_of_stream)
+            .map_err(|e| Error::because(ErrorType::InternalError, "tunnel encoder", e))?;
+        ctx.wire_bytes += out.as_ref().map_or(0, |b| b.len() as u64);
+        *body = out;
+        if let Some(version) = finished {
+            self.store.put(version.id, version);
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        metrics::request_done(
+            MODE,
+            if status == 0 { 502 } else { status },
+            elapsed.as_secs_f64(),
+        );
+        let enc = ctx.encoding.as_str();
+        metrics::RAW_BYTES
+            .with_label_values(&[MODE, enc])
+            .inc_by(ctx.raw_bytes);
+        metrics::WIRE_BYTES
+            .with_label_values(&[MODE, enc])
+            .inc_by(ctx.wire_bytes);
+        if let Some(e) = e {
+            metrics::UPSTREAM_ERRORS
+                .with_label_values(&[MODE, crate::proxy_common::error_kind(e)])
+                .inc();
+        }
+        crate::proxy_common::access_log(
+            MODE,
+            session,
+            status,
+            enc,
+            ctx.raw_bytes,
+            ctx.wire_bytes,
+            ctx.base.is_some(),
+            elapsed,
+            e,
+        );
+    }
+}
