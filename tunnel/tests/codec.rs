@@ -309,6 +309,47 @@ fn decompression_bomb_stops_at_the_limit_without_allocating_it() {
     );
 }
 
+/// Found by the decode_raw fuzz target: a zstd frame header (single segment, 2-byte size) whose
+/// remaining bytes form a complete skippable frame. zstd 1.5.7, given the header split across
+/// calls, decoded the skippable frame instead and reported an empty, finished frame.
+const SPLIT_HEADER_SKIPPABLE: &[u8] = &[
+    0x28, 0xb5, 0x2f, 0xfd, 0x64, 0x5e, 0x2a, 0x4d, 0x18, 0x28, 0x00, 0x00, 0x00, 0x64, 0x2b, 0xf5,
+    0x0b, 0x2b, 0xa6, 0x86, 0x1a, 0x9e, 0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd,
+    0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd, 0xb5, 0x2f, 0x20, 0x75, 0x0d, 0x00,
+    0x3b, 0x1b, 0x70, 0x7c, 0x0f,
+];
+
+#[test]
+fn a_frame_header_split_across_chunks_is_decoded_as_one() {
+    // Every split of the crafted input is refused, as zstd refuses it whole.
+    assert!(codec::decompress(SPLIT_HEADER_SKIPPABLE, opts()).is_err());
+    for split in 1..SPLIT_HEADER_SKIPPABLE.len() {
+        let mut dec = Decoder::zstd(opts()).unwrap();
+        let mut out = Vec::new();
+        let verdict = dec
+            .write(&SPLIT_HEADER_SKIPPABLE[..split], &mut out)
+            .and_then(|()| dec.write(&SPLIT_HEADER_SKIPPABLE[split..], &mut out))
+            .and_then(|()| dec.finish());
+        assert!(
+            verdict.is_err(),
+            "split at {split}: accepted {} bytes",
+            out.len()
+        );
+    }
+    // And a valid body still decodes with its header cut at every byte.
+    let page = PageGenerator::versions(19, 20_000, 1).remove(0);
+    let z = codec::compress(&page, 3).unwrap();
+    for split in 1..20 {
+        let mut dec = Decoder::zstd(opts()).unwrap();
+        let mut out = Vec::new();
+        for piece in [&z[..split], &z[split..]] {
+            dec.write(piece, &mut out).unwrap();
+        }
+        dec.finish().unwrap();
+        assert!(out == page, "split at {split}");
+    }
+}
+
 #[test]
 fn trailing_bytes_after_the_frame_are_refused() {
     let v = PageGenerator::versions(15, 5_000, 2);

@@ -5,7 +5,10 @@ use zstd_safe::{InBuffer, OutBuffer};
 
 use super::Encoding;
 use super::context::DecompressCtx;
-use super::header::{DCZ_HEADER_LEN, FramePeek, ZSTD_FRAME_PEEK, parse_dcz_header, peek_frame};
+use super::header::{
+    DCZ_HEADER_LEN, FramePeek, ZSTD_FRAME_HEADER_MAX, ZSTD_FRAME_PREFIX, frame_header_len,
+    parse_dcz_header, peek_frame,
+};
 use super::params::{ZSTD_MAX_WINDOW_LOG, dcz_decoder_window_log, dcz_window_limit};
 use crate::error::{Error, Result};
 use crate::version::{Version, VersionId};
@@ -45,7 +48,10 @@ pub struct Decoder {
     window_limit: u64,
     stage: Stage,
     header: [u8; DCZ_HEADER_LEN],
-    frame_peek: [u8; ZSTD_FRAME_PEEK],
+    /// The zstd frame header, gathered whole before zstd sees any of it.
+    frame_header: [u8; ZSTD_FRAME_HEADER_MAX],
+    /// Known once the descriptor byte is in.
+    frame_header_len: Option<usize>,
     filled: usize,
     produced: u64,
 }
@@ -105,7 +111,8 @@ impl Decoder {
             window_limit,
             stage,
             header: [0; DCZ_HEADER_LEN],
-            frame_peek: [0; ZSTD_FRAME_PEEK],
+            frame_header: [0; ZSTD_FRAME_HEADER_MAX],
+            frame_header_len: None,
             filled: 0,
             produced: 0,
         }
@@ -165,25 +172,38 @@ impl Decoder {
             self.stage = Stage::FramePeek;
         }
         if self.stage == Stage::FramePeek {
-            let n = take_into(&mut self.frame_peek, &mut self.filled, &mut input);
-            if n < ZSTD_FRAME_PEEK {
+            // First the magic and descriptor, which say how long the header is; then the rest.
+            let wanted = self.frame_header_len.unwrap_or(ZSTD_FRAME_PREFIX);
+            if take_into(
+                &mut self.frame_header[..wanted],
+                &mut self.filled,
+                &mut input,
+            ) < wanted
+            {
                 return Ok(());
             }
-            match peek_frame(&self.frame_peek) {
-                FramePeek::NotZstd => {
-                    return Err(Error::BadHeader {
-                        encoding: self.encoding.as_str(),
-                        detail: "no zstd frame magic",
-                    });
+            if self.frame_header_len.is_none() {
+                match peek_frame(&self.frame_header[..ZSTD_FRAME_PREFIX]) {
+                    FramePeek::NotZstd => {
+                        return Err(Error::BadHeader {
+                            encoding: self.encoding.as_str(),
+                            detail: "no zstd frame magic",
+                        });
+                    }
+                    FramePeek::NoChecksum if self.opts.require_checksum => {
+                        return Err(Error::MissingChecksum);
+                    }
+                    _ => {}
                 }
-                FramePeek::NoChecksum if self.opts.require_checksum => {
-                    return Err(Error::MissingChecksum);
-                }
-                _ => {}
+                self.frame_header_len = Some(frame_header_len(self.frame_header[4]));
+                return self.step(input, out);
             }
             self.stage = Stage::Frame;
-            let peeked = self.frame_peek;
-            self.decompress(&peeked, out)?;
+            // zstd gets the whole header and what follows in one call (see `frame_header_len`).
+            let mut first = Vec::with_capacity(wanted + input.len());
+            first.extend_from_slice(&self.frame_header[..wanted]);
+            first.extend_from_slice(input);
+            return self.decompress(&first, out);
         }
         match self.stage {
             Stage::Frame => self.decompress(input, out),
@@ -244,8 +264,8 @@ impl Decoder {
 }
 
 /// Moves bytes from `input` into `buf` until it is full; returns how full it is.
-fn take_into<const N: usize>(buf: &mut [u8; N], filled: &mut usize, input: &mut &[u8]) -> usize {
-    let n = (N - *filled).min(input.len());
+fn take_into(buf: &mut [u8], filled: &mut usize, input: &mut &[u8]) -> usize {
+    let n = (buf.len() - *filled).min(input.len());
     buf[*filled..*filled + n].copy_from_slice(&input[..n]);
     *filled += n;
     *input = &input[n..];

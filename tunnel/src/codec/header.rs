@@ -10,8 +10,10 @@ pub const DCZ_HEADER_LEN: usize = DCZ_MAGIC.len() + VERSION_ID_LEN;
 
 /// Magic number of a zstd frame (RFC 8878 §3.1.1), little-endian.
 pub(crate) const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-/// Bytes of a zstd frame the decoder inspects before decoding: magic and descriptor.
-pub(crate) const ZSTD_FRAME_PEEK: usize = 5;
+/// Bytes of a zstd frame that say how long its header is: magic and descriptor.
+pub(crate) const ZSTD_FRAME_PREFIX: usize = 5;
+/// Longest zstd frame header: magic, descriptor, window, 4-byte dictionary id, 8-byte size.
+pub(crate) const ZSTD_FRAME_HEADER_MAX: usize = 18;
 const CONTENT_CHECKSUM_FLAG: u8 = 0x04;
 
 /// The dcz header for a delta against `base`.
@@ -40,7 +42,25 @@ pub(crate) enum FramePeek {
     Ok,
 }
 
-pub(crate) fn peek_frame(head: &[u8; ZSTD_FRAME_PEEK]) -> FramePeek {
+/// Length of a zstd frame header from its descriptor byte (RFC 8878 §3.1.1.1).
+///
+/// The decoder hands zstd whole headers: zstd 1.5.7's streaming decoder, given a header split
+/// across calls, can take its single-pass shortcut on the bytes after the header and report an
+/// empty, unverified frame (found by the decode_raw fuzz target).
+pub(crate) fn frame_header_len(descriptor: u8) -> usize {
+    let single_segment = descriptor & 0x20 != 0;
+    let window = usize::from(!single_segment);
+    let dictionary_id = [0, 1, 2, 4][usize::from(descriptor & 0x03)];
+    let content_size = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    4 + 1 + window + dictionary_id + content_size
+}
+
+pub(crate) fn peek_frame(head: &[u8]) -> FramePeek {
     if head[..4] != ZSTD_FRAME_MAGIC {
         FramePeek::NotZstd
     } else if head[4] & CONTENT_CHECKSUM_FLAG == 0 {
@@ -53,6 +73,29 @@ pub(crate) fn peek_frame(head: &[u8; ZSTD_FRAME_PEEK]) -> FramePeek {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn frame_header_len_matches_zstd() {
+        for descriptor in 0..=255u8 {
+            if descriptor & 0x08 != 0 {
+                continue; // reserved bit: not a valid frame
+            }
+            let mut frame = [0u8; ZSTD_FRAME_HEADER_MAX];
+            frame[..4].copy_from_slice(&ZSTD_FRAME_MAGIC);
+            frame[4] = descriptor;
+            // SAFETY: reads at most the 5 bytes given.
+            let zstd = unsafe {
+                zstd_safe::zstd_sys::ZSTD_frameHeaderSize(frame.as_ptr().cast(), ZSTD_FRAME_PREFIX)
+            };
+            assert_eq!(
+                frame_header_len(descriptor),
+                zstd,
+                "descriptor {descriptor:#04x}"
+            );
+            assert!(frame_header_len(descriptor) <= ZSTD_FRAME_HEADER_MAX);
+        }
+    }
 
     #[test]
     fn header_round_trip() {
