@@ -18,6 +18,8 @@ pub struct Knobs {
     pub fault_injection: bool,
     /// Serve `../shared/corpus/dev` from the backend too (when present).
     pub corpus: bool,
+    /// Extra backends for host `test.example` besides the main one (round robin).
+    pub extra_backends: usize,
     pub threads: usize,
 }
 
@@ -30,6 +32,7 @@ impl Default for Knobs {
             origin_store: "64M".into(),
             fault_injection: false,
             corpus: false,
+            extra_backends: 0,
             threads: 2,
         }
     }
@@ -45,6 +48,8 @@ pub struct Stack {
     pub edge: Proc,
     pub origin: Proc,
     pub backend: Backend,
+    /// The `extra_backends`, which serve `test.example` with `backend`.
+    pub extra: Vec<Backend>,
     pub edge_addr: SocketAddr,
     pub edge_admin: SocketAddr,
     pub origin_addr: SocketAddr,
@@ -78,13 +83,20 @@ pub fn origin_yaml(
     k: &Knobs,
     listen: SocketAddr,
     admin: SocketAddr,
-    backend: SocketAddr,
+    backends: &[SocketAddr],
     dead: SocketAddr,
 ) -> String {
     let certs = dir.join("certs");
     let mut hosts = String::new();
+    let all: Vec<String> = backends.iter().map(ToString::to_string).collect();
     for h in HOSTS {
-        hosts.push_str(&format!("  {h}:\n    backends: [{backend}]\n"));
+        // test.example is served by every backend, the other hosts by the first.
+        let list = if h == "test.example" {
+            all.join(", ")
+        } else {
+            all[0].clone()
+        };
+        hosts.push_str(&format!("  {h}:\n    backends: [{list}]\n"));
     }
     hosts.push_str(&format!("  {DOWN_HOST}:\n    backends: [{dead}]\n"));
     format!(
@@ -208,6 +220,12 @@ impl Stack {
         make_certs(dir.path());
         let corpus = if knobs.corpus { crate::corpus() } else { None };
         let backend = Backend::start(dir.path(), "backend", corpus.as_deref());
+        let extra: Vec<Backend> = (0..knobs.extra_backends)
+            .map(|i| Backend::start(dir.path(), &format!("backend{}", i + 2), None))
+            .collect();
+        let backends: Vec<SocketAddr> = std::iter::once(backend.addr)
+            .chain(extra.iter().map(|b| b.addr))
+            .collect();
         for attempt in 1..=3 {
             let (origin_addr, origin_admin, edge_addr, edge_admin, dead) = (
                 loopback(free_port()),
@@ -221,7 +239,7 @@ impl Stack {
                 &knobs,
                 origin_addr,
                 origin_admin,
-                backend.addr,
+                &backends,
                 dead,
             );
             let Some(origin) = start_proxy(
@@ -251,6 +269,7 @@ impl Stack {
                 edge,
                 origin,
                 backend,
+                extra,
                 edge_addr,
                 edge_admin,
                 origin_addr,

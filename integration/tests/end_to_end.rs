@@ -209,6 +209,78 @@ async fn clients_over_http2_get_the_same_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_take_turns_and_keep_connections_alive() {
+    let stack = Stack::start(Knobs {
+        extra_backends: 2,
+        ..Knobs::default()
+    })
+    .await;
+    let http = Http::h1();
+    let mut served_by = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..30 {
+        let r = http
+            .get(
+                &stack.url("/pages/generated-10k"),
+                &[("host", "test.example")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        *served_by
+            .entry(r.header("x-backend").unwrap().to_string())
+            .or_default() += 1;
+    }
+    // Round robin over three backends: ten requests each.
+    assert_eq!(served_by.len(), 3, "{served_by:?}");
+    assert!(served_by.values().all(|n| *n == 10), "{served_by:?}");
+    // Sequential requests reuse the origin's keep-alive connection to each backend.
+    for b in std::iter::once(&stack.backend).chain(&stack.extra) {
+        let n = Http::h1()
+            .get(&format!("http://{}/connections", b.addr), &[])
+            .await
+            .unwrap();
+        let n: u64 = String::from_utf8_lossy(&n.body).trim().parse().unwrap();
+        // One from the origin, one from this check.
+        assert!(
+            n <= 2,
+            "backend {} accepted {n} connections for 10 requests",
+            b.addr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_get_compression_they_accept_of_the_exact_bytes() {
+    use std::io::Read as _;
+    let stack = Stack::start(Knobs::default()).await;
+    let expected = &sample::generated_sets()[1].versions[0];
+    let r = Http::h1()
+        .get(
+            &stack.url("/pages/generated-100k"),
+            &[("accept-encoding", "gzip")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(r.body.len() < expected.len() / 3);
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert!(
+        plain == expected[..],
+        "gzip body does not decompress to the backend's bytes"
+    );
+    // Without Accept-Encoding: identity, exact.
+    let r = Http::h1()
+        .get(&stack.url("/pages/generated-100k"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.header("content-encoding"), None);
+    assert!(r.body == expected[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_backend_502_and_unknown_host_421() {
     let stack = Stack::start(Knobs::default()).await;
     let http = Http::h1();

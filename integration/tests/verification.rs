@@ -157,6 +157,42 @@ fn dcz_headers(base: &Version) -> Vec<(&'static str, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_steer_the_tunnel() {
+    let v = pages();
+    let v2 = v.clone();
+    let (edge, fake) = edge_before(move |_| {
+        Box::new(move |_, _| tunnel_response(Some("zstd"), &[], full(&v2[0])))
+    })
+    .await;
+    let forged = Version::new(b"whatever the client claims".to_vec())
+        .id
+        .to_sf();
+    let r = Http::h1()
+        .get(
+            &format!("http://{}/page", edge.addr),
+            &[
+                ("available-dictionary", &forged),
+                ("railproxy-delta-base", &forged),
+                ("accept-encoding", "identity"),
+                ("dictionary-id", "\"x\""),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(r.body == v[0][..]);
+    let seen = &fake.requests()[0];
+    for h in [
+        "available-dictionary",
+        "railproxy-delta-base",
+        "dictionary-id",
+    ] {
+        assert!(!seen.headers.contains_key(h), "{h} reached the origin");
+    }
+    assert_eq!(seen.headers.get("accept-encoding").unwrap(), "dcz, zstd");
+    assert!(seen.headers.get("x-forwarded-for").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_delta_is_never_served() {
     refused("checksum", |base, new| {
         let mut d = codec::encode_with(base, new, &codec::DeltaParams::default()).unwrap();

@@ -14,6 +14,9 @@
 //!   GET  /text/N                  N bytes of HTML, with Content-Length
 //!   GET  /chunked/N               N bytes of HTML, chunked (no Content-Length)
 //!   GET  /count                   how many requests this backend has served (text)
+//!   GET  /connections             how many TCP connections it has accepted (text)
+//!
+//! Every response carries `x-backend: ADDR`, the address this backend listens on.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -69,7 +72,6 @@ fn reply(status: u16, content_type: &str, body: Chunks) -> Response<Chunks> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .header("x-backend", "railproxy-testbackend")
         .body(body)
         .expect("valid response")
 }
@@ -78,6 +80,8 @@ struct Backend {
     sets: HashMap<String, Vec<Bytes>>,
     demo: Mutex<PageGenerator>,
     served: AtomicU64,
+    connections: AtomicU64,
+    addr: http::HeaderValue,
 }
 
 fn content_type_of(body: &[u8]) -> &'static str {
@@ -99,6 +103,12 @@ fn html_of_len(n: usize) -> Vec<u8> {
 
 impl Backend {
     async fn handle(&self, req: Request<Incoming>) -> Response<Chunks> {
+        let mut resp = self.route(req).await;
+        resp.headers_mut().insert("x-backend", self.addr.clone());
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Chunks> {
         self.served.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -186,6 +196,11 @@ impl Backend {
                 "text/plain",
                 full(format!("{}\n", self.served.load(Ordering::Relaxed))),
             ),
+            (Method::GET, ["connections"]) => reply(
+                200,
+                "text/plain",
+                full(format!("{}\n", self.connections.load(Ordering::Relaxed))),
+            ),
             _ => reply(
                 404,
                 "text/plain",
@@ -234,11 +249,6 @@ async fn main() {
             set.versions.into_iter().map(Bytes::from).collect(),
         );
     }
-    let backend = Arc::new(Backend {
-        sets,
-        demo: Mutex::new(PageGenerator::new(2026, 100_000)),
-        served: AtomicU64::new(0),
-    });
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -247,12 +257,23 @@ async fn main() {
         }
     };
     let addr = listener.local_addr().expect("bound");
+    let backend = Arc::new(Backend {
+        sets,
+        demo: Mutex::new(PageGenerator::new(2026, 100_000)),
+        served: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        addr: addr
+            .to_string()
+            .parse()
+            .expect("an address is a valid header value"),
+    });
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        backend.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
         tokio::spawn(async move {
