@@ -41,6 +41,8 @@ build: deps
 	$(CARGO) build $(CARGOFLAGS) --workspace
 
 test: deps
+	@if [ -d "$(CORPUS)" ]; then echo "corpus: $(CORPUS) found: tests run on generated page versions and on the real corpus"; \
+	 else echo "corpus: $(CORPUS) not found: tests run on generated page versions only"; fi
 	$(CARGO) test $(CARGOFLAGS) --workspace
 
 lint: deps
