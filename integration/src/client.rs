@@ -33,55 +33,30 @@ pub struct Http {
 impl Http {
     /// HTTP/1.1, pooled keep-alive connections.
     pub fn h1() -> Self {
-        Http {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            timeout: Duration::from_secs(30),
-        }
+        Http { client: Client::builder(TokioExecutor::new()).build_http(), timeout: Duration::from_secs(30) }
     }
 
     /// HTTP/2 over cleartext with prior knowledge.
     pub fn h2c() -> Self {
         Http {
-            client: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build_http(),
+            client: Client::builder(TokioExecutor::new()).http2_only(true).build_http(),
             timeout: Duration::from_secs(30),
         }
     }
 
-    pub async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-    ) -> Result<Resp, String> {
+    pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Resp, String> {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let fut = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
             let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("reading body: {e:?}"))?
-                .to_bytes();
-            Ok(Resp {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+            let body = body.collect().await.map_err(|e| format!("reading body: {e:?}"))?.to_bytes();
+            Ok(Resp { status: parts.status, headers: parts.headers, body })
         };
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| format!("timed out after {:?}", self.timeout))?
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| format!("timed out after {:?}", self.timeout))?
     }
 
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {

@@ -30,18 +30,15 @@ pub struct FakeOrigin {
 
 impl std::fmt::Debug for FakeOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeOrigin")
-            .field("addr", &self.addr)
-            .finish()
+        f.debug_struct("FakeOrigin").field("addr", &self.addr).finish()
     }
 }
 
 fn tls_config(certs: &Path) -> Arc<rustls::ServerConfig> {
-    let chain = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(certs.join("origin.pem")).unwrap(),
-    ))
-    .collect::<Result<Vec<_>, _>>()
-    .unwrap();
+    let chain =
+        rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(certs.join("origin.pem")).unwrap()))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
         std::fs::File::open(certs.join("origin.key")).unwrap(),
     ))
@@ -77,23 +74,19 @@ impl FakeOrigin {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let (script, seen) = (script.clone(), seen.clone());
-                            async move {
-                                let s = Seen {
-                                    path: req.uri().path().to_string(),
-                                    headers: req.headers().clone(),
-                                };
-                                let _ = req.into_body().collect().await;
-                                let n = {
-                                    let mut all = seen.lock().unwrap();
-                                    all.push(s.clone());
-                                    all.len() - 1
-                                };
-                                Ok::<_, Infallible>(script(&s, n))
-                            }
-                        });
+                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (script, seen) = (script.clone(), seen.clone());
+                        async move {
+                            let s = Seen { path: req.uri().path().to_string(), headers: req.headers().clone() };
+                            let _ = req.into_body().collect().await;
+                            let n = {
+                                let mut all = seen.lock().unwrap();
+                                all.push(s.clone());
+                                all.len() - 1
+                            };
+                            Ok::<_, Infallible>(script(&s, n))
+                        }
+                    });
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
@@ -115,14 +108,8 @@ impl Drop for FakeOrigin {
 }
 
 /// A tunnel response: status 200, text/html, the given encoding and extra headers.
-pub fn tunnel_response(
-    encoding: Option<&str>,
-    headers: &[(&str, String)],
-    body: Vec<u8>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::builder()
-        .status(200)
-        .header("content-type", "text/html; charset=utf-8");
+pub fn tunnel_response(encoding: Option<&str>, headers: &[(&str, String)], body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::builder().status(200).header("content-type", "text/html; charset=utf-8");
     if let Some(e) = encoding {
         r = r.header("content-encoding", e);
     }

@@ -11,24 +11,14 @@ pub struct Metrics(pub Vec<Series>);
 
 impl Metrics {
     pub async fn scrape(admin: SocketAddr) -> Metrics {
-        let resp = crate::Http::h1()
-            .get(&format!("http://{admin}/metrics"), &[])
-            .await
-            .expect("scrape /metrics");
-        assert!(
-            resp.status.is_success(),
-            "/metrics answered {}",
-            resp.status
-        );
+        let resp = crate::Http::h1().get(&format!("http://{admin}/metrics"), &[]).await.expect("scrape /metrics");
+        assert!(resp.status.is_success(), "/metrics answered {}", resp.status);
         Metrics::parse(&String::from_utf8_lossy(&resp.body))
     }
 
     pub fn parse(text: &str) -> Metrics {
         let mut out = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let Some((series, value)) = line.rsplit_once(' ') else {
                 continue;
             };
@@ -56,12 +46,7 @@ impl Metrics {
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.0
             .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
             .map(|(_, _, v)| v)
             .sum()
     }

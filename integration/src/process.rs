@@ -20,11 +20,7 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (make test does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: build the workspace first (make test does)", path.display());
     path
 }
 
@@ -40,26 +36,12 @@ impl Proc {
     /// Starts `cmd` with stderr (and stdout, unless piped by the caller) going to `dir/name.log`.
     pub fn spawn(name: &str, mut cmd: Command, dir: &Path, pipe_stdout: bool) -> Proc {
         let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         cmd.stderr(file.try_clone().expect("log fd"));
-        cmd.stdout(if pipe_stdout {
-            Stdio::piped()
-        } else {
-            Stdio::from(file)
-        });
+        cmd.stdout(if pipe_stdout { Stdio::piped() } else { Stdio::from(file) });
         cmd.stdin(Stdio::null());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc { name: name.to_string(), child, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -77,10 +59,7 @@ impl Proc {
 
     /// Sends a signal by name (TERM, QUIT, KILL, HUP).
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
     }
 
     /// Waits for the process to end, up to `limit`.
@@ -148,9 +127,5 @@ impl Backend {
 
 /// A free loopback port. The port is released before use, so the caller retries on a clash.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }

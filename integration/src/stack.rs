@@ -64,17 +64,8 @@ fn loopback(port: u16) -> SocketAddr {
 /// Issues the demo certificates into `dir/certs`.
 pub fn make_certs(dir: &Path) -> PathBuf {
     let certs = dir.join("certs");
-    let out = Command::new(bin("railproxy"))
-        .arg("certs")
-        .arg("--out")
-        .arg(&certs)
-        .output()
-        .expect("railproxy certs");
-    assert!(
-        out.status.success(),
-        "railproxy certs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(bin("railproxy")).arg("certs").arg("--out").arg(&certs).output().expect("railproxy certs");
+    assert!(out.status.success(), "railproxy certs failed: {}", String::from_utf8_lossy(&out.stderr));
     certs
 }
 
@@ -91,11 +82,7 @@ pub fn origin_yaml(
     let all: Vec<String> = backends.iter().map(ToString::to_string).collect();
     for h in HOSTS {
         // test.example is served by every backend, the other hosts by the first.
-        let list = if h == "test.example" {
-            all.join(", ")
-        } else {
-            all[0].clone()
-        };
+        let list = if h == "test.example" { all.join(", ") } else { all[0].clone() };
         hosts.push_str(&format!("  {h}:\n    backends: [{list}]\n"));
     }
     hosts.push_str(&format!("  {DOWN_HOST}:\n    backends: [{dead}]\n"));
@@ -130,13 +117,7 @@ delta:
     )
 }
 
-pub fn edge_yaml(
-    dir: &Path,
-    k: &Knobs,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    origin: SocketAddr,
-) -> String {
+pub fn edge_yaml(dir: &Path, k: &Knobs, listen: SocketAddr, admin: SocketAddr, origin: SocketAddr) -> String {
     let certs = dir.join("certs");
     let mut routes = String::new();
     for h in HOSTS.iter().chain([&DOWN_HOST]) {
@@ -176,23 +157,13 @@ origins:
 
 /// Starts `railproxy --mode MODE -c FILE` and waits until its `/health` says ready; None if the
 /// process exited first (e.g. its port was taken in the meantime).
-pub async fn start_proxy(
-    dir: &Path,
-    name: &str,
-    mode: &str,
-    yaml: &str,
-    admin: SocketAddr,
-) -> Option<Proc> {
+pub async fn start_proxy(dir: &Path, name: &str, mode: &str, yaml: &str, admin: SocketAddr) -> Option<Proc> {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).expect("write config");
     let mut cmd = Command::new(bin("railproxy"));
-    cmd.args(["--mode", mode, "-c"])
-        .arg(&file)
-        .env("RAILPROXY_LOG", "info,access=off");
+    cmd.args(["--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", "info,access=off");
     let mut proc = Proc::spawn(name, cmd, dir, false);
-    wait_ready(&mut proc, admin, Duration::from_secs(30))
-        .await
-        .then_some(proc)
+    wait_ready(&mut proc, admin, Duration::from_secs(30)).await.then_some(proc)
 }
 
 /// Polls `/health` until 200; false if the process exits or the time runs out.
@@ -220,12 +191,9 @@ impl Stack {
         make_certs(dir.path());
         let corpus = if knobs.corpus { crate::corpus() } else { None };
         let backend = Backend::start(dir.path(), "backend", corpus.as_deref());
-        let extra: Vec<Backend> = (0..knobs.extra_backends)
-            .map(|i| Backend::start(dir.path(), &format!("backend{}", i + 2), None))
-            .collect();
-        let backends: Vec<SocketAddr> = std::iter::once(backend.addr)
-            .chain(extra.iter().map(|b| b.addr))
-            .collect();
+        let extra: Vec<Backend> =
+            (0..knobs.extra_backends).map(|i| Backend::start(dir.path(), &format!("backend{}", i + 2), None)).collect();
+        let backends: Vec<SocketAddr> = std::iter::once(backend.addr).chain(extra.iter().map(|b| b.addr)).collect();
         for attempt in 1..=3 {
             let (origin_addr, origin_admin, edge_addr, edge_admin, dead) = (
                 loopback(free_port()),
@@ -234,53 +202,18 @@ impl Stack {
                 loopback(free_port()),
                 loopback(free_port()),
             );
-            let oy = origin_yaml(
-                dir.path(),
-                &knobs,
-                origin_addr,
-                origin_admin,
-                &backends,
-                dead,
-            );
-            let Some(origin) = start_proxy(
-                dir.path(),
-                &format!("origin{attempt}"),
-                "origin",
-                &oy,
-                origin_admin,
-            )
-            .await
+            let oy = origin_yaml(dir.path(), &knobs, origin_addr, origin_admin, &backends, dead);
+            let Some(origin) = start_proxy(dir.path(), &format!("origin{attempt}"), "origin", &oy, origin_admin).await
             else {
                 continue;
             };
             let ey = edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, origin_addr);
-            let Some(edge) = start_proxy(
-                dir.path(),
-                &format!("edge{attempt}"),
-                "edge",
-                &ey,
-                edge_admin,
-            )
-            .await
-            else {
+            let Some(edge) = start_proxy(dir.path(), &format!("edge{attempt}"), "edge", &ey, edge_admin).await else {
                 continue;
             };
-            return Stack {
-                edge,
-                origin,
-                backend,
-                extra,
-                edge_addr,
-                edge_admin,
-                origin_addr,
-                origin_admin,
-                dir,
-            };
+            return Stack { edge, origin, backend, extra, edge_addr, edge_admin, origin_addr, origin_admin, dir };
         }
-        panic!(
-            "could not start the stack in 3 attempts; logs in {}",
-            dir.keep().display()
-        );
+        panic!("could not start the stack in 3 attempts; logs in {}", dir.keep().display());
     }
 
     /// A URL on the edge (host 127.0.0.1).

@@ -6,26 +6,15 @@ use std::process::{Command, Output};
 use railproxy_integration::process::bin;
 
 fn railproxy(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("railproxy"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run railproxy")
+    Command::new(bin("railproxy")).args(args).current_dir(dir).output().expect("run railproxy")
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// A folder with certs/ and conf/ as in the repository root.
@@ -120,19 +109,11 @@ fn syntax_errors_missing_mode_and_mode_mismatch_exit_64() {
 
     let o = railproxy(dir.path(), &["--mode", "origin", "-c", "conf/edge.yaml"]);
     assert_eq!(o.status.code(), Some(64));
-    assert!(
-        text(&o).contains("the file says edge, but --mode says origin"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("the file says edge, but --mode says origin"), "{}", text(&o));
 
     let o = railproxy(dir.path(), &["check", "-c", "conf/missing.yaml"]);
     assert_eq!(o.status.code(), Some(64));
-    assert!(
-        text(&o).contains("conf/missing.yaml") && text(&o).contains("cannot read"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("conf/missing.yaml") && text(&o).contains("cannot read"), "{}", text(&o));
 
     let o = railproxy(dir.path(), &[]);
     assert_eq!(o.status.code(), Some(64));
@@ -146,32 +127,16 @@ fn certs_are_idempotent_and_keys_private() {
     let o = railproxy(dir.path(), &["certs", "--out", "c"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&o).matches("created").count(), 3);
-    let files = [
-        "ca.pem",
-        "ca.key",
-        "origin.pem",
-        "origin.key",
-        "edge.pem",
-        "edge.key",
-    ];
-    let before: Vec<Vec<u8>> = files
-        .iter()
-        .map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap())
-        .collect();
+    let files = ["ca.pem", "ca.key", "origin.pem", "origin.key", "edge.pem", "edge.key"];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap()).collect();
     for f in ["ca.key", "origin.key", "edge.key"] {
-        let mode = std::fs::metadata(dir.path().join("c").join(f))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join("c").join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     let o = railproxy(dir.path(), &["certs", "--out", "c"]);
     assert!(o.status.success());
     assert_eq!(text(&o).matches("kept").count(), 3);
-    let after: Vec<Vec<u8>> = files
-        .iter()
-        .map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap())
-        .collect();
+    let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap()).collect();
     assert_eq!(before, after, "a second run changed files");
     // A missing leaf is issued from the existing CA.
     std::fs::remove_file(dir.path().join("c/edge.pem")).unwrap();
@@ -179,10 +144,7 @@ fn certs_are_idempotent_and_keys_private() {
     let o = railproxy(dir.path(), &["certs", "--out", "c"]);
     assert!(o.status.success());
     assert!(text(&o).contains("created") && text(&o).contains("edge.pem"));
-    assert_eq!(
-        std::fs::read(dir.path().join("c/ca.pem")).unwrap(),
-        before[0]
-    );
+    assert_eq!(std::fs::read(dir.path().join("c/ca.pem")).unwrap(), before[0]);
 }
 
 #[test]
@@ -190,26 +152,11 @@ fn help_names_modes_commands_and_files() {
     let dir = tempfile::tempdir().unwrap();
     let o = railproxy(dir.path(), &["--help"]);
     assert!(o.status.success());
-    for s in [
-        "--mode",
-        "--config",
-        "check",
-        "certs",
-        "delta",
-        "--upgrade",
-        "Exit status",
-    ] {
+    for s in ["--mode", "--config", "check", "certs", "delta", "--upgrade", "Exit status"] {
         assert!(text(&o).contains(s), "--help lacks {s}");
     }
     let o = railproxy(dir.path(), &["certs", "--help"]);
-    for f in [
-        "ca.pem",
-        "ca.key",
-        "origin.pem",
-        "origin.key",
-        "edge.pem",
-        "edge.key",
-    ] {
+    for f in ["ca.pem", "ca.key", "origin.pem", "origin.key", "edge.pem", "edge.key"] {
         assert!(text(&o).contains(f), "certs --help lacks {f}");
     }
     let o = railproxy(dir.path(), &["--version"]);

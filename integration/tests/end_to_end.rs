@@ -13,24 +13,12 @@ fn wire(m: &Metrics) -> f64 {
 }
 
 async fn direct(stack: &Stack, method: Method, path: &str, body: Bytes) -> Resp {
-    Http::h1()
-        .send(
-            method,
-            &format!("http://{}{path}", stack.backend.addr),
-            &[],
-            body,
-        )
-        .await
-        .expect("backend directly")
+    Http::h1().send(method, &format!("http://{}{path}", stack.backend.addr), &[], body).await.expect("backend directly")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_version_in_order_is_byte_exact_and_crosses_as_a_delta() {
-    let stack = Stack::start(Knobs {
-        corpus: true,
-        ..Knobs::default()
-    })
-    .await;
+    let stack = Stack::start(Knobs { corpus: true, ..Knobs::default() }).await;
     let http = Http::h1();
     let mut sets: Vec<VersionSet> = sample::generated_sets();
     match railproxy_integration::corpus() {
@@ -41,30 +29,17 @@ async fn every_version_in_order_is_byte_exact_and_crosses_as_a_delta() {
         None => eprintln!("no ../shared/corpus/dev: generated versions only"),
     }
     let (mut all_raw, mut all_wire) = (0.0, 0.0);
-    eprintln!(
-        "{:<30} {:>8} {:>12} {:>10} {:>8}",
-        "source", "versions", "raw bytes", "tunnel", "ratio"
-    );
+    eprintln!("{:<30} {:>8} {:>12} {:>10} {:>8}", "source", "versions", "raw bytes", "tunnel", "ratio");
     for set in &sets {
         let url = stack.url(&format!("/pages/{}", set.name));
         let mut before = 0.0;
         let mut raw = 0usize;
         for (i, expected) in set.versions.iter().enumerate() {
             let v = i.to_string();
-            let r = http
-                .get(&url, &[("x-version", &v)])
-                .await
-                .expect("fetch through the edge");
+            let r = http.get(&url, &[("x-version", &v)]).await.expect("fetch through the edge");
             assert_eq!(r.status, 200, "{} version {i}", set.name);
-            assert!(
-                r.body == expected[..],
-                "{} version {i}: body differs from the backend's",
-                set.name
-            );
-            assert_eq!(
-                r.header("content-length"),
-                Some(expected.len().to_string().as_str())
-            );
+            assert!(r.body == expected[..], "{} version {i}: body differs from the backend's", set.name);
+            assert_eq!(r.header("content-length"), Some(expected.len().to_string().as_str()));
             if i == 0 {
                 before = wire(&stack.edge_metrics().await);
             } else {
@@ -73,54 +48,22 @@ async fn every_version_in_order_is_byte_exact_and_crosses_as_a_delta() {
         }
         let tunnel = wire(&stack.edge_metrics().await) - before;
         let ratio = tunnel / raw as f64;
-        eprintln!(
-            "{:<30} {:>8} {:>12} {:>10} {:>7.3}%",
-            set.name,
-            set.versions.len(),
-            raw,
-            tunnel,
-            100.0 * ratio
-        );
-        assert!(
-            ratio < 0.10,
-            "{}: tunnel bytes are {:.2} % of raw",
-            set.name,
-            100.0 * ratio
-        );
+        eprintln!("{:<30} {:>8} {:>12} {:>10} {:>7.3}%", set.name, set.versions.len(), raw, tunnel, 100.0 * ratio);
+        assert!(ratio < 0.10, "{}: tunnel bytes are {:.2} % of raw", set.name, 100.0 * ratio);
         all_raw += raw as f64;
         all_wire += tunnel;
     }
     let ratio = all_wire / all_raw;
-    eprintln!(
-        "{:<30} {:>8} {:>12} {:>10} {:>7.3}%",
-        "all sources",
-        "",
-        all_raw,
-        all_wire,
-        100.0 * ratio
-    );
-    assert!(
-        ratio < 0.01,
-        "all sources: tunnel bytes are {:.2} % of raw",
-        100.0 * ratio
-    );
+    eprintln!("{:<30} {:>8} {:>12} {:>10} {:>7.3}%", "all sources", "", all_raw, all_wire, 100.0 * ratio);
+    assert!(ratio < 0.01, "all sources: tunnel bytes are {:.2} % of raw", 100.0 * ratio);
     let m = stack.origin_metrics().await;
-    assert!(
-        m.sum(
-            "railproxy_delta_base_total",
-            &[("mode", "origin"), ("result", "hit")]
-        ) > 0.0
-    );
+    assert!(m.sum("railproxy_delta_base_total", &[("mode", "origin"), ("result", "hit")]) > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_statuses_and_bodies_pass_through_exactly() {
-    let stack = Stack::start(Knobs {
-        origin_max_body: "1M".into(),
-        edge_max_body: "1M".into(),
-        ..Knobs::default()
-    })
-    .await;
+    let stack =
+        Stack::start(Knobs { origin_max_body: "1M".into(), edge_max_body: "1M".into(), ..Knobs::default() }).await;
     let http = Http::h1();
     let post_body = Bytes::from(sample::PageGenerator::versions(4, 50_000, 1).remove(0));
     let cases: Vec<(Method, &str, Bytes)> = vec![
@@ -138,10 +81,7 @@ async fn methods_statuses_and_bodies_pass_through_exactly() {
     ];
     for (method, path, body) in cases {
         let expected = direct(&stack, method.clone(), path, body.clone()).await;
-        let got = http
-            .send(method.clone(), &stack.url(path), &[], body)
-            .await
-            .expect("through the edge");
+        let got = http.send(method.clone(), &stack.url(path), &[], body).await.expect("through the edge");
         assert_eq!(got.status, expected.status, "{method} {path}");
         assert!(
             got.body == expected.body,
@@ -154,33 +94,14 @@ async fn methods_statuses_and_bodies_pass_through_exactly() {
         }
     }
     // HEAD: same status and length as GET, no body.
-    let get = http
-        .get(&stack.url("/pages/generated-100k"), &[])
-        .await
-        .unwrap();
-    let head = http
-        .send(
-            Method::HEAD,
-            &stack.url("/pages/generated-100k"),
-            &[],
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let get = http.get(&stack.url("/pages/generated-100k"), &[]).await.unwrap();
+    let head = http.send(Method::HEAD, &stack.url("/pages/generated-100k"), &[], Bytes::new()).await.unwrap();
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
-    assert_eq!(
-        head.header("content-length"),
-        Some(get.body.len().to_string().as_str())
-    );
+    assert_eq!(head.header("content-length"), Some(get.body.len().to_string().as_str()));
     // Binary and over-limit bodies crossed unencoded; the rest as zstd or dcz.
     let m = stack.edge_metrics().await;
-    assert!(
-        m.sum(
-            "railproxy_delta_raw_bytes_total",
-            &[("encoding", "identity")]
-        ) >= (300_000 + 1_500_000) as f64
-    );
+    assert!(m.sum("railproxy_delta_raw_bytes_total", &[("encoding", "identity")]) >= (300_000 + 1_500_000) as f64);
     assert!(m.sum("railproxy_delta_wire_bytes_total", &[("encoding", "zstd")]) > 0.0);
 }
 
@@ -191,61 +112,33 @@ async fn clients_over_http2_get_the_same_bytes() {
     let sets = sample::generated_sets();
     for (i, expected) in sets[1].versions.iter().take(4).enumerate() {
         let v = i.to_string();
-        let r = h2
-            .get(&stack.url("/pages/generated-100k"), &[("x-version", &v)])
-            .await
-            .expect("h2c through the edge");
+        let r = h2.get(&stack.url("/pages/generated-100k"), &[("x-version", &v)]).await.expect("h2c through the edge");
         assert_eq!(r.status, 200);
         assert!(r.body == expected[..], "version {i} over h2 differs");
     }
     let m = stack.edge_metrics().await;
-    assert_eq!(
-        m.sum(
-            "railproxy_delta_base_total",
-            &[("mode", "edge"), ("result", "hit")]
-        ),
-        3.0
-    );
+    assert_eq!(m.sum("railproxy_delta_base_total", &[("mode", "edge"), ("result", "hit")]), 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_take_turns_and_keep_connections_alive() {
-    let stack = Stack::start(Knobs {
-        extra_backends: 2,
-        ..Knobs::default()
-    })
-    .await;
+    let stack = Stack::start(Knobs { extra_backends: 2, ..Knobs::default() }).await;
     let http = Http::h1();
     let mut served_by = std::collections::HashMap::<String, usize>::new();
     for _ in 0..30 {
-        let r = http
-            .get(
-                &stack.url("/pages/generated-10k"),
-                &[("host", "test.example")],
-            )
-            .await
-            .unwrap();
+        let r = http.get(&stack.url("/pages/generated-10k"), &[("host", "test.example")]).await.unwrap();
         assert_eq!(r.status, 200);
-        *served_by
-            .entry(r.header("x-backend").unwrap().to_string())
-            .or_default() += 1;
+        *served_by.entry(r.header("x-backend").unwrap().to_string()).or_default() += 1;
     }
     // Round robin over three backends: ten requests each.
     assert_eq!(served_by.len(), 3, "{served_by:?}");
     assert!(served_by.values().all(|n| *n == 10), "{served_by:?}");
     // Sequential requests reuse the origin's keep-alive connection to each backend.
     for b in std::iter::once(&stack.backend).chain(&stack.extra) {
-        let n = Http::h1()
-            .get(&format!("http://{}/connections", b.addr), &[])
-            .await
-            .unwrap();
+        let n = Http::h1().get(&format!("http://{}/connections", b.addr), &[]).await.unwrap();
         let n: u64 = String::from_utf8_lossy(&n.body).trim().parse().unwrap();
         // One from the origin, one from this check.
-        assert!(
-            n <= 2,
-            "backend {} accepted {n} connections for 10 requests",
-            b.addr
-        );
+        assert!(n <= 2, "backend {} accepted {n} connections for 10 requests", b.addr);
     }
 }
 
@@ -254,28 +147,14 @@ async fn clients_get_compression_they_accept_of_the_exact_bytes() {
     use std::io::Read as _;
     let stack = Stack::start(Knobs::default()).await;
     let expected = &sample::generated_sets()[1].versions[0];
-    let r = Http::h1()
-        .get(
-            &stack.url("/pages/generated-100k"),
-            &[("accept-encoding", "gzip")],
-        )
-        .await
-        .unwrap();
+    let r = Http::h1().get(&stack.url("/pages/generated-100k"), &[("accept-encoding", "gzip")]).await.unwrap();
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert!(r.body.len() < expected.len() / 3);
     let mut plain = Vec::new();
-    flate2::read::GzDecoder::new(&r.body[..])
-        .read_to_end(&mut plain)
-        .unwrap();
-    assert!(
-        plain == expected[..],
-        "gzip body does not decompress to the backend's bytes"
-    );
+    flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut plain).unwrap();
+    assert!(plain == expected[..], "gzip body does not decompress to the backend's bytes");
     // Without Accept-Encoding: identity, exact.
-    let r = Http::h1()
-        .get(&stack.url("/pages/generated-100k"), &[])
-        .await
-        .unwrap();
+    let r = Http::h1().get(&stack.url("/pages/generated-100k"), &[]).await.unwrap();
     assert_eq!(r.header("content-encoding"), None);
     assert!(r.body == expected[..]);
 }
@@ -285,44 +164,21 @@ async fn down_backend_502_and_unknown_host_421() {
     let stack = Stack::start(Knobs::default()).await;
     let http = Http::h1();
     let start = Instant::now();
-    let r = http
-        .get(&stack.url("/"), &[("host", "down.example")])
-        .await
-        .unwrap();
+    let r = http.get(&stack.url("/"), &[("host", "down.example")]).await.unwrap();
     assert_eq!(r.status, 502);
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "502 took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "502 took {:?}", start.elapsed());
 
     let count = |stack: &Stack| {
         let addr = stack.backend.addr;
-        async move {
-            Http::h1()
-                .get(&format!("http://{addr}/count"), &[])
-                .await
-                .unwrap()
-                .body
-        }
+        async move { Http::h1().get(&format!("http://{addr}/count"), &[]).await.unwrap().body }
     };
     let before = count(&stack).await;
-    let r = http
-        .get(
-            &stack.url("/pages/generated-10k"),
-            &[("host", "unknown.example")],
-        )
-        .await
-        .unwrap();
+    let r = http.get(&stack.url("/pages/generated-10k"), &[("host", "unknown.example")]).await.unwrap();
     assert_eq!(r.status, 421);
     let after = count(&stack).await;
     // The /count request itself is the only one the backend saw in between.
     let n = |b: &Bytes| String::from_utf8_lossy(b).trim().parse::<u64>().unwrap();
-    assert_eq!(
-        n(&after),
-        n(&before) + 1,
-        "a request for an unknown host reached the backend"
-    );
+    assert_eq!(n(&after), n(&before) + 1, "a request for an unknown host reached the backend");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,27 +195,14 @@ async fn origin_refuses_hosts_it_does_not_serve() {
         ([127, 0, 0, 1], admin).into(),
         stack.origin_addr,
     );
-    yaml = yaml.replace(
-        "origins:\n",
-        &format!(
-            "origins:\n  edgeonly.example:\n    listeners: [{}]\n",
-            stack.origin_addr
-        ),
-    );
-    let edge = railproxy_integration::stack::start_proxy(
-        dir,
-        "edge-extra",
-        "edge",
-        &yaml,
-        ([127, 0, 0, 1], admin).into(),
-    )
-    .await
-    .expect("second edge");
+    yaml =
+        yaml.replace("origins:\n", &format!("origins:\n  edgeonly.example:\n    listeners: [{}]\n", stack.origin_addr));
+    let edge =
+        railproxy_integration::stack::start_proxy(dir, "edge-extra", "edge", &yaml, ([127, 0, 0, 1], admin).into())
+            .await
+            .expect("second edge");
     let r = Http::h1()
-        .get(
-            &format!("http://127.0.0.1:{port}/pages/generated-10k"),
-            &[("host", "edgeonly.example")],
-        )
+        .get(&format!("http://127.0.0.1:{port}/pages/generated-10k"), &[("host", "edgeonly.example")])
         .await
         .unwrap();
     assert_eq!(r.status, 421, "{:?}", String::from_utf8_lossy(&r.body));
@@ -369,28 +212,16 @@ async fn origin_refuses_hosts_it_does_not_serve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_store_entry_never_yields_wrong_bytes() {
-    let stack = Stack::start(Knobs {
-        fault_injection: true,
-        ..Knobs::default()
-    })
-    .await;
+    let stack = Stack::start(Knobs { fault_injection: true, ..Knobs::default() }).await;
     let http = Http::h1();
     let versions = &sample::generated_sets()[1].versions;
     let url = stack.url("/pages/generated-100k");
     for (i, version) in versions.iter().take(2).enumerate() {
-        let r = http
-            .get(&url, &[("x-version", &i.to_string())])
-            .await
-            .unwrap();
+        let r = http.get(&url, &[("x-version", &i.to_string())]).await.unwrap();
         assert!(r.body == version[..]);
     }
     let corrupt = Http::h1()
-        .send(
-            Method::POST,
-            &format!("http://{}/debug/corrupt-store", stack.edge_admin),
-            &[],
-            Bytes::new(),
-        )
+        .send(Method::POST, &format!("http://{}/debug/corrupt-store", stack.edge_admin), &[], Bytes::new())
         .await
         .unwrap();
     assert_eq!(corrupt.status, 200);
@@ -416,11 +247,7 @@ async fn a_corrupted_store_entry_never_yields_wrong_bytes() {
 /// Fires 100 concurrent requests after one warm-up request; returns the tunnel connections the
 /// origin saw.
 async fn hundred_concurrent(threads: usize) -> f64 {
-    let stack = Stack::start(Knobs {
-        threads,
-        ..Knobs::default()
-    })
-    .await;
+    let stack = Stack::start(Knobs { threads, ..Knobs::default() }).await;
     let expected = Bytes::from(sample::generated_sets()[0].versions[0].clone());
     let url = stack.url("/pages/generated-10k");
     let r = Http::h1().get(&url, &[]).await.unwrap();
@@ -438,13 +265,7 @@ async fn hundred_concurrent(threads: usize) -> f64 {
         t.await.expect("task");
     }
     let origin = stack.origin_metrics().await;
-    assert_eq!(
-        origin.sum(
-            "railproxy_requests_total",
-            &[("mode", "origin"), ("class", "2xx")]
-        ),
-        101.0
-    );
+    assert_eq!(origin.sum("railproxy_requests_total", &[("mode", "origin"), ("class", "2xx")]), 101.0);
     let accepted = origin.sum("railproxy_tunnel_connections_total", &[("mode", "origin")]);
     let edge = stack.edge_metrics().await;
     assert_eq!(
@@ -458,11 +279,7 @@ async fn hundred_concurrent(threads: usize) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_requests_share_one_tunnel_connection() {
     // One worker thread: the count is exact.
-    assert_eq!(
-        hundred_concurrent(1).await,
-        1.0,
-        "tunnel connections at the origin"
-    );
+    assert_eq!(hundred_concurrent(1).await, 1.0, "tunnel connections at the origin");
     // Two worker threads: Pingora's pool briefly takes a connection out while another thread
     // releases a stream, so a burst can, rarely, open a second one (about 1 run in 60 here);
     // never one per request.
@@ -474,20 +291,11 @@ async fn a_hundred_concurrent_requests_share_one_tunnel_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_every_metric_family() {
     let stack = Stack::start(Knobs::default()).await;
-    let _ = Http::h1()
-        .get(&stack.url("/pages/generated-10k"), &[])
-        .await
-        .unwrap();
+    let _ = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.unwrap();
     for admin in [stack.edge_admin, stack.origin_admin] {
-        let r = Http::h1()
-            .get(&format!("http://{admin}/health"), &[])
-            .await
-            .unwrap();
+        let r = Http::h1().get(&format!("http://{admin}/health"), &[]).await.unwrap();
         assert_eq!(r.status, 200);
-        let r = Http::h1()
-            .get(&format!("http://{admin}/nope"), &[])
-            .await
-            .unwrap();
+        let r = Http::h1().get(&format!("http://{admin}/nope"), &[]).await.unwrap();
         assert_eq!(r.status, 404);
     }
     let common = [
@@ -505,32 +313,18 @@ async fn health_and_every_metric_family() {
         "railproxy_build_info",
     ];
     let edge = stack.edge_metrics().await;
-    for name in common.iter().chain(&[
-        "railproxy_delta_verify_failures_total",
-        "railproxy_delta_base_retries_total",
-    ]) {
+    for name in common.iter().chain(&["railproxy_delta_verify_failures_total", "railproxy_delta_base_retries_total"]) {
         assert!(edge.has(name), "edge lacks {name}");
     }
     let origin = stack.origin_metrics().await;
     for name in common {
         assert!(origin.has(name), "origin lacks {name}");
     }
-    assert_eq!(
-        edge.sum("railproxy_store_entries", &[("mode", "edge")]),
-        1.0
-    );
-    assert_eq!(
-        origin.sum("railproxy_store_entries", &[("mode", "origin")]),
-        1.0
-    );
+    assert_eq!(edge.sum("railproxy_store_entries", &[("mode", "edge")]), 1.0);
+    assert_eq!(origin.sum("railproxy_store_entries", &[("mode", "origin")]), 1.0);
     // Fault injection is off unless configured.
     let r = Http::h1()
-        .send(
-            Method::POST,
-            &format!("http://{}/debug/corrupt-store", stack.edge_admin),
-            &[],
-            Bytes::new(),
-        )
+        .send(Method::POST, &format!("http://{}/debug/corrupt-store", stack.edge_admin), &[], Bytes::new())
         .await
         .unwrap();
     assert_eq!(r.status, 404);

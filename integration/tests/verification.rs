@@ -22,23 +22,10 @@ async fn edge_before(origin: impl FnOnce(&std::path::Path) -> Script) -> (Edge, 
     let certs = make_certs(dir.path());
     let fake = FakeOrigin::start(&certs, origin(&certs)).await;
     let port = railproxy_integration::process::free_port;
-    let (addr, admin): (SocketAddr, SocketAddr) = (
-        ([127, 0, 0, 1], port()).into(),
-        ([127, 0, 0, 1], port()).into(),
-    );
+    let (addr, admin): (SocketAddr, SocketAddr) = (([127, 0, 0, 1], port()).into(), ([127, 0, 0, 1], port()).into());
     let yaml = edge_yaml(dir.path(), &Knobs::default(), addr, admin, fake.addr);
-    let proc = start_proxy(dir.path(), "edge", "edge", &yaml, admin)
-        .await
-        .expect("edge starts");
-    (
-        Edge {
-            _proc: proc,
-            addr,
-            admin,
-            _dir: dir,
-        },
-        fake,
-    )
+    let proc = start_proxy(dir.path(), "edge", "edge", &yaml, admin).await.expect("edge starts");
+    (Edge { _proc: proc, addr, admin, _dir: dir }, fake)
 }
 
 fn pages() -> Vec<Vec<u8>> {
@@ -56,32 +43,17 @@ async fn a_base_mismatch_is_retried_without_a_base() {
     let (edge, fake) = edge_before(move |_| {
         Box::new(move |seen, n| match n {
             // First fetch: full body, so the edge stores version 0.
-            0 => tunnel_response(
-                Some("zstd"),
-                &[("railproxy-raw-length", v2[0].len().to_string())],
-                full(&v2[0]),
-            ),
+            0 => tunnel_response(Some("zstd"), &[("railproxy-raw-length", v2[0].len().to_string())], full(&v2[0])),
             // Second: a dcz that names some other base in its header.
             1 => {
-                assert!(
-                    seen.headers.contains_key("available-dictionary"),
-                    "edge named its base"
-                );
+                assert!(seen.headers.contains_key("available-dictionary"), "edge named its base");
                 let other = Version::new(v2[2].clone());
-                let delta =
-                    codec::encode_with(&other, &v2[1], &codec::DeltaParams::default()).unwrap();
-                tunnel_response(
-                    Some("dcz"),
-                    &[("railproxy-delta-base", other.id.to_sf())],
-                    delta,
-                )
+                let delta = codec::encode_with(&other, &v2[1], &codec::DeltaParams::default()).unwrap();
+                tunnel_response(Some("dcz"), &[("railproxy-delta-base", other.id.to_sf())], delta)
             }
             // The retry must come without a base; answer in full.
             _ => {
-                assert!(
-                    !seen.headers.contains_key("available-dictionary"),
-                    "retry still named a base"
-                );
+                assert!(!seen.headers.contains_key("available-dictionary"), "retry still named a base");
                 tunnel_response(Some("zstd"), &[], full(&v2[1]))
             }
         })
@@ -96,13 +68,7 @@ async fn a_base_mismatch_is_retried_without_a_base() {
     assert_eq!(fake.requests().len(), 3);
     let m = Metrics::scrape(edge.admin).await;
     assert_eq!(m.sum("railproxy_delta_base_retries_total", &[]), 1.0);
-    assert_eq!(
-        m.sum(
-            "railproxy_delta_verify_failures_total",
-            &[("reason", "base_mismatch")]
-        ),
-        1.0
-    );
+    assert_eq!(m.sum("railproxy_delta_verify_failures_total", &[("reason", "base_mismatch")]), 1.0);
 }
 
 /// Serves version 0 in full, then `bad` for version 1; the client must never see wrong bytes.
@@ -117,11 +83,7 @@ async fn refused(
             0 => tunnel_response(Some("zstd"), &[], full(&v2[0])),
             1 => {
                 let (headers, body) = bad(&Version::new(v2[0].clone()), &v2[1]);
-                let enc = if headers.iter().any(|(k, _)| *k == "railproxy-delta-base") {
-                    "dcz"
-                } else {
-                    "zstd"
-                };
+                let enc = if headers.iter().any(|(k, _)| *k == "railproxy-delta-base") { "dcz" } else { "zstd" };
                 tunnel_response(Some(enc), &headers, body)
             }
             _ => tunnel_response(Some("zstd"), &[], full(&v2[1])),
@@ -137,19 +99,9 @@ async fn refused(
         Err(e) => eprintln!("{reason}: client saw an error, as it should: {e}"),
     }
     let m = Metrics::scrape(edge.admin).await;
-    assert_eq!(
-        m.sum(
-            "railproxy_delta_verify_failures_total",
-            &[("reason", reason)]
-        ),
-        1.0,
-        "{reason}"
-    );
+    assert_eq!(m.sum("railproxy_delta_verify_failures_total", &[("reason", reason)]), 1.0, "{reason}");
     // The next request goes in full and is right.
-    assert!(
-        http.get(&url, &[]).await.unwrap().body == v[1][..],
-        "{reason}: recovery"
-    );
+    assert!(http.get(&url, &[]).await.unwrap().body == v[1][..], "{reason}: recovery");
 }
 
 fn dcz_headers(base: &Version) -> Vec<(&'static str, String)> {
@@ -160,13 +112,9 @@ fn dcz_headers(base: &Version) -> Vec<(&'static str, String)> {
 async fn clients_cannot_steer_the_tunnel() {
     let v = pages();
     let v2 = v.clone();
-    let (edge, fake) = edge_before(move |_| {
-        Box::new(move |_, _| tunnel_response(Some("zstd"), &[], full(&v2[0])))
-    })
-    .await;
-    let forged = Version::new(b"whatever the client claims".to_vec())
-        .id
-        .to_sf();
+    let (edge, fake) =
+        edge_before(move |_| Box::new(move |_, _| tunnel_response(Some("zstd"), &[], full(&v2[0])))).await;
+    let forged = Version::new(b"whatever the client claims".to_vec()).id.to_sf();
     let r = Http::h1()
         .get(
             &format!("http://{}/page", edge.addr),
@@ -181,11 +129,7 @@ async fn clients_cannot_steer_the_tunnel() {
         .unwrap();
     assert!(r.body == v[0][..]);
     let seen = &fake.requests()[0];
-    for h in [
-        "available-dictionary",
-        "railproxy-delta-base",
-        "dictionary-id",
-    ] {
+    for h in ["available-dictionary", "railproxy-delta-base", "dictionary-id"] {
         assert!(!seen.headers.contains_key(h), "{h} reached the origin");
     }
     assert_eq!(seen.headers.get("accept-encoding").unwrap(), "dcz, zstd");
@@ -224,13 +168,7 @@ async fn a_body_header_naming_another_base_is_never_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_announced_length_is_never_served() {
-    refused("length", |_, new| {
-        (
-            vec![("railproxy-raw-length", (new.len() + 1).to_string())],
-            full(new),
-        )
-    })
-    .await;
+    refused("length", |_, new| (vec![("railproxy-raw-length", (new.len() + 1).to_string())], full(new))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

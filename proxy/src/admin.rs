@@ -36,12 +36,8 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Re
 /// A wildcard listen address is probed on loopback.
 fn probe_addr(a: SocketAddr) -> SocketAddr {
     match a {
-        SocketAddr::V4(v4) if v4.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], v4.port()))
-        }
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6.port()))
-        }
+        SocketAddr::V4(v4) if v4.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], v4.port())),
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6.port())),
         other => other,
     }
 }
@@ -49,10 +45,8 @@ fn probe_addr(a: SocketAddr) -> SocketAddr {
 impl Admin {
     async fn health(&self) -> Response<Vec<u8>> {
         for addr in &self.ready_probe {
-            let probe = tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio::net::TcpStream::connect(probe_addr(*addr)),
-            );
+            let probe =
+                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(probe_addr(*addr)));
             if !matches!(probe.await, Ok(Ok(_))) {
                 return reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -71,33 +65,17 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
         match (method, path.as_str()) {
-            (Method::GET, "/metrics") => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                metrics::render(),
-            ),
+            (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render()),
             (Method::GET, "/health") => self.health().await,
             (Method::POST, "/debug/corrupt-store") => match &self.corrupt_store {
                 Some(fault) => {
                     let n = fault();
                     log::warn!("fault injection: corrupted {n} stored versions");
-                    reply(
-                        StatusCode::OK,
-                        "text/plain",
-                        format!("corrupted {n} versions\n"),
-                    )
+                    reply(StatusCode::OK, "text/plain", format!("corrupted {n} versions\n"))
                 }
-                None => reply(
-                    StatusCode::NOT_FOUND,
-                    "text/plain",
-                    "fault injection is disabled\n",
-                ),
+                None => reply(StatusCode::NOT_FOUND, "text/plain", "fault injection is disabled\n"),
             },
-            _ => reply(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                "not found: try /metrics or /health\n",
-            ),
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /health\n"),
         }
     }
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 use crate::exit::CmdResult;
@@ -35,11 +35,7 @@ const LEAVES: [Leaf; 2] = [
         names: &[ORIGIN_NAME, "localhost", "127.0.0.1"],
         usage: ExtendedKeyUsagePurpose::ServerAuth,
     },
-    Leaf {
-        stem: "edge",
-        names: &[EDGE_NAME],
-        usage: ExtendedKeyUsagePurpose::ClientAuth,
-    },
+    Leaf { stem: "edge", names: &[EDGE_NAME], usage: ExtendedKeyUsagePurpose::ClientAuth },
 ];
 
 pub fn run(out: &Path) -> CmdResult {
@@ -51,27 +47,17 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
     let (ca_pem, ca_key_path) = (out.join("ca.pem"), out.join("ca.key"));
     let ca_key = if ca_pem.exists() && ca_key_path.exists() {
         println!("kept    {}", ca_pem.display());
-        KeyPair::from_pem(&read(&ca_key_path)?)
-            .with_context(|| format!("parsing {}", ca_key_path.display()))?
+        KeyPair::from_pem(&read(&ca_key_path)?).with_context(|| format!("parsing {}", ca_key_path.display()))?
     } else {
-        if LEAVES
-            .iter()
-            .any(|l| out.join(format!("{}.pem", l.stem)).exists())
-        {
-            bail!(
-                "{} has certificates but no CA (ca.pem and ca.key); move them away or restore the CA",
-                out.display()
-            );
+        if LEAVES.iter().any(|l| out.join(format!("{}.pem", l.stem)).exists()) {
+            bail!("{} has certificates but no CA (ca.pem and ca.key); move them away or restore the CA", out.display());
         }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = dn("railproxy private CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         (params.not_before, params.not_after) = validity(10);
         let cert = params.self_signed(&key)?;
         write(&ca_pem, &cert.pem(), false)?;
@@ -79,20 +65,15 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
         println!("created {}", ca_pem.display());
         key
     };
-    let issuer =
-        Issuer::from_ca_cert_pem(&read(&ca_pem)?, &ca_key).context("reading the CA certificate")?;
+    let issuer = Issuer::from_ca_cert_pem(&read(&ca_pem)?, &ca_key).context("reading the CA certificate")?;
     for leaf in &LEAVES {
-        let (pem, key_path) = (
-            out.join(format!("{}.pem", leaf.stem)),
-            out.join(format!("{}.key", leaf.stem)),
-        );
+        let (pem, key_path) = (out.join(format!("{}.pem", leaf.stem)), out.join(format!("{}.key", leaf.stem)));
         if pem.exists() && key_path.exists() {
             println!("kept    {}", pem.display());
             continue;
         }
         let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(leaf.names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let mut params = CertificateParams::new(leaf.names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         params.distinguished_name = dn(leaf.names[0]);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![leaf.usage.clone()];
@@ -115,10 +96,7 @@ fn dn(common_name: &str) -> DistinguishedName {
 /// From a day ago (clock skew between hosts) for `years`.
 fn validity(years: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    (
-        now - time::Duration::days(1),
-        now + time::Duration::days(365 * years),
-    )
+    (now - time::Duration::days(1), now + time::Duration::days(365 * years))
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -135,6 +113,5 @@ fn write(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }

@@ -24,10 +24,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
-        Failure {
-            code,
-            error: error.into(),
-        }
+        Failure { code, error: error.into() }
     }
 
     pub fn exit_code(&self) -> ExitCode {
@@ -37,10 +34,7 @@ impl Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Failure {
-            code: FAILURE,
-            error,
-        }
+        Failure { code: FAILURE, error }
     }
 }
 

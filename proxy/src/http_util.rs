@@ -7,12 +7,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 pub fn request_host(req: &RequestHeader) -> Option<String> {
     let raw = match req.uri.authority() {
         Some(a) => a.as_str().to_string(),
-        None => req
-            .headers
-            .get(http::header::HOST)?
-            .to_str()
-            .ok()?
-            .to_string(),
+        None => req.headers.get(http::header::HOST)?.to_str().ok()?.to_string(),
     };
     let host = strip_port(raw.trim());
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
@@ -74,11 +69,8 @@ pub fn accepts(accept_encoding: Option<&str>, token: &str) -> bool {
         v.split(',').any(|item| {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or("").trim();
-            let zero = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
-            });
+            let zero = parts
+                .any(|p| p.trim().strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0)));
             name.eq_ignore_ascii_case(token) && !zero
         })
     })
@@ -98,18 +90,9 @@ mod tests {
 
     #[test]
     fn host_from_header_or_authority() {
-        assert_eq!(
-            request_host(&req(Some("Example.COM:8080"), "/")),
-            Some("example.com".into())
-        );
-        assert_eq!(
-            request_host(&req(Some("127.0.0.1"), "/")),
-            Some("127.0.0.1".into())
-        );
-        assert_eq!(
-            request_host(&req(Some("[::1]:80"), "/")),
-            Some("::1".into())
-        );
+        assert_eq!(request_host(&req(Some("Example.COM:8080"), "/")), Some("example.com".into()));
+        assert_eq!(request_host(&req(Some("127.0.0.1"), "/")), Some("127.0.0.1".into()));
+        assert_eq!(request_host(&req(Some("[::1]:80"), "/")), Some("::1".into()));
         let mut h2 = req(None, "/x");
         h2.set_uri("https://a.example/x".parse().unwrap());
         assert_eq!(request_host(&h2), Some("a.example".into()));

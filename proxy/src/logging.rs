@@ -8,33 +8,18 @@ pub fn init() {
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&std::env::var("RAILPROXY_LOG").unwrap_or_else(|_| "info".into()));
     builder.format(|buf, record| {
-        writeln!(
-            buf,
-            "{} {:<5} {}: {}",
-            utc_now(),
-            record.level(),
-            record.target(),
-            record.args()
-        )
+        writeln!(buf, "{} {:<5} {}: {}", utc_now(), record.level(), record.target(), record.args())
     });
     let _ = builder.try_init();
 }
 
 /// The current time as RFC 3339 UTC with milliseconds.
 fn utc_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, now.subsec_millis())
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).

@@ -76,11 +76,7 @@ fn run_proxy(mode: Mode, path: &Path, upgrade: bool) -> CmdResult {
     if config.mode() != mode {
         return Err(Failure::new(
             USAGE,
-            anyhow::anyhow!(
-                "{}: mode: the file says {}, but --mode says {mode}",
-                path.display(),
-                config.mode()
-            ),
+            anyhow::anyhow!("{}: mode: the file says {}, but --mode says {mode}", path.display(), config.mode()),
         ));
     }
     logging::init();

@@ -23,13 +23,8 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Time from request start to the end of the response.
 pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
-        HistogramOpts::new(
-            "railproxy_request_duration_seconds",
-            "Request duration, by mode"
-        )
-        .buckets(vec![
-            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
-        ]),
+        HistogramOpts::new("railproxy_request_duration_seconds", "Request duration, by mode")
+            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         &["mode"]
     )
     .expect("metric")
@@ -78,11 +73,8 @@ pub static VERIFY_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Edge: requests sent again without a base after the origin answered against another one.
 pub static BASE_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
-        "railproxy_delta_base_retries_total",
-        "Requests retried without a base after a base mismatch"
-    )
-    .expect("metric")
+    register_int_counter!("railproxy_delta_base_retries_total", "Requests retried without a base after a base mismatch")
+        .expect("metric")
 });
 
 /// Edge: client responses aborted because the tunnel body failed after bytes went out.
@@ -114,20 +106,20 @@ pub static TUNNEL_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Edge: requests by cache outcome (HIT, MISS, STALE, EXPIRED, REVALIDATED, DYNAMIC, BYPASS).
+pub static CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("railproxy_cache_requests_total", "Edge requests by cache outcome", &["result"])
+        .expect("metric")
+});
+
 static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
-        "railproxy_build_info",
-        "Version and mode of this process",
-        &["version", "mode"]
-    )
-    .expect("metric")
+    register_int_gauge_vec!("railproxy_build_info", "Version and mode of this process", &["version", "mode"])
+        .expect("metric")
 });
 
 /// Touches every metric so that all series exist from the start (scrapers see zeros, not gaps).
 pub fn init(mode: &str) {
-    BUILD_INFO
-        .with_label_values(&[env!("CARGO_PKG_VERSION"), mode])
-        .set(1);
+    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION"), mode]).set(1);
     for class in ["2xx", "3xx", "4xx", "5xx"] {
         REQUESTS.with_label_values(&[mode, class]);
     }
@@ -145,6 +137,9 @@ pub fn init(mode: &str) {
         LazyLock::force(&BASE_RETRIES);
         LazyLock::force(&ABORTED);
         VERIFY_FAILURES.with_label_values(&["checksum"]);
+        for result in ["HIT", "MISS", "DYNAMIC", "BYPASS"] {
+            CACHE.with_label_values(&[result]);
+        }
     }
 }
 
@@ -174,10 +169,8 @@ pub struct StoreCollector {
 
 impl StoreCollector {
     pub fn register(mode: &'static str, stats: Arc<dyn Fn() -> StoreStats + Send + Sync>) {
-        let descs = Self::metrics(mode, StoreStats::default())
-            .iter()
-            .flat_map(|m| m.desc().into_iter().cloned())
-            .collect();
+        let descs =
+            Self::metrics(mode, StoreStats::default()).iter().flat_map(|m| m.desc().into_iter().cloned()).collect();
         let c = StoreCollector { mode, stats, descs };
         // Registering twice (tests) is harmless.
         let _ = prometheus::register(Box::new(c));
@@ -185,36 +178,20 @@ impl StoreCollector {
 
     fn metrics(mode: &str, s: StoreStats) -> Vec<Box<dyn Collector>> {
         let gauge = |name: &str, help: &str, v: u64| -> Box<dyn Collector> {
-            let g = IntGauge::with_opts(Opts::new(name, help).const_label("mode", mode))
-                .expect("metric");
+            let g = IntGauge::with_opts(Opts::new(name, help).const_label("mode", mode)).expect("metric");
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
             Box::new(g)
         };
         let evictions = IntCounter::with_opts(
-            Opts::new(
-                "railproxy_store_evictions_total",
-                "Versions evicted to stay within the store size",
-            )
-            .const_label("mode", mode),
+            Opts::new("railproxy_store_evictions_total", "Versions evicted to stay within the store size")
+                .const_label("mode", mode),
         )
         .expect("metric");
         evictions.inc_by(s.evictions);
         vec![
-            gauge(
-                "railproxy_store_bytes",
-                "Bytes held by the version store",
-                s.bytes,
-            ),
-            gauge(
-                "railproxy_store_capacity_bytes",
-                "Configured version store size",
-                s.capacity,
-            ),
-            gauge(
-                "railproxy_store_entries",
-                "Versions held by the version store",
-                s.entries,
-            ),
+            gauge("railproxy_store_bytes", "Bytes held by the version store", s.bytes),
+            gauge("railproxy_store_capacity_bytes", "Configured version store size", s.capacity),
+            gauge("railproxy_store_entries", "Versions held by the version store", s.entries),
             Box::new(evictions),
         ]
     }
@@ -226,10 +203,45 @@ impl Collector for StoreCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        Self::metrics(self.mode, (self.stats)())
-            .iter()
-            .flat_map(|m| m.collect())
-            .collect()
+        Self::metrics(self.mode, (self.stats)()).iter().flat_map(|m| m.collect()).collect()
+    }
+}
+
+/// Edge cache figures (bytes, items, evictions), read from the eviction manager at scrape time.
+pub struct CacheCollector {
+    stats: Arc<dyn Fn() -> (u64, u64, u64) + Send + Sync>,
+    descs: Vec<Desc>,
+}
+
+impl CacheCollector {
+    pub fn register(stats: Arc<dyn Fn() -> (u64, u64, u64) + Send + Sync>) {
+        let descs = Self::metrics((0, 0, 0)).iter().flat_map(|m| m.desc().into_iter().cloned()).collect();
+        let _ = prometheus::register(Box::new(CacheCollector { stats, descs }));
+    }
+
+    fn metrics((bytes, items, evicted): (u64, u64, u64)) -> Vec<Box<dyn Collector>> {
+        let gauge = |name: &str, help: &str, v: u64| -> Box<dyn Collector> {
+            let g = IntGauge::new(name, help).expect("metric");
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            Box::new(g)
+        };
+        let evictions = IntCounter::new("railproxy_cache_evictions_total", "Cached responses evicted").expect("metric");
+        evictions.inc_by(evicted);
+        vec![
+            gauge("railproxy_cache_bytes", "Bytes of cached responses", bytes),
+            gauge("railproxy_cache_entries", "Cached responses", items),
+            Box::new(evictions),
+        ]
+    }
+}
+
+impl Collector for CacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Self::metrics((self.stats)()).iter().flat_map(|m| m.collect()).collect()
     }
 }
 

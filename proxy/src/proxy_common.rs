@@ -11,9 +11,7 @@ pub fn error_kind(e: &Error) -> &'static str {
         ErrorType::ConnectTimedout => "connect_timeout",
         ErrorType::ConnectRefused => "connect_refused",
         ErrorType::ConnectNoRoute => "no_route",
-        ErrorType::TLSHandshakeFailure
-        | ErrorType::TLSHandshakeTimedout
-        | ErrorType::InvalidCert => "tls",
+        ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout | ErrorType::InvalidCert => "tls",
         ErrorType::ConnectError | ErrorType::BindError | ErrorType::SocketError => "connect",
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => "io",
@@ -42,10 +40,7 @@ pub fn access_log(
     }
     let req = session.req_header();
     let host = crate::http_util::request_host(req).unwrap_or_default();
-    let client = session
-        .client_addr()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let client = session.client_addr().map(ToString::to_string).unwrap_or_default();
     let err = error.map(|e| format!(" error=\"{e}\"")).unwrap_or_default();
     log::info!(
         target: "access",

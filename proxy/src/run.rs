@@ -56,13 +56,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         Arc::new(move || store.corrupt_bodies_for_testing()) as admin::Fault
     });
     server.add_service(proxy);
-    server.add_service(admin::service(
-        config.admin.listen,
-        Admin {
-            ready_probe: probe,
-            corrupt_store: corrupt,
-        },
-    ));
+    server.add_service(admin::service(config.admin.listen, Admin { ready_probe: probe, corrupt_store: corrupt }));
     log::info!(
         "edge: clients on {:?}, admin on {}, {} hosts",
         config.listen,
@@ -84,8 +78,7 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
 
     let mut server = server::build(&config.server, upgrade);
     let origin = Origin::new(config.clone(), store as Arc<dyn VersionStore<VersionId>>)?;
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, origin, "origin");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, origin, "origin");
     let mut h2 = H2Options::new();
     h2.max_concurrent_streams(t.max_streams);
     proxy.app_logic_mut().expect("proxy app").h2_options = Some(h2);
@@ -94,24 +87,12 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
         proxy.add_tls_with_settings(&addr.to_string(), None, settings);
     }
     server.add_service(proxy);
-    server.add_service(admin::service(
-        config.admin.listen,
-        Admin {
-            ready_probe: t.listen.clone(),
-            corrupt_store: None,
-        },
-    ));
-    log::info!(
-        "origin: tunnel on {:?}, admin on {}, {} hosts",
-        t.listen,
-        config.admin.listen,
-        config.hosts.len()
-    );
+    server
+        .add_service(admin::service(config.admin.listen, Admin { ready_probe: t.listen.clone(), corrupt_store: None }));
+    log::info!("origin: tunnel on {:?}, admin on {}, {} hosts", t.listen, config.admin.listen, config.hosts.len());
     server.run_forever()
 }
 
 fn path(p: &std::path::Path) -> anyhow::Result<String> {
-    p.to_str()
-        .map(str::to_string)
-        .with_context(|| format!("{} is not valid UTF-8", p.display()))
+    p.to_str().map(str::to_string).with_context(|| format!("{} is not valid UTF-8", p.display()))
 }

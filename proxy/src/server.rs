@@ -12,9 +12,7 @@ pub fn build(settings: &ServerSettings, upgrade: bool) -> Server {
         threads: settings.threads,
         work_stealing: settings.work_stealing,
         grace_period_seconds: Some(settings.grace_period.as_secs_f64().ceil() as u64),
-        graceful_shutdown_timeout_seconds: Some(
-            settings.graceful_shutdown_timeout.as_secs_f64().ceil() as u64,
-        ),
+        graceful_shutdown_timeout_seconds: Some(settings.graceful_shutdown_timeout.as_secs_f64().ceil() as u64),
         upgrade_sock: settings.upgrade_sock.display().to_string(),
         pid_file: settings.pid_file.display().to_string(),
         error_log: settings.error_log.as_ref().map(|p| p.display().to_string()),
@@ -22,10 +20,7 @@ pub fn build(settings: &ServerSettings, upgrade: bool) -> Server {
         daemon: false,
         ..ServerConf::default()
     };
-    let opt = Opt {
-        upgrade,
-        ..Opt::default()
-    };
+    let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     server

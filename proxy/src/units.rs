@@ -5,22 +5,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, suffix) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 65536, 512k, 8M, 1G)"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (e.g. 65536, 512k, 8M, 1G)"))?;
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         _ => {
-            return Err(format!(
-                "{text:?}: unknown size suffix {suffix:?} (use k, M or G)"
-            ));
+            return Err(format!("{text:?}: unknown size suffix {suffix:?} (use k, M or G)"));
         }
     };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Parses a duration: `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
@@ -29,18 +24,14 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 250ms, 5s, 2m, 1h)"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 250ms, 5s, 2m, 1h)"))?;
     let d = match unit.trim() {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
         "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
+            return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m or h)"));
         }
     };
     Ok(d)

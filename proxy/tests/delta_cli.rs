@@ -6,10 +6,7 @@ use std::process::{Command, Output};
 use tunnel::sample::PageGenerator;
 
 fn railproxy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_railproxy"))
-        .args(args)
-        .output()
-        .expect("run railproxy")
+    Command::new(env!("CARGO_BIN_EXE_railproxy")).args(args).output().expect("run railproxy")
 }
 
 fn s(p: &Path) -> &str {
@@ -35,32 +32,12 @@ fn encode_then_decode_restores_the_file() {
     let (old, new, v) = two_versions(dir.path());
     let delta = dir.path().join("new.dcz");
     let out = dir.path().join("restored.html");
-    let o = railproxy(&[
-        "delta",
-        "encode",
-        "--base",
-        s(&old),
-        s(&new),
-        "-o",
-        s(&delta),
-    ]);
+    let o = railproxy(&["delta", "encode", "--base", s(&old), s(&new), "-o", s(&delta)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let encoded = std::fs::read(&delta).unwrap();
-    assert!(
-        encoded.len() < v[1].len() / 10,
-        "delta of {} bytes",
-        encoded.len()
-    );
+    assert!(encoded.len() < v[1].len() / 10, "delta of {} bytes", encoded.len());
     assert_eq!(&encoded[..4], &[0x5e, 0x2a, 0x4d, 0x18]);
-    let o = railproxy(&[
-        "delta",
-        "decode",
-        "--base",
-        s(&old),
-        s(&delta),
-        "-o",
-        s(&out),
-    ]);
+    let o = railproxy(&["delta", "decode", "--base", s(&old), s(&delta), "-o", s(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(std::fs::read(&out).unwrap() == v[1]);
 }
@@ -82,17 +59,7 @@ fn dash_writes_to_stdout() {
 fn plain_level_is_available() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new, _) = two_versions(dir.path());
-    let o = railproxy(&[
-        "delta",
-        "encode",
-        "--level",
-        "19",
-        "--base",
-        s(&old),
-        s(&new),
-        "-o",
-        "-",
-    ]);
+    let o = railproxy(&["delta", "encode", "--level", "19", "--base", s(&old), s(&new), "-o", "-"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -101,50 +68,18 @@ fn decoding_against_the_wrong_base_fails_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new, _) = two_versions(dir.path());
     let delta = dir.path().join("new.dcz");
-    assert!(
-        railproxy(&[
-            "delta",
-            "encode",
-            "--base",
-            s(&old),
-            s(&new),
-            "-o",
-            s(&delta)
-        ])
-        .status
-        .success()
-    );
+    assert!(railproxy(&["delta", "encode", "--base", s(&old), s(&new), "-o", s(&delta)]).status.success());
     let out = dir.path().join("out");
-    let o = railproxy(&[
-        "delta",
-        "decode",
-        "--base",
-        s(&new),
-        s(&delta),
-        "-o",
-        s(&out),
-    ]);
+    let o = railproxy(&["delta", "decode", "--base", s(&new), s(&delta), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("delta is against base"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("delta is against base"), "{}", stderr(&o));
     assert!(!out.exists());
 
     let mut corrupt = std::fs::read(&delta).unwrap();
     let last = corrupt.len() - 2;
     corrupt[last] ^= 0x55;
     std::fs::write(&delta, corrupt).unwrap();
-    let o = railproxy(&[
-        "delta",
-        "decode",
-        "--base",
-        s(&old),
-        s(&delta),
-        "-o",
-        s(&out),
-    ]);
+    let o = railproxy(&["delta", "decode", "--base", s(&old), s(&delta), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(!out.exists());
 }
@@ -154,50 +89,16 @@ fn decode_limit_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new, _) = two_versions(dir.path());
     let delta = dir.path().join("new.dcz");
-    assert!(
-        railproxy(&[
-            "delta",
-            "encode",
-            "--base",
-            s(&old),
-            s(&new),
-            "-o",
-            s(&delta)
-        ])
-        .status
-        .success()
-    );
-    let o = railproxy(&[
-        "delta",
-        "decode",
-        "--max-output",
-        "1k",
-        "--base",
-        s(&old),
-        s(&delta),
-        "-o",
-        "-",
-    ]);
+    assert!(railproxy(&["delta", "encode", "--base", s(&old), s(&new), "-o", s(&delta)]).status.success());
+    let o = railproxy(&["delta", "decode", "--max-output", "1k", "--base", s(&old), s(&delta), "-o", "-"]);
     assert_eq!(o.status.code(), Some(65));
-    assert!(
-        stderr(&o).contains("exceeds the limit of 1024 bytes"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("exceeds the limit of 1024 bytes"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
 }
 
 #[test]
 fn unreadable_input_names_the_file() {
-    let o = railproxy(&[
-        "delta",
-        "encode",
-        "--base",
-        "/nonexistent/old",
-        "/nonexistent/new",
-        "-o",
-        "-",
-    ]);
+    let o = railproxy(&["delta", "encode", "--base", "/nonexistent/old", "/nonexistent/new", "-o", "-"]);
     assert_eq!(o.status.code(), Some(66));
     assert!(stderr(&o).contains("/nonexistent/old"), "{}", stderr(&o));
 }
@@ -208,25 +109,14 @@ fn bench_prints_a_row_per_source_and_a_total() {
     for (name, size) in [("small", 8_000), ("large", 120_000)] {
         let sub = dir.path().join(name);
         std::fs::create_dir(&sub).unwrap();
-        for (i, v) in PageGenerator::versions(size as u64, size, 4)
-            .iter()
-            .enumerate()
-        {
+        for (i, v) in PageGenerator::versions(size as u64, size, 4).iter().enumerate() {
             std::fs::write(sub.join(format!("{i:03}.html")), v).unwrap();
         }
     }
     let o = railproxy(&["delta", "bench", "--repeat", "1", s(dir.path())]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
-    for needle in [
-        "| small",
-        "| large",
-        "| total",
-        "dcz sent",
-        "zstd -3 sent",
-        "gzip -6 sent",
-        "required <= 0.40 %",
-    ] {
+    for needle in ["| small", "| large", "| total", "dcz sent", "zstd -3 sent", "gzip -6 sent", "required <= 0.40 %"] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
     let total = text.lines().find(|l| l.starts_with("| total")).unwrap();
@@ -234,13 +124,7 @@ fn bench_prints_a_row_per_source_and_a_total() {
     assert_eq!(cells[2], "6", "3 pairs in each of 2 sources: {total}");
 
     // One source folder directly works too.
-    let o = railproxy(&[
-        "delta",
-        "bench",
-        "--repeat",
-        "1",
-        s(&dir.path().join("small")),
-    ]);
+    let o = railproxy(&["delta", "bench", "--repeat", "1", s(&dir.path().join("small"))]);
     assert!(o.status.success());
 }
 

@@ -21,10 +21,7 @@ fn fuzz_base() -> Version {
 /// the same verdict and output as one call.
 pub fn decode_raw(data: &[u8]) {
     let base = fuzz_base();
-    let opts = DecodeOptions {
-        max_output: FUZZ_LIMIT,
-        require_checksum: true,
-    };
+    let opts = DecodeOptions { max_output: FUZZ_LIMIT, require_checksum: true };
     let one_shot = codec::decode_with(&base, data, opts);
     let streamed = stream_decode(Decoder::dcz(&base, opts).expect("decoder"), data, 7);
     check_agree("dcz", &one_shot, &streamed);
@@ -84,16 +81,10 @@ pub fn round_trip(data: &[u8]) {
     }
     enc.finish(&mut streamed).expect("finish");
     if !input.flush {
-        assert_eq!(
-            one_shot, streamed,
-            "streamed encoding differs from one-shot"
-        );
+        assert_eq!(one_shot, streamed, "streamed encoding differs from one-shot");
     }
 
-    let opts = DecodeOptions {
-        max_output: input.new.len() as u64,
-        require_checksum: true,
-    };
+    let opts = DecodeOptions { max_output: input.new.len() as u64, require_checksum: true };
     let decoded = codec::decode_with(&base, &one_shot, opts).expect("decode one-shot");
     assert_eq!(decoded, input.new, "one-shot round trip");
     let mut dec = Decoder::dcz(&base, opts).expect("decoder");
@@ -142,12 +133,7 @@ impl RoundTripInput {
                 script = &script[n..];
             }
         }
-        Some(RoundTripInput {
-            flush: flags & 1 == 1,
-            chunk_seed,
-            base: base.to_vec(),
-            new,
-        })
+        Some(RoundTripInput { flush: flags & 1 == 1, chunk_seed, base: base.to_vec(), new })
     }
 }
 
@@ -183,16 +169,8 @@ pub fn seed_inputs() -> Vec<(&'static str, String, Vec<u8>)> {
     wrong_base[20] ^= 0xff;
     let mut seeds = vec![
         ("decode_raw", "dcz-valid".to_string(), delta.clone()),
-        (
-            "decode_raw",
-            "dcz-truncated".to_string(),
-            delta[..delta.len() / 2].to_vec(),
-        ),
-        (
-            "decode_raw",
-            "dcz-header-only".to_string(),
-            delta[..40].to_vec(),
-        ),
+        ("decode_raw", "dcz-truncated".to_string(), delta[..delta.len() / 2].to_vec()),
+        ("decode_raw", "dcz-header-only".to_string(), delta[..40].to_vec()),
         ("decode_raw", "dcz-wrong-base".to_string(), wrong_base),
         ("decode_raw", "zstd-valid".to_string(), full),
         ("decode_raw", "empty".to_string(), Vec::new()),
@@ -201,10 +179,10 @@ pub fn seed_inputs() -> Vec<(&'static str, String, Vec<u8>)> {
             "decode_raw",
             "zstd-split-header-skippable".to_string(),
             vec![
-                0x28, 0xb5, 0x2f, 0xfd, 0x64, 0x5e, 0x2a, 0x4d, 0x18, 0x28, 0x00, 0x00, 0x00, 0x64,
-                0x2b, 0xf5, 0x0b, 0x2b, 0xa6, 0x86, 0x1a, 0x9e, 0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0,
-                0x50, 0x28, 0x04, 0xfd, 0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd,
-                0xb5, 0x2f, 0x20, 0x75, 0x0d, 0x00, 0x3b, 0x1b, 0x70, 0x7c, 0x0f,
+                0x28, 0xb5, 0x2f, 0xfd, 0x64, 0x5e, 0x2a, 0x4d, 0x18, 0x28, 0x00, 0x00, 0x00, 0x64, 0x2b, 0xf5, 0x0b,
+                0x2b, 0xa6, 0x86, 0x1a, 0x9e, 0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd, 0x29, 0xb2,
+                0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd, 0xb5, 0x2f, 0x20, 0x75, 0x0d, 0x00, 0x3b, 0x1b, 0x70,
+                0x7c, 0x0f,
             ],
         ),
     ];
@@ -213,11 +191,7 @@ pub fn seed_inputs() -> Vec<(&'static str, String, Vec<u8>)> {
     let base_part = &next[..next.len().min(3000)];
     structured.extend_from_slice(&(base_part.len() as u16).to_le_bytes());
     structured.extend_from_slice(base_part);
-    for (offset, len, literal) in [
-        (0u16, 200u8, &b"<p>new</p>"[..]),
-        (900, 255, b"changed"),
-        (2000, 100, b""),
-    ] {
+    for (offset, len, literal) in [(0u16, 200u8, &b"<p>new</p>"[..]), (900, 255, b"changed"), (2000, 100, b"")] {
         structured.push(0x03);
         structured.extend_from_slice(&offset.to_le_bytes());
         structured.push(len);
@@ -230,10 +204,6 @@ pub fn seed_inputs() -> Vec<(&'static str, String, Vec<u8>)> {
     flushed[0] = 1;
     seeds.push(("round_trip", "page-edits".to_string(), structured));
     seeds.push(("round_trip", "page-edits-flush".to_string(), flushed));
-    seeds.push((
-        "round_trip",
-        "empty-base".to_string(),
-        vec![0, 1, 0, 0, 0x85, b'h', b'e', b'l', b'l', b'o', b'!'],
-    ));
+    seeds.push(("round_trip", "empty-base".to_string(), vec![0, 1, 0, 0, 0x85, b'h', b'e', b'l', b'l', b'o', b'!']));
     seeds
 }

@@ -3,12 +3,7 @@
 /// True for media types that compress well: text/*, JSON, JavaScript, XML, SVG, and friends.
 /// Images, video, archives and already-compressed formats stream through untouched.
 pub fn is_compressible(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let Some((top, sub)) = essence.split_once('/') else {
         return false;
     };

@@ -25,9 +25,7 @@ pub const HEADER_PREFIX: &str = "railproxy-";
 pub fn is_tunnel_header(name: &str) -> bool {
     name.eq_ignore_ascii_case(AVAILABLE_DICTIONARY)
         || name.eq_ignore_ascii_case(DICTIONARY_ID)
-        || name
-            .get(..HEADER_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(HEADER_PREFIX))
+        || name.get(..HEADER_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(HEADER_PREFIX))
 }
 
 #[cfg(test)]
@@ -36,12 +34,7 @@ mod tests {
 
     #[test]
     fn tunnel_headers() {
-        for h in [
-            "Available-Dictionary",
-            "railproxy-delta-base",
-            "RailProxy-Anything",
-            "dictionary-id",
-        ] {
+        for h in ["Available-Dictionary", "railproxy-delta-base", "RailProxy-Anything", "dictionary-id"] {
             assert!(is_tunnel_header(h), "{h}");
         }
         for h in ["accept-encoding", "railproxy", "x-railproxy-a", "host"] {

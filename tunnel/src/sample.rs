@@ -104,9 +104,7 @@ const WORDS: &[&str] = &[
     "jobs",
     "factory",
 ];
-const SECTIONS: &[&str] = &[
-    "Politics", "Local", "Sport", "Business", "Culture", "Weather", "Science",
-];
+const SECTIONS: &[&str] = &["Politics", "Local", "Sport", "Business", "Culture", "Weather", "Science"];
 
 /// One story on the generated front page.
 #[derive(Debug, Clone)]
@@ -138,13 +136,8 @@ pub struct PageGenerator {
 impl PageGenerator {
     /// A generator of pages of about `target_len` bytes.
     pub fn new(seed: u64, target_len: usize) -> Self {
-        let mut g = PageGenerator {
-            rng: Rng::new(seed),
-            stories: Vec::new(),
-            next_id: 3_300_000,
-            version: 0,
-            target_len,
-        };
+        let mut g =
+            PageGenerator { rng: Rng::new(seed), stories: Vec::new(), next_id: 3_300_000, version: 0, target_len };
         // Stories average ~1 KB of HTML each.
         let count = (target_len / 1000).max(3);
         for _ in 0..count {
@@ -236,12 +229,7 @@ impl PageGenerator {
             Rng::new(v ^ 0xdead_beef).next_u64()
         );
         for section in SECTIONS {
-            let _ = writeln!(
-                html,
-                "    <a href=\"/{}\">{}</a>",
-                section.to_lowercase(),
-                section
-            );
+            let _ = writeln!(html, "    <a href=\"/{}\">{}</a>", section.to_lowercase(), section);
         }
         html.push_str("  </nav>\n</header>\n<main class=\"front-page\">\n");
         for (i, s) in self.stories.iter().enumerate() {
@@ -309,10 +297,8 @@ pub fn load_version_sets(dir: &Path) -> io::Result<Vec<VersionSet>> {
     if !files.is_empty() {
         return Ok(vec![read_set(dir, &files)?]);
     }
-    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut subdirs: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     subdirs.sort();
     let mut sets = Vec::new();
     for sub in subdirs {
@@ -324,10 +310,7 @@ pub fn load_version_sets(dir: &Path) -> io::Result<Vec<VersionSet>> {
     if sets.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!(
-                "{}: no 000.*, 001.*, … version files in it or its sub-folders",
-                dir.display()
-            ),
+            format!("{}: no 000.*, 001.*, … version files in it or its sub-folders", dir.display()),
         ));
     }
     Ok(sets)
@@ -342,9 +325,7 @@ fn numbered_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
                 && p.file_name()
                     .and_then(|n| n.to_str())
                     .and_then(|n| n.split('.').next())
-                    .is_some_and(|stem| {
-                        !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit())
-                    })
+                    .is_some_and(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
         })
         .collect();
     files.sort();
@@ -354,14 +335,9 @@ fn numbered_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 fn read_set(dir: &Path, files: &[PathBuf]) -> io::Result<VersionSet> {
     let versions = files
         .iter()
-        .map(|f| {
-            std::fs::read(f).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))
-        })
+        .map(|f| std::fs::read(f).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display()))))
         .collect::<io::Result<Vec<_>>>()?;
-    let name = dir.file_name().map_or_else(
-        || dir.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
     Ok(VersionSet { name, versions })
 }
 
@@ -380,18 +356,9 @@ pub fn dev_corpus(manifest_dir: &str) -> Option<PathBuf> {
 /// Generated version sets in the shape of the dev corpus: small and large HTML pages.
 pub fn generated_sets() -> Vec<VersionSet> {
     vec![
-        VersionSet {
-            name: "generated-10k".into(),
-            versions: PageGenerator::versions(1, 10_000, 30),
-        },
-        VersionSet {
-            name: "generated-100k".into(),
-            versions: PageGenerator::versions(2, 100_000, 30),
-        },
-        VersionSet {
-            name: "generated-700k".into(),
-            versions: PageGenerator::versions(3, 700_000, 8),
-        },
+        VersionSet { name: "generated-10k".into(), versions: PageGenerator::versions(1, 10_000, 30) },
+        VersionSet { name: "generated-100k".into(), versions: PageGenerator::versions(2, 100_000, 30) },
+        VersionSet { name: "generated-700k".into(), versions: PageGenerator::versions(3, 700_000, 8) },
     ]
 }
 

@@ -61,22 +61,13 @@ fn weight(v: &Version) -> u64 {
 impl<K: Hash + Eq> MemoryStore<K> {
     /// A store holding at most `capacity` bytes (bodies plus [`ENTRY_OVERHEAD`] each).
     pub fn new(capacity: u64) -> Self {
-        MemoryStore {
-            inner: Mutex::new(Inner {
-                lru: lru::LruCache::unbounded(),
-                bytes: 0,
-                evictions: 0,
-            }),
-            capacity,
-        }
+        MemoryStore { inner: Mutex::new(Inner { lru: lru::LruCache::unbounded(), bytes: 0, evictions: 0 }), capacity }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K>> {
         // A panic while holding the lock cannot leave the LRU inconsistent in a way that matters
         // more than losing the store; keep serving.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The version under `key` without waiting (the in-memory store never does).
@@ -152,9 +143,7 @@ where
 
 impl<K: Hash + Eq> fmt::Debug for MemoryStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStore")
-            .field("capacity", &self.capacity)
-            .finish_non_exhaustive()
+        f.debug_struct("MemoryStore").field("capacity", &self.capacity).finish_non_exhaustive()
     }
 }
 
@@ -191,10 +180,7 @@ mod tests {
             assert!(block_on(store.get(&k)).is_some(), "{k}");
         }
         let s = store.stats();
-        assert_eq!(
-            (s.entries, s.bytes, s.evictions, s.capacity),
-            (3, per * 3, 1, per * 3)
-        );
+        assert_eq!((s.entries, s.bytes, s.evictions, s.capacity), (3, per * 3, 1, per * 3));
     }
 
     #[test]
@@ -205,13 +191,7 @@ mod tests {
         assert_eq!(store.stats().bytes, (700 + ENTRY_OVERHEAD) as u64);
         assert_eq!(block_on(store.get(&1)).unwrap().body.len(), 700);
         store.remove(&1);
-        assert_eq!(
-            store.stats(),
-            StoreStats {
-                capacity: 1 << 20,
-                ..Default::default()
-            }
-        );
+        assert_eq!(store.stats(), StoreStats { capacity: 1 << 20, ..Default::default() });
     }
 
     #[test]

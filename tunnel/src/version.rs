@@ -44,16 +44,13 @@ impl VersionId {
     /// Parses an `Available-Dictionary` value: an RFC 8941 item whose bare item is a byte
     /// sequence of exactly 32 bytes. Parameters, if any, are ignored as RFC 9842 allows.
     pub fn parse_sf(value: &[u8]) -> Result<Self> {
-        let item = sfv::Parser::parse_item(value)
-            .map_err(|_| Error::InvalidVersionId("not an RFC 8941 item"))?;
+        let item = sfv::Parser::parse_item(value).map_err(|_| Error::InvalidVersionId("not an RFC 8941 item"))?;
         let bytes = match &item.bare_item {
             sfv::BareItem::ByteSeq(bytes) => bytes,
             _ => return Err(Error::InvalidVersionId("not a byte sequence")),
         };
-        let id: [u8; VERSION_ID_LEN] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::InvalidVersionId("not 32 bytes (SHA-256)"))?;
+        let id: [u8; VERSION_ID_LEN] =
+            bytes.as_slice().try_into().map_err(|_| Error::InvalidVersionId("not 32 bytes (SHA-256)"))?;
         Ok(VersionId(id))
     }
 
@@ -83,10 +80,7 @@ impl Version {
     /// Hashes `body` to make a version.
     pub fn new(body: impl Into<bytes::Bytes>) -> Self {
         let body = body.into();
-        Version {
-            id: VersionId::of(&body),
-            body,
-        }
+        Version { id: VersionId::of(&body), body }
     }
 }
 
@@ -116,10 +110,7 @@ mod tests {
     #[test]
     fn sha256_of_known_input() {
         // FIPS 180-2 test vector.
-        assert_eq!(
-            VersionId::of(b"abc").to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(VersionId::of(b"abc").to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
@@ -127,17 +118,10 @@ mod tests {
         let id = VersionId::of(b"hello");
         let sf = id.to_sf();
         assert!(sf.starts_with(':') && sf.ends_with(':'));
-        assert_eq!(
-            sf.len(),
-            46,
-            "32 bytes are 44 base64 characters plus two colons"
-        );
+        assert_eq!(sf.len(), 46, "32 bytes are 44 base64 characters plus two colons");
         assert_eq!(VersionId::parse_sf(sf.as_bytes()).unwrap(), id);
         // RFC 8941 §3.3.5: standard base64 with padding between colons.
-        assert_eq!(
-            VersionId::of(b"abc").to_sf(),
-            ":ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=:"
-        );
+        assert_eq!(VersionId::of(b"abc").to_sf(), ":ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=:");
     }
 
     #[test]
@@ -159,11 +143,7 @@ mod tests {
             b":YWJj: :YWJj:", // a list, not an item
             "\u{e9}".as_bytes(),
         ] {
-            assert!(
-                VersionId::parse_sf(bad).is_err(),
-                "accepted {:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(VersionId::parse_sf(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
         }
     }
 }

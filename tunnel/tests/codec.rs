@@ -39,12 +39,7 @@ fn every_consecutive_pair_round_trips_and_is_small() {
             sent += delta.len();
         }
         let pct = 100.0 * sent as f64 / raw as f64;
-        eprintln!(
-            "{:>30}: {} pairs, {:.3} % of raw",
-            set.name,
-            set.versions.len() - 1,
-            pct
-        );
+        eprintln!("{:>30}: {} pairs, {:.3} % of raw", set.name, set.versions.len() - 1, pct);
         // Every source in the corpus and every generated set is well under this.
         assert!(pct < 10.0, "{}: deltas are {pct:.2} % of raw", set.name);
         total_raw += raw;
@@ -60,12 +55,7 @@ fn delta_is_far_smaller_than_full_compression() {
     let v = PageGenerator::versions(5, 100_000, 2);
     let delta = codec::encode(&v[0], &v[1]).unwrap();
     let full = codec::compress(&v[1], codec::FULL_LEVEL).unwrap();
-    assert!(
-        delta.len() * 5 < full.len(),
-        "delta {} vs full {}",
-        delta.len(),
-        full.len()
-    );
+    assert!(delta.len() * 5 < full.len(), "delta {} vs full {}", delta.len(), full.len());
     assert_eq!(&delta[..8], &codec::DCZ_MAGIC);
     assert_eq!(&delta[8..40], VersionId::of(&v[0]).as_bytes());
 }
@@ -103,10 +93,7 @@ fn streaming_with_random_chunks_equals_one_shot() {
                     enc.write(&c, &mut streamed).unwrap();
                 }
                 enc.finish(&mut streamed).unwrap();
-                assert_eq!(
-                    streamed, one_shot,
-                    "encoder output depends on chunking (size {size})"
-                );
+                assert_eq!(streamed, one_shot, "encoder output depends on chunking (size {size})");
 
                 let mut dec = Decoder::dcz(&base, opts()).unwrap();
                 let mut out = Vec::new();
@@ -198,11 +185,7 @@ fn wrong_base_is_refused_before_any_output() {
     let mut dec = Decoder::dcz(&Version::new(v[2].clone()), opts()).unwrap();
     let mut out = Vec::new();
     dec.write(&delta[..39], &mut out).unwrap();
-    assert!(
-        dec.write(&delta[39..], &mut out)
-            .unwrap_err()
-            .is_base_mismatch()
-    );
+    assert!(dec.write(&delta[39..], &mut out).unwrap_err().is_base_mismatch());
     assert!(out.is_empty());
 }
 
@@ -233,10 +216,7 @@ fn truncation_anywhere_is_an_error() {
     }
     let z = codec::compress(&v[1], 3).unwrap();
     for cut in 0..z.len() {
-        assert!(
-            codec::decompress(&z[..cut], opts()).is_err(),
-            "zstd cut at {cut}"
-        );
+        assert!(codec::decompress(&z[..cut], opts()).is_err(), "zstd cut at {cut}");
     }
 }
 
@@ -270,18 +250,9 @@ fn output_over_the_limit_is_refused() {
     let v = PageGenerator::versions(14, 50_000, 2);
     let delta = codec::encode(&v[0], &v[1]).unwrap();
     let limit = v[1].len() as u64 - 1;
-    let small = DecodeOptions {
-        max_output: limit,
-        ..opts()
-    };
-    assert_eq!(
-        codec::decode(&v[0], &delta, small).unwrap_err(),
-        Error::TooLarge { limit }
-    );
-    let exact = DecodeOptions {
-        max_output: v[1].len() as u64,
-        ..opts()
-    };
+    let small = DecodeOptions { max_output: limit, ..opts() };
+    assert_eq!(codec::decode(&v[0], &delta, small).unwrap_err(), Error::TooLarge { limit });
+    let exact = DecodeOptions { max_output: v[1].len() as u64, ..opts() };
     assert!(codec::decode(&v[0], &delta, exact).is_ok());
 }
 
@@ -293,30 +264,21 @@ fn decompression_bomb_stops_at_the_limit_without_allocating_it() {
     drop(zeros);
     assert!(bomb.len() < 100_000);
     let limit = 1 << 20;
-    let mut dec = Decoder::zstd(DecodeOptions {
-        max_output: limit,
-        ..opts()
-    })
-    .unwrap();
+    let mut dec = Decoder::zstd(DecodeOptions { max_output: limit, ..opts() }).unwrap();
     let mut out = Vec::new();
     let err = dec.write(&bomb, &mut out).unwrap_err();
     assert_eq!(err, Error::TooLarge { limit });
     assert!(out.len() as u64 <= limit + 1);
-    assert!(
-        out.capacity() < 4 << 20,
-        "decoder allocated {} bytes",
-        out.capacity()
-    );
+    assert!(out.capacity() < 4 << 20, "decoder allocated {} bytes", out.capacity());
 }
 
 /// Found by the decode_raw fuzz target: a zstd frame header (single segment, 2-byte size) whose
 /// remaining bytes form a complete skippable frame. zstd 1.5.7, given the header split across
 /// calls, decoded the skippable frame instead and reported an empty, finished frame.
 const SPLIT_HEADER_SKIPPABLE: &[u8] = &[
-    0x28, 0xb5, 0x2f, 0xfd, 0x64, 0x5e, 0x2a, 0x4d, 0x18, 0x28, 0x00, 0x00, 0x00, 0x64, 0x2b, 0xf5,
-    0x0b, 0x2b, 0xa6, 0x86, 0x1a, 0x9e, 0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd,
-    0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd, 0xb5, 0x2f, 0x20, 0x75, 0x0d, 0x00,
-    0x3b, 0x1b, 0x70, 0x7c, 0x0f,
+    0x28, 0xb5, 0x2f, 0xfd, 0x64, 0x5e, 0x2a, 0x4d, 0x18, 0x28, 0x00, 0x00, 0x00, 0x64, 0x2b, 0xf5, 0x0b, 0x2b, 0xa6,
+    0x86, 0x1a, 0x9e, 0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0, 0x50, 0x28, 0x04, 0xfd, 0x29, 0xb2, 0x7b, 0xa1, 0x30, 0xd0,
+    0x50, 0x28, 0x04, 0xfd, 0xb5, 0x2f, 0x20, 0x75, 0x0d, 0x00, 0x3b, 0x1b, 0x70, 0x7c, 0x0f,
 ];
 
 #[test]
@@ -330,11 +292,7 @@ fn a_frame_header_split_across_chunks_is_decoded_as_one() {
             .write(&SPLIT_HEADER_SKIPPABLE[..split], &mut out)
             .and_then(|()| dec.write(&SPLIT_HEADER_SKIPPABLE[split..], &mut out))
             .and_then(|()| dec.finish());
-        assert!(
-            verdict.is_err(),
-            "split at {split}: accepted {} bytes",
-            out.len()
-        );
+        assert!(verdict.is_err(), "split at {split}: accepted {} bytes", out.len());
     }
     // And a valid body still decodes with its header cut at every byte.
     let page = PageGenerator::versions(19, 20_000, 1).remove(0);
@@ -355,10 +313,7 @@ fn trailing_bytes_after_the_frame_are_refused() {
     let v = PageGenerator::versions(15, 5_000, 2);
     let mut delta = codec::encode(&v[0], &v[1]).unwrap();
     delta.extend_from_slice(b"extra");
-    assert_eq!(
-        codec::decode(&v[0], &delta, opts()).unwrap_err(),
-        Error::TrailingData(5)
-    );
+    assert_eq!(codec::decode(&v[0], &delta, opts()).unwrap_err(), Error::TrailingData(5));
 }
 
 #[test]
@@ -366,35 +321,22 @@ fn frames_without_checksum_or_magic_are_refused() {
     let v = PageGenerator::versions(16, 5_000, 2);
     // A valid frame made without a checksum, as a third-party encoder might.
     let mut cctx = zstd_safe::CCtx::create();
-    cctx.set_parameter(zstd_safe::CParameter::ChecksumFlag(false))
-        .unwrap();
+    cctx.set_parameter(zstd_safe::CParameter::ChecksumFlag(false)).unwrap();
     cctx.ref_prefix(&v[0]).unwrap();
     let mut frame = Vec::with_capacity(v[1].len());
     cctx.compress2(&mut frame, &v[1]).unwrap();
     let mut body = codec::dcz_header(&VersionId::of(&v[0])).to_vec();
     body.extend_from_slice(&frame);
-    assert_eq!(
-        codec::decode(&v[0], &body, opts()).unwrap_err(),
-        Error::MissingChecksum
-    );
-    let lax = DecodeOptions {
-        require_checksum: false,
-        ..opts()
-    };
+    assert_eq!(codec::decode(&v[0], &body, opts()).unwrap_err(), Error::MissingChecksum);
+    let lax = DecodeOptions { require_checksum: false, ..opts() };
     assert!(codec::decode(&v[0], &body, lax).unwrap() == v[1]);
 
     let mut not_dcz = body.clone();
     not_dcz[0] = 0;
-    assert!(matches!(
-        codec::decode(&v[0], &not_dcz, opts()).unwrap_err(),
-        Error::BadHeader { .. }
-    ));
+    assert!(matches!(codec::decode(&v[0], &not_dcz, opts()).unwrap_err(), Error::BadHeader { .. }));
     let mut not_zstd = body;
     not_zstd[40] = 0;
-    assert!(matches!(
-        codec::decode(&v[0], &not_zstd, opts()).unwrap_err(),
-        Error::BadHeader { .. }
-    ));
+    assert!(matches!(codec::decode(&v[0], &not_zstd, opts()).unwrap_err(), Error::BadHeader { .. }));
 }
 
 #[test]
@@ -409,25 +351,13 @@ fn windows_beyond_the_rfc_limit_are_refused() {
 #[test]
 fn empty_bodies_and_identical_versions() {
     let page = PageGenerator::versions(17, 10_000, 1).remove(0);
-    for (base, new) in [
-        (&b""[..], &b""[..]),
-        (b"", &page[..]),
-        (&page[..], b""),
-        (&page[..], &page[..]),
-    ] {
+    for (base, new) in [(&b""[..], &b""[..]), (b"", &page[..]), (&page[..], b""), (&page[..], &page[..])] {
         let delta = codec::encode(base, new).unwrap();
         assert_eq!(codec::decode(base, &delta, opts()).unwrap(), new);
     }
     let same = codec::encode(&page, &page).unwrap();
-    assert!(
-        same.len() < 40 + 40,
-        "identical versions cost {} bytes",
-        same.len()
-    );
-    assert_eq!(
-        codec::decompress(&codec::compress(b"", 3).unwrap(), opts()).unwrap(),
-        b""
-    );
+    assert!(same.len() < 40 + 40, "identical versions cost {} bytes", same.len());
+    assert_eq!(codec::decompress(&codec::compress(b"", 3).unwrap(), opts()).unwrap(), b"");
     // A body starting with zstd's dictionary magic is still used as raw content.
     let mut tricky = vec![0x37, 0xa4, 0x30, 0xec];
     tricky.extend_from_slice(&page);
@@ -451,15 +381,8 @@ fn eight_megabyte_body() {
     }
     let base = Version::new(base);
     let delta = codec::encode_with(&base, &new, &DeltaParams::default()).unwrap();
-    assert!(
-        delta.len() < 20_000,
-        "8 MB delta with 50 edits is {} bytes",
-        delta.len()
-    );
-    let big = DecodeOptions {
-        max_output: 16 << 20,
-        ..opts()
-    };
+    assert!(delta.len() < 20_000, "8 MB delta with 50 edits is {} bytes", delta.len());
+    let big = DecodeOptions { max_output: 16 << 20, ..opts() };
     assert!(codec::decode_with(&base, &delta, big).unwrap() == new);
 }
 
@@ -474,8 +397,5 @@ fn codec_refuses_use_after_finish_or_failure() {
     assert!(matches!(enc.write(b"x", &mut out), Err(Error::Finished(_))));
     let mut dec = Decoder::dcz(&Version::new(v[1].clone()), opts()).unwrap();
     assert!(dec.write(&out, &mut Vec::new()).is_err());
-    assert!(matches!(
-        dec.write(&out, &mut Vec::new()),
-        Err(Error::Finished(_))
-    ));
+    assert!(matches!(dec.write(&out, &mut Vec::new()), Err(Error::Finished(_))));
 }

@@ -15,6 +15,9 @@
 //!   GET  /chunked/N               N bytes of HTML, chunked (no Content-Length)
 //!   GET  /count                   how many requests this backend has served (text)
 //!   GET  /connections             how many TCP connections it has accepted (text)
+//!   GET  /cache/SECS/NAME          a 10 KB page for NAME with Cache-Control: max-age=SECS;
+//!                                 `?delay=MS` answers after MS milliseconds
+//!   GET  /hits/SECS/NAME           how many requests /cache/SECS/NAME has seen (text)
 //!
 //! Every response carries `x-backend: ADDR`, the address this backend listens on.
 
@@ -45,10 +48,7 @@ impl http_body::Body for Chunks {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Ready(self.chunks.pop_front().map(|b| Ok(Frame::data(b))))
     }
 
@@ -62,18 +62,11 @@ impl http_body::Body for Chunks {
 
 fn full(body: impl Into<Bytes>) -> Chunks {
     let b: Bytes = body.into();
-    Chunks {
-        exact: Some(b.len() as u64),
-        chunks: [b].into(),
-    }
+    Chunks { exact: Some(b.len() as u64), chunks: [b].into() }
 }
 
 fn reply(status: u16, content_type: &str, body: Chunks) -> Response<Chunks> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(body)
-        .expect("valid response")
+    Response::builder().status(status).header("content-type", content_type).body(body).expect("valid response")
 }
 
 struct Backend {
@@ -81,6 +74,7 @@ struct Backend {
     demo: Mutex<PageGenerator>,
     served: AtomicU64,
     connections: AtomicU64,
+    hits: Mutex<HashMap<String, u64>>,
     addr: http::HeaderValue,
 }
 
@@ -128,11 +122,7 @@ impl Backend {
                     .unwrap_or(0);
                 match self.sets.get(*set).and_then(|v| v.get(version)) {
                     Some(body) => reply(200, content_type_of(body), full(body.clone())),
-                    None => reply(
-                        404,
-                        "text/plain",
-                        full(format!("no version {version} of {set}\n")),
-                    ),
+                    None => reply(404, "text/plain", full(format!("no version {version} of {set}\n"))),
                 }
             }
             (Method::GET | Method::HEAD, ["status", code]) => {
@@ -140,21 +130,14 @@ impl Backend {
                     Some(c) => reply(
                         c,
                         "text/html; charset=utf-8",
-                        full(format!(
-                            "<html><body><h1>status {c}</h1><p>from the test backend</p></body></html>\n"
-                        )),
+                        full(format!("<html><body><h1>status {c}</h1><p>from the test backend</p></body></html>\n")),
                     ),
                     None => reply(400, "text/plain", full("bad status\n")),
                 }
             }
             (Method::GET | Method::HEAD, ["redirect"]) => {
-                let mut r = reply(
-                    302,
-                    "text/html",
-                    full("<a href=\"/pages/generated-10k\">moved</a>\n"),
-                );
-                r.headers_mut()
-                    .insert("location", "/pages/generated-10k".parse().expect("static"));
+                let mut r = reply(302, "text/html", full("<a href=\"/pages/generated-10k\">moved</a>\n"));
+                r.headers_mut().insert("location", "/pages/generated-10k".parse().expect("static"));
                 r
             }
             (Method::POST | Method::PUT, ["echo"]) => match req.into_body().collect().await {
@@ -176,36 +159,36 @@ impl Backend {
             (Method::GET | Method::HEAD, ["chunked", n]) => match number(Some(n)) {
                 Some(n) => {
                     let body = Bytes::from(html_of_len(n));
-                    let chunks = (0..body.len())
-                        .step_by(4096)
-                        .map(|i| body.slice(i..(i + 4096).min(body.len())))
-                        .collect();
-                    reply(
-                        200,
-                        "text/html; charset=utf-8",
-                        Chunks {
-                            chunks,
-                            exact: None,
-                        },
-                    )
+                    let chunks =
+                        (0..body.len()).step_by(4096).map(|i| body.slice(i..(i + 4096).min(body.len()))).collect();
+                    reply(200, "text/html; charset=utf-8", Chunks { chunks, exact: None })
                 }
                 None => reply(400, "text/plain", full("bad length\n")),
             },
-            (Method::GET, ["count"]) => reply(
-                200,
-                "text/plain",
-                full(format!("{}\n", self.served.load(Ordering::Relaxed))),
-            ),
-            (Method::GET, ["connections"]) => reply(
-                200,
-                "text/plain",
-                full(format!("{}\n", self.connections.load(Ordering::Relaxed))),
-            ),
-            _ => reply(
-                404,
-                "text/plain",
-                full(format!("no route for {} {path}\n", req.method())),
-            ),
+            (Method::GET, ["count"]) => {
+                reply(200, "text/plain", full(format!("{}\n", self.served.load(Ordering::Relaxed))))
+            }
+            (Method::GET | Method::HEAD, ["cache", secs, name]) => {
+                let key = format!("{secs}/{name}");
+                *self.hits.lock().expect("lock").entry(key).or_default() += 1;
+                let delay =
+                    req.uri().query().and_then(|q| q.strip_prefix("delay=")).and_then(|v| v.parse::<u64>().ok());
+                if let Some(ms) = delay {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                let mut r = reply(200, "text/html; charset=utf-8", full(html_of_len(10_000 + name.len())));
+                let cc = format!("public, max-age={secs}");
+                r.headers_mut().insert("cache-control", cc.parse().expect("valid header"));
+                r
+            }
+            (Method::GET, ["hits", secs, name]) => {
+                let n = self.hits.lock().expect("lock").get(&format!("{secs}/{name}")).copied().unwrap_or(0);
+                reply(200, "text/plain", full(format!("{n}\n")))
+            }
+            (Method::GET, ["connections"]) => {
+                reply(200, "text/plain", full(format!("{}\n", self.connections.load(Ordering::Relaxed))))
+            }
+            _ => reply(404, "text/plain", full(format!("no route for {} {path}\n", req.method()))),
         }
     }
 }
@@ -222,12 +205,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--listen" => {
-                listen = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
+            "--listen" => listen = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
             "--corpus" => corpus = Some(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
@@ -244,10 +222,7 @@ async fn main() {
         }
     }
     for set in all {
-        sets.insert(
-            set.name,
-            set.versions.into_iter().map(Bytes::from).collect(),
-        );
+        sets.insert(set.name, set.versions.into_iter().map(Bytes::from).collect());
     }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -262,10 +237,8 @@ async fn main() {
         demo: Mutex::new(PageGenerator::new(2026, 100_000)),
         served: AtomicU64::new(0),
         connections: AtomicU64::new(0),
-        addr: addr
-            .to_string()
-            .parse()
-            .expect("an address is a valid header value"),
+        hits: Mutex::new(HashMap::new()),
+        addr: addr.to_string().parse().expect("an address is a valid header value"),
     });
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();

@@ -34,17 +34,9 @@ impl ServerSettings {
             threads: s.or("threads", default_threads),
             work_stealing: s.or("work_stealing", true),
             grace_period: s.or("grace_period", Secs(Duration::from_secs(10))).0,
-            graceful_shutdown_timeout: s
-                .or("graceful_shutdown_timeout", Secs(Duration::from_secs(10)))
-                .0,
-            upgrade_sock: s.or(
-                "upgrade_sock",
-                PathBuf::from(format!("/tmp/railproxy-{mode}-upgrade.sock")),
-            ),
-            pid_file: s.or(
-                "pid_file",
-                PathBuf::from(format!("/tmp/railproxy-{mode}.pid")),
-            ),
+            graceful_shutdown_timeout: s.or("graceful_shutdown_timeout", Secs(Duration::from_secs(10))).0,
+            upgrade_sock: s.or("upgrade_sock", PathBuf::from(format!("/tmp/railproxy-{mode}-upgrade.sock"))),
+            pid_file: s.or("pid_file", PathBuf::from(format!("/tmp/railproxy-{mode}.pid"))),
             error_log: s.opt("error_log"),
             upstream_keepalive_pool_size: s.or("upstream_keepalive_pool_size", 128),
         };
@@ -66,9 +58,7 @@ pub struct AdminSettings {
 impl AdminSettings {
     pub fn read(s: &Section<'_>) -> Self {
         AdminSettings {
-            listen: s
-                .req("listen")
-                .unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            listen: s.req("listen").unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
             fault_injection: s.or("fault_injection", false),
         }
     }
@@ -96,10 +86,7 @@ impl DeltaSettings {
             s.problem("max_body", "must be more than 0");
         }
         if d.max_body > d.store_size {
-            s.problem(
-                "max_body",
-                format!("{} is more than store_size ({})", d.max_body, d.store_size),
-            );
+            s.problem("max_body", format!("{} is more than store_size ({})", d.max_body, d.store_size));
         }
         d
     }

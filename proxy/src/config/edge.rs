@@ -37,6 +37,18 @@ pub struct OriginRoute {
     pub server_name: String,
 }
 
+/// The edge cache for cacheable responses.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// Bytes of cached responses kept (LRU).
+    pub size: u64,
+    /// Larger responses are not cached.
+    pub max_object: u64,
+    /// Concurrent misses for one key wait this long for the first to fill the cache.
+    pub lock_timeout: Duration,
+}
+
 /// An HTTPS listener for clients.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
@@ -56,6 +68,7 @@ pub struct EdgeConfig {
     pub tunnel: TunnelClient,
     pub origins: Vec<OriginRoute>,
     pub delta: DeltaSettings,
+    pub cache: CacheSettings,
     /// Compression level for clients that accept gzip/br/zstd (0: off).
     pub client_compression: u32,
 }
@@ -90,10 +103,7 @@ impl EdgeConfig {
             max_streams: t.or("max_streams", 128),
         };
         if tunnel.cert.is_some() != tunnel.key.is_some() {
-            t.problem(
-                if tunnel.cert.is_some() { "key" } else { "cert" },
-                "cert and key go together",
-            );
+            t.problem(if tunnel.cert.is_some() { "key" } else { "cert" }, "cert and key go together");
         }
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");
@@ -113,10 +123,7 @@ impl EdgeConfig {
             origins.push(route);
         }
         if origins.is_empty() {
-            root.problem(
-                "origins",
-                "required: a map of host names to origin listeners",
-            );
+            root.problem("origins", "required: a map of host names to origin listeners");
         }
         let d = root.section("delta");
         let mut delta = DeltaSettings::read(&d, 256 << 20);
@@ -125,6 +132,17 @@ impl EdgeConfig {
             d.problem("max_decoded", "must be at least max_body");
         }
         drop(d);
+        let c = root.section("cache");
+        let cache = CacheSettings {
+            enabled: c.or("enabled", true),
+            size: c.or("size", ByteSize(256 << 20)).0,
+            max_object: c.or("max_object", ByteSize(8 << 20)).0,
+            lock_timeout: c.or("lock_timeout", Secs(Duration::from_secs(2))).0,
+        };
+        if cache.max_object > cache.size {
+            c.problem("max_object", format!("{} is more than size ({})", cache.max_object, cache.size));
+        }
+        drop(c);
         let client_compression = root.or("client_compression", 6u32);
         if client_compression > 11 {
             root.problem("client_compression", "must be 0 (off) to 11");
@@ -135,16 +153,7 @@ impl EdgeConfig {
         }
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        EdgeConfig {
-            server,
-            listen,
-            https,
-            admin,
-            tunnel,
-            origins,
-            delta,
-            client_compression,
-        }
+        EdgeConfig { server, listen, https, admin, tunnel, origins, delta, cache, client_compression }
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {

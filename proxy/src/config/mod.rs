@@ -2,7 +2,7 @@
 //! reported at once with its key path. Relative paths are relative to the working directory.
 
 mod common;
-mod edge;
+pub mod edge;
 mod origin;
 pub mod reader;
 
@@ -57,28 +57,16 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
-            problems: vec![Problem {
-                path: String::new(),
-                message: format!("cannot read: {e}"),
-            }],
+            problems: vec![Problem { path: String::new(), message: format!("cannot read: {e}") }],
         })?;
-        Self::parse(&text).map_err(|problems| ConfigError {
-            file: path.display().to_string(),
-            problems,
-        })
+        Self::parse(&text).map_err(|problems| ConfigError { file: path.display().to_string(), problems })
     }
 
     /// Parses and validates YAML text.
     pub fn parse(text: &str) -> Result<Self, Vec<Problem>> {
         let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!("line {} column {}", l.line(), l.column()))
-                .unwrap_or_default();
-            vec![Problem {
-                path: at,
-                message: format!("not valid YAML: {e}"),
-            }]
+            let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default();
+            vec![Problem { path: at, message: format!("not valid YAML: {e}") }]
         })?;
         let problems = Problems::default();
         let config = {
@@ -126,12 +114,7 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(
-            f,
-            "{}: {n} problem{}",
-            self.file,
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{}: {n} problem{}", self.file, if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
             write!(f, "\n  {p}")?;
         }

@@ -92,29 +92,15 @@ impl OriginConfig {
         if !(1..=19).contains(&full_level) {
             root.problem("full_level", "must be a zstd level from 1 to 19");
         }
-        let mut addrs: Vec<(&str, SocketAddr)> = tunnel
-            .listen
-            .iter()
-            .map(|a| ("tunnel.listen", *a))
-            .collect();
+        let mut addrs: Vec<(&str, SocketAddr)> = tunnel.listen.iter().map(|a| ("tunnel.listen", *a)).collect();
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        OriginConfig {
-            server,
-            admin,
-            tunnel,
-            hosts,
-            backend,
-            delta,
-            full_level,
-        }
+        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level }
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
-        let mut f: Vec<(&'static str, &Path)> = vec![
-            ("tunnel.cert", &self.tunnel.cert),
-            ("tunnel.key", &self.tunnel.key),
-        ];
+        let mut f: Vec<(&'static str, &Path)> =
+            vec![("tunnel.cert", &self.tunnel.cert), ("tunnel.key", &self.tunnel.key)];
         if let Some(ca) = &self.tunnel.client_ca {
             f.push(("tunnel.client_ca", ca));
         }

@@ -19,11 +19,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -33,10 +29,7 @@ pub struct Problems(RefCell<Vec<Problem>>);
 
 impl Problems {
     pub fn add(&self, path: &str, message: impl Into<String>) {
-        self.0.borrow_mut().push(Problem {
-            path: path.to_string(),
-            message: message.into(),
-        });
+        self.0.borrow_mut().push(Problem { path: path.to_string(), message: message.into() });
     }
 
     pub fn into_vec(self) -> Vec<Problem> {
@@ -49,11 +42,7 @@ impl Problems {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 fn describe(v: &Value) -> String {
@@ -87,27 +76,15 @@ impl<'a> Section<'a> {
             None | Some(Value::Null) => None,
             Some(Value::Mapping(m)) => Some(m),
             Some(other) => {
-                problems.add(
-                    &path,
-                    format!("expected a map of settings, found {}", describe(other)),
-                );
+                problems.add(&path, format!("expected a map of settings, found {}", describe(other)));
                 None
             }
         };
-        Section {
-            path,
-            map,
-            asked: RefCell::new(Vec::new()),
-            problems,
-        }
+        Section { path, map, asked: RefCell::new(Vec::new()), problems }
     }
 
     pub fn problem(&self, key: &str, message: impl Into<String>) {
-        let path = if key.is_empty() {
-            self.path.clone()
-        } else {
-            join(&self.path, key)
-        };
+        let path = if key.is_empty() { self.path.clone() } else { join(&self.path, key) };
         self.problems.add(&path, message);
     }
 
@@ -140,11 +117,7 @@ impl<'a> Section<'a> {
 
     /// A value with a default when absent (a bad value is a problem, not the default).
     pub fn or<T: FromYaml>(&self, key: &str, default: T) -> T {
-        if self.has(key) {
-            self.opt(key).unwrap_or(default)
-        } else {
-            default
-        }
+        if self.has(key) { self.opt(key).unwrap_or(default) } else { default }
     }
 
     /// A required value.
@@ -169,9 +142,7 @@ impl<'a> Section<'a> {
         for (i, item) in items.into_iter().enumerate() {
             match T::from_yaml(item) {
                 Ok(t) => out.push(t),
-                Err(msg) => self
-                    .problems
-                    .add(&format!("{}[{i}]", join(&self.path, key)), msg),
+                Err(msg) => self.problems.add(&format!("{}[{i}]", join(&self.path, key)), msg),
             }
         }
         out
@@ -180,9 +151,7 @@ impl<'a> Section<'a> {
     /// A list that must have at least one valid entry: "required" when absent, "must not be
     /// empty" for `[]`; invalid entries are reported one by one and not again.
     pub fn req_list<T: FromYaml>(&self, key: &str, what: &str) -> Vec<T> {
-        let present = self
-            .raw(key)
-            .map(|v| !matches!(v, Value::Sequence(s) if s.is_empty()));
+        let present = self.raw(key).map(|v| !matches!(v, Value::Sequence(s) if s.is_empty()));
         let items = self.list(key);
         match present {
             None => self.problem(key, format!("required: {what}")),
@@ -199,8 +168,7 @@ impl<'a> Section<'a> {
             return Vec::new();
         };
         let Value::Mapping(m) = v else {
-            self.problems
-                .add(&path, format!("expected a map, found {}", describe(v)));
+            self.problems.add(&path, format!("expected a map, found {}", describe(v)));
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -209,15 +177,11 @@ impl<'a> Section<'a> {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 other => {
-                    self.problems
-                        .add(&path, format!("{} is not a name", describe(other)));
+                    self.problems.add(&path, format!("{} is not a name", describe(other)));
                     continue;
                 }
             };
-            out.push((
-                name.clone(),
-                Section::at(join(&path, &name), Some(v), self.problems),
-            ));
+            out.push((name.clone(), Section::at(join(&path, &name), Some(v), self.problems)));
         }
         out
     }
@@ -236,10 +200,7 @@ impl Drop for Section<'_> {
                 let mut known: Vec<&str> = asked.iter().map(String::as_str).collect();
                 known.sort_unstable();
                 known.dedup();
-                self.problems.add(
-                    &join(&self.path, &name),
-                    format!("unknown key (known here: {})", known.join(", ")),
-                );
+                self.problems.add(&join(&self.path, &name), format!("unknown key (known here: {})", known.join(", ")));
             }
         }
     }
@@ -264,11 +225,7 @@ impl FromYaml for String {
     const EXPECTED: &'static str = "a string";
     fn from_yaml(v: &Value) -> Result<Self, String> {
         let s = as_text(v, Self::EXPECTED)?;
-        if s.trim().is_empty() {
-            Err("must not be empty".into())
-        } else {
-            Ok(s)
-        }
+        if s.trim().is_empty() { Err("must not be empty".into()) } else { Ok(s) }
     }
 }
 
@@ -282,16 +239,14 @@ impl FromYaml for PathBuf {
 impl FromYaml for bool {
     const EXPECTED: &'static str = "true or false";
     fn from_yaml(v: &Value) -> Result<Self, String> {
-        v.as_bool()
-            .ok_or_else(|| format!("expected true or false, found {}", describe(v)))
+        v.as_bool().ok_or_else(|| format!("expected true or false, found {}", describe(v)))
     }
 }
 
 impl FromYaml for u64 {
     const EXPECTED: &'static str = "a whole number";
     fn from_yaml(v: &Value) -> Result<Self, String> {
-        v.as_u64()
-            .ok_or_else(|| format!("expected a whole number, found {}", describe(v)))
+        v.as_u64().ok_or_else(|| format!("expected a whole number, found {}", describe(v)))
     }
 }
 
@@ -322,9 +277,7 @@ impl FromYaml for SocketAddr {
     const EXPECTED: &'static str = "an address such as 127.0.0.1:8080";
     fn from_yaml(v: &Value) -> Result<Self, String> {
         let s = as_text(v, Self::EXPECTED)?;
-        s.trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address and port such as 127.0.0.1:8080"))
+        s.trim().parse().map_err(|_| format!("{s:?} is not an IP address and port such as 127.0.0.1:8080"))
     }
 }
 
@@ -338,11 +291,7 @@ impl FromYaml for ByteSize {
         match v {
             Value::Number(_) => u64::from_yaml(v).map(ByteSize),
             Value::String(s) => crate::units::parse_size(s).map(ByteSize),
-            other => Err(format!(
-                "expected {}, found {}",
-                Self::EXPECTED,
-                describe(other)
-            )),
+            other => Err(format!("expected {}, found {}", Self::EXPECTED, describe(other))),
         }
     }
 }
@@ -357,11 +306,7 @@ impl FromYaml for Secs {
         match v {
             Value::Number(_) => u64::from_yaml(v).map(|n| Secs(Duration::from_secs(n))),
             Value::String(s) => crate::units::parse_duration(s).map(Secs),
-            other => Err(format!(
-                "expected {}, found {}",
-                Self::EXPECTED,
-                describe(other)
-            )),
+            other => Err(format!("expected {}, found {}", Self::EXPECTED, describe(other))),
         }
     }
 }
@@ -433,20 +378,14 @@ mod tests {
 
     #[test]
     fn user_named_entries() {
-        let problems = read(
-            "hosts:\n  a.example: {port: 1}\n  127.0.0.1: {port: 2, typo: 3}\n",
-            |r| {
-                let entries = r.entries("hosts");
-                let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-                assert_eq!(names, ["a.example", "127.0.0.1"]);
-                for (_, s) in &entries {
-                    let _: Option<u64> = s.opt("port");
-                }
-            },
-        );
-        assert_eq!(
-            problems,
-            vec!["hosts.127.0.0.1.typo: unknown key (known here: port)"]
-        );
+        let problems = read("hosts:\n  a.example: {port: 1}\n  127.0.0.1: {port: 2, typo: 3}\n", |r| {
+            let entries = r.entries("hosts");
+            let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["a.example", "127.0.0.1"]);
+            for (_, s) in &entries {
+                let _: Option<u64> = s.opt("port");
+            }
+        });
+        assert_eq!(problems, vec!["hosts.127.0.0.1.typo: unknown key (known here: port)"]);
     }
 }

@@ -33,10 +33,7 @@ pub trait Method {
 }
 
 fn decode_opts() -> DecodeOptions {
-    DecodeOptions {
-        max_output: 1 << 30,
-        require_checksum: true,
-    }
+    DecodeOptions { max_output: 1 << 30, require_checksum: true }
 }
 
 /// RFC 9842 dcz against the immediately previous version(s).
@@ -107,10 +104,8 @@ impl Method for Gzip {
         Version::new(Bytes::new())
     }
     fn encode(&self, _: &Version, new: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(new.len() / 4),
-            flate2::Compression::new(self.0),
-        );
+        let mut enc =
+            flate2::write::GzEncoder::new(Vec::with_capacity(new.len() / 4), flate2::Compression::new(self.0));
         enc.write_all(new)?;
         Ok(enc.finish()?)
     }
@@ -153,11 +148,7 @@ impl Figures {
     }
 
     pub fn pct(&self) -> f64 {
-        if self.raw == 0 {
-            0.0
-        } else {
-            100.0 * self.sent as f64 / self.raw as f64
-        }
+        if self.raw == 0 { 0.0 } else { 100.0 * self.sent as f64 / self.raw as f64 }
     }
 }
 
@@ -168,11 +159,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
+    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
 }
 
 /// Figures per set and over all sets.
@@ -187,11 +174,7 @@ pub fn measure(sets: &[VersionSet], method: &dyn Method, repeat: u32) -> anyhow:
     let mut all = Vec::new();
     let mut per_set = Vec::new();
     for set in sets {
-        let versions: Vec<Bytes> = set
-            .versions
-            .iter()
-            .map(|v| Bytes::copy_from_slice(v))
-            .collect();
+        let versions: Vec<Bytes> = set.versions.iter().map(|v| Bytes::copy_from_slice(v)).collect();
         let mut pairs = Vec::new();
         for i in 1..versions.len() {
             let new = &versions[i];
@@ -199,12 +182,7 @@ pub fn measure(sets: &[VersionSet], method: &dyn Method, repeat: u32) -> anyhow:
             let (encoded, encode_s) = best_of(repeat, || method.encode(&dict, new))?;
             let (decoded, decode_s) = best_of(repeat, || method.decode(&dict, &encoded))?;
             if decoded != new.as_ref() {
-                bail!(
-                    "{}: {} of {} did not round-trip",
-                    method.label(),
-                    i,
-                    set.name
-                );
+                bail!("{}: {} of {} did not round-trip", method.label(), i, set.name);
             }
             pairs.push(Pair {
                 raw: new.len(),
@@ -216,16 +194,10 @@ pub fn measure(sets: &[VersionSet], method: &dyn Method, repeat: u32) -> anyhow:
         per_set.push(Figures::of(&pairs));
         all.extend(pairs);
     }
-    Ok(Measured {
-        per_set,
-        total: Figures::of(&all),
-    })
+    Ok(Measured { per_set, total: Figures::of(&all) })
 }
 
-fn best_of(
-    repeat: u32,
-    mut f: impl FnMut() -> anyhow::Result<Vec<u8>>,
-) -> anyhow::Result<(Vec<u8>, f64)> {
+fn best_of(repeat: u32, mut f: impl FnMut() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<(Vec<u8>, f64)> {
     let mut best = f64::MAX;
     let mut out = Vec::new();
     for _ in 0..repeat {
@@ -250,20 +222,9 @@ pub fn load(args: &BenchArgs) -> Result<Vec<VersionSet>, Failure> {
 
 pub fn run(args: &BenchArgs) -> CmdResult {
     let sets = load(args)?;
-    let methods: [&dyn Method; 3] = [
-        &Dcz {
-            label: "dcz".into(),
-            params: DeltaParams::default(),
-            bases: 1,
-            slow: false,
-        },
-        &ZstdFull(3),
-        &Gzip(6),
-    ];
-    let results = methods
-        .iter()
-        .map(|m| measure(&sets, *m, args.repeat))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let methods: [&dyn Method; 3] =
+        [&Dcz { label: "dcz".into(), params: DeltaParams::default(), bases: 1, slow: false }, &ZstdFull(3), &Gzip(6)];
+    let results = methods.iter().map(|m| measure(&sets, *m, args.repeat)).collect::<anyhow::Result<Vec<_>>>()?;
     print_table(&sets, &methods, &results);
     let dcz = results[0].total;
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -283,10 +244,7 @@ pub fn run(args: &BenchArgs) -> CmdResult {
 }
 
 fn print_table(sets: &[VersionSet], methods: &[&dyn Method], results: &[Measured]) {
-    let mut head = format!(
-        "| {:<28} | {:>5} | {:>12} |",
-        "source", "pairs", "raw bytes"
-    );
+    let mut head = format!("| {:<28} | {:>5} | {:>12} |", "source", "pairs", "raw bytes");
     let mut rule = format!("|{:-<30}|{:->6}:|{:->13}:|", "", "", "");
     for m in methods {
         let l = m.label();
@@ -297,20 +255,12 @@ fn print_table(sets: &[VersionSet], methods: &[&dyn Method], results: &[Measured
             "enc MB/s",
             "dec MB/s"
         ));
-        rule.push_str(&format!(
-            "{:->13}:|{:->8}:|{:->9}:|{:->9}:|",
-            "", "", "", ""
-        ));
+        rule.push_str(&format!("{:->13}:|{:->8}:|{:->9}:|{:->9}:|", "", "", "", ""));
     }
     println!("{head}\n{rule}");
     let row = |name: &str, pick: &dyn Fn(&Measured) -> Figures| {
         let first = pick(&results[0]);
-        let mut line = format!(
-            "| {:<28} | {:>5} | {:>12} |",
-            name,
-            first.pairs,
-            thousands(first.raw)
-        );
+        let mut line = format!("| {:<28} | {:>5} | {:>12} |", name, first.pairs, thousands(first.raw));
         for r in results {
             let f = pick(r);
             line.push_str(&format!(

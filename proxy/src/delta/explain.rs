@@ -23,9 +23,7 @@ pub fn run(base_path: &Path, new_path: &Path, hunks: usize) -> CmdResult {
     let new = files::read(new_path)?;
     let old_text = String::from_utf8_lossy(&base.body);
     let new_text = String::from_utf8_lossy(&new);
-    let diff = TextDiff::configure()
-        .timeout(Duration::from_secs(5))
-        .diff_lines(old_text.as_ref(), new_text.as_ref());
+    let diff = TextDiff::configure().timeout(Duration::from_secs(5)).diff_lines(old_text.as_ref(), new_text.as_ref());
 
     let (mut same, mut removed, mut added, mut added_bytes) = (0usize, 0usize, 0usize, 0usize);
     for op in diff.ops() {
@@ -40,15 +38,11 @@ pub fn run(base_path: &Path, new_path: &Path, hunks: usize) -> CmdResult {
             }
         }
         if matches!(tag, DiffTag::Insert | DiffTag::Replace) {
-            added_bytes += new_range
-                .filter_map(|i| diff.new_slice(i))
-                .map(str::len)
-                .sum::<usize>();
+            added_bytes += new_range.filter_map(|i| diff.new_slice(i)).map(str::len).sum::<usize>();
         }
     }
     let groups = diff.grouped_ops(1);
-    let dcz =
-        codec::encode_with(&base, &new, &DeltaParams::default()).map_err(anyhow::Error::new)?;
+    let dcz = codec::encode_with(&base, &new, &DeltaParams::default()).map_err(anyhow::Error::new)?;
     let zstd = codec::compress(&new, codec::FULL_LEVEL).map_err(anyhow::Error::new)?;
     let new_lines = same + added;
     let pct = |n: usize| 100.0 * n as f64 / new.len().max(1) as f64;
@@ -112,19 +106,11 @@ pub fn run(base_path: &Path, new_path: &Path, hunks: usize) -> CmdResult {
             let _ = writeln!(out, "{sign} {shown}{more}");
         }
         if changes.len() > MAX_HUNK_LINES {
-            let _ = writeln!(
-                out,
-                "  … {} more lines in this region",
-                changes.len() - MAX_HUNK_LINES
-            );
+            let _ = writeln!(out, "  … {} more lines in this region", changes.len() - MAX_HUNK_LINES);
         }
     }
     if groups.len() > hunks {
-        let _ = writeln!(
-            out,
-            "… and {} more changed regions (--hunks N to show more)",
-            groups.len() - hunks
-        );
+        let _ = writeln!(out, "… and {} more changed regions (--hunks N to show more)", groups.len() - hunks);
     }
     Ok(())
 }

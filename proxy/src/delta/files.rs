@@ -22,7 +22,5 @@ pub fn write(path: &Path, data: &[u8]) -> Result<(), Failure> {
     } else {
         std::fs::write(path, data)
     };
-    result
-        .with_context(|| format!("writing {}", path.display()))
-        .map_err(|e| Failure::new(CANT_CREATE, e))
+    result.with_context(|| format!("writing {}", path.display())).map_err(|e| Failure::new(CANT_CREATE, e))
 }

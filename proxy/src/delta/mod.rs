@@ -78,31 +78,18 @@ pub struct BenchArgs {
 
 pub fn run(cmd: DeltaCmd) -> CmdResult {
     match cmd {
-        DeltaCmd::Encode {
-            base,
-            new,
-            output,
-            level,
-        } => {
+        DeltaCmd::Encode { base, new, output, level } => {
             let base = Version::new(files::read(&base)?);
             let new = files::read(&new)?;
             let params = level.map_or_else(DeltaParams::default, DeltaParams::level);
             let delta = codec::encode_with(&base, &new, &params).context("encoding")?;
             files::write(&output, &delta)
         }
-        DeltaCmd::Decode {
-            base,
-            delta,
-            output,
-            max_output,
-        } => {
+        DeltaCmd::Decode { base, delta, output, max_output } => {
             let base_path = base.clone();
             let base = Version::new(files::read(&base)?);
             let body = files::read(&delta)?;
-            let opts = DecodeOptions {
-                max_output,
-                require_checksum: true,
-            };
+            let opts = DecodeOptions { max_output, require_checksum: true };
             let out = codec::decode_with(&base, &body, opts).map_err(|e| {
                 Failure::new(
                     DATA_ERR,

@@ -7,25 +7,14 @@ use super::bench::{Dcz, Method, load, measure};
 use crate::exit::CmdResult;
 
 fn level(l: i32) -> Dcz {
-    Dcz {
-        label: format!("zstd -{l} --patch-from"),
-        params: DeltaParams::level(l),
-        bases: 1,
-        slow: l >= 13,
-    }
+    Dcz { label: format!("zstd -{l} --patch-from"), params: DeltaParams::level(l), bases: 1, slow: l >= 13 }
 }
 
 fn tuned(label: &str, strategy: Strategy, bias: i8, search_log: u32, bases: usize) -> Dcz {
     Dcz {
         label: label.into(),
         params: DeltaParams {
-            tuning: Some(Tuning {
-                strategy,
-                table_log_bias: bias,
-                search_log,
-                min_match: 5,
-                target_length: 8,
-            }),
+            tuning: Some(Tuning { strategy, table_log_bias: bias, search_log, min_match: 5, target_length: 8 }),
             ..DeltaParams::level(3)
         },
         bases,
@@ -41,90 +30,31 @@ pub fn run(args: &BenchArgs) -> CmdResult {
     }
     methods.push(Box::new(Dcz {
         label: "zstd -3 + long-distance matching".into(),
-        params: DeltaParams {
-            long_distance: true,
-            ..DeltaParams::level(3)
-        },
+        params: DeltaParams { long_distance: true, ..DeltaParams::level(3) },
         bases: 1,
         slow: false,
     }));
     methods.push(Box::new(Dcz {
         label: "zstd -7 + long-distance matching".into(),
-        params: DeltaParams {
-            long_distance: true,
-            ..DeltaParams::level(7)
-        },
+        params: DeltaParams { long_distance: true, ..DeltaParams::level(7) },
         bases: 1,
         slow: false,
     }));
     methods.push(Box::new(Dcz {
         label: "zstd -3, window 2 MiB (not RFC)".into(),
-        params: DeltaParams {
-            window_log: Some(21),
-            ..DeltaParams::level(3)
-        },
+        params: DeltaParams { window_log: Some(21), ..DeltaParams::level(3) },
         bases: 1,
         slow: false,
     }));
-    methods.push(Box::new(Dcz {
-        label: "zstd -3, 2 earlier versions as base".into(),
-        bases: 2,
-        ..level(3)
-    }));
-    methods.push(Box::new(Dcz {
-        label: "zstd -3, 3 earlier versions as base".into(),
-        bases: 3,
-        ..level(3)
-    }));
-    methods.push(Box::new(tuned(
-        "greedy, search 2^6, tables = base/2",
-        Strategy::Greedy,
-        -1,
-        6,
-        1,
-    )));
-    methods.push(Box::new(tuned(
-        "lazy, search 2^5, tables = base/2",
-        Strategy::Lazy,
-        -1,
-        5,
-        1,
-    )));
-    methods.push(Box::new(tuned(
-        "lazy, search 2^6, tables = base",
-        Strategy::Lazy,
-        0,
-        6,
-        1,
-    )));
-    methods.push(Box::new(tuned(
-        "lazy2, search 2^5, tables = base",
-        Strategy::Lazy2,
-        0,
-        5,
-        1,
-    )));
-    methods.push(Box::new(tuned(
-        "lazy2, search 2^5, tables = base x2",
-        Strategy::Lazy2,
-        1,
-        5,
-        1,
-    )));
-    methods.push(Box::new(tuned(
-        "lazy, search 2^6, 2 earlier versions",
-        Strategy::Lazy,
-        -1,
-        6,
-        2,
-    )));
-    methods.push(Box::new(tuned(
-        "lazy, search 2^6, 3 earlier versions",
-        Strategy::Lazy,
-        -1,
-        6,
-        3,
-    )));
+    methods.push(Box::new(Dcz { label: "zstd -3, 2 earlier versions as base".into(), bases: 2, ..level(3) }));
+    methods.push(Box::new(Dcz { label: "zstd -3, 3 earlier versions as base".into(), bases: 3, ..level(3) }));
+    methods.push(Box::new(tuned("greedy, search 2^6, tables = base/2", Strategy::Greedy, -1, 6, 1)));
+    methods.push(Box::new(tuned("lazy, search 2^5, tables = base/2", Strategy::Lazy, -1, 5, 1)));
+    methods.push(Box::new(tuned("lazy, search 2^6, tables = base", Strategy::Lazy, 0, 6, 1)));
+    methods.push(Box::new(tuned("lazy2, search 2^5, tables = base", Strategy::Lazy2, 0, 5, 1)));
+    methods.push(Box::new(tuned("lazy2, search 2^5, tables = base x2", Strategy::Lazy2, 1, 5, 1)));
+    methods.push(Box::new(tuned("lazy, search 2^6, 2 earlier versions", Strategy::Lazy, -1, 6, 2)));
+    methods.push(Box::new(tuned("lazy, search 2^6, 3 earlier versions", Strategy::Lazy, -1, 6, 3)));
     methods.push(Box::new(Dcz {
         label: "railproxy default (lazy, 2^6, base/2)".into(),
         params: DeltaParams::default(),
@@ -149,8 +79,6 @@ pub fn run(args: &BenchArgs) -> CmdResult {
             r.total.decode_mbs
         );
     }
-    println!(
-        "\nSizes include the 40-byte dcz header (36 for dcb). MB/s: median over pairs, one core."
-    );
+    println!("\nSizes include the 40-byte dcz header (36 for dcb). MB/s: median over pairs, one core.");
     Ok(())
 }

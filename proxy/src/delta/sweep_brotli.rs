@@ -25,18 +25,13 @@ impl Method for BrotliDict {
         let mut out = Vec::with_capacity(new.len() / 16 + DCB_HEADER_LEN);
         out.extend_from_slice(&[0xff, 0x44, 0x43, 0x42]);
         out.extend_from_slice(dict.id.as_bytes());
-        let params = brotli::enc::BrotliEncoderParams {
-            quality: self.0,
-            lgwin: 24,
-            ..Default::default()
-        };
+        let params = brotli::enc::BrotliEncoderParams { quality: self.0, lgwin: 24, ..Default::default() };
         let mut input = Cursor::new(new);
         let (mut inbuf, mut outbuf) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
-        let mut nop =
-            |_: &mut brotli::interface::PredictionModeContextMap<brotli::InputReferenceMut<'_>>,
-             _: &mut [brotli::interface::StaticCommand],
-             _: brotli::InputPair<'_>,
-             _: &mut brotli::enc::StandardAlloc| ();
+        let mut nop = |_: &mut brotli::interface::PredictionModeContextMap<brotli::InputReferenceMut<'_>>,
+                       _: &mut [brotli::interface::StaticCommand],
+                       _: brotli::InputPair<'_>,
+                       _: &mut brotli::enc::StandardAlloc| ();
         brotli::BrotliCompressCustomIoCustomDict(
             &mut brotli::IoReaderWrapper(&mut input),
             &mut brotli::IoWriterWrapper(&mut out),
@@ -54,8 +49,7 @@ impl Method for BrotliDict {
     fn decode(&self, dict: &Version, encoded: &[u8]) -> anyhow::Result<Vec<u8>> {
         let body = encoded.get(DCB_HEADER_LEN..).context("short dcb body")?;
         let mut out = Vec::with_capacity(dict.body.len() + 4096);
-        let mut reader =
-            brotli::Decompressor::new_with_custom_dict(body, 1 << 16, dict.body.to_vec().into());
+        let mut reader = brotli::Decompressor::new_with_custom_dict(body, 1 << 16, dict.body.to_vec().into());
         std::io::Read::read_to_end(&mut reader, &mut out).context("brotli decode")?;
         Ok(out)
     }

@@ -59,58 +59,35 @@ impl BodyDecoder {
     }
 
     fn refuse(&self, reason: &'static str, detail: String) -> Refused {
-        Refused {
-            reason,
-            detail,
-            after_output: self.streaming,
-        }
+        Refused { reason, detail, after_output: self.streaming }
     }
 
     /// Takes a tunnel chunk; returns decoded bytes to send on, if any. At the end, returns the
     /// whole verified body when it was held (so it can be stored), as `complete`.
     pub fn push(&mut self, chunk: Option<&[u8]>, end: bool) -> Result<Output, Refused> {
         if let Some(chunk) = chunk {
-            self.decoder
-                .write(chunk, &mut self.out)
-                .map_err(|e| self.refuse(reason(&e), e.to_string()))?;
+            self.decoder.write(chunk, &mut self.out).map_err(|e| self.refuse(reason(&e), e.to_string()))?;
         }
         let produced = self.decoder.produced();
         if let Some(n) = self.expect_len.filter(|n| produced > *n) {
-            return Err(self.refuse(
-                "length",
-                format!("decoded {produced} bytes, origin announced {n}"),
-            ));
+            return Err(self.refuse("length", format!("decoded {produced} bytes, origin announced {n}")));
         }
         if !self.streaming && self.out.len() > self.hold_limit {
             self.streaming = true;
         }
         if end {
-            self.decoder
-                .finish()
-                .map_err(|e| self.refuse(reason(&e), e.to_string()))?;
+            self.decoder.finish().map_err(|e| self.refuse(reason(&e), e.to_string()))?;
             if let Some(n) = self.expect_len.filter(|n| produced != *n) {
-                return Err(self.refuse(
-                    "length",
-                    format!("decoded {produced} bytes, origin announced {n}"),
-                ));
+                return Err(self.refuse("length", format!("decoded {produced} bytes, origin announced {n}")));
             }
             let body = Bytes::from(std::mem::take(&mut self.out));
             let complete = (!self.streaming).then(|| body.clone());
-            return Ok(Output {
-                send: Some(body),
-                complete,
-            });
+            return Ok(Output { send: Some(body), complete });
         }
         if self.streaming && !self.out.is_empty() {
-            return Ok(Output {
-                send: Some(Bytes::from(std::mem::take(&mut self.out))),
-                complete: None,
-            });
+            return Ok(Output { send: Some(Bytes::from(std::mem::take(&mut self.out))), complete: None });
         }
-        Ok(Output {
-            send: None,
-            complete: None,
-        })
+        Ok(Output { send: None, complete: None })
     }
 }
 
@@ -133,11 +110,7 @@ mod tests {
         (base, v[1].clone(), delta)
     }
 
-    fn run(
-        dec: &mut BodyDecoder,
-        wire: &[u8],
-        chunk: usize,
-    ) -> Result<(Vec<u8>, Option<Bytes>, usize), Refused> {
+    fn run(dec: &mut BodyDecoder, wire: &[u8], chunk: usize) -> Result<(Vec<u8>, Option<Bytes>, usize), Refused> {
         let mut sent = Vec::new();
         let mut sends = 0;
         let pieces: Vec<&[u8]> = wire.chunks(chunk).collect();
@@ -157,11 +130,8 @@ mod tests {
     #[test]
     fn holds_until_verified_then_sends_once() {
         let (base, new, delta) = pair();
-        let mut d = BodyDecoder::new(
-            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
-            1 << 20,
-            Some(new.len() as u64),
-        );
+        let mut d =
+            BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, Some(new.len() as u64));
         let (sent, complete, sends) = run(&mut d, &delta, 7).unwrap();
         assert!(sent == new);
         assert_eq!(sends, 1, "held output goes out in one piece at the end");
@@ -173,11 +143,8 @@ mod tests {
         let (base, new, mut delta) = pair();
         let n = delta.len();
         delta[n - 3] ^= 0x40; // in the checksum
-        let mut d = BodyDecoder::new(
-            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
-            1 << 20,
-            Some(new.len() as u64),
-        );
+        let mut d =
+            BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, Some(new.len() as u64));
         let mut sent = 0;
         let mut err = None;
         for (i, piece) in delta.chunks(5).enumerate() {
@@ -201,11 +168,7 @@ mod tests {
         let v = PageGenerator::versions(22, 400_000, 2);
         let (base, new) = (Version::new(v[0].clone()), v[1].clone());
         let delta = codec::encode(&v[0], &v[1]).unwrap();
-        let mut d = BodyDecoder::new(
-            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
-            1000,
-            None,
-        );
+        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None);
         let (sent, complete, _) = run(&mut d, &delta, 64).unwrap();
         assert!(sent == new);
         assert!(complete.is_none(), "a streamed body is not stored");
@@ -213,16 +176,9 @@ mod tests {
         let mut bad = delta.clone();
         let n = bad.len();
         bad[n - 2] ^= 1;
-        let mut d = BodyDecoder::new(
-            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
-            1000,
-            None,
-        );
+        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None);
         let err = run(&mut d, &bad, 64).expect_err("refused");
-        assert!(
-            err.after_output,
-            "failure after streamed output must abort the response"
-        );
+        assert!(err.after_output, "failure after streamed output must abort the response");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! over a pooled, multiplexed HTTP/2 + TLS tunnel, naming the version the edge holds; tunnel
 //! bodies are decoded, verified and stored before the client gets them.
 
+mod cache;
 mod decode;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ pub struct Edge {
     /// (measured: 14 of 40 bursts of 100 requests opened extra connections without the lock,
     /// 0 of 40 with it). Requests wait for each other's stream (microseconds) or handshake.
     acquire: HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
+    cache: Option<cache::EdgeCache>,
 }
 
 impl Edge {
@@ -51,12 +53,8 @@ impl Edge {
             .flat_map(|o| o.listeners.iter().copied())
             .map(|a| (a, Arc::new(tokio::sync::Mutex::new(()))))
             .collect();
-        Edge {
-            config,
-            tls,
-            store,
-            acquire,
-        }
+        let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
+        Edge { config, tls, store, acquire, cache }
     }
 }
 
@@ -88,10 +86,7 @@ fn refuse(status: u16, message: &str) -> (ResponseHeader, Bytes) {
 
 fn verify_error(reason: &'static str, detail: &str) -> Box<Error> {
     metrics::VERIFY_FAILURES.with_label_values(&[reason]).inc();
-    Error::explain(
-        ErrorType::Custom("tunnel body refused"),
-        format!("{reason}: {detail}"),
-    )
+    Error::explain(ErrorType::Custom("tunnel body refused"), format!("{reason}: {detail}"))
 }
 
 #[async_trait]
@@ -117,9 +112,7 @@ impl ProxyHttp for Edge {
         // Clients get gzip, br or zstd per their Accept-Encoding; what crosses the tunnel and
         // what is stored stays independent of that.
         if self.config.client_compression > 0 {
-            modules.add_module(ResponseCompressionBuilder::enable(
-                self.config.client_compression,
-            ));
+            modules.add_module(ResponseCompressionBuilder::enable(self.config.client_compression));
         }
     }
 
@@ -128,10 +121,9 @@ impl ProxyHttp for Edge {
         let host = http_util::request_host(req);
         let refusal = match &host {
             None => Some((400, "Bad Request: no Host")),
-            Some(h) if self.config.route(h).is_none() => Some((
-                421,
-                "Misdirected Request: this edge does not serve that host",
-            )),
+            Some(h) if self.config.route(h).is_none() => {
+                Some((421, "Misdirected Request: this edge does not serve that host"))
+            }
             Some(_) => None,
         };
         if let Some((status, message)) = refusal {
@@ -148,26 +140,61 @@ impl ProxyHttp for Edge {
         Ok(false)
     }
 
-    async fn upstream_peer(
+    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<()> {
+        if let Some(cache) = &self.cache {
+            cache.enable(session);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<pingora_cache::CacheKey> {
+        Ok(cache::key(ctx.host.as_deref().unwrap_or_default(), session.req_header()))
+    }
+
+    fn response_cache_filter(
         &self,
-        _session: &mut Session,
-        ctx: &mut Self::CTX,
-    ) -> Result<Box<HttpPeer>> {
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<pingora_cache::RespCacheable> {
+        Ok(cache::cacheable(session.req_header(), resp))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora_cache::CacheMeta,
+        _ctx: &mut Self::CTX,
+        req: &RequestHeader,
+    ) -> Option<pingora_cache::key::HashBinary> {
+        cache::variance(meta, req)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if self.cache.is_some() {
+            let status = cache::status(session.cache.phase());
+            metrics::CACHE.with_label_values(&[status]).inc();
+            resp.insert_header("railproxy-cache", status)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let host = ctx.host.as_deref().unwrap_or_default();
-        let route = self.config.route(host).ok_or_else(|| {
-            Error::explain(
-                ErrorType::ConnectNoRoute,
-                format!("no origin for host {host}"),
-            )
-        })?;
+        let route = self
+            .config
+            .route(host)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no origin for host {host}")))?;
         let t = &self.config.tunnel;
         let listener = route.listeners[0];
         if let Some(lock) = self.acquire.get(&listener) {
             // Bounded: a listener that does not answer must not queue requests behind each
             // other's connect timeouts.
-            ctx.acquiring = tokio::time::timeout(t.connect_timeout, lock.clone().lock_owned())
-                .await
-                .ok();
+            ctx.acquiring = tokio::time::timeout(t.connect_timeout, lock.clone().lock_owned()).await.ok();
         }
         let mut peer = HttpPeer::new(listener, true, route.server_name.clone());
         peer.options.set_http_version(2, 2);
@@ -216,10 +243,7 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         // Nothing a client sends may steer the tunnel.
         http_util::strip_tunnel_headers_req(upstream_request);
-        upstream_request.insert_header(
-            http::header::ACCEPT_ENCODING,
-            protocol::TUNNEL_ACCEPT_ENCODING,
-        )?;
+        upstream_request.insert_header(http::header::ACCEPT_ENCODING, protocol::TUNNEL_ACCEPT_ENCODING)?;
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded = match header_str(upstream_request.headers.get("x-forwarded-for")) {
                 Some(prev) => format!("{prev}, {}", client.ip()),
@@ -231,8 +255,7 @@ impl ProxyHttp for Edge {
         if let Some(key) = ctx.key.as_ref().filter(|_| !ctx.without_base) {
             match self.store.get(key).await {
                 Some(version) => {
-                    upstream_request
-                        .insert_header(protocol::AVAILABLE_DICTIONARY, version.id.to_sf())?;
+                    upstream_request.insert_header(protocol::AVAILABLE_DICTIONARY, version.id.to_sf())?;
                     ctx.base = Some(version);
                     metrics::BASE.with_label_values(&[MODE, "hit"]).inc();
                 }
@@ -244,24 +267,16 @@ impl ProxyHttp for Edge {
 
     async fn upstream_response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let encoding = header_str(resp.headers.get(http::header::CONTENT_ENCODING))
-            .and_then(Encoding::from_token);
-        let named_base = resp
-            .headers
-            .get(protocol::DELTA_BASE)
-            .and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
-        let raw_length =
-            header_str(resp.headers.get(protocol::RAW_LENGTH)).and_then(|v| v.parse::<u64>().ok());
+        let encoding = header_str(resp.headers.get(http::header::CONTENT_ENCODING)).and_then(Encoding::from_token);
+        let named_base = resp.headers.get(protocol::DELTA_BASE).and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
+        let raw_length = header_str(resp.headers.get(protocol::RAW_LENGTH)).and_then(|v| v.parse::<u64>().ok());
         http_util::strip_tunnel_headers_resp(resp);
         let limits = &self.config.delta;
-        let opts = DecodeOptions {
-            max_output: raw_length.unwrap_or(limits.max_decoded),
-            require_checksum: true,
-        };
+        let opts = DecodeOptions { max_output: raw_length.unwrap_or(limits.max_decoded), require_checksum: true };
         let decoder = match encoding {
             Some(Encoding::Dcz) => {
                 let Some(base) = ctx.base.as_ref().filter(|b| Some(b.id) == named_base) else {
@@ -294,11 +309,10 @@ impl ProxyHttp for Edge {
         .map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel decoder", e))?;
         ctx.encoding = decoder.encoding();
         resp.remove_header(&http::header::CONTENT_ENCODING);
+        // The decoded body's length, also for a HEAD that the cache sent upstream as a GET.
         match raw_length {
-            Some(n) if session.req_header().method != http::Method::HEAD => {
-                resp.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
-            }
-            _ => {
+            Some(n) => resp.insert_header(http::header::CONTENT_LENGTH, n.to_string())?,
+            None => {
                 resp.remove_header(&http::header::CONTENT_LENGTH);
             }
         }
@@ -324,9 +338,7 @@ impl ProxyHttp for Edge {
                 ctx.raw_bytes += out.send.as_ref().map_or(0, |b| b.len() as u64);
                 *body = out.send;
                 if let (Some(complete), Some(key)) = (out.complete, ctx.key.clone()) {
-                    let status = session
-                        .response_written()
-                        .map_or(200, |r| r.status.as_u16());
+                    let status = session.response_written().map_or(200, |r| r.status.as_u16());
                     if status == 200 {
                         self.store.put(key, Version::new(complete));
                     }
@@ -350,22 +362,12 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
-        metrics::request_done(
-            MODE,
-            if status == 0 { 502 } else { status },
-            elapsed.as_secs_f64(),
-        );
+        metrics::request_done(MODE, if status == 0 { 502 } else { status }, elapsed.as_secs_f64());
         let enc = ctx.encoding.as_str();
-        metrics::RAW_BYTES
-            .with_label_values(&[MODE, enc])
-            .inc_by(ctx.raw_bytes);
-        metrics::WIRE_BYTES
-            .with_label_values(&[MODE, enc])
-            .inc_by(ctx.wire_bytes);
+        metrics::RAW_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.raw_bytes);
+        metrics::WIRE_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.wire_bytes);
         if let Some(e) = e {
-            metrics::UPSTREAM_ERRORS
-                .with_label_values(&[MODE, crate::proxy_common::error_kind(e)])
-                .inc();
+            metrics::UPSTREAM_ERRORS.with_label_values(&[MODE, crate::proxy_common::error_kind(e)]).inc();
         }
         crate::proxy_common::access_log(
             MODE,

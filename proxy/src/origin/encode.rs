@@ -28,8 +28,7 @@ impl<'a> Plan<'a> {
         base: Option<&'a Version>,
     ) -> Plan<'a> {
         let status = resp.status.as_u16();
-        let has_body =
-            req.method != http::Method::HEAD && status >= 200 && !matches!(status, 204 | 304);
+        let has_body = req.method != http::Method::HEAD && status >= 200 && !matches!(status, 204 | 304);
         let content_type = header_str(resp.headers.get(http::header::CONTENT_TYPE)).unwrap_or("");
         let already_encoded = header_str(resp.headers.get(http::header::CONTENT_ENCODING))
             .is_some_and(|ce| !ce.trim().eq_ignore_ascii_case("identity"));
@@ -83,11 +82,7 @@ impl<'a> Plan<'a> {
         // The encoded body's validators differ from the backend's; the edge restores the body
         // the validators describe, so they stay as they are.
         let capacity = length.unwrap_or(16 * 1024).min(max_body) as usize;
-        Ok(Some(BodyEncoder {
-            encoder,
-            raw: store.then(|| Vec::with_capacity(capacity)),
-            max_body: max_body as usize,
-        }))
+        Ok(Some(BodyEncoder { encoder, raw: store.then(|| Vec::with_capacity(capacity)), max_body: max_body as usize }))
     }
 }
 
@@ -100,11 +95,7 @@ pub struct BodyEncoder {
 
 impl BodyEncoder {
     /// Takes a backend chunk; returns encoded bytes to send and, at the end, the version to store.
-    pub fn push(
-        &mut self,
-        chunk: Option<Bytes>,
-        end: bool,
-    ) -> tunnel::Result<(Option<Bytes>, Option<Version>)> {
+    pub fn push(&mut self, chunk: Option<Bytes>, end: bool) -> tunnel::Result<(Option<Bytes>, Option<Version>)> {
         let mut out = Vec::new();
         if let Some(chunk) = chunk {
             self.encoder.write(&chunk, &mut out)?;

@@ -35,9 +35,7 @@ struct ConnectionTracker(Mutex<lru::LruCache<SocketAddr, ()>>);
 
 impl ConnectionTracker {
     fn new() -> Self {
-        ConnectionTracker(Mutex::new(lru::LruCache::new(
-            std::num::NonZeroUsize::new(65_536).expect("non-zero"),
-        )))
+        ConnectionTracker(Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero"))))
     }
 
     fn saw(&self, peer: SocketAddr) {
@@ -56,22 +54,14 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub fn new(
-        config: Arc<OriginConfig>,
-        store: Arc<dyn VersionStore<VersionId>>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(config: Arc<OriginConfig>, store: Arc<dyn VersionStore<VersionId>>) -> anyhow::Result<Self> {
         let mut hosts = HashMap::new();
         for route in &config.hosts {
             let lb = LoadBalancer::try_from_iter(route.backends.iter().map(ToString::to_string))
                 .map_err(|e| anyhow::anyhow!("backends of {}: {e}", route.host))?;
             hosts.insert(route.host.clone(), Arc::new(lb));
         }
-        Ok(Origin {
-            config,
-            hosts,
-            store,
-            connections: ConnectionTracker::new(),
-        })
+        Ok(Origin { config, hosts, store, connections: ConnectionTracker::new() })
     }
 }
 
@@ -135,43 +125,30 @@ impl ProxyHttp for Origin {
         let accept = header_str(req.headers.get(http::header::ACCEPT_ENCODING));
         ctx.accepts_zstd = http_util::accepts(accept, "zstd");
         ctx.accepts_dcz = http_util::accepts(accept, "dcz");
-        let named = req
-            .headers
-            .get(protocol::AVAILABLE_DICTIONARY)
-            .and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
+        let named =
+            req.headers.get(protocol::AVAILABLE_DICTIONARY).and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
         let result = match named {
             None => "none",
-            Some(id) if ctx.accepts_dcz && req.method == http::Method::GET => {
-                match self.store.get(&id).await {
-                    Some(base) => {
-                        ctx.base = Some(base);
-                        "hit"
-                    }
-                    None => "miss",
+            Some(id) if ctx.accepts_dcz && req.method == http::Method::GET => match self.store.get(&id).await {
+                Some(base) => {
+                    ctx.base = Some(base);
+                    "hit"
                 }
-            }
+                None => "miss",
+            },
             Some(_) => "none",
         };
         metrics::BASE.with_label_values(&[MODE, result]).inc();
         Ok(false)
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut Self::CTX,
-    ) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let host = ctx.host.as_deref().unwrap_or_default();
         let backend = self
             .hosts
             .get(host)
             .and_then(|lb| lb.select(b"", 256))
-            .ok_or_else(|| {
-                Error::explain(
-                    ErrorType::ConnectNoRoute,
-                    format!("no backend for host {host}"),
-                )
-            })?;
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no backend for host {host}")))?;
         let mut peer = HttpPeer::new(backend, false, String::new());
         let b = &self.config.backend;
         peer.options.connection_timeout = Some(b.connect_timeout);
@@ -191,23 +168,13 @@ impl ProxyHttp for Origin {
         // from the edge.
         upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         // HTTP/2 carries the host in :authority; HTTP/1.1 backends want Host and origin-form.
-        if let Some(authority) = upstream_request
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-        {
+        if let Some(authority) = upstream_request.uri.authority().map(|a| a.as_str().to_string()) {
             if !upstream_request.headers.contains_key(http::header::HOST) {
                 upstream_request.insert_header(http::header::HOST, authority)?;
             }
-            let path = upstream_request
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            upstream_request.set_uri(
-                path.parse()
-                    .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad path"))?,
-            );
+            let path = upstream_request.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+            upstream_request
+                .set_uri(path.parse().map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad path"))?);
         }
         Ok(())
     }
@@ -229,9 +196,7 @@ impl ProxyHttp for Origin {
         ctx.encoding = plan.encoding();
         ctx.body = plan
             .start(resp, self.config.full_level, self.config.delta.max_body)
-            .map_err(|e| {
-                Error::because(ErrorType::InternalError, "starting the tunnel encoder", e)
-            })?;
+            .map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel encoder", e))?;
         Ok(())
     }
 
@@ -263,22 +228,12 @@ impl ProxyHttp for Origin {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
-        metrics::request_done(
-            MODE,
-            if status == 0 { 502 } else { status },
-            elapsed.as_secs_f64(),
-        );
+        metrics::request_done(MODE, if status == 0 { 502 } else { status }, elapsed.as_secs_f64());
         let enc = ctx.encoding.as_str();
-        metrics::RAW_BYTES
-            .with_label_values(&[MODE, enc])
-            .inc_by(ctx.raw_bytes);
-        metrics::WIRE_BYTES
-            .with_label_values(&[MODE, enc])
-            .inc_by(ctx.wire_bytes);
+        metrics::RAW_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.raw_bytes);
+        metrics::WIRE_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.wire_bytes);
         if let Some(e) = e {
-            metrics::UPSTREAM_ERRORS
-                .with_label_values(&[MODE, crate::proxy_common::error_kind(e)])
-                .inc();
+            metrics::UPSTREAM_ERRORS.with_label_values(&[MODE, crate::proxy_common::error_kind(e)]).inc();
         }
         crate::proxy_common::access_log(
             MODE,

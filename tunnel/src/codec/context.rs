@@ -32,28 +32,20 @@ pub(crate) struct CompressCtx {
 
 impl CompressCtx {
     /// Takes a pooled context, lets `configure` set its parameters, then references `base`.
-    pub(crate) fn new(
-        base: Option<Bytes>,
-        configure: impl FnOnce(&mut CCtx<'static>) -> Result<()>,
-    ) -> Result<Self> {
+    pub(crate) fn new(base: Option<Bytes>, configure: impl FnOnce(&mut CCtx<'static>) -> Result<()>) -> Result<Self> {
         let cctx = CCTX_POOL
             .with(|pool| pool.borrow_mut().pop())
             .or_else(CCtx::try_create)
             .ok_or(Error::Encode("cannot allocate a zstd compression context"))?;
-        let mut ctx = CompressCtx {
-            cctx: Some(cctx),
-            base: None,
-        };
+        let mut ctx = CompressCtx { cctx: Some(cctx), base: None };
         let cctx = ctx.cctx.as_mut().expect("just set");
         configure(cctx)?;
         if let Some(base) = base {
             // SAFETY: `Bytes` never moves or mutates its buffer while a handle exists, and
             // `ctx.base` holds one for as long as `ctx.cctx` may use the pointer: `Drop` resets
             // the context (zstd forgets the prefix) before `base` is released.
-            let prefix: &'static [u8] =
-                unsafe { std::slice::from_raw_parts(base.as_ptr(), base.len()) };
-            cctx.ref_prefix(prefix)
-                .map_err(|code| Error::Encode(zstd_safe::get_error_name(code)))?;
+            let prefix: &'static [u8] = unsafe { std::slice::from_raw_parts(base.as_ptr(), base.len()) };
+            cctx.ref_prefix(prefix).map_err(|code| Error::Encode(zstd_safe::get_error_name(code)))?;
             ctx.base = Some(base);
         }
         Ok(ctx)
@@ -92,22 +84,15 @@ impl DecompressCtx {
         let dctx = DCTX_POOL
             .with(|pool| pool.borrow_mut().pop())
             .or_else(DCtx::try_create)
-            .ok_or(Error::Corrupt(
-                "cannot allocate a zstd decompression context",
-            ))?;
-        let mut ctx = DecompressCtx {
-            dctx: Some(dctx),
-            base: None,
-        };
+            .ok_or(Error::Corrupt("cannot allocate a zstd decompression context"))?;
+        let mut ctx = DecompressCtx { dctx: Some(dctx), base: None };
         let dctx = ctx.dctx.as_mut().expect("just set");
         dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(window_log_max))
             .map_err(|code| Error::Corrupt(zstd_safe::get_error_name(code)))?;
         if let Some(base) = base {
             // SAFETY: as in `CompressCtx::new`; `Drop` resets the context before `base` goes.
-            let prefix: &'static [u8] =
-                unsafe { std::slice::from_raw_parts(base.as_ptr(), base.len()) };
-            dctx.ref_prefix(prefix)
-                .map_err(|code| Error::Corrupt(zstd_safe::get_error_name(code)))?;
+            let prefix: &'static [u8] = unsafe { std::slice::from_raw_parts(base.as_ptr(), base.len()) };
+            dctx.ref_prefix(prefix).map_err(|code| Error::Corrupt(zstd_safe::get_error_name(code)))?;
             ctx.base = Some(base);
         }
         Ok(ctx)
@@ -137,16 +122,12 @@ impl Drop for DecompressCtx {
 
 impl std::fmt::Debug for CompressCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompressCtx")
-            .field("base_len", &self.base.as_ref().map(Bytes::len))
-            .finish()
+        f.debug_struct("CompressCtx").field("base_len", &self.base.as_ref().map(Bytes::len)).finish()
     }
 }
 
 impl std::fmt::Debug for DecompressCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecompressCtx")
-            .field("base_len", &self.base.as_ref().map(Bytes::len))
-            .finish()
+        f.debug_struct("DecompressCtx").field("base_len", &self.base.as_ref().map(Bytes::len)).finish()
     }
 }

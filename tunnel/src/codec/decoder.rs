@@ -6,8 +6,7 @@ use zstd_safe::{InBuffer, OutBuffer};
 use super::Encoding;
 use super::context::DecompressCtx;
 use super::header::{
-    DCZ_HEADER_LEN, FramePeek, ZSTD_FRAME_HEADER_MAX, ZSTD_FRAME_PREFIX, frame_header_len,
-    parse_dcz_header, peek_frame,
+    DCZ_HEADER_LEN, FramePeek, ZSTD_FRAME_HEADER_MAX, ZSTD_FRAME_PREFIX, frame_header_len, parse_dcz_header, peek_frame,
 };
 use super::params::{ZSTD_MAX_WINDOW_LOG, dcz_decoder_window_log, dcz_window_limit};
 use crate::error::{Error, Result};
@@ -27,10 +26,7 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions {
-            max_output: 64 << 20,
-            require_checksum: true,
-        }
+        DecodeOptions { max_output: 64 << 20, require_checksum: true }
     }
 }
 
@@ -70,25 +66,13 @@ impl Decoder {
     pub fn dcz(base: &Version, opts: DecodeOptions) -> Result<Self> {
         let log = dcz_decoder_window_log(base.body.len());
         let ctx = DecompressCtx::new(Some(base.body.clone()), log)?;
-        Ok(Self::with(
-            ctx,
-            Encoding::Dcz,
-            Some(base.id),
-            opts,
-            dcz_window_limit(base.body.len()),
-        ))
+        Ok(Self::with(ctx, Encoding::Dcz, Some(base.id), opts, dcz_window_limit(base.body.len())))
     }
 
     /// A decoder for a full zstd body.
     pub fn zstd(opts: DecodeOptions) -> Result<Self> {
         let ctx = DecompressCtx::new(None, ZSTD_MAX_WINDOW_LOG)?;
-        Ok(Self::with(
-            ctx,
-            Encoding::Zstd,
-            None,
-            opts,
-            1 << ZSTD_MAX_WINDOW_LOG,
-        ))
+        Ok(Self::with(ctx, Encoding::Zstd, None, opts, 1 << ZSTD_MAX_WINDOW_LOG))
     }
 
     fn with(
@@ -98,11 +82,7 @@ impl Decoder {
         opts: DecodeOptions,
         window_limit: u64,
     ) -> Self {
-        let stage = if expected_base.is_some() {
-            Stage::DczHeader
-        } else {
-            Stage::FramePeek
-        };
+        let stage = if expected_base.is_some() { Stage::DczHeader } else { Stage::FramePeek };
         Decoder {
             ctx,
             encoding,
@@ -160,10 +140,8 @@ impl Decoder {
             if n < DCZ_HEADER_LEN {
                 return Ok(());
             }
-            let found = parse_dcz_header(&self.header).ok_or(Error::BadHeader {
-                encoding: "dcz",
-                detail: "no dcz magic",
-            })?;
+            let found =
+                parse_dcz_header(&self.header).ok_or(Error::BadHeader { encoding: "dcz", detail: "no dcz magic" })?;
             let expected = self.expected_base.expect("dcz decoders have a base");
             if found != expected {
                 return Err(Error::BaseMismatch { expected, found });
@@ -174,12 +152,7 @@ impl Decoder {
         if self.stage == Stage::FramePeek {
             // First the magic and descriptor, which say how long the header is; then the rest.
             let wanted = self.frame_header_len.unwrap_or(ZSTD_FRAME_PREFIX);
-            if take_into(
-                &mut self.frame_header[..wanted],
-                &mut self.filled,
-                &mut input,
-            ) < wanted
-            {
+            if take_into(&mut self.frame_header[..wanted], &mut self.filled, &mut input) < wanted {
                 return Ok(());
             }
             if self.frame_header_len.is_none() {
@@ -229,19 +202,13 @@ impl Decoder {
             out.truncate(start + written);
             self.produced += written as u64;
             if self.produced > self.opts.max_output {
-                return Err(Error::TooLarge {
-                    limit: self.opts.max_output,
-                });
+                return Err(Error::TooLarge { limit: self.opts.max_output });
             }
             let hint = result.map_err(|code| self.map_zstd_error(code))?;
             if hint == 0 {
                 self.stage = Stage::Done;
                 let rest = input.len() - inb.pos();
-                return if rest > 0 {
-                    Err(Error::TrailingData(rest))
-                } else {
-                    Ok(())
-                };
+                return if rest > 0 { Err(Error::TrailingData(rest)) } else { Ok(()) };
             }
             if inb.pos() == input.len() && written < room {
                 return Ok(());
@@ -254,9 +221,7 @@ impl Decoder {
         if zstd_safe::is_error_kind(code, Code::ZSTD_error_checksum_wrong) {
             Error::ChecksumMismatch
         } else if zstd_safe::is_error_kind(code, Code::ZSTD_error_frameParameter_windowTooLarge) {
-            Error::WindowTooLarge {
-                limit: self.window_limit,
-            }
+            Error::WindowTooLarge { limit: self.window_limit }
         } else {
             Error::Corrupt(zstd_safe::get_error_name(code))
         }

@@ -42,9 +42,7 @@ impl Encoder {
     /// it sizes zstd's tables, and a wrong hint costs only compression ratio.
     pub fn dcz(base: &Version, params: &DeltaParams, size_hint: Option<u64>) -> Result<Self> {
         let base_len = base.body.len();
-        let ctx = CompressCtx::new(Some(base.body.clone()), |cctx| {
-            params.apply(cctx, base_len, size_hint)
-        })?;
+        let ctx = CompressCtx::new(Some(base.body.clone()), |cctx| params.apply(cctx, base_len, size_hint))?;
         Ok(Self::with(ctx, Encoding::Dcz, Some(dcz_header(&base.id))))
     }
 
@@ -55,15 +53,7 @@ impl Encoder {
     }
 
     fn with(ctx: CompressCtx, encoding: Encoding, header: Option<[u8; DCZ_HEADER_LEN]>) -> Self {
-        Encoder {
-            ctx,
-            encoding,
-            header,
-            state: State::Open,
-            started: false,
-            bytes_in: 0,
-            bytes_out: 0,
-        }
+        Encoder { ctx, encoding, header, state: State::Open, started: false, bytes_in: 0, bytes_out: 0 }
     }
 
     /// The content encoding this encoder produces.
@@ -104,12 +94,7 @@ impl Encoder {
         Ok(())
     }
 
-    fn step(
-        &mut self,
-        input: &[u8],
-        directive: ZSTD_EndDirective,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
+    fn step(&mut self, input: &[u8], directive: ZSTD_EndDirective, out: &mut Vec<u8>) -> Result<()> {
         match self.state {
             State::Open => {}
             State::Finished => return Err(Error::Finished("finished")),
@@ -159,11 +144,7 @@ impl Encoder {
 
 /// Encodes `new` against `base` as a complete dcz body (header and frame).
 pub fn encode(base: &[u8], new: &[u8]) -> Result<Vec<u8>> {
-    encode_with(
-        &Version::new(Bytes::copy_from_slice(base)),
-        new,
-        &DeltaParams::default(),
-    )
+    encode_with(&Version::new(Bytes::copy_from_slice(base)), new, &DeltaParams::default())
 }
 
 /// Encodes `new` against `base` with explicit parameters.

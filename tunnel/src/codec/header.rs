@@ -85,14 +85,8 @@ mod tests {
             frame[..4].copy_from_slice(&ZSTD_FRAME_MAGIC);
             frame[4] = descriptor;
             // SAFETY: reads at most the 5 bytes given.
-            let zstd = unsafe {
-                zstd_safe::zstd_sys::ZSTD_frameHeaderSize(frame.as_ptr().cast(), ZSTD_FRAME_PREFIX)
-            };
-            assert_eq!(
-                frame_header_len(descriptor),
-                zstd,
-                "descriptor {descriptor:#04x}"
-            );
+            let zstd = unsafe { zstd_safe::zstd_sys::ZSTD_frameHeaderSize(frame.as_ptr().cast(), ZSTD_FRAME_PREFIX) };
+            assert_eq!(frame_header_len(descriptor), zstd, "descriptor {descriptor:#04x}");
             assert!(frame_header_len(descriptor) <= ZSTD_FRAME_HEADER_MAX);
         }
     }

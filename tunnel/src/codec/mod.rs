@@ -46,9 +46,7 @@ impl Encoding {
     /// Parses a `Content-Encoding` value railproxy can decode.
     pub fn from_token(token: &str) -> Option<Self> {
         let token = token.trim();
-        [Encoding::Dcz, Encoding::Zstd, Encoding::Identity]
-            .into_iter()
-            .find(|e| token.eq_ignore_ascii_case(e.as_str()))
+        [Encoding::Dcz, Encoding::Zstd, Encoding::Identity].into_iter().find(|e| token.eq_ignore_ascii_case(e.as_str()))
     }
 }
 

@@ -118,30 +118,17 @@ impl Default for DeltaParams {
 impl DeltaParams {
     /// Plain zstd level with the base as prefix, like `zstd --patch-from -N`.
     pub fn level(level: i32) -> Self {
-        DeltaParams {
-            level,
-            tuning: None,
-            long_distance: false,
-            window_log: None,
-        }
+        DeltaParams { level, tuning: None, long_distance: false, window_log: None }
     }
 
-    pub(crate) fn apply(
-        &self,
-        cctx: &mut CCtx<'_>,
-        base_len: usize,
-        size_hint: Option<u64>,
-    ) -> Result<()> {
+    pub(crate) fn apply(&self, cctx: &mut CCtx<'_>, base_len: usize, size_hint: Option<u64>) -> Result<()> {
         set(cctx, CParameter::CompressionLevel(self.level))?;
         set(cctx, CParameter::ChecksumFlag(true))?;
-        let window_log = self
-            .window_log
-            .unwrap_or_else(|| dcz_encoder_window_log(base_len));
+        let window_log = self.window_log.unwrap_or_else(|| dcz_encoder_window_log(base_len));
         set(cctx, CParameter::WindowLog(window_log))?;
         if let Some(t) = self.tuning {
             let base_log = 64 - (base_len.max(2) as u64 - 1).leading_zeros() as i32;
-            let table_log =
-                (base_log + i32::from(t.table_log_bias)).clamp(MIN_TABLE_LOG, MAX_TABLE_LOG) as u32;
+            let table_log = (base_log + i32::from(t.table_log_bias)).clamp(MIN_TABLE_LOG, MAX_TABLE_LOG) as u32;
             set(cctx, CParameter::Strategy(t.strategy.to_zstd()))?;
             set(cctx, CParameter::HashLog(table_log))?;
             set(cctx, CParameter::ChainLog(table_log))?;
@@ -178,9 +165,7 @@ fn apply_size_hint(cctx: &mut CCtx<'_>, size_hint: Option<u64>) -> Result<()> {
 }
 
 fn set(cctx: &mut CCtx<'_>, p: CParameter) -> Result<()> {
-    cctx.set_parameter(p)
-        .map(drop)
-        .map_err(|code| Error::Encode(zstd_safe::get_error_name(code)))
+    cctx.set_parameter(p).map(drop).map_err(|code| Error::Encode(zstd_safe::get_error_name(code)))
 }
 
 #[cfg(test)]

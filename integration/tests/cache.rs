@@ -1,0 +1,73 @@
+//! The edge cache: cacheable responses are served from it, concurrent misses make one upstream
+//! request, and what is cached is the plain body.
+
+use railproxy_integration::{Http, Knobs, Stack};
+
+async fn backend_hits(stack: &Stack, path: &str) -> u64 {
+    let r = Http::h1().get(&format!("http://{}/hits/{path}", stack.backend.addr), &[]).await.unwrap();
+    String::from_utf8_lossy(&r.body).trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cacheable_response_is_served_from_the_cache() {
+    let stack = Stack::start(Knobs::default()).await;
+    let http = Http::h1();
+    let direct = http.get(&format!("http://{}/cache/60/a", stack.backend.addr), &[]).await.unwrap();
+    let first = http.get(&stack.url("/cache/60/a"), &[]).await.unwrap();
+    assert_eq!(first.header("railproxy-cache"), Some("MISS"));
+    let second = http.get(&stack.url("/cache/60/a"), &[]).await.unwrap();
+    assert_eq!(second.header("railproxy-cache"), Some("HIT"));
+    assert!(first.body == direct.body && second.body == direct.body, "cached bytes differ from the backend's");
+    assert_eq!(second.header("content-length"), Some(direct.body.len().to_string().as_str()));
+    // The backend saw the direct request and the first miss only.
+    assert_eq!(backend_hits(&stack, "60/a").await, 2);
+    // Over HTTP/2 and with gzip, a hit is still the same body.
+    let h2 = Http::h2c().get(&stack.url("/cache/60/a"), &[]).await.unwrap();
+    assert_eq!(h2.header("railproxy-cache"), Some("HIT"));
+    assert!(h2.body == direct.body);
+    assert_eq!(backend_hits(&stack, "60/a").await, 2);
+    // Uncacheable responses keep going through the tunnel, with deltas.
+    for v in ["0", "1"] {
+        let page = http.get(&stack.url("/pages/generated-10k"), &[("x-version", v)]).await.unwrap();
+        assert_eq!(page.header("railproxy-cache"), Some("DYNAMIC"));
+    }
+    let post = http.send(http::Method::POST, &stack.url("/echo"), &[], bytes::Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(post.header("railproxy-cache"), Some("BYPASS"));
+    let m = stack.edge_metrics().await;
+    assert!(m.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]) > 0.0);
+    assert_eq!(m.sum("railproxy_cache_requests_total", &[("result", "HIT")]), 2.0);
+    assert!(m.sum("railproxy_cache_entries", &[]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_collapse_to_one_backend_request() {
+    let stack = Stack::start(Knobs::default()).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = stack.url("/cache/60/b?delay=300");
+        tasks.push(tokio::spawn(async move { Http::h1().get(&url, &[]).await.expect("request") }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        bodies.push(r.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(backend_hits(&stack, "60/b").await, 1, "the cache lock lets one miss through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_body_is_the_plain_body_even_when_it_crossed_as_zstd() {
+    let stack = Stack::start(Knobs::default()).await;
+    let http = Http::h1();
+    let miss = http.get(&stack.url("/cache/60/c"), &[]).await.unwrap();
+    let m = stack.edge_metrics().await;
+    assert!(m.sum("railproxy_delta_wire_bytes_total", &[("encoding", "zstd")]) > 0.0, "crossed as zstd");
+    let hit = http.get(&stack.url("/cache/60/c"), &[("accept-encoding", "gzip")]).await.unwrap();
+    assert_eq!(hit.header("railproxy-cache"), Some("HIT"));
+    assert_eq!(hit.header("content-encoding"), Some("gzip"), "client compression applies after the cache");
+    let plain = http.get(&stack.url("/cache/60/c"), &[]).await.unwrap();
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.body == miss.body);
+}

@@ -1,0 +1,118 @@
+//! The edge cache: pingora-cache in memory, bounded in bytes by its LRU eviction manager, with a
+//! cache lock so that concurrent misses for one key make one upstream request. What is cached is
+//! the plain body (tunnel bodies are decoded before the cache writes them).
+
+use std::sync::Arc;
+
+use pingora_cache::cache_control::CacheControl;
+use pingora_cache::eviction::EvictionManager;
+use pingora_cache::eviction::lru::Manager;
+use pingora_cache::filters::resp_cacheable;
+use pingora_cache::key::HashBinary;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, MemCache, NoCacheReason, RespCacheable, VarianceBuilder,
+};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+use crate::config::edge::CacheSettings;
+use crate::metrics;
+
+/// Responses without explicit freshness (Cache-Control max-age, s-maxage, Expires) are not cached.
+const DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
+
+/// Shards of the LRU eviction manager.
+const SHARDS: usize = 16;
+
+pub struct EdgeCache {
+    storage: &'static MemCache,
+    eviction: &'static Manager<SHARDS>,
+    lock: &'static CacheKeyLockImpl,
+    max_object: usize,
+}
+
+impl EdgeCache {
+    /// Builds the cache. Pingora wants `'static` parts; there is one cache per process.
+    pub fn new(settings: &CacheSettings) -> Self {
+        let eviction: &'static Manager<SHARDS> =
+            Box::leak(Box::new(Manager::with_capacity(settings.size as usize, 8192 / SHARDS)));
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(settings.lock_timeout));
+        let cache = EdgeCache {
+            storage: Box::leak(Box::new(MemCache::new())),
+            eviction,
+            lock,
+            max_object: settings.max_object as usize,
+        };
+        metrics::CacheCollector::register(Arc::new(move || {
+            (eviction.total_size() as u64, eviction.total_items() as u64, eviction.evicted_items() as u64)
+        }));
+        cache
+    }
+
+    /// Turns caching on for a GET or HEAD request.
+    pub fn enable(&self, session: &mut Session) {
+        let req = session.req_header();
+        if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
+            return;
+        }
+        session.cache.enable(self.storage, Some(self.eviction), None, Some(self.lock), None);
+        session.cache.set_max_file_size_bytes(self.max_object);
+    }
+}
+
+/// The cache key: host and path with query, length-prefixed so they cannot run into each other.
+pub fn key(host: &str, req: &RequestHeader) -> CacheKey {
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    CacheKey::new(format!("{}:{host}{path}", host.len()), "")
+}
+
+/// Cacheable per Cache-Control and Expires, as Pingora implements them; never with Set-Cookie,
+/// `Vary: *`, or for requests with credentials.
+pub fn cacheable(req: &RequestHeader, resp: &ResponseHeader) -> RespCacheable {
+    let vary_all = resp
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim() == "*")));
+    if resp.headers.contains_key(http::header::SET_COOKIE) || vary_all {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    let credentials = req.headers.contains_key(http::header::AUTHORIZATION);
+    resp_cacheable(cc.as_ref(), resp.clone(), credentials, &DEFAULTS)
+}
+
+/// Variance from the request headers the response varies on. `Accept-Encoding` is not one of
+/// them: the cache holds the identity body and clients get their compression after it.
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let mut builder = VarianceBuilder::new();
+    for value in meta.headers().get_all(http::header::VARY) {
+        let Ok(names) = value.to_str() else { continue };
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name.eq_ignore_ascii_case("accept-encoding") {
+                continue;
+            }
+            let name = name.to_ascii_lowercase();
+            let value = req.headers.get(name.as_str()).map_or_else(Vec::new, |v| v.as_bytes().to_vec());
+            builder.add_owned_name_value(name, value);
+        }
+    }
+    builder.finalize()
+}
+
+/// `railproxy-cache` header value and metric label for a request's cache phase: HIT, MISS
+/// (cacheable, fetched and stored), STALE, EXPIRED, REVALIDATED, DYNAMIC (fetched, not
+/// cacheable) or BYPASS (the cache was not consulted, e.g. a POST).
+pub fn status(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        CachePhase::Disabled(NoCacheReason::NeverEnabled) => "BYPASS",
+        CachePhase::Disabled(_) => "DYNAMIC",
+        CachePhase::Bypass | CachePhase::Uninit | CachePhase::CacheKey => "BYPASS",
+    }
+}
