@@ -21,7 +21,7 @@ help:
 	@echo "make demo    build, then start backend + origin + edge on loopback and show deltas"
 	@echo "make demo-stop"
 	@echo "make test    build and run every test (what CI runs, with make lint)"
-	@echo "make bench   codec figures on $(CORPUS) beside gzip and zstd"
+	@echo "make bench   codec figures, then railproxy beside nginx (wrk, ~5 min); reports in target/bench/"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
 
@@ -59,11 +59,22 @@ demo: build
 demo-stop:
 	@scripts/demo.sh stop
 
-# Codec figures, pinned to one core as the reference figures were taken.
+# Everything the issues ask to measure, from one run: the codec per source (beside gzip -6 and
+# zstd -3), then railproxy beside nginx on the same backend and pages, and memory. Reports are
+# kept in target/bench/. BENCH_SECONDS sets the length of each load run.
+BENCH_PACKAGES := wrk zstd gzip
+BENCH_SECONDS ?= 10
 bench: build
-	@if [ ! -d "$(CORPUS)" ]; then echo "no corpus at $(CORPUS) (set CORPUS=DIR)"; exit 66; fi
-	@echo "== railproxy delta bench $(CORPUS)   (one core: taskset -c 1)"
-	@taskset -c 1 $(BIN) delta bench $(CORPUS)
+	$(call apt_install,$(BENCH_PACKAGES))
+	@command -v nginx >/dev/null || { echo "installing Debian package: nginx-light"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; }
+	@mkdir -p target/bench
+	@if [ ! -d "$(CORPUS)" ]; then echo "no corpus at $(CORPUS): generated page versions stand in (set CORPUS=DIR)"; fi
+	@echo "== codec: railproxy delta bench $(CORPUS), one core (taskset -c 1)"
+	@if [ -d "$(CORPUS)" ]; then taskset -c 1 $(BIN) delta bench $(CORPUS) | tee target/bench/codec.md; fi
+	@echo
+	@echo "== proxies: target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS)"
+	@target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS) | tee target/bench/proxies.md
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := decode_raw round_trip

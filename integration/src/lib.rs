@@ -2,6 +2,7 @@
 //! backends as processes on ephemeral loopback ports, waits for readiness (never a fixed sleep),
 //! and stops every process it started when dropped.
 
+pub mod bench;
 pub mod client;
 pub mod fake_origin;
 pub mod metrics;

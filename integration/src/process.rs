@@ -24,6 +24,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A command for `program`, pinned to the CPUs in `cpus` (a `taskset -c` list) when given.
+pub fn command(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(list) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(list).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A running child process.
 #[derive(Debug)]
 pub struct Proc {
@@ -99,7 +111,12 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend; with `corpus`, it also serves every source in that folder.
     pub fn start(dir: &Path, name: &str, corpus: Option<&Path>) -> Backend {
-        let mut cmd = Command::new(bin("railproxy-testbackend"));
+        Backend::start_pinned(dir, name, corpus, None)
+    }
+
+    /// As [`Backend::start`], pinned to `cpus`.
+    pub fn start_pinned(dir: &Path, name: &str, corpus: Option<&Path>, cpus: Option<&str>) -> Backend {
+        let mut cmd = command(&bin("railproxy-testbackend"), cpus);
         cmd.args(["--listen", "127.0.0.1:0"]);
         if let Some(c) = corpus {
             cmd.arg("--corpus").arg(c);

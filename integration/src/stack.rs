@@ -20,6 +20,8 @@ pub struct Knobs {
     pub corpus: bool,
     /// Extra backends for host `test.example` besides the main one (round robin).
     pub extra_backends: usize,
+    /// The origin's `delta.effort`.
+    pub effort: String,
     pub threads: usize,
 }
 
@@ -33,6 +35,7 @@ impl Default for Knobs {
             fault_injection: false,
             corpus: false,
             extra_backends: 0,
+            effort: "small".into(),
             threads: 2,
         }
     }
@@ -108,12 +111,14 @@ hosts:
 delta:
   store_size: {store}
   max_body: {max}
+  effort: {effort}
 ",
         threads = k.threads,
         d = dir.display(),
         c = certs.display(),
         store = k.origin_store,
         max = k.origin_max_body,
+        effort = k.effort,
     )
 }
 
@@ -158,9 +163,21 @@ origins:
 /// Starts `railproxy --mode MODE -c FILE` and waits until its `/health` says ready; None if the
 /// process exited first (e.g. its port was taken in the meantime).
 pub async fn start_proxy(dir: &Path, name: &str, mode: &str, yaml: &str, admin: SocketAddr) -> Option<Proc> {
+    start_proxy_pinned(dir, name, mode, yaml, admin, None).await
+}
+
+/// As [`start_proxy`], pinned to `cpus` (a `taskset -c` list), with access logs off.
+pub async fn start_proxy_pinned(
+    dir: &Path,
+    name: &str,
+    mode: &str,
+    yaml: &str,
+    admin: SocketAddr,
+    cpus: Option<&str>,
+) -> Option<Proc> {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).expect("write config");
-    let mut cmd = Command::new(bin("railproxy"));
+    let mut cmd = crate::process::command(&bin("railproxy"), cpus);
     cmd.args(["--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", "info,access=off");
     let mut proc = Proc::spawn(name, cmd, dir, false);
     wait_ready(&mut proc, admin, Duration::from_secs(30)).await.then_some(proc)

@@ -78,7 +78,7 @@ typo_key: 1
 fn origin_problems_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("o.yaml");
-    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\n").unwrap();
+    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\ndelta: {effort: turbo}\n").unwrap();
     let o = railproxy(dir.path(), &["check", "-c", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64));
     let out = text(&o);

@@ -104,6 +104,46 @@ async fn refused(
     assert!(http.get(&url, &[]).await.unwrap().body == v[1][..], "{reason}: recovery");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_version_id_is_used_and_a_wrong_one_never_yields_wrong_bytes() {
+    let v = pages();
+    let v2 = v.clone();
+    let wrong = VersionId::of(b"not the body that was sent");
+    let (edge, fake) = edge_before(move |_| {
+        Box::new(move |seen, n| match n {
+            // Version 0 in full, named with a wrong id in the version frame.
+            0 => {
+                let mut body = full(&v2[0]);
+                body.extend_from_slice(&codec::version_frame(&wrong));
+                tunnel_response(Some("zstd"), &[], body)
+            }
+            // The edge names the id it was given (it did not hash the body itself); answer with a
+            // delta against what that id really is here, which is not the edge's body.
+            1 => {
+                assert_eq!(seen.headers.get("available-dictionary").unwrap(), wrong.to_sf().as_str());
+                let other = Version { id: wrong, body: v2[2].clone().into() };
+                let delta = codec::encode_with(&other, &v2[1], &codec::DeltaParams::default()).unwrap();
+                tunnel_response(Some("dcz"), &[("railproxy-delta-base", wrong.to_sf())], delta)
+            }
+            _ => tunnel_response(Some("zstd"), &[], full(&v2[1])),
+        })
+    })
+    .await;
+    let http = Http::h1();
+    let url = format!("http://{}/page", edge.addr);
+    assert!(http.get(&url, &[]).await.unwrap().body == v[0][..]);
+    match http.get(&url, &[]).await {
+        Ok(r) if r.status == 200 => assert!(r.body == v[1][..], "wrong bytes served"),
+        Ok(r) => assert!(r.status.is_server_error()),
+        Err(e) => eprintln!("client saw an error, as it should: {e}"),
+    }
+    // zstd refuses it as corrupt or by its checksum, depending on where the garbage shows.
+    let m = Metrics::scrape(edge.admin).await;
+    assert_eq!(m.sum("railproxy_delta_verify_failures_total", &[]), 1.0);
+    assert!(http.get(&url, &[]).await.unwrap().body == v[1][..]);
+    assert!(!fake.requests()[2].headers.contains_key("available-dictionary"), "the bad entry was dropped");
+}
+
 fn dcz_headers(base: &Version) -> Vec<(&'static str, String)> {
     vec![("railproxy-delta-base", base.id.to_sf())]
 }

@@ -309,6 +309,43 @@ fn a_frame_header_split_across_chunks_is_decoded_as_one() {
 }
 
 #[test]
+fn a_version_frame_may_follow_and_names_the_body() {
+    let v = PageGenerator::versions(23, 8_000, 2);
+    let base = Version::new(v[0].clone());
+    let mut body = codec::encode(&v[0], &v[1]).unwrap();
+    let id = VersionId::of(&v[1]);
+    body.extend_from_slice(&codec::version_frame(&id));
+    for split in 0..body.len() {
+        let mut dec = Decoder::dcz(&base, opts()).unwrap();
+        let mut out = Vec::new();
+        dec.write(&body[..split], &mut out).unwrap();
+        dec.write(&body[split..], &mut out).unwrap();
+        dec.finish().unwrap();
+        assert!(out == v[1]);
+        assert_eq!(dec.version_id(), Some(id), "split at {split}");
+    }
+    // Without it there is no id; with half of it the body is truncated.
+    let plain = &body[..body.len() - codec::VERSION_FRAME_LEN];
+    let mut dec = Decoder::dcz(&base, opts()).unwrap();
+    dec.write(plain, &mut Vec::new()).unwrap();
+    dec.finish().unwrap();
+    assert_eq!(dec.version_id(), None);
+    let mut dec = Decoder::dcz(&base, opts()).unwrap();
+    dec.write(&body[..body.len() - 5], &mut Vec::new()).unwrap();
+    assert_eq!(dec.finish().unwrap_err(), Error::Truncated);
+    // Another skippable frame, two version frames, or bytes after one are refused.
+    let mut other = plain.to_vec();
+    other.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 0x00, 0x00, 0x00, 0x00]);
+    assert!(matches!(codec::decode(&v[0], &other, opts()).unwrap_err(), Error::TrailingData(_)));
+    let mut twice = body.clone();
+    twice.extend_from_slice(&codec::version_frame(&id));
+    assert!(matches!(codec::decode(&v[0], &twice, opts()).unwrap_err(), Error::TrailingData(_)));
+    let mut extra = body.clone();
+    extra.push(0);
+    assert!(matches!(codec::decode(&v[0], &extra, opts()).unwrap_err(), Error::TrailingData(1)));
+}
+
+#[test]
 fn trailing_bytes_after_the_frame_are_refused() {
     let v = PageGenerator::versions(15, 5_000, 2);
     let mut delta = codec::encode(&v[0], &v[1]).unwrap();

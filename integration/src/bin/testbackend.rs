@@ -18,6 +18,11 @@
 //!   GET  /cache/SECS/NAME          a 10 KB page for NAME with Cache-Control: max-age=SECS;
 //!                                 `?delay=MS` answers after MS milliseconds
 //!   GET  /hits/SECS/NAME           how many requests /cache/SECS/NAME has seen (text)
+//!   GET  /cycle/SET[?QUERY]       the next version of SET on every request, round and round;
+//!                                 each distinct QUERY is a page of its own with its own turn
+//!   GET  /cacheable/SET           version 0 of SET with Cache-Control: max-age=3600
+//!   GET  /tagged/SET?u=N          version N of SET (modulo its length) with `<!-- u=N -->`
+//!                                 appended: a distinct body for every N
 //!
 //! Every response carries `x-backend: ADDR`, the address this backend listens on.
 
@@ -75,6 +80,7 @@ struct Backend {
     served: AtomicU64,
     connections: AtomicU64,
     hits: Mutex<HashMap<String, u64>>,
+    cycles: Mutex<HashMap<String, u64>>,
     addr: http::HeaderValue,
 }
 
@@ -185,6 +191,38 @@ impl Backend {
                 let n = self.hits.lock().expect("lock").get(&format!("{secs}/{name}")).copied().unwrap_or(0);
                 reply(200, "text/plain", full(format!("{n}\n")))
             }
+            (Method::GET | Method::HEAD, ["cycle", set]) => match self.sets.get(*set) {
+                Some(versions) => {
+                    let page = req.uri().path_and_query().map_or("", |p| p.as_str()).to_string();
+                    let turn = {
+                        let mut cycles = self.cycles.lock().expect("lock");
+                        let next = cycles.entry(page).or_default();
+                        *next += 1;
+                        *next - 1
+                    };
+                    let i = turn as usize % versions.len();
+                    reply(200, content_type_of(&versions[i]), full(versions[i].clone()))
+                }
+                None => reply(404, "text/plain", full(format!("no set {set}\n"))),
+            },
+            (Method::GET | Method::HEAD, ["tagged", set]) => match self.sets.get(*set) {
+                Some(versions) => {
+                    let n = req.uri().query().and_then(|q| q.strip_prefix("u=")).and_then(|v| v.parse::<usize>().ok());
+                    let n = n.unwrap_or(0);
+                    let mut body = versions[n % versions.len()].to_vec();
+                    body.extend_from_slice(format!("<!-- u={n} -->\n").as_bytes());
+                    reply(200, "text/html; charset=utf-8", full(body))
+                }
+                None => reply(404, "text/plain", full(format!("no set {set}\n"))),
+            },
+            (Method::GET | Method::HEAD, ["cacheable", set]) => match self.sets.get(*set) {
+                Some(versions) => {
+                    let mut r = reply(200, content_type_of(&versions[0]), full(versions[0].clone()));
+                    r.headers_mut().insert("cache-control", http::HeaderValue::from_static("public, max-age=3600"));
+                    r
+                }
+                None => reply(404, "text/plain", full(format!("no set {set}\n"))),
+            },
             (Method::GET, ["connections"]) => {
                 reply(200, "text/plain", full(format!("{}\n", self.connections.load(Ordering::Relaxed))))
             }
@@ -238,6 +276,7 @@ async fn main() {
         served: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         hits: Mutex::new(HashMap::new()),
+        cycles: Mutex::new(HashMap::new()),
         addr: addr.to_string().parse().expect("an address is a valid header value"),
     });
     println!("listening on {addr}");

@@ -48,6 +48,26 @@ pub struct OriginConfig {
     pub delta: DeltaSettings,
     /// zstd level for bodies sent in full.
     pub full_level: i32,
+    /// How hard deltas are encoded.
+    pub effort: Effort,
+}
+
+/// Delta encoding effort: smallest deltas, or cheapest encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    /// The parameters chosen on the corpus: 0.384 % of raw at ~290 MB/s.
+    Small,
+    /// zstd -3 with the base as prefix: 0.494 % of raw at ~840 MB/s.
+    Fast,
+}
+
+impl Effort {
+    pub fn params(self) -> tunnel::codec::DeltaParams {
+        match self {
+            Effort::Small => tunnel::codec::DeltaParams::default(),
+            Effort::Fast => tunnel::codec::DeltaParams::fast(),
+        }
+    }
 }
 
 impl OriginConfig {
@@ -87,7 +107,17 @@ impl OriginConfig {
             idle_timeout: b.or("idle_timeout", Secs(Duration::from_secs(60))).0,
         };
         drop(b);
-        let delta = DeltaSettings::read(&root.section("delta"), 512 << 20);
+        let d = root.section("delta");
+        let delta = DeltaSettings::read(&d, 512 << 20);
+        let effort = match d.or("effort", "small".to_string()).as_str() {
+            "small" => Effort::Small,
+            "fast" => Effort::Fast,
+            other => {
+                d.problem("effort", format!("{other:?} is not an effort (small or fast)"));
+                Effort::Small
+            }
+        };
+        drop(d);
         let full_level = root.or("full_level", tunnel::codec::FULL_LEVEL);
         if !(1..=19).contains(&full_level) {
             root.problem("full_level", "must be a zstd level from 1 to 19");
@@ -95,7 +125,7 @@ impl OriginConfig {
         let mut addrs: Vec<(&str, SocketAddr)> = tunnel.listen.iter().map(|a| ("tunnel.listen", *a)).collect();
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level }
+        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort }
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {

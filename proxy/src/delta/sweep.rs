@@ -40,6 +40,17 @@ pub fn run(args: &BenchArgs) -> CmdResult {
         bases: 1,
         slow: false,
     }));
+    for l in [1, 2] {
+        methods.push(Box::new(Dcz {
+            label: format!("zstd -{l} + long-distance matching"),
+            params: DeltaParams { long_distance: true, ..DeltaParams::level(l) },
+            bases: 1,
+            slow: false,
+        }));
+    }
+    methods.push(Box::new(tuned("fast, tables = base", Strategy::Fast, 0, 1, 1)));
+    methods.push(Box::new(tuned("dfast, tables = base", Strategy::Dfast, 0, 1, 1)));
+    methods.push(Box::new(tuned("dfast, tables = base x2", Strategy::Dfast, 1, 1, 1)));
     methods.push(Box::new(Dcz {
         label: "zstd -3, window 2 MiB (not RFC)".into(),
         params: DeltaParams { window_log: Some(21), ..DeltaParams::level(3) },

@@ -10,6 +10,7 @@ use pingora_cache::eviction::lru::Manager;
 use pingora_cache::filters::resp_cacheable;
 use pingora_cache::key::HashBinary;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::predictor::Predictor;
 use pingora_cache::{
     CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, MemCache, NoCacheReason, RespCacheable, VarianceBuilder,
 };
@@ -29,6 +30,9 @@ pub struct EdgeCache {
     storage: &'static MemCache,
     eviction: &'static Manager<SHARDS>,
     lock: &'static CacheKeyLockImpl,
+    /// Remembers keys whose responses were uncacheable, so that dynamic pages bypass the cache
+    /// (and its lock, which would otherwise make concurrent requests for one page wait in turn).
+    predictor: &'static Predictor<SHARDS>,
     max_object: usize,
 }
 
@@ -42,6 +46,7 @@ impl EdgeCache {
             storage: Box::leak(Box::new(MemCache::new())),
             eviction,
             lock,
+            predictor: Box::leak(Box::new(Predictor::new(4096, None))),
             max_object: settings.max_object as usize,
         };
         metrics::CacheCollector::register(Arc::new(move || {
@@ -56,7 +61,7 @@ impl EdgeCache {
         if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
             return;
         }
-        session.cache.enable(self.storage, Some(self.eviction), None, Some(self.lock), None);
+        session.cache.enable(self.storage, Some(self.eviction), Some(self.predictor), Some(self.lock), None);
         session.cache.set_max_file_size_bytes(self.max_object);
     }
 }
@@ -111,8 +116,8 @@ pub fn status(phase: CachePhase) -> &'static str {
         CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
         CachePhase::Expired => "EXPIRED",
         CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
-        CachePhase::Disabled(NoCacheReason::NeverEnabled) => "BYPASS",
-        CachePhase::Disabled(_) => "DYNAMIC",
-        CachePhase::Bypass | CachePhase::Uninit | CachePhase::CacheKey => "BYPASS",
+        CachePhase::Disabled(NoCacheReason::NeverEnabled) | CachePhase::Uninit | CachePhase::CacheKey => "BYPASS",
+        // Fetched and found uncacheable, or predicted uncacheable from earlier responses.
+        CachePhase::Disabled(_) | CachePhase::Bypass => "DYNAMIC",
     }
 }

@@ -2,6 +2,7 @@
 //! streamed (and aborted on failure) beyond that.
 
 use bytes::Bytes;
+use tunnel::Version;
 use tunnel::codec::Decoder;
 
 /// Why a tunnel body was refused; the label of `railproxy_delta_verify_failures_total`.
@@ -48,7 +49,8 @@ pub struct BodyDecoder {
 
 impl BodyDecoder {
     pub fn new(decoder: Decoder, hold_limit: u64, expect_len: Option<u64>) -> Self {
-        let capacity = expect_len.unwrap_or(16 * 1024).min(hold_limit) as usize;
+        // One more than the announced length: the decoder asks for room to see an overrun.
+        let capacity = expect_len.map_or(16 * 1024, |n| n + 1).min(hold_limit + 1) as usize;
         BodyDecoder {
             decoder,
             out: Vec::with_capacity(capacity),
@@ -81,7 +83,11 @@ impl BodyDecoder {
                 return Err(self.refuse("length", format!("decoded {produced} bytes, origin announced {n}")));
             }
             let body = Bytes::from(std::mem::take(&mut self.out));
-            let complete = (!self.streaming).then(|| body.clone());
+            // The id the origin sent, else computed here.
+            let complete = (!self.streaming).then(|| match self.decoder.version_id() {
+                Some(id) => Version { id, body: body.clone() },
+                None => Version::new(body.clone()),
+            });
             return Ok(Output { send: Some(body), complete });
         }
         if self.streaming && !self.out.is_empty() {
@@ -93,13 +99,12 @@ impl BodyDecoder {
 
 pub struct Output {
     pub send: Option<Bytes>,
-    pub complete: Option<Bytes>,
+    pub complete: Option<Version>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tunnel::Version;
     use tunnel::codec::{self, DecodeOptions};
     use tunnel::sample::PageGenerator;
 
@@ -110,7 +115,7 @@ mod tests {
         (base, v[1].clone(), delta)
     }
 
-    fn run(dec: &mut BodyDecoder, wire: &[u8], chunk: usize) -> Result<(Vec<u8>, Option<Bytes>, usize), Refused> {
+    fn run(dec: &mut BodyDecoder, wire: &[u8], chunk: usize) -> Result<(Vec<u8>, Option<Version>, usize), Refused> {
         let mut sent = Vec::new();
         let mut sends = 0;
         let pieces: Vec<&[u8]> = wire.chunks(chunk).collect();
@@ -135,7 +140,21 @@ mod tests {
         let (sent, complete, sends) = run(&mut d, &delta, 7).unwrap();
         assert!(sent == new);
         assert_eq!(sends, 1, "held output goes out in one piece at the end");
-        assert!(complete.unwrap() == new);
+        let complete = complete.unwrap();
+        assert!(complete.body == new);
+        assert_eq!(complete.id, tunnel::VersionId::of(&new), "hashed at the edge when the origin sent no id");
+    }
+
+    #[test]
+    fn uses_the_version_id_the_origin_sent() {
+        let (base, new, mut delta) = pair();
+        let named = tunnel::VersionId::of(b"any id the origin chose");
+        delta.extend_from_slice(&codec::version_frame(&named));
+        let mut d =
+            BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, Some(new.len() as u64));
+        let (sent, complete, _) = run(&mut d, &delta, 1000).unwrap();
+        assert!(sent == new);
+        assert_eq!(complete.unwrap().id, named);
     }
 
     #[test]

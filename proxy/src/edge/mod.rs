@@ -340,7 +340,7 @@ impl ProxyHttp for Edge {
                 if let (Some(complete), Some(key)) = (out.complete, ctx.key.clone()) {
                     let status = session.response_written().map_or(200, |r| r.status.as_u16());
                     if status == 200 {
-                        self.store.put(key, Version::new(complete));
+                        self.store.put(key, complete);
                     }
                 }
                 Ok(None)

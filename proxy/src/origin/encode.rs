@@ -62,6 +62,7 @@ impl<'a> Plan<'a> {
     pub fn start(
         &self,
         resp: &mut ResponseHeader,
+        params: &DeltaParams,
         full_level: i32,
         max_body: u64,
     ) -> tunnel::Result<Option<BodyEncoder>> {
@@ -71,7 +72,7 @@ impl<'a> Plan<'a> {
             Plan::Full { store } => (Encoder::zstd(full_level, length)?, *store),
             Plan::Delta { base } => {
                 let _ = resp.insert_header(protocol::DELTA_BASE, base.id.to_sf());
-                (Encoder::dcz(base, &DeltaParams::default(), length)?, true)
+                (Encoder::dcz(base, params, length)?, true)
             }
         };
         let _ = resp.insert_header(http::header::CONTENT_ENCODING, encoder.encoding().as_str());
@@ -112,6 +113,10 @@ impl BodyEncoder {
         if end {
             self.encoder.finish(&mut out)?;
             version = self.raw.take().map(Version::new);
+            // The id this origin computed anyway, so the edge does not hash the body again.
+            if let Some(v) = &version {
+                out.extend_from_slice(&tunnel::codec::version_frame(&v.id));
+            }
         }
         let out = (!out.is_empty()).then(|| Bytes::from(out));
         Ok((out, version))

@@ -51,6 +51,7 @@ pub struct Origin {
     hosts: HashMap<String, Arc<LoadBalancer<RoundRobin>>>,
     store: Arc<dyn VersionStore<VersionId>>,
     connections: ConnectionTracker,
+    delta_params: tunnel::codec::DeltaParams,
 }
 
 impl Origin {
@@ -61,7 +62,8 @@ impl Origin {
                 .map_err(|e| anyhow::anyhow!("backends of {}: {e}", route.host))?;
             hosts.insert(route.host.clone(), Arc::new(lb));
         }
-        Ok(Origin { config, hosts, store, connections: ConnectionTracker::new() })
+        let delta_params = config.effort.params();
+        Ok(Origin { config, hosts, store, connections: ConnectionTracker::new(), delta_params })
     }
 }
 
@@ -195,7 +197,7 @@ impl ProxyHttp for Origin {
         );
         ctx.encoding = plan.encoding();
         ctx.body = plan
-            .start(resp, self.config.full_level, self.config.delta.max_body)
+            .start(resp, &self.delta_params, self.config.full_level, self.config.delta.max_body)
             .map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel encoder", e))?;
         Ok(())
     }

@@ -15,12 +15,38 @@ use zstd_safe::{CCtx, DCtx, ResetDirective};
 
 use crate::error::{Error, Result};
 
-/// Contexts kept per thread; beyond this they are freed.
-const POOL_PER_THREAD: usize = 8;
+/// Memory kept in pooled contexts per thread and kind; contexts beyond it are freed. Enough
+/// for dozens of requests in flight on small pages, a few on multi-megabyte ones.
+const POOL_BYTES_PER_THREAD: usize = 32 << 20;
+
+/// Idle contexts and the memory they hold.
+struct Pool<T> {
+    idle: Vec<(T, usize)>,
+    bytes: usize,
+}
+
+impl<T> Pool<T> {
+    const fn new() -> Self {
+        Pool { idle: Vec::new(), bytes: 0 }
+    }
+
+    fn take(&mut self) -> Option<T> {
+        let (ctx, size) = self.idle.pop()?;
+        self.bytes -= size;
+        Some(ctx)
+    }
+
+    fn give(&mut self, ctx: T, size: usize) {
+        if self.bytes + size <= POOL_BYTES_PER_THREAD {
+            self.bytes += size;
+            self.idle.push((ctx, size));
+        }
+    }
+}
 
 thread_local! {
-    static CCTX_POOL: RefCell<Vec<CCtx<'static>>> = const { RefCell::new(Vec::new()) };
-    static DCTX_POOL: RefCell<Vec<DCtx<'static>>> = const { RefCell::new(Vec::new()) };
+    static CCTX_POOL: RefCell<Pool<CCtx<'static>>> = const { RefCell::new(Pool::new()) };
+    static DCTX_POOL: RefCell<Pool<DCtx<'static>>> = const { RefCell::new(Pool::new()) };
 }
 
 /// A compression context, optionally referencing `base` as its prefix.
@@ -34,7 +60,7 @@ impl CompressCtx {
     /// Takes a pooled context, lets `configure` set its parameters, then references `base`.
     pub(crate) fn new(base: Option<Bytes>, configure: impl FnOnce(&mut CCtx<'static>) -> Result<()>) -> Result<Self> {
         let cctx = CCTX_POOL
-            .with(|pool| pool.borrow_mut().pop())
+            .with(|pool| pool.borrow_mut().take())
             .or_else(CCtx::try_create)
             .ok_or(Error::Encode("cannot allocate a zstd compression context"))?;
         let mut ctx = CompressCtx { cctx: Some(cctx), base: None };
@@ -62,12 +88,8 @@ impl Drop for CompressCtx {
         if let Some(mut cctx) = self.cctx.take()
             && cctx.reset(ResetDirective::SessionAndParameters).is_ok()
         {
-            CCTX_POOL.with(|pool| {
-                let mut pool = pool.borrow_mut();
-                if pool.len() < POOL_PER_THREAD {
-                    pool.push(cctx);
-                }
-            });
+            let size = cctx.sizeof();
+            CCTX_POOL.with(|pool| pool.borrow_mut().give(cctx, size));
         }
         self.base = None;
     }
@@ -82,7 +104,7 @@ pub(crate) struct DecompressCtx {
 impl DecompressCtx {
     pub(crate) fn new(base: Option<Bytes>, window_log_max: u32) -> Result<Self> {
         let dctx = DCTX_POOL
-            .with(|pool| pool.borrow_mut().pop())
+            .with(|pool| pool.borrow_mut().take())
             .or_else(DCtx::try_create)
             .ok_or(Error::Corrupt("cannot allocate a zstd decompression context"))?;
         let mut ctx = DecompressCtx { dctx: Some(dctx), base: None };
@@ -109,12 +131,8 @@ impl Drop for DecompressCtx {
         if let Some(mut dctx) = self.dctx.take()
             && dctx.reset(ResetDirective::SessionAndParameters).is_ok()
         {
-            DCTX_POOL.with(|pool| {
-                let mut pool = pool.borrow_mut();
-                if pool.len() < POOL_PER_THREAD {
-                    pool.push(dctx);
-                }
-            });
+            let size = dctx.sizeof();
+            DCTX_POOL.with(|pool| pool.borrow_mut().give(dctx, size));
         }
         self.base = None;
     }
@@ -129,5 +147,42 @@ impl std::fmt::Debug for CompressCtx {
 impl std::fmt::Debug for DecompressCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecompressCtx").field("base_len", &self.base.as_ref().map(Bytes::len)).finish()
+    }
+}
+
+/// A vector zstd may fill into its spare capacity, but no more than `room` bytes past its
+/// current length: output stays within the decoder's limit without zero-filling a buffer first.
+pub(crate) struct Bounded<'a> {
+    vec: &'a mut Vec<u8>,
+    end: usize,
+}
+
+impl<'a> Bounded<'a> {
+    /// Makes sure `room` bytes of capacity are there (amortised growth) and exposes exactly those.
+    pub(crate) fn new(vec: &'a mut Vec<u8>, room: usize) -> Self {
+        if vec.capacity() - vec.len() < room {
+            vec.reserve(room);
+        }
+        let end = vec.len() + room;
+        Bounded { vec, end }
+    }
+}
+
+// SAFETY: `capacity` reports at most the vector's real capacity, so zstd only writes inside the
+// allocation; `filled_until` is only called by zstd-safe with positions it has written up to.
+unsafe impl zstd_safe::WriteBuf for Bounded<'_> {
+    fn as_slice(&self) -> &[u8] {
+        self.vec
+    }
+    fn capacity(&self) -> usize {
+        self.end
+    }
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.vec.as_mut_ptr()
+    }
+    unsafe fn filled_until(&mut self, n: usize) {
+        debug_assert!(n <= self.end);
+        // SAFETY: zstd-safe guarantees bytes up to `n` were written, and `n <= end <= capacity`.
+        unsafe { self.vec.set_len(n) }
     }
 }

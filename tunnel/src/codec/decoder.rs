@@ -4,9 +4,10 @@ use bytes::Bytes;
 use zstd_safe::{InBuffer, OutBuffer};
 
 use super::Encoding;
-use super::context::DecompressCtx;
+use super::context::{Bounded, DecompressCtx};
 use super::header::{
-    DCZ_HEADER_LEN, FramePeek, ZSTD_FRAME_HEADER_MAX, ZSTD_FRAME_PREFIX, frame_header_len, parse_dcz_header, peek_frame,
+    DCZ_HEADER_LEN, FramePeek, VERSION_FRAME_LEN, VERSION_FRAME_MAGIC, ZSTD_FRAME_HEADER_MAX, ZSTD_FRAME_PREFIX,
+    frame_header_len, parse_dcz_header, parse_version_frame, peek_frame,
 };
 use super::params::{ZSTD_MAX_WINDOW_LOG, dcz_decoder_window_log, dcz_window_limit};
 use crate::error::{Error, Result};
@@ -50,6 +51,10 @@ pub struct Decoder {
     frame_header_len: Option<usize>,
     filled: usize,
     produced: u64,
+    /// The version frame after the body's frame, if one is arriving.
+    trailer: [u8; VERSION_FRAME_LEN],
+    trailer_filled: usize,
+    version_id: Option<VersionId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +100,9 @@ impl Decoder {
             frame_header_len: None,
             filled: 0,
             produced: 0,
+            trailer: [0; VERSION_FRAME_LEN],
+            trailer_filled: 0,
+            version_id: None,
         }
     }
 
@@ -110,7 +118,12 @@ impl Decoder {
 
     /// True once the whole frame was decoded and its checksum verified.
     pub fn is_done(&self) -> bool {
-        self.stage == Stage::Done
+        self.stage == Stage::Done && (self.trailer_filled == 0 || self.version_id.is_some())
+    }
+
+    /// The id of the decoded body, when the encoder sent it in a version frame.
+    pub fn version_id(&self) -> Option<VersionId> {
+        self.version_id
     }
 
     /// Takes a chunk of the encoded body; appends decoded bytes to `out`.
@@ -125,7 +138,7 @@ impl Decoder {
     /// Ends the body: fails unless the frame ended and verified.
     pub fn finish(&mut self) -> Result<()> {
         match self.stage {
-            Stage::Done => Ok(()),
+            Stage::Done if self.is_done() => Ok(()),
             Stage::Failed => Err(Error::Finished("failed")),
             _ => {
                 self.stage = Stage::Failed;
@@ -180,8 +193,7 @@ impl Decoder {
         }
         match self.stage {
             Stage::Frame => self.decompress(input, out),
-            Stage::Done if !input.is_empty() => Err(Error::TrailingData(input.len())),
-            Stage::Done => Ok(()),
+            Stage::Done => self.take_trailer(input),
             Stage::Failed => Err(Error::Finished("failed")),
             Stage::DczHeader | Stage::FramePeek => unreachable!("handled above"),
         }
@@ -195,11 +207,10 @@ impl Decoder {
                 .saturating_add(1)
                 .min(OUT_STEP as u64) as usize;
             let start = out.len();
-            out.resize(start + room, 0);
-            let mut outb = OutBuffer::around(&mut out[start..]);
+            let mut bounded = Bounded::new(out, room);
+            let mut outb = OutBuffer::around_pos(&mut bounded, start);
             let result = self.ctx.get().decompress_stream(&mut outb, &mut inb);
-            let written = outb.pos();
-            out.truncate(start + written);
+            let written = outb.pos() - start;
             self.produced += written as u64;
             if self.produced > self.opts.max_output {
                 return Err(Error::TooLarge { limit: self.opts.max_output });
@@ -207,13 +218,31 @@ impl Decoder {
             let hint = result.map_err(|code| self.map_zstd_error(code))?;
             if hint == 0 {
                 self.stage = Stage::Done;
-                let rest = input.len() - inb.pos();
-                return if rest > 0 { Err(Error::TrailingData(rest)) } else { Ok(()) };
+                return self.take_trailer(&input[inb.pos()..]);
             }
             if inb.pos() == input.len() && written < room {
                 return Ok(());
             }
         }
+    }
+
+    /// After the frame, only one version frame may follow.
+    fn take_trailer(&mut self, mut input: &[u8]) -> Result<()> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        if self.version_id.is_some() {
+            return Err(Error::TrailingData(input.len()));
+        }
+        take_into(&mut self.trailer, &mut self.trailer_filled, &mut input);
+        let magic = VERSION_FRAME_MAGIC.len().min(self.trailer_filled);
+        if self.trailer[..magic] != VERSION_FRAME_MAGIC[..magic] {
+            return Err(Error::TrailingData(self.trailer_filled + input.len()));
+        }
+        if self.trailer_filled == VERSION_FRAME_LEN {
+            self.version_id = parse_version_frame(&self.trailer);
+        }
+        if input.is_empty() { Ok(()) } else { Err(Error::TrailingData(input.len())) }
     }
 
     fn map_zstd_error(&self, code: usize) -> Error {

@@ -8,6 +8,31 @@ pub const DCZ_MAGIC: [u8; 8] = [0x5e, 0x2a, 0x4d, 0x18, 0x20, 0x00, 0x00, 0x00];
 /// Length of the dcz header: the magic and the dictionary hash.
 pub const DCZ_HEADER_LEN: usize = DCZ_MAGIC.len() + VERSION_ID_LEN;
 
+/// A zstd skippable frame (magic `0x184D2A5C`) after the body's frame, carrying the SHA-256 of the
+/// decoded body: railproxy's origin sends the id it computed, so the edge need not hash again.
+/// Standard dcz and zstd decoders skip it.
+pub const VERSION_FRAME_MAGIC: [u8; 8] = [0x5c, 0x2a, 0x4d, 0x18, 0x20, 0x00, 0x00, 0x00];
+/// Length of the version frame: magic, size, id.
+pub const VERSION_FRAME_LEN: usize = VERSION_FRAME_MAGIC.len() + VERSION_ID_LEN;
+
+/// The version frame naming `id`.
+pub fn version_frame(id: &VersionId) -> [u8; VERSION_FRAME_LEN] {
+    let mut f = [0u8; VERSION_FRAME_LEN];
+    f[..VERSION_FRAME_MAGIC.len()].copy_from_slice(&VERSION_FRAME_MAGIC);
+    f[VERSION_FRAME_MAGIC.len()..].copy_from_slice(id.as_bytes());
+    f
+}
+
+/// The id a version frame carries, or `None` if `frame` is not one.
+pub fn parse_version_frame(frame: &[u8; VERSION_FRAME_LEN]) -> Option<VersionId> {
+    if frame[..VERSION_FRAME_MAGIC.len()] != VERSION_FRAME_MAGIC {
+        return None;
+    }
+    let mut id = [0u8; VERSION_ID_LEN];
+    id.copy_from_slice(&frame[VERSION_FRAME_MAGIC.len()..]);
+    Some(VersionId::from_bytes(id))
+}
+
 /// Magic number of a zstd frame (RFC 8878 §3.1.1), little-endian.
 pub(crate) const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Bytes of a zstd frame that say how long its header is: magic and descriptor.

@@ -6,7 +6,9 @@
 //! base) followed by one zstd frame compressed with the base as a raw prefix
 //! (`zstd --patch-from`), with zstd's content checksum. The decoder checks the header names
 //! the base it holds, that the frame carries a checksum, that the checksum matches, that
-//! the frame ends and nothing follows it, and that the output stays under a limit.
+//! the frame ends and nothing follows it but, optionally, a version frame (a zstd skippable
+//! frame naming the decoded body's SHA-256, which standard decoders skip), and that the output
+//! stays under a limit.
 
 mod context;
 mod decoder;
@@ -16,7 +18,10 @@ mod params;
 
 pub use decoder::{DecodeOptions, Decoder, decode, decode_with, decompress};
 pub use encoder::{Encoder, compress, encode, encode_with};
-pub use header::{DCZ_HEADER_LEN, DCZ_MAGIC, dcz_header, parse_dcz_header};
+pub use header::{
+    DCZ_HEADER_LEN, DCZ_MAGIC, VERSION_FRAME_LEN, VERSION_FRAME_MAGIC, dcz_header, parse_dcz_header,
+    parse_version_frame, version_frame,
+};
 pub use params::{DeltaParams, Strategy, Tuning, dcz_window_limit};
 
 /// zstd level for bodies sent in full: zstd's default, ~2.5× faster than gzip -6 and smaller.

@@ -116,6 +116,13 @@ impl Default for DeltaParams {
 }
 
 impl DeltaParams {
+    /// About 2.5× cheaper to encode than the default, ~25 % more bytes (0.494 % against 0.384 %
+    /// of raw on the corpus): zstd level 3 with the base as prefix. Indexing the base dominates
+    /// delta encoding, and level 3 indexes it with a cheaper match finder.
+    pub fn fast() -> Self {
+        DeltaParams::level(3)
+    }
+
     /// Plain zstd level with the base as prefix, like `zstd --patch-from -N`.
     pub fn level(level: i32) -> Self {
         DeltaParams { level, tuning: None, long_distance: false, window_log: None }

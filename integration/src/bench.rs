@@ -1,0 +1,244 @@
+//! Pieces of `railproxy-proxybench`: running wrk, reading a process's CPU time and memory,
+//! and nginx configurations for the comparison rows.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{Proc, command};
+
+/// What wrk measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Socket errors and non-2xx/3xx responses.
+    pub errors: u64,
+}
+
+fn duration_ms(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
+    })
+}
+
+/// Parses `wrk --latency` output.
+pub fn parse_wrk(out: &str) -> Load {
+    let mut load = Load::default();
+    for line in out.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("50%") => load.p50_ms = words.next().and_then(duration_ms).unwrap_or(f64::NAN),
+            Some("99%") => load.p99_ms = words.next().and_then(duration_ms).unwrap_or(f64::NAN),
+            Some("Requests/sec:") => load.rps = words.next().and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            Some("Non-2xx") => load.errors += line.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+            Some("Socket") => {
+                // Socket errors: connect 0, read 0, write 0, timeout 0
+                load.errors += line
+                    .split(',')
+                    .filter_map(|part| part.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+                    .sum::<u64>();
+            }
+            Some(n) if line.contains(" requests in ") => load.requests = n.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    load
+}
+
+/// Runs wrk for `secs` with `connections`, pinned to `cpus`. With `pages`, requests go round
+/// robin to `URL?page=0` … `URL?page=N-1`: N pages instead of one.
+pub fn wrk(url: &str, connections: u32, secs: u32, cpus: &str, pages: Option<u32>) -> Load {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpus, "wrk", "-t1", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"]);
+    let script = pages.map(|n| {
+        let path = std::env::temp_dir().join(format!("railproxy-wrk-{}-{n}.lua", std::process::id()));
+        let lua = format!(
+            "local i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(nil, wrk.path .. \"?page=\" .. (i % {n}))\nend\n"
+        );
+        std::fs::write(&path, lua).expect("wrk script");
+        path
+    });
+    if let Some(s) = &script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd.arg(url).output().expect("run wrk");
+    if let Some(s) = script {
+        let _ = std::fs::remove_file(s);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    parse_wrk(&text)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (ppid, user+system CPU seconds) of a process.
+fn stat(pid: u32, ticks: f64) -> Option<(u32, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+    Some((ppid, cpu))
+}
+
+/// CPU seconds used by `pids` and their direct children (nginx workers).
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks = clock_ticks();
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Some((ppid, cpu)) = stat(pid, ticks)
+            && (pids.contains(&pid) || pids.contains(&ppid))
+        {
+            total += cpu;
+        }
+    }
+    total
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Which nginx role a configuration plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NginxRole {
+    /// proxy_pass with upstream keep-alive.
+    Proxy,
+    /// proxy_pass asking the next hop for gzip, and gunzip for clients that do not accept it.
+    GunzipEdge,
+    /// proxy_pass, `gzip on` (nginx's default level 1) on responses to the previous hop.
+    GzipOrigin,
+    /// proxy_pass with proxy_cache.
+    Cache,
+}
+
+/// An nginx configuration: one worker, access log only for byte counting, keep-alive upstream.
+pub fn nginx_conf(dir: &Path, name: &str, role: NginxRole, listen: SocketAddr, upstream: SocketAddr) -> String {
+    let d = dir.display();
+    let (extra_http, extra_location) = match role {
+        NginxRole::Proxy => (String::new(), String::new()),
+        NginxRole::GunzipEdge => {
+            (String::new(), "            proxy_set_header Accept-Encoding gzip;\n            gunzip on;\n".into())
+        }
+        NginxRole::GzipOrigin => {
+            ("    gzip on;\n    gzip_proxied any;\n    gzip_types text/html application/json;\n".into(), String::new())
+        }
+        NginxRole::Cache => (
+            format!("    proxy_cache_path {d}/{name}-cache keys_zone={name}:10m max_size=256m;\n"),
+            format!(
+                "            proxy_cache {name};\n            proxy_cache_lock on;\n            add_header x-cache $upstream_cache_status;\n"
+            ),
+        ),
+    };
+    format!(
+        "worker_processes 1;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    log_format bytes '$body_bytes_sent';
+    client_body_temp_path {d}/{name}-body;
+    proxy_temp_path {d}/{name}-proxy;
+    fastcgi_temp_path {d}/{name}-fastcgi;
+    uwsgi_temp_path {d}/{name}-uwsgi;
+    scgi_temp_path {d}/{name}-scgi;
+    sendfile off;
+    tcp_nopush off;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    proxy_buffers 16 64k;
+    proxy_buffer_size 64k;
+{extra_http}    upstream next {{
+        server {upstream};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {listen};
+        location = /__health {{ return 200 'ok'; }}
+        location / {{
+            access_log {d}/{name}-access.log bytes buffer=256k flush=1s;
+            proxy_pass http://next;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host $host;
+{extra_location}        }}
+    }}
+}}
+"
+    )
+}
+
+/// Starts nginx with `conf` in the foreground, pinned to `cpus`, and waits until it answers.
+pub fn start_nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, cpus: &str) -> Proc {
+    let file = dir.join(format!("{name}.conf"));
+    std::fs::write(&file, conf).expect("write nginx conf");
+    let mut cmd = command(Path::new("nginx"), Some(cpus));
+    cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off;"]);
+    let mut proc = Proc::spawn(name, cmd, dir, false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        assert!(proc.exited().is_none(), "nginx {name} exited:\n{}", proc.log());
+        if std::net::TcpStream::connect(listen).is_ok() {
+            return proc;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nginx {name} did not start:\n{}", proc.log());
+}
+
+/// Sum of the numbers logged (one `$body_bytes_sent` per line) and how many lines.
+pub fn logged_bytes(path: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (mut sum, mut n) = (0, 0);
+    for v in text.lines().filter_map(|l| l.trim().parse::<u64>().ok()) {
+        sum += v;
+        n += 1;
+    }
+    (sum, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 10s test @ http://127.0.0.1:1/\n  1 threads and 32 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   817.52us  301.11us   9.85ms   88.12%\n  Latency Distribution\n     50%  779.00us\n     75%    0.91ms\n     90%    1.10ms\n     99%    1.88ms\n  391031 requests in 10.00s, 4.19GB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 5\nRequests/sec:  39098.44\nTransfer/sec:    429.12MB\n";
+        let l = parse_wrk(out);
+        assert_eq!(l.requests, 391_031);
+        assert!((l.rps - 39_098.44).abs() < 0.01);
+        assert!((l.p50_ms - 0.779).abs() < 1e-9);
+        assert!((l.p99_ms - 1.88).abs() < 1e-9);
+        assert_eq!(l.errors, 8);
+    }
+}

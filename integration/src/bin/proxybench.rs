@@ -1,0 +1,458 @@
+//! `make bench`: railproxy beside nginx on this machine, with the same backend and pages, in one
+//! run. Servers (backend and proxies) are pinned to CPU 0 and wrk to CPU 1 for every row; each
+//! row starts its own proxy processes.
+//!
+//!   railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use railproxy_integration::bench::{self, Load, NginxRole};
+use railproxy_integration::process::{Backend, Proc, bin, free_port};
+use railproxy_integration::stack::{Knobs, edge_yaml, make_certs, origin_yaml, start_proxy_pinned};
+use railproxy_integration::{Http, Metrics};
+use tunnel::sample::{self, VersionSet};
+
+const SERVER_CPU: &str = "0";
+const LOAD_CPU: &str = "1";
+/// Latency is measured with one request at a time: the time a request takes, without queueing.
+const LATENCY_CONNECTIONS: u32 = 1;
+
+struct Opts {
+    corpus: Option<PathBuf>,
+    seconds: u32,
+    connections: u32,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// One measured row.
+struct Row {
+    name: String,
+    load: Load,
+    latency: Load,
+    cpu_us: Option<f64>,
+    hop_bytes: Option<f64>,
+}
+
+struct Bench {
+    opts: Opts,
+    dir: tempfile::TempDir,
+    backend: Backend,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    /// Runs throughput then latency load against `url`, measuring the CPU of `pids`. Dynamic
+    /// URLs are spread over as many pages as connections (`?page=N`), each changing on every
+    /// request to it, so that each page's previous version is what the edge holds.
+    fn measure(&self, name: &str, url: &str, pids: &[u32]) -> (Load, Load, Option<f64>) {
+        let pages = url.contains("/cycle/").then_some(self.opts.connections);
+        // Warm up connection pools, caches and the version stores.
+        bench::wrk(url, self.opts.connections, 1, LOAD_CPU, pages);
+        let cpu0 = bench::cpu_seconds(pids);
+        let load = bench::wrk(url, self.opts.connections, self.opts.seconds, LOAD_CPU, pages);
+        let cpu = bench::cpu_seconds(pids) - cpu0;
+        let latency = bench::wrk(url, LATENCY_CONNECTIONS, (self.opts.seconds / 2).max(2), LOAD_CPU, pages);
+        eprintln!("  {name:<44} {:>9.0} req/s  p99 {:.2} ms", load.rps, latency.p99_ms);
+        let cpu_us = (!pids.is_empty() && load.requests > 0).then(|| cpu * 1e6 / load.requests as f64);
+        (load, latency, cpu_us)
+    }
+
+    fn direct(&self, path: &str) -> Row {
+        let (load, latency, _) = self.measure("backend directly", &format!("http://{}{path}", self.backend.addr), &[]);
+        Row { name: "backend directly".into(), load, latency, cpu_us: None, hop_bytes: None }
+    }
+
+    fn nginx_one_hop(&self, path: &str, role: NginxRole, name: &str) -> Row {
+        let listen = loopback();
+        let conf = bench::nginx_conf(self.dir.path(), "nginx1", role, listen, self.backend.addr);
+        let nginx = bench::start_nginx(self.dir.path(), "nginx1", &conf, listen, SERVER_CPU);
+        let (load, latency, cpu_us) = self.measure(name, &format!("http://{listen}{path}"), &[nginx.pid()]);
+        stop(nginx);
+        Row { name: name.into(), load, latency, cpu_us, hop_bytes: None }
+    }
+
+    fn nginx_two_hops(&self, path: &str, gzip: bool) -> Row {
+        let (edge_listen, origin_listen) = (loopback(), loopback());
+        let (edge_role, origin_role) =
+            if gzip { (NginxRole::GunzipEdge, NginxRole::GzipOrigin) } else { (NginxRole::Proxy, NginxRole::Proxy) };
+        let origin_conf =
+            bench::nginx_conf(self.dir.path(), "nginx-origin", origin_role, origin_listen, self.backend.addr);
+        let edge_conf = bench::nginx_conf(self.dir.path(), "nginx-edge", edge_role, edge_listen, origin_listen);
+        let log = self.dir.path().join("nginx-origin-access.log");
+        let _ = std::fs::remove_file(&log);
+        let origin = bench::start_nginx(self.dir.path(), "nginx-origin", &origin_conf, origin_listen, SERVER_CPU);
+        let edge = bench::start_nginx(self.dir.path(), "nginx-edge", &edge_conf, edge_listen, SERVER_CPU);
+        let name = if gzip { "nginx edge → nginx origin, gzip between" } else { "nginx edge → nginx origin" };
+        let (load, latency, cpu_us) =
+            self.measure(name, &format!("http://{edge_listen}{path}"), &[edge.pid(), origin.pid()]);
+        stop(edge);
+        stop(origin);
+        let (bytes, n) = bench::logged_bytes(&log);
+        Row { name: name.into(), load, latency, cpu_us, hop_bytes: (n > 0).then(|| bytes as f64 / n as f64) }
+    }
+
+    /// Starts origin and edge (one thread each, like one nginx worker each).
+    fn railproxy(&self, knobs: &Knobs) -> (Proc, Proc, SocketAddr, SocketAddr, SocketAddr) {
+        let dir = self.dir.path();
+        let (o_listen, o_admin, e_listen, e_admin) = (loopback(), loopback(), loopback(), loopback());
+        let oy = origin_yaml(dir, knobs, o_listen, o_admin, &[self.backend.addr], loopback());
+        let ey = edge_yaml(dir, knobs, e_listen, e_admin, o_listen);
+        self.rt.block_on(async {
+            let origin =
+                start_proxy_pinned(dir, "rp-origin", "origin", &oy, o_admin, Some(SERVER_CPU)).await.expect("origin");
+            let edge = start_proxy_pinned(dir, "rp-edge", "edge", &ey, e_admin, Some(SERVER_CPU)).await.expect("edge");
+            (origin, edge, e_listen, o_admin, e_admin)
+        })
+    }
+
+    fn railproxy_row(&self, path: &str, name: &str, hop_bytes: bool, effort: &str) -> Row {
+        let knobs = Knobs { threads: 1, effort: effort.into(), ..Knobs::default() };
+        let (origin, edge, listen, o_admin, _) = self.railproxy(&knobs);
+        let before = self.rt.block_on(Metrics::scrape(o_admin));
+        let (load, latency, cpu_us) =
+            self.measure(name, &format!("http://{listen}{path}"), &[edge.pid(), origin.pid()]);
+        let after = self.rt.block_on(Metrics::scrape(o_admin));
+        let wire = |m: &Metrics| m.sum("railproxy_delta_wire_bytes_total", &[("mode", "origin")]);
+        let reqs = |m: &Metrics| m.sum("railproxy_requests_total", &[("mode", "origin")]);
+        let n = reqs(&after) - reqs(&before);
+        let hop = (hop_bytes && n > 0.0).then(|| (wire(&after) - wire(&before)) / n);
+        drop(edge);
+        drop(origin);
+        Row { name: name.into(), load, latency, cpu_us, hop_bytes: hop }
+    }
+}
+
+fn stop(mut p: Proc) {
+    // Graceful, so nginx flushes its access log.
+    p.signal("QUIT");
+    p.wait_exit(Duration::from_secs(5));
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn print_rows(title: &str, rows: &[Row]) {
+    println!("\n### {title}\n");
+    println!("| path | req/s | p50 ms | p99 ms | proxy CPU µs/req | bytes between hops/req | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            r.name,
+            r.load.rps,
+            r.latency.p50_ms,
+            r.latency.p99_ms,
+            fmt_opt(r.cpu_us, 1),
+            fmt_opt(r.hop_bytes, 0),
+            r.load.errors + r.latency.errors
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+/// Page sets for the proxy rows: ~10 KB and ~100 KB pages that change a little every version.
+fn page_sets(corpus: Option<&Path>) -> (VersionSet, VersionSet, String) {
+    if let Some(dir) = corpus {
+        let sets = sample::load_version_sets(dir).expect("corpus");
+        let find = |name: &str| sets.iter().find(|s| s.name == name).cloned();
+        if let (Some(small), Some(large)) = (find("christiandailyreporter-home"), find("volksstimme-home")) {
+            // The 190 KB front page cut to its first 100 KB: its changes are spread through it.
+            let large = VersionSet {
+                name: "page-100k".into(),
+                versions: large
+                    .versions
+                    .into_iter()
+                    .map(|mut v| {
+                        v.truncate(100_000);
+                        v
+                    })
+                    .collect(),
+            };
+            let small = VersionSet { name: "page-10k".into(), versions: small.versions };
+            let what =
+                format!("{}: christiandailyreporter-home (10 KB), volksstimme-home cut to 100 KB", dir.display());
+            return (small, large, what);
+        }
+    }
+    let g = sample::generated_sets();
+    (
+        VersionSet { name: "page-10k".into(), versions: g[0].versions.clone() },
+        VersionSet { name: "page-100k".into(), versions: g[1].versions.clone() },
+        "generated page versions (no corpus)".into(),
+    )
+}
+
+fn write_set(dir: &Path, set: &VersionSet) {
+    let d = dir.join(&set.name);
+    std::fs::create_dir_all(&d).unwrap();
+    for (i, v) in set.versions.iter().enumerate() {
+        std::fs::write(d.join(format!("{i:03}.html")), v).unwrap();
+    }
+}
+
+/// Times `cmd` (best of 3), returning its stdout.
+fn timed(mut make: impl FnMut() -> Command) -> (Vec<u8>, f64) {
+    let mut best = f64::MAX;
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let o = make().output().expect("run tool");
+        best = best.min(start.elapsed().as_secs_f64());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out = o.stdout;
+    }
+    (out, best)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// zstd --patch-from and gzip -6, the Debian command-line tools, on every pair.
+fn codec_cli(dir: &Path, sets: &[VersionSet]) -> Vec<(String, f64, f64, f64)> {
+    let files = dir.join("codec");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut results = Vec::new();
+    for tool in ["zstd -3 --patch-from", "gzip -6"] {
+        let (mut raw, mut sent, mut enc, mut dec) = (0u64, 0u64, Vec::new(), Vec::new());
+        for set in sets {
+            for (i, pair) in set.versions.windows(2).enumerate() {
+                let (old, new) = (files.join("old"), files.join("new"));
+                std::fs::write(&old, &pair[0]).unwrap();
+                std::fs::write(&new, &pair[1]).unwrap();
+                let pin = |args: &[&str]| {
+                    let mut c = Command::new("taskset");
+                    c.arg("-c").arg(LOAD_CPU).args(args);
+                    c
+                };
+                let (o, n) = (old.to_str().unwrap().to_string(), new.to_str().unwrap().to_string());
+                let (encoded, t_enc) = if tool.starts_with("zstd") {
+                    timed(|| pin(&["zstd", "-3", "-q", "-c", &format!("--patch-from={o}"), &n]))
+                } else {
+                    timed(|| pin(&["gzip", "-6", "-c", &n]))
+                };
+                let enc_file = files.join(format!("enc-{i}"));
+                std::fs::write(&enc_file, &encoded).unwrap();
+                let e = enc_file.to_str().unwrap().to_string();
+                let (decoded, t_dec) = if tool.starts_with("zstd") {
+                    timed(|| pin(&["zstd", "-d", "-q", "-c", &format!("--patch-from={o}"), &e]))
+                } else {
+                    timed(|| pin(&["gzip", "-d", "-c", &e]))
+                };
+                assert!(decoded == pair[1], "{tool}: round trip failed");
+                raw += pair[1].len() as u64;
+                sent += encoded.len() as u64;
+                enc.push(pair[1].len() as f64 / t_enc / 1e6);
+                dec.push(pair[1].len() as f64 / t_dec / 1e6);
+            }
+        }
+        results.push((tool.to_string(), 100.0 * sent as f64 / raw as f64, median(enc), median(dec)));
+    }
+    results
+}
+
+fn usage() -> ! {
+    eprintln!("usage: railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N]");
+    std::process::exit(2)
+}
+
+fn main() {
+    let mut opts = Opts { corpus: None, seconds: 10, connections: 32 };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--corpus" => opts.corpus = Some(args.next().unwrap_or_else(|| usage()).into()),
+            "--seconds" => opts.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--connections" => opts.connections = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            _ => usage(),
+        }
+    }
+    for tool in ["wrk", "nginx", "taskset", "zstd", "gzip"] {
+        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| !o.status.success())
+        {
+            eprintln!("railproxy-proxybench: {tool} is missing (make bench installs it)");
+            std::process::exit(69);
+        }
+    }
+    let corpus = opts.corpus.clone().filter(|c| c.is_dir());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (small, large, pages_from) = page_sets(corpus.as_deref());
+    let sets_dir = dir.path().join("sets");
+    write_set(&sets_dir, &small);
+    write_set(&sets_dir, &large);
+    make_certs(dir.path());
+    let backend = Backend::start_pinned(dir.path(), "backend", Some(&sets_dir), Some(SERVER_CPU));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let bench = Bench { opts, dir, backend, rt };
+    let started = Instant::now();
+
+    println!("# railproxy benchmark\n");
+    println!(
+        "One run on this machine ({}). Servers (backend, proxies) pinned to CPU {SERVER_CPU}, wrk to CPU {LOAD_CPU} \
+         (`taskset`), for every row. Throughput: wrk, 1 thread, {} connections, {} s; latency: {LATENCY_CONNECTIONS} \
+         connections, {} s. Each proxy runs one worker (nginx `worker_processes 1`, railproxy `threads: 1`), fresh \
+         processes per row. Pages: {pages_from}; the backend serves the next version on every request.",
+        cpu_model(),
+        bench.opts.connections,
+        bench.opts.seconds,
+        (bench.opts.seconds / 2).max(2),
+    );
+
+    // 1. Codec.
+    let codec_sets = match &corpus {
+        Some(c) => sample::load_version_sets(c).expect("corpus"),
+        None => sample::generated_sets(),
+    };
+    eprintln!("codec …");
+    let mut delta_bench = Command::new("taskset");
+    delta_bench.args(["-c", LOAD_CPU]).arg(bin("railproxy")).args(["delta", "bench"]);
+    match &corpus {
+        Some(c) => delta_bench.arg(c),
+        None => {
+            let g = bench.dir.path().join("generated");
+            for s in &codec_sets {
+                write_set(&g, s);
+            }
+            delta_bench.arg(g)
+        }
+    };
+    let out = delta_bench.output().expect("railproxy delta bench");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let total = table.lines().find(|l| l.starts_with("| total")).unwrap_or_default().to_string();
+    let cells: Vec<&str> = total.split('|').map(str::trim).collect();
+    println!(
+        "\n## Codec: every consecutive pair ({} pairs)\n",
+        codec_sets.iter().map(|s| s.versions.len().saturating_sub(1)).sum::<usize>()
+    );
+    println!("| method | % of raw sent | encode MB/s | decode MB/s |\n|---|---:|---:|---:|");
+    if cells.len() > 8 {
+        println!(
+            "| railproxy dcz (`railproxy delta bench`, in process) | {} | {} | {} |",
+            cells[5], cells[6], cells[7]
+        );
+        println!("| zstd -3 alone (in process) | {} | {} | {} |", cells[9], cells[10], cells[11]);
+    }
+    for (tool, pct, enc, dec) in codec_cli(bench.dir.path(), &codec_sets) {
+        println!("| {tool} (Debian CLI, per file, process start included) | {pct:.3}% | {enc:.0} | {dec:.0} |");
+    }
+
+    // 2. Proxy paths.
+    let mut summary = Vec::new();
+    for set in [&small, &large] {
+        let size = if set.name == "page-10k" { "10 KB" } else { "100 KB" };
+        eprintln!("{size} page …");
+        let dynamic = format!("/cycle/{}", set.name);
+        let cacheable = format!("/cacheable/{}", set.name);
+        let rows = vec![
+            bench.direct(&dynamic),
+            bench.nginx_one_hop(&dynamic, NginxRole::Proxy, "nginx proxy_pass (one hop)"),
+            bench.nginx_two_hops(&dynamic, false),
+            bench.nginx_two_hops(&dynamic, true),
+            bench.railproxy_row(&dynamic, "railproxy edge → tunnel → railproxy origin", true, "small"),
+            bench.railproxy_row(&dynamic, "railproxy, as above, `delta.effort: fast`", true, "fast"),
+        ];
+        let hits = vec![
+            bench.nginx_one_hop(&cacheable, NginxRole::Cache, "nginx proxy_cache, hits"),
+            bench.railproxy_row(&cacheable, "railproxy edge cache, hits", false, "small"),
+        ];
+        print_rows(&format!("{size} dynamic page"), &rows);
+        print_rows(&format!("{size} cacheable page, served from the edge cache"), &hits);
+        summary.push((size, rows, hits));
+    }
+
+    println!("\n## Targets (ratios within this run)\n");
+    for (size, rows, hits) in &summary {
+        let (direct, plain, gzip, rp) = (&rows[0], &rows[2], &rows[3], &rows[4]);
+        let r_gzip = rp.load.rps / gzip.load.rps;
+        let r_plain = rp.load.rps / plain.load.rps;
+        let bytes = rp.hop_bytes.unwrap_or(f64::NAN) / gzip.hop_bytes.unwrap_or(f64::NAN);
+        let added = rp.latency.p99_ms - direct.latency.p99_ms;
+        let r_cache = hits[1].load.rps / hits[0].load.rps;
+        println!("{size}:");
+        println!(
+            "- railproxy two hops vs nginx two hops with gzip: {r_gzip:.2}× req/s (required ≥ 3×: {})",
+            verdict(r_gzip >= 3.0)
+        );
+        println!(
+            "- railproxy two hops vs nginx two hops without compression: {r_plain:.2}× req/s (goal ≥ 1.0×: {})",
+            verdict(r_plain >= 1.0)
+        );
+        println!(
+            "- bytes between hops vs the gzip path: 1/{:.0} (goal ≤ 1/20: {})",
+            1.0 / bytes,
+            verdict(bytes <= 0.05)
+        );
+        println!(
+            "- p99 added over the backend directly: {added:.2} ms (goal ≤ 1 ms at 10 KB: {})",
+            verdict(added <= 1.0)
+        );
+        println!(
+            "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (goal ≥ 1.0×: {})",
+            verdict(r_cache >= 1.0)
+        );
+    }
+
+    // 3. Memory.
+    eprintln!("memory …");
+    // Cache off: these pages are uncacheable anyway; the figures are about the version stores.
+    let knobs = Knobs { threads: 1, edge_store: "64M".into(), origin_store: "64M".into(), ..Knobs::default() };
+    let (origin, edge, listen, o_admin, e_admin) = bench.railproxy(&knobs);
+    let rss0 = (bench::rss_bytes(edge.pid()), bench::rss_bytes(origin.pid()));
+    let urls = 10_000u32;
+    bench.rt.block_on(async {
+        let http = Http::h1();
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..8u32 {
+            let (http, base) = (http.clone(), format!("http://{listen}/tagged/page-100k"));
+            tasks.spawn(async move {
+                for i in (worker..urls).step_by(8) {
+                    let r = http.get(&format!("{base}?u={i}"), &[]).await.expect("request");
+                    assert_eq!(r.status, 200);
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    let rss1 = (bench::rss_bytes(edge.pid()), bench::rss_bytes(origin.pid()));
+    let (em, om) = bench.rt.block_on(async { (Metrics::scrape(e_admin).await, Metrics::scrape(o_admin).await) });
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    println!("\n## Memory after {urls} distinct URLs, each a distinct ~100 KB body\n");
+    println!(
+        "| process | store size configured | store bytes held | store entries | RSS before | RSS after |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (name, m, mode, (before, after)) in
+        [("edge", &em, "edge", (rss0.0, rss1.0)), ("origin", &om, "origin", (rss0.1, rss1.1))]
+    {
+        println!(
+            "| {name} | 64 MiB | {:.1} MiB | {:.0} | {:.1} MiB | {:.1} MiB |",
+            mib(m.sum("railproxy_store_bytes", &[("mode", mode)])),
+            m.sum("railproxy_store_entries", &[("mode", mode)]),
+            mib(before as f64),
+            mib(after as f64)
+        );
+    }
+    drop(edge);
+    drop(origin);
+    println!("\nTotal benchmark time: {:.0} s.", started.elapsed().as_secs_f64());
+}
+
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
+    let cpus = info.lines().filter(|l| l.starts_with("processor")).count();
+    format!("{cpus} × {}", model.unwrap_or_else(|| "unknown CPU".into()))
+}
