@@ -63,7 +63,7 @@ demo-stop:
 # zstd -3), then railproxy beside nginx on the same backend and pages, and memory. Reports are
 # kept in target/bench/. BENCH_SECONDS sets the length of each load run.
 BENCH_PACKAGES := wrk zstd gzip
-BENCH_SECONDS ?= 10
+BENCH_SECONDS ?= 5
 bench: build
 	$(call apt_install,$(BENCH_PACKAGES))
 	@command -v nginx >/dev/null || { echo "installing Debian package: nginx-light"; \

@@ -2,7 +2,11 @@
 //! run. Servers (backend and proxies) are pinned to CPU 0 and wrk to CPU 1 for every row; each
 //! row starts its own proxy processes.
 //!
-//!   railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N]
+//!   railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N]
+//!
+//! Rows are measured in rounds, each round running every row once with fresh processes, and the
+//! median of the rounds is shown: noise from other tenants of a shared machine then falls on all
+//! rows alike instead of on whichever row was running.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,8 @@ struct Opts {
     corpus: Option<PathBuf>,
     seconds: u32,
     connections: u32,
+    /// Every row is measured this many times, interleaved with the others; medians are shown.
+    rounds: u32,
 }
 
 fn loopback() -> SocketAddr {
@@ -125,6 +131,34 @@ impl Bench {
         drop(edge);
         drop(origin);
         Row { name: name.into(), load, latency, cpu_us, hop_bytes: hop }
+    }
+}
+
+/// The row with each figure the median over rounds.
+fn median_row(rounds: &[Row]) -> Row {
+    let med = |f: &dyn Fn(&Row) -> f64| median(rounds.iter().map(f).collect());
+    let opt = |f: &dyn Fn(&Row) -> Option<f64>| {
+        let v: Vec<f64> = rounds.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    Row {
+        name: rounds[0].name.clone(),
+        load: Load {
+            requests: rounds.iter().map(|r| r.load.requests).sum(),
+            rps: med(&|r| r.load.rps),
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            errors: rounds.iter().map(|r| r.load.errors).sum(),
+        },
+        latency: Load {
+            requests: 0,
+            rps: 0.0,
+            p50_ms: med(&|r| r.latency.p50_ms),
+            p99_ms: med(&|r| r.latency.p99_ms),
+            errors: rounds.iter().map(|r| r.latency.errors).sum(),
+        },
+        cpu_us: opt(&|r| r.cpu_us),
+        hop_bytes: opt(&|r| r.hop_bytes),
     }
 }
 
@@ -263,18 +297,21 @@ fn codec_cli(dir: &Path, sets: &[VersionSet]) -> Vec<(String, f64, f64, f64)> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N]");
+    eprintln!("usage: railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N]");
     std::process::exit(2)
 }
 
 fn main() {
-    let mut opts = Opts { corpus: None, seconds: 10, connections: 32 };
+    let mut opts = Opts { corpus: None, seconds: 5, connections: 32, rounds: 3 };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--corpus" => opts.corpus = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--seconds" => opts.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
             "--connections" => opts.connections = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--rounds" => {
+                opts.rounds = args.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| usage())
+            }
             _ => usage(),
         }
     }
@@ -301,12 +338,15 @@ fn main() {
     println!(
         "One run on this machine ({}). Servers (backend, proxies) pinned to CPU {SERVER_CPU}, wrk to CPU {LOAD_CPU} \
          (`taskset`), for every row. Throughput: wrk, 1 thread, {} connections, {} s; latency: {LATENCY_CONNECTIONS} \
-         connections, {} s. Each proxy runs one worker (nginx `worker_processes 1`, railproxy `threads: 1`), fresh \
-         processes per row. Pages: {pages_from}; the backend serves the next version on every request.",
+         connection, {} s. Each proxy runs one worker (nginx `worker_processes 1`, railproxy `threads: 1`). Every \
+         row runs {} times in interleaved rounds with fresh processes; figures are medians. Pages: {pages_from}; \
+         dynamic pages are {} pages (`?page=N`), each serving its next version on every request to it.",
         cpu_model(),
         bench.opts.connections,
         bench.opts.seconds,
         (bench.opts.seconds / 2).max(2),
+        bench.opts.rounds,
+        bench.opts.connections,
     );
 
     // 1. Codec.
@@ -354,18 +394,31 @@ fn main() {
         eprintln!("{size} page …");
         let dynamic = format!("/cycle/{}", set.name);
         let cacheable = format!("/cacheable/{}", set.name);
-        let rows = vec![
-            bench.direct(&dynamic),
-            bench.nginx_one_hop(&dynamic, NginxRole::Proxy, "nginx proxy_pass (one hop)"),
-            bench.nginx_two_hops(&dynamic, false),
-            bench.nginx_two_hops(&dynamic, true),
-            bench.railproxy_row(&dynamic, "railproxy edge → tunnel → railproxy origin", true, "small"),
-            bench.railproxy_row(&dynamic, "railproxy, as above, `delta.effort: fast`", true, "fast"),
+        type RowFn<'a> = Box<dyn Fn() -> Row + 'a>;
+        let dynamic_rows: Vec<RowFn<'_>> = vec![
+            Box::new(|| bench.direct(&dynamic)),
+            Box::new(|| bench.nginx_one_hop(&dynamic, NginxRole::Proxy, "nginx proxy_pass (one hop)")),
+            Box::new(|| bench.nginx_two_hops(&dynamic, false)),
+            Box::new(|| bench.nginx_two_hops(&dynamic, true)),
+            Box::new(|| bench.railproxy_row(&dynamic, "railproxy edge → tunnel → railproxy origin", true, "small")),
+            Box::new(|| bench.railproxy_row(&dynamic, "railproxy, as above, `delta.effort: fast`", true, "fast")),
         ];
-        let hits = vec![
-            bench.nginx_one_hop(&cacheable, NginxRole::Cache, "nginx proxy_cache, hits"),
-            bench.railproxy_row(&cacheable, "railproxy edge cache, hits", false, "small"),
+        let hit_rows: Vec<RowFn<'_>> = vec![
+            Box::new(|| bench.nginx_one_hop(&cacheable, NginxRole::Cache, "nginx proxy_cache, hits")),
+            Box::new(|| bench.railproxy_row(&cacheable, "railproxy edge cache, hits", false, "small")),
         ];
+        let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
+            let mut rounds: Vec<Vec<Row>> = (0..rows.len()).map(|_| Vec::new()).collect();
+            for round in 0..bench.opts.rounds {
+                eprintln!(" round {}", round + 1);
+                for (i, row) in rows.iter().enumerate() {
+                    rounds[i].push(row());
+                }
+            }
+            rounds.iter().map(|r| median_row(r)).collect()
+        };
+        let rows = measure_all(&dynamic_rows);
+        let hits = measure_all(&hit_rows);
         print_rows(&format!("{size} dynamic page"), &rows);
         print_rows(&format!("{size} cacheable page, served from the edge cache"), &hits);
         summary.push((size, rows, hits));
