@@ -77,6 +77,10 @@ impl FakeOrigin {
                     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (script, seen) = (script.clone(), seen.clone());
                         async move {
+                            if req.headers().contains_key(tunnel::protocol::PROBE) {
+                                // Edges probe their listeners; answered like the real origin does.
+                                return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+                            }
                             let s = Seen { path: req.uri().path().to_string(), headers: req.headers().clone() };
                             let _ = req.into_body().collect().await;
                             let n = {

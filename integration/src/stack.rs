@@ -23,6 +23,12 @@ pub struct Knobs {
     /// The origin's `delta.effort`.
     pub effort: String,
     pub threads: usize,
+    /// Origin listeners (processes) the edge balances over.
+    pub origins: usize,
+    /// The edge's `fallback` for every host: `error` or `direct` (to the main backend).
+    pub fallback: String,
+    /// The origins' shared version store, when not in memory (e.g. `redis://127.0.0.1:6379/0`).
+    pub store: Option<String>,
 }
 
 impl Default for Knobs {
@@ -37,6 +43,9 @@ impl Default for Knobs {
             extra_backends: 0,
             effort: "small".into(),
             threads: 2,
+            origins: 1,
+            fallback: "error".into(),
+            store: None,
         }
     }
 }
@@ -45,11 +54,21 @@ impl Default for Knobs {
 pub const HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "test.example"];
 pub const DOWN_HOST: &str = "down.example";
 
+/// One origin listener process, which a test may kill and start again.
+#[derive(Debug)]
+pub struct OriginNode {
+    pub proc: Option<Proc>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    name: String,
+    yaml: String,
+}
+
 #[allow(missing_debug_implementations)]
 pub struct Stack {
     // Dropped in this order: edge first, the temp dir last.
     pub edge: Proc,
-    pub origin: Proc,
+    pub origins: Vec<OriginNode>,
     pub backend: Backend,
     /// The `extra_backends`, which serve `test.example` with `backend`.
     pub extra: Vec<Backend>,
@@ -112,21 +131,34 @@ delta:
   store_size: {store}
   max_body: {max}
   effort: {effort}
-",
+{shared}",
         threads = k.threads,
         d = dir.display(),
         c = certs.display(),
         store = k.origin_store,
         max = k.origin_max_body,
         effort = k.effort,
+        shared = k.store.as_ref().map(|s| format!("  store: {s}\n  store_timeout: 100ms\n")).unwrap_or_default(),
     )
 }
 
-pub fn edge_yaml(dir: &Path, k: &Knobs, listen: SocketAddr, admin: SocketAddr, origin: SocketAddr) -> String {
+pub fn edge_yaml(
+    dir: &Path,
+    k: &Knobs,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    origins: &[SocketAddr],
+    direct: SocketAddr,
+) -> String {
     let certs = dir.join("certs");
+    let list: Vec<String> = origins.iter().map(ToString::to_string).collect();
+    let fallback = match k.fallback.as_str() {
+        "direct" => format!("    fallback: direct\n    direct: http://{direct}\n"),
+        other => format!("    fallback: {other}\n"),
+    };
     let mut routes = String::new();
     for h in HOSTS.iter().chain([&DOWN_HOST]) {
-        routes.push_str(&format!("  {h}:\n    listeners: [{origin}]\n"));
+        routes.push_str(&format!("  {h}:\n    listeners: [{}]\n{fallback}", list.join(", ")));
     }
     format!(
         "mode: edge
@@ -150,6 +182,11 @@ origins:
 {routes}delta:
   store_size: {store}
   max_body: {max}
+failover:
+  probe_interval: 200ms
+  probe_timeout: 500ms
+  backoff_base: 200ms
+  backoff_cap: 1s
 ",
         threads = k.threads,
         d = dir.display(),
@@ -211,26 +248,44 @@ impl Stack {
         let extra: Vec<Backend> =
             (0..knobs.extra_backends).map(|i| Backend::start(dir.path(), &format!("backend{}", i + 2), None)).collect();
         let backends: Vec<SocketAddr> = std::iter::once(backend.addr).chain(extra.iter().map(|b| b.addr)).collect();
-        for attempt in 1..=3 {
-            let (origin_addr, origin_admin, edge_addr, edge_admin, dead) = (
-                loopback(free_port()),
-                loopback(free_port()),
-                loopback(free_port()),
-                loopback(free_port()),
-                loopback(free_port()),
-            );
-            let oy = origin_yaml(dir.path(), &knobs, origin_addr, origin_admin, &backends, dead);
-            let Some(origin) = start_proxy(dir.path(), &format!("origin{attempt}"), "origin", &oy, origin_admin).await
-            else {
-                continue;
-            };
-            let ey = edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, origin_addr);
+        'attempt: for attempt in 1..=3 {
+            let dead = loopback(free_port());
+            let mut origins = Vec::new();
+            for i in 0..knobs.origins {
+                let (addr, admin) = (loopback(free_port()), loopback(free_port()));
+                let name = format!("origin{}-{attempt}", i + 1);
+                let yaml = origin_yaml(dir.path(), &knobs, addr, admin, &backends, dead);
+                let Some(proc) = start_proxy(dir.path(), &name, "origin", &yaml, admin).await else {
+                    continue 'attempt;
+                };
+                origins.push(OriginNode { proc: Some(proc), addr, admin, name, yaml });
+            }
+            let (edge_addr, edge_admin) = (loopback(free_port()), loopback(free_port()));
+            let listeners: Vec<SocketAddr> = origins.iter().map(|o| o.addr).collect();
+            let ey = edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, &listeners, backend.addr);
             let Some(edge) = start_proxy(dir.path(), &format!("edge{attempt}"), "edge", &ey, edge_admin).await else {
                 continue;
             };
-            return Stack { edge, origin, backend, extra, edge_addr, edge_admin, origin_addr, origin_admin, dir };
+            let (origin_addr, origin_admin) = (origins[0].addr, origins[0].admin);
+            return Stack { edge, origins, backend, extra, edge_addr, edge_admin, origin_addr, origin_admin, dir };
         }
         panic!("could not start the stack in 3 attempts; logs in {}", dir.keep().display());
+    }
+
+    /// SIGKILLs origin listener `i`.
+    pub fn kill_origin(&mut self, i: usize) {
+        if let Some(mut p) = self.origins[i].proc.take() {
+            p.signal("KILL");
+            p.wait_exit(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts origin listener `i` again, same ports and configuration, and waits until ready.
+    pub async fn restart_origin(&mut self, i: usize) {
+        let o = &mut self.origins[i];
+        let name = format!("{}-again", o.name);
+        let proc = start_proxy(self.dir.path(), &name, "origin", &o.yaml, o.admin).await.expect("origin restarts");
+        o.proc = Some(proc);
     }
 
     /// A URL on the edge (host 127.0.0.1).

@@ -193,7 +193,8 @@ async fn origin_refuses_hosts_it_does_not_serve() {
         &Knobs::default(),
         ([127, 0, 0, 1], port).into(),
         ([127, 0, 0, 1], admin).into(),
-        stack.origin_addr,
+        &[stack.origin_addr],
+        stack.backend.addr,
     );
     yaml =
         yaml.replace("origins:\n", &format!("origins:\n  edgeonly.example:\n    listeners: [{}]\n", stack.origin_addr));

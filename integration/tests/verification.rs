@@ -23,7 +23,7 @@ async fn edge_before(origin: impl FnOnce(&std::path::Path) -> Script) -> (Edge, 
     let fake = FakeOrigin::start(&certs, origin(&certs)).await;
     let port = railproxy_integration::process::free_port;
     let (addr, admin): (SocketAddr, SocketAddr) = (([127, 0, 0, 1], port()).into(), ([127, 0, 0, 1], port()).into());
-    let yaml = edge_yaml(dir.path(), &Knobs::default(), addr, admin, fake.addr);
+    let yaml = edge_yaml(dir.path(), &Knobs::default(), addr, admin, &[fake.addr], fake.addr);
     let proc = start_proxy(dir.path(), "edge", "edge", &yaml, admin).await.expect("edge starts");
     (Edge { _proc: proc, addr, admin, _dir: dir }, fake)
 }

@@ -112,6 +112,37 @@ pub static CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric")
 });
 
+/// Edge: 1 while an origin listener is up (answering probes, no tunnel failures), else 0.
+pub static LISTENER_UP: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "railproxy_listener_up",
+        "Origin listener health as the edge sees it (1 up, 0 down)",
+        &["listener"]
+    )
+    .expect("metric")
+});
+
+/// Edge: times an origin listener was marked down and traffic moved away from it.
+pub static FAILOVERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("railproxy_failovers_total", "Origin listeners marked down by the edge", &["listener"])
+        .expect("metric")
+});
+
+/// Edge: requests sent again to another origin listener after the tunnel failed before a response.
+pub static RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("railproxy_retries_total", "Requests retried on another origin listener").expect("metric")
+});
+
+/// Edge: requests handled by the fallback because no origin listener was up.
+pub static FALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_fallbacks_total",
+        "Requests answered by the fallback (direct or error)",
+        &["kind"]
+    )
+    .expect("metric")
+});
+
 static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("railproxy_build_info", "Version and mode of this process", &["version", "mode"])
         .expect("metric")
@@ -139,6 +170,10 @@ pub fn init(mode: &str) {
         VERIFY_FAILURES.with_label_values(&["checksum"]);
         for result in ["HIT", "MISS", "DYNAMIC", "BYPASS"] {
             CACHE.with_label_values(&[result]);
+        }
+        LazyLock::force(&RETRIES);
+        for kind in ["direct", "error"] {
+            FALLBACKS.with_label_values(&[kind]);
         }
     }
 }

@@ -12,9 +12,11 @@ use tunnel::store::{MemoryStore, VersionStore};
 use crate::admin::{self, Admin};
 use crate::config::{EdgeConfig, OriginConfig};
 use crate::edge::Edge;
+use crate::edge::listeners::{Listeners, Prober};
 use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
 use crate::{server, tls};
+use pingora_core::services::background::background_service;
 
 /// Runs the edge until it is told to stop; never returns on success.
 pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
@@ -28,9 +30,11 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
 
     let mut server = server::build(&config.server, upgrade);
+    let listeners = Arc::new(Listeners::new(&config));
+    let prober = Prober::new(listeners.clone(), config.clone(), peer_tls.clone());
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Edge::new(config.clone(), peer_tls, store.clone()),
+        Edge::new(config.clone(), peer_tls, store.clone(), listeners),
         "edge",
     );
     let mut options = HttpServerOptions::default();
@@ -56,6 +60,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         Arc::new(move || store.corrupt_bodies_for_testing()) as admin::Fault
     });
     server.add_service(proxy);
+    server.add_service(background_service("origin listener probes", prober));
     server.add_service(admin::service(config.admin.listen, Admin { ready_probe: probe, corrupt_store: corrupt }));
     log::info!(
         "edge: clients on {:?}, admin on {}, {} hosts",

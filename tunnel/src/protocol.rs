@@ -16,6 +16,8 @@ pub const DELTA_BASE: &str = "railproxy-delta-base";
 /// Response: the length of the body as the backend sent it, when the backend gave one; the edge
 /// restores `Content-Length` from it and checks the decoded length against it.
 pub const RAW_LENGTH: &str = "railproxy-raw-length";
+/// Request: a health probe from an edge; the origin answers it itself, without a backend.
+pub const PROBE: &str = "railproxy-probe";
 /// Prefix of every railproxy header. Headers with it are stripped from what clients send and from
 /// what backends answer, so neither can steer the tunnel.
 pub const HEADER_PREFIX: &str = "railproxy-";

@@ -108,7 +108,7 @@ impl Bench {
         let dir = self.dir.path();
         let (o_listen, o_admin, e_listen, e_admin) = (loopback(), loopback(), loopback(), loopback());
         let oy = origin_yaml(dir, knobs, o_listen, o_admin, &[self.backend.addr], loopback());
-        let ey = edge_yaml(dir, knobs, e_listen, e_admin, o_listen);
+        let ey = edge_yaml(dir, knobs, e_listen, e_admin, &[o_listen], self.backend.addr);
         self.rt.block_on(async {
             let origin =
                 start_proxy_pinned(dir, "rp-origin", "origin", &oy, o_admin, Some(SERVER_CPU)).await.expect("origin");

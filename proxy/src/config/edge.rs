@@ -28,6 +28,15 @@ pub struct TunnelClient {
     pub max_streams: usize,
 }
 
+/// What to do when no origin listener of a host is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// Answer 502 at once, with a body that says why.
+    Error,
+    /// Go straight to the origin over HTTP/1.1, without deltas (as Railgun did).
+    Direct(SocketAddr),
+}
+
 /// The origin listeners serving one host.
 #[derive(Debug, Clone)]
 pub struct OriginRoute {
@@ -35,6 +44,22 @@ pub struct OriginRoute {
     pub host: String,
     pub listeners: Vec<SocketAddr>,
     pub server_name: String,
+    pub fallback: Fallback,
+}
+
+/// Health checking of origin listeners and retries on another one.
+#[derive(Debug, Clone)]
+pub struct FailoverSettings {
+    /// How often a listener that is up is probed over the tunnel.
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    /// A listener that is down is probed again after a random delay up to
+    /// min(backoff_cap, backoff_base × 2^failed probes).
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Requests with these methods and no body are retried on another listener when the tunnel
+    /// fails before their response started.
+    pub retry_methods: Vec<String>,
 }
 
 /// The edge cache for cacheable responses.
@@ -69,6 +94,7 @@ pub struct EdgeConfig {
     pub origins: Vec<OriginRoute>,
     pub delta: DeltaSettings,
     pub cache: CacheSettings,
+    pub failover: FailoverSettings,
     /// Compression level for clients that accept gzip/br/zstd (0: off).
     pub client_compression: u32,
 }
@@ -112,10 +138,31 @@ impl EdgeConfig {
         let mut origins: Vec<OriginRoute> = Vec::new();
         for (name, s) in root.entries("origins") {
             let host = name.trim().to_ascii_lowercase();
+            let fallback = match s.or("fallback", "error".to_string()).as_str() {
+                "error" => Fallback::Error,
+                "direct" => match s.req::<String>("direct") {
+                    Some(url) => match parse_direct(&url) {
+                        Ok(addr) => Fallback::Direct(addr),
+                        Err(e) => {
+                            s.problem("direct", e);
+                            Fallback::Error
+                        }
+                    },
+                    None => Fallback::Error,
+                },
+                other => {
+                    s.problem("fallback", format!("{other:?} is not a fallback (error or direct)"));
+                    Fallback::Error
+                }
+            };
+            if fallback == Fallback::Error && s.has("direct") {
+                s.problem("direct", "only used with fallback: direct");
+            }
             let route = OriginRoute {
                 listeners: s.req_list("listeners", "origin listener addresses"),
                 server_name: s.or("server_name", tunnel.server_name.clone()),
                 host,
+                fallback,
             };
             if origins.iter().any(|o| o.host == route.host) {
                 s.problem("", format!("host {} is listed twice", route.host));
@@ -143,6 +190,31 @@ impl EdgeConfig {
             c.problem("max_object", format!("{} is more than size ({})", cache.max_object, cache.size));
         }
         drop(c);
+        let f = root.section("failover");
+        let failover = FailoverSettings {
+            probe_interval: f.or("probe_interval", Secs(Duration::from_secs(2))).0,
+            probe_timeout: f.or("probe_timeout", Secs(Duration::from_secs(1))).0,
+            backoff_base: f.or("backoff_base", Secs(Duration::from_secs(1))).0,
+            backoff_cap: f.or("backoff_cap", Secs(Duration::from_secs(30))).0,
+            retry_methods: if f.has("retry_methods") {
+                f.list::<String>("retry_methods").into_iter().map(|m| m.to_ascii_uppercase()).collect()
+            } else {
+                vec!["GET".into(), "HEAD".into(), "OPTIONS".into()]
+            },
+        };
+        for (key, d) in [
+            ("probe_interval", failover.probe_interval),
+            ("probe_timeout", failover.probe_timeout),
+            ("backoff_base", failover.backoff_base),
+        ] {
+            if d.is_zero() {
+                f.problem(key, "must be more than 0");
+            }
+        }
+        if failover.backoff_cap < failover.backoff_base {
+            f.problem("backoff_cap", "must be at least backoff_base");
+        }
+        drop(f);
         let client_compression = root.or("client_compression", 6u32);
         if client_compression > 11 {
             root.problem("client_compression", "must be 0 (off) to 11");
@@ -153,7 +225,7 @@ impl EdgeConfig {
         }
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        EdgeConfig { server, listen, https, admin, tunnel, origins, delta, cache, client_compression }
+        EdgeConfig { server, listen, https, admin, tunnel, origins, delta, cache, failover, client_compression }
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
@@ -173,4 +245,19 @@ impl EdgeConfig {
     pub fn route(&self, host: &str) -> Option<&OriginRoute> {
         self.origins.iter().find(|o| o.host == host)
     }
+}
+
+/// `http://host:port` (or `host:port`) of an origin reached directly, as an address.
+fn parse_direct(url: &str) -> Result<SocketAddr, String> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    if url.starts_with("https://") {
+        return Err(format!("{url:?}: direct fallback speaks plain HTTP/1.1 (http://host:port)"));
+    }
+    let authority = rest.split('/').next().unwrap_or(rest);
+    use std::net::ToSocketAddrs as _;
+    authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("{url:?} is not http://host:port with a host that resolves"))
 }

@@ -4,6 +4,7 @@
 
 mod cache;
 mod decode;
+pub mod listeners;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,13 +19,14 @@ use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tunnel::codec::{DecodeOptions, Decoder, Encoding};
 use tunnel::protocol;
 use tunnel::store::{MemoryStore, VersionStore};
 use tunnel::{Version, VersionId};
 
 use crate::config::EdgeConfig;
+use crate::config::edge::Fallback;
 use crate::http_util::{self, header_str};
 use crate::metrics;
 use crate::tls::PeerTls;
@@ -36,6 +38,7 @@ pub struct Edge {
     config: Arc<EdgeConfig>,
     tls: PeerTls,
     store: Arc<MemoryStore<String>>,
+    listeners: Arc<listeners::Listeners>,
     /// One lock per origin listener, held from `upstream_peer` until the tunnel stream is
     /// acquired. Pingora takes a pooled HTTP/2 connection out of its pool while it opens a
     /// stream, so concurrent requests would otherwise miss it and dial more connections
@@ -46,7 +49,21 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(config: Arc<EdgeConfig>, tls: PeerTls, store: Arc<MemoryStore<String>>) -> Self {
+    /// Whether a request may go to another listener after the tunnel failed: a configured
+    /// method, and no body (which Pingora could not send again).
+    fn retryable(&self, session: &Session) -> bool {
+        let req = session.req_header();
+        let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || http_util::header_str(req.headers.get(http::header::CONTENT_LENGTH)).is_some_and(|v| v.trim() != "0");
+        !has_body && self.config.failover.retry_methods.iter().any(|m| m == req.method.as_str())
+    }
+
+    pub fn new(
+        config: Arc<EdgeConfig>,
+        tls: PeerTls,
+        store: Arc<MemoryStore<String>>,
+        listeners: Arc<listeners::Listeners>,
+    ) -> Self {
         let acquire = config
             .origins
             .iter()
@@ -54,7 +71,7 @@ impl Edge {
             .map(|a| (a, Arc::new(tokio::sync::Mutex::new(()))))
             .collect();
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
-        Edge { config, tls, store, acquire, cache }
+        Edge { config, tls, store, listeners, acquire, cache }
     }
 }
 
@@ -74,6 +91,11 @@ pub struct EdgeCtx {
     wire_bytes: u64,
     /// Held while Pingora acquires the tunnel stream for this request.
     acquiring: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The listener this attempt goes to, and those that failed this request already.
+    listener: Option<SocketAddr>,
+    tried: Vec<SocketAddr>,
+    /// No listener was up: the request goes straight to the origin.
+    direct: bool,
 }
 
 fn refuse(status: u16, message: &str) -> (ResponseHeader, Bytes) {
@@ -82,6 +104,24 @@ fn refuse(status: u16, message: &str) -> (ResponseHeader, Bytes) {
     let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
     let _ = resp.insert_header("content-length", body.len().to_string());
     (resp, body)
+}
+
+/// Errors that say the tunnel (not the request) failed: connecting, TLS, the connection closing
+/// or resetting, HTTP/2 protocol errors and GOAWAY.
+fn tunnel_failure(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::ConnectionClosed
+            | ErrorType::ReadError
+            | ErrorType::WriteError
+            | ErrorType::H2Error
+            | ErrorType::InvalidH2
+    )
 }
 
 fn verify_error(reason: &'static str, detail: &str) -> Box<Error> {
@@ -105,6 +145,9 @@ impl ProxyHttp for Edge {
             raw_bytes: 0,
             wire_bytes: 0,
             acquiring: None,
+            listener: None,
+            tried: Vec::new(),
+            direct: false,
         }
     }
 
@@ -189,23 +232,33 @@ impl ProxyHttp for Edge {
             .config
             .route(host)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no origin for host {host}")))?;
-        let t = &self.config.tunnel;
-        let listener = route.listeners[0];
-        if let Some(lock) = self.acquire.get(&listener) {
+        let Some(listener) = self.listeners.pick(host, &ctx.tried) else {
+            ctx.listener = None;
+            return match &route.fallback {
+                Fallback::Direct(addr) => {
+                    metrics::FALLBACKS.with_label_values(&["direct"]).inc();
+                    ctx.direct = true;
+                    let t = &self.config.tunnel;
+                    let mut peer = HttpPeer::new(*addr, false, String::new());
+                    peer.options.connection_timeout = Some(t.connect_timeout);
+                    peer.options.read_timeout = Some(t.response_timeout);
+                    Ok(Box::new(peer))
+                }
+                Fallback::Error => {
+                    metrics::FALLBACKS.with_label_values(&["error"]).inc();
+                    Err(Error::explain(ErrorType::HTTPStatus(502), format!("no origin listener for {host} is up")))
+                }
+            };
+        };
+        ctx.direct = false;
+        ctx.listener = Some(listener.addr);
+        if let Some(lock) = self.acquire.get(&listener.addr) {
             // Bounded: a listener that does not answer must not queue requests behind each
             // other's connect timeouts.
-            ctx.acquiring = tokio::time::timeout(t.connect_timeout, lock.clone().lock_owned()).await.ok();
+            let wait = self.config.tunnel.connect_timeout;
+            ctx.acquiring = tokio::time::timeout(wait, lock.clone().lock_owned()).await.ok();
         }
-        let mut peer = HttpPeer::new(listener, true, route.server_name.clone());
-        peer.options.set_http_version(2, 2);
-        peer.options.max_h2_streams = t.max_streams;
-        peer.options.h2_ping_interval = Some(t.ping_interval);
-        peer.options.idle_timeout = Some(t.idle_timeout);
-        peer.options.connection_timeout = Some(t.connect_timeout);
-        peer.options.read_timeout = Some(t.response_timeout);
-        peer.options.ca = Some(self.tls.ca.clone());
-        peer.client_cert_key = self.tls.client.clone();
-        Ok(Box::new(peer))
+        Ok(Box::new(listeners::tunnel_peer(&self.config, &self.tls, listener.addr, &listener.server_name)))
     }
 
     async fn connected_to_upstream(
@@ -229,10 +282,69 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Self::CTX,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.acquiring = None;
+        if let Some(addr) = ctx.listener.take() {
+            self.listeners.mark_down(addr, &e.to_string());
+            ctx.tried.push(addr);
+            // Nothing reached the origin: any request may go to another listener.
+            e.set_retry(true);
+            metrics::RETRIES.inc();
+        }
         e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if session.response_written().is_none() && !ctx.direct && tunnel_failure(&e) {
+            if let Some(addr) = ctx.listener.take() {
+                self.listeners.mark_down(addr, &e.to_string());
+                ctx.tried.push(addr);
+            }
+            let retry = self.retryable(session);
+            e.set_retry(retry);
+            if retry {
+                metrics::RETRIES.inc();
+            }
+            return e;
+        }
+        // Pingora's policy otherwise: idempotent requests whose body was kept.
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Self::CTX) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora_error::ErrorSource::Upstream => 502,
+                pingora_error::ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            // Say why, so that an operator reading a client's error page knows where to look.
+            let reason = http::StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+            let detail = e.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default();
+            let body = Bytes::from(format!("{code} {reason}: {detail}\n"));
+            let _ = session.respond_error_with_body(code, body).await;
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
     async fn upstream_request_filter(
@@ -243,6 +355,11 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         // Nothing a client sends may steer the tunnel.
         http_util::strip_tunnel_headers_req(upstream_request);
+        if ctx.direct {
+            // Straight to the origin: the request as the client sent it, no tunnel encodings.
+            ctx.base = None;
+            return Ok(());
+        }
         upstream_request.insert_header(http::header::ACCEPT_ENCODING, protocol::TUNNEL_ACCEPT_ENCODING)?;
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded = match header_str(upstream_request.headers.get("x-forwarded-for")) {

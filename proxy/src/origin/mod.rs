@@ -80,6 +80,8 @@ pub struct OriginCtx {
     encoding: Encoding,
     raw_bytes: u64,
     wire_bytes: u64,
+    /// A health probe from an edge.
+    probe: bool,
 }
 
 fn respond_421(host: Option<&str>) -> (ResponseHeader, Bytes) {
@@ -108,10 +110,20 @@ impl ProxyHttp for Origin {
             encoding: Encoding::Identity,
             raw_bytes: 0,
             wire_bytes: 0,
+            probe: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if session.req_header().headers.contains_key(protocol::PROBE) {
+            // An edge checking this listener: answered here, no backend involved, not counted.
+            ctx.probe = true;
+            let mut resp = ResponseHeader::build(200, Some(2)).expect("static status");
+            resp.insert_header("content-length", "3")?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(Bytes::from_static(b"ok\n")), true).await?;
+            return Ok(true);
+        }
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
             self.connections.saw(*peer);
         }
@@ -228,6 +240,9 @@ impl ProxyHttp for Origin {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        if ctx.probe {
+            return;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         metrics::request_done(MODE, if status == 0 { 502 } else { status }, elapsed.as_secs_f64());

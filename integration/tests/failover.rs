@@ -1,0 +1,147 @@
+//! Redundant origin listeners: one dies under load and nothing fails before its response started;
+//! it comes back after its probes; with every listener down, the fallback answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use railproxy_integration::{Http, Knobs, Metrics, Stack};
+use tunnel::sample;
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    /// The request failed before any response arrived: the edge should have retried it.
+    failed_before: AtomicU64,
+    /// The response had started when its body failed: the listener died mid-stream.
+    failed_streaming: AtomicU64,
+    wrong: AtomicU64,
+}
+
+async fn poll_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+fn listener_up(m: &Metrics, addr: std::net::SocketAddr) -> f64 {
+    m.sum("railproxy_listener_up", &[("listener", &addr.to_string())])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_back() {
+    let mut stack = Stack::start(Knobs { origins: 2, threads: 2, ..Knobs::default() }).await;
+    let versions: Arc<Vec<Bytes>> =
+        Arc::new(sample::generated_sets()[1].versions.iter().map(|v| Bytes::from(v.clone())).collect());
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..200u64 {
+        let (url, versions, tally, stop) =
+            (stack.url("/pages/generated-100k"), versions.clone(), tally.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let http = Http::h1();
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                let v = (i % versions.len() as u64) as usize;
+                i += 7;
+                match http.get(&url, &[("x-version", &v.to_string())]).await {
+                    Ok(r) if r.status == 200 && r.body == versions[v] => tally.ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) if r.status == 200 => tally.wrong.fetch_add(1, Ordering::Relaxed),
+                    Ok(_) => tally.failed_before.fetch_add(1, Ordering::Relaxed),
+                    Err(e) if e.starts_with("reading body") => tally.failed_streaming.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => tally.failed_before.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let progress = |n: u64| {
+        let tally = tally.clone();
+        async move || tally.ok.load(Ordering::Relaxed) >= n
+    };
+    poll_until("load running", Duration::from_secs(30), progress(500)).await;
+    let dead = stack.origins[1].addr;
+    let killed = Instant::now();
+    stack.kill_origin(1);
+    let admin = stack.edge_admin;
+    let down = poll_until("listener marked down", Duration::from_secs(10), async || {
+        listener_up(&Metrics::scrape(admin).await, dead) == 0.0
+    })
+    .await;
+    let after_kill = tally.ok.load(Ordering::Relaxed);
+    poll_until("load continues on the other listener", Duration::from_secs(30), progress(after_kill + 2000)).await;
+    let restarted = Instant::now();
+    stack.restart_origin(1).await;
+    let up = poll_until("listener up again", Duration::from_secs(20), async || {
+        listener_up(&Metrics::scrape(admin).await, dead) == 1.0
+    })
+    .await;
+    let back_admin = stack.origins[1].admin;
+    poll_until("restarted listener serves requests", Duration::from_secs(20), async || {
+        Metrics::scrape(back_admin).await.sum("railproxy_requests_total", &[("mode", "origin")]) > 50.0
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (ok, before, streaming, wrong) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.failed_before.load(Ordering::Relaxed),
+        tally.failed_streaming.load(Ordering::Relaxed),
+        tally.wrong.load(Ordering::Relaxed),
+    );
+    let m = stack.edge_metrics().await;
+    eprintln!(
+        "listener kill under load: {} requests sent, {ok} ok, {before} failed before a response, {streaming} failed \
+         mid-response, {wrong} wrong; detected down {:?} after the kill, back up {:?} after the restart \
+         ({:?} kill to up); {} retried on the other listener",
+        ok + before + streaming + wrong,
+        down,
+        up,
+        restarted.duration_since(killed) + up,
+        m.sum("railproxy_retries_total", &[])
+    );
+    assert_eq!(wrong, 0, "wrong bytes served");
+    assert_eq!(before, 0, "requests failed before their response although another listener was up");
+    assert!(streaming <= 5, "{streaming} responses failed mid-stream");
+    assert!(m.sum("railproxy_failovers_total", &[("listener", &dead.to_string())]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_down_with_fallback_direct_still_serves() {
+    let mut stack = Stack::start(Knobs { fallback: "direct".into(), ..Knobs::default() }).await;
+    let versions = &sample::generated_sets()[0].versions;
+    stack.kill_origin(0);
+    for (i, v) in versions.iter().take(5).enumerate() {
+        let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[("x-version", &i.to_string())]).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == v[..], "version {i} via the direct fallback differs");
+    }
+    let m = stack.edge_metrics().await;
+    assert!(m.sum("railproxy_fallbacks_total", &[("kind", "direct")]) >= 5.0);
+    assert_eq!(m.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]), 0.0, "no tunnel, no deltas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_down_with_fallback_error_gives_a_fast_502() {
+    let mut stack = Stack::start(Knobs { origins: 2, fallback: "error".into(), ..Knobs::default() }).await;
+    stack.kill_origin(0);
+    stack.kill_origin(1);
+    for _ in 0..3 {
+        let start = Instant::now();
+        let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(r.status, 502);
+        assert!(took < Duration::from_secs(1), "502 took {took:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains("no origin listener for 127.0.0.1 is up"), "{:?}", r.body);
+    }
+    let m = stack.edge_metrics().await;
+    assert!(m.sum("railproxy_fallbacks_total", &[("kind", "error")]) >= 3.0);
+}

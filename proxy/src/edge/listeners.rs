@@ -1,0 +1,200 @@
+//! Origin listeners as the edge sees them: up or down, chosen round robin among those up, marked
+//! down by failures on the tunnel and brought back by probes sent over the tunnel, with
+//! exponential backoff and full jitter while they stay down.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::connectors::http::Connector;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+use rand::Rng as _;
+
+use crate::config::EdgeConfig;
+use crate::config::edge::FailoverSettings;
+use crate::metrics;
+use crate::tls::PeerTls;
+
+/// One origin listener.
+#[derive(Debug)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub server_name: String,
+    up: AtomicBool,
+    /// Consecutive failed probes while down; sets the backoff.
+    failures: AtomicU32,
+    next_probe: Mutex<Instant>,
+}
+
+impl Listener {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, up: bool) {
+        metrics::LISTENER_UP.with_label_values(&[&self.addr.to_string()]).set(i64::from(up));
+        self.up.store(up, Ordering::Relaxed);
+    }
+}
+
+/// The listeners of every host, shared by the proxy and the prober.
+#[derive(Debug)]
+pub struct Listeners {
+    by_host: HashMap<String, (Vec<Arc<Listener>>, AtomicUsize)>,
+    all: Vec<Arc<Listener>>,
+    settings: FailoverSettings,
+}
+
+impl Listeners {
+    pub fn new(config: &EdgeConfig) -> Self {
+        let mut all: Vec<Arc<Listener>> = Vec::new();
+        let mut by_host = HashMap::new();
+        for route in &config.origins {
+            let mut list = Vec::new();
+            for addr in &route.listeners {
+                // A listener serving several hosts is one listener, with one health state.
+                let l = match all.iter().find(|l| l.addr == *addr) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l = Arc::new(Listener {
+                            addr: *addr,
+                            server_name: route.server_name.clone(),
+                            up: AtomicBool::new(true),
+                            failures: AtomicU32::new(0),
+                            next_probe: Mutex::new(Instant::now()),
+                        });
+                        l.set(true);
+                        all.push(l.clone());
+                        l
+                    }
+                };
+                list.push(l);
+            }
+            by_host.insert(route.host.clone(), (list, AtomicUsize::new(0)));
+        }
+        Listeners { by_host, all, settings: config.failover.clone() }
+    }
+
+    /// The next listener for `host` that is up and not in `tried`, round robin.
+    pub fn pick(&self, host: &str, tried: &[SocketAddr]) -> Option<Arc<Listener>> {
+        let (list, next) = self.by_host.get(host)?;
+        let start = next.fetch_add(1, Ordering::Relaxed);
+        (0..list.len())
+            .map(|i| &list[(start + i) % list.len()])
+            .find(|l| l.is_up() && !tried.contains(&l.addr))
+            .cloned()
+    }
+
+    /// A failure on the tunnel to `addr`: stop sending it requests until a probe succeeds.
+    pub fn mark_down(&self, addr: SocketAddr, why: &str) {
+        let Some(l) = self.all.iter().find(|l| l.addr == addr) else { return };
+        if l.up.swap(false, Ordering::Relaxed) {
+            metrics::LISTENER_UP.with_label_values(&[&addr.to_string()]).set(0);
+            metrics::FAILOVERS.with_label_values(&[&addr.to_string()]).inc();
+            l.failures.store(0, Ordering::Relaxed);
+            *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + self.backoff(0);
+            log::warn!("origin listener {addr} marked down: {why}");
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(cap, base × 2^failures)].
+    fn backoff(&self, failures: u32) -> Duration {
+        let s = &self.settings;
+        let ceiling = s.backoff_base.saturating_mul(1u32 << failures.min(16)).min(s.backoff_cap);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(rand::thread_rng().gen_range(0..nanos))
+    }
+
+    fn probe_result(&self, l: &Listener, ok: bool) {
+        let now = Instant::now();
+        if ok {
+            if !l.is_up() {
+                log::info!("origin listener {} is up again", l.addr);
+            }
+            l.failures.store(0, Ordering::Relaxed);
+            l.set(true);
+            *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.settings.probe_interval;
+        } else if l.is_up() {
+            self.mark_down(l.addr, "health probe failed");
+        } else {
+            let n = l.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.backoff(n);
+        }
+    }
+}
+
+/// The tunnel peer for a listener, shared by the proxy and the prober.
+pub fn tunnel_peer(config: &EdgeConfig, tls: &PeerTls, addr: SocketAddr, server_name: &str) -> HttpPeer {
+    let t = &config.tunnel;
+    let mut peer = HttpPeer::new(addr, true, server_name.to_string());
+    peer.options.set_http_version(2, 2);
+    peer.options.max_h2_streams = t.max_streams;
+    peer.options.h2_ping_interval = Some(t.ping_interval);
+    peer.options.idle_timeout = Some(t.idle_timeout);
+    peer.options.connection_timeout = Some(t.connect_timeout);
+    peer.options.read_timeout = Some(t.response_timeout);
+    peer.options.ca = Some(tls.ca.clone());
+    peer.client_cert_key = tls.client.clone();
+    peer
+}
+
+/// Probes listeners over the tunnel: those up every `probe_interval`, those down on their backoff.
+pub struct Prober {
+    pub listeners: Arc<Listeners>,
+    pub config: Arc<EdgeConfig>,
+    pub tls: PeerTls,
+    connector: Connector,
+}
+
+impl Prober {
+    pub fn new(listeners: Arc<Listeners>, config: Arc<EdgeConfig>, tls: PeerTls) -> Self {
+        Prober { listeners, config, tls, connector: Connector::new(None) }
+    }
+
+    async fn probe(&self, l: &Listener) -> bool {
+        let mut peer = tunnel_peer(&self.config, &self.tls, l.addr, &l.server_name);
+        peer.options.read_timeout = Some(self.config.failover.probe_timeout);
+        peer.options.connection_timeout = Some(self.config.failover.probe_timeout);
+        let attempt = async {
+            let (mut session, _) = self.connector.get_http_session(&peer).await.ok()?;
+            let mut req = RequestHeader::build("GET", b"/", None).ok()?;
+            req.insert_header("host", "railproxy.probe").ok()?;
+            req.insert_header(tunnel::protocol::PROBE, "1").ok()?;
+            session.write_request_header(Box::new(req)).await.ok()?;
+            session.finish_request_body().await.ok()?;
+            session.read_response_header().await.ok()?;
+            let ok = session.response_header().is_some_and(|r| r.status == 200);
+            while let Ok(Some(_)) = session.read_response_body().await {}
+            self.connector.release_http_session(session, &peer, self.config.tunnel.idle_timeout.into()).await;
+            Some(ok)
+        };
+        tokio::time::timeout(self.config.failover.probe_timeout, attempt).await.ok().flatten().unwrap_or(false)
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Prober {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tick = Duration::from_millis(100).min(self.config.failover.probe_interval);
+        loop {
+            let now = Instant::now();
+            for l in &self.listeners.all {
+                let due = *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) <= now;
+                if due {
+                    let ok = self.probe(l).await;
+                    self.listeners.probe_result(l, ok);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
