@@ -137,8 +137,9 @@ async fn backends_take_turns_and_keep_connections_alive() {
     for b in std::iter::once(&stack.backend).chain(&stack.extra) {
         let n = Http::h1().get(&format!("http://{}/connections", b.addr), &[]).await.unwrap();
         let n: u64 = String::from_utf8_lossy(&n.body).trim().parse().unwrap();
-        // One from the origin, one from this check.
-        assert!(n <= 2, "backend {} accepted {n} connections for 10 requests", b.addr);
+        // This check is one. The origin reuses its connection, though Pingora returns it to its
+        // pool only after the response went on, so a request right behind may open a second.
+        assert!(n <= 3, "backend {} accepted {n} connections for 10 requests", b.addr);
     }
 }
 

@@ -145,3 +145,19 @@ async fn every_listener_down_with_fallback_error_gives_a_fast_502() {
     let m = stack.edge_metrics().await;
     assert!(m.sum("railproxy_fallbacks_total", &[("kind", "error")]) >= 3.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_skips_a_dead_backend() {
+    let mut stack = Stack::start(Knobs { extra_backends: 2, ..Knobs::default() }).await;
+    let dead = stack.extra[0].addr;
+    stack.extra[0].proc.signal("KILL");
+    stack.extra[0].proc.wait_exit(Duration::from_secs(5));
+    let mut served_by = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..40 {
+        let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[("host", "test.example")]).await.unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        *served_by.entry(r.header("x-backend").unwrap().to_string()).or_default() += 1;
+    }
+    assert!(!served_by.contains_key(&dead.to_string()));
+    assert_eq!(served_by.len(), 2, "the two live backends share the load: {served_by:?}");
+}

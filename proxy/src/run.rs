@@ -16,7 +16,7 @@ use crate::edge::listeners::{Listeners, Prober};
 use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
 use crate::{server, tls};
-use pingora_core::services::background::background_service;
+use pingora_core::services::background::{GenBackgroundService, background_service};
 
 /// Runs the edge until it is told to stop; never returns on success.
 pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
@@ -82,7 +82,10 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     StoreCollector::register("origin", Arc::new(move || stats.stats()));
 
     let mut server = server::build(&config.server, upgrade);
-    let origin = Origin::new(config.clone(), store as Arc<dyn VersionStore<VersionId>>)?;
+    let (origin, backends) = Origin::new(config.clone(), store as Arc<dyn VersionStore<VersionId>>)?;
+    for (host, lb) in backends {
+        server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));
+    }
     let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, origin, "origin");
     let mut h2 = H2Options::new();
     h2.max_concurrent_streams(t.max_streams);

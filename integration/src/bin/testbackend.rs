@@ -14,7 +14,7 @@
 //!   GET  /text/N                  N bytes of HTML, with Content-Length
 //!   GET  /chunked/N               N bytes of HTML, chunked (no Content-Length)
 //!   GET  /count                   how many requests this backend has served (text)
-//!   GET  /connections             how many TCP connections it has accepted (text)
+//!   GET  /connections             how many connections have carried requests (text)
 //!   GET  /cache/SECS/NAME          a 10 KB page for NAME with Cache-Control: max-age=SECS;
 //!                                 `?delay=MS` answers after MS milliseconds
 //!   GET  /hits/SECS/NAME           how many requests /cache/SECS/NAME has seen (text)
@@ -285,12 +285,17 @@ async fn main() {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        backend.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
         tokio::spawn(async move {
+            // Connections are counted on their first request: health checks that only connect
+            // do not count.
+            let counted = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let service = hyper::service::service_fn(move |req| {
                 let backend = backend.clone();
+                if !counted.swap(true, Ordering::Relaxed) {
+                    backend.connections.fetch_add(1, Ordering::Relaxed);
+                }
                 async move { Ok::<_, Infallible>(backend.handle(req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -36,6 +36,10 @@ pub struct BackendSettings {
     pub response_timeout: Duration,
     /// Idle keep-alive connections to backends are closed after this.
     pub idle_timeout: Duration,
+    /// How often each backend is checked; a failed check takes it out of the rotation.
+    pub health_interval: Duration,
+    /// `None`: a TCP connect; `Some(path)`: `GET path` must answer 200.
+    pub health_path: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +109,15 @@ impl OriginConfig {
             connect_timeout: b.or("connect_timeout", Secs(Duration::from_secs(2))).0,
             response_timeout: b.or("response_timeout", Secs(Duration::from_secs(60))).0,
             idle_timeout: b.or("idle_timeout", Secs(Duration::from_secs(60))).0,
+            health_interval: b.or("health_interval", Secs(Duration::from_secs(2))).0,
+            health_path: b.opt("health_path"),
         };
+        if backend.health_interval.is_zero() {
+            b.problem("health_interval", "must be more than 0");
+        }
+        if backend.health_path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+            b.problem("health_path", "must start with /");
+        }
         drop(b);
         let d = root.section("delta");
         let delta = DeltaSettings::read(&d, 512 << 20);

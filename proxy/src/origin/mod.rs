@@ -15,6 +15,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::LoadBalancer;
+use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_proxy::{ProxyHttp, Session};
 use tunnel::codec::Encoding;
@@ -54,16 +55,41 @@ pub struct Origin {
     delta_params: tunnel::codec::DeltaParams,
 }
 
+/// A host's backends, health-checked in the background.
+pub type Backends = Arc<LoadBalancer<RoundRobin>>;
+
 impl Origin {
-    pub fn new(config: Arc<OriginConfig>, store: Arc<dyn VersionStore<VersionId>>) -> anyhow::Result<Self> {
+    /// The proxy and, per host, the load balancer whose health checks must run as a service.
+    pub fn new(
+        config: Arc<OriginConfig>,
+        store: Arc<dyn VersionStore<VersionId>>,
+    ) -> anyhow::Result<(Self, Vec<(String, Backends)>)> {
         let mut hosts = HashMap::new();
+        let mut checked = Vec::new();
+        let b = &config.backend;
         for route in &config.hosts {
-            let lb = LoadBalancer::try_from_iter(route.backends.iter().map(ToString::to_string))
+            let mut lb = LoadBalancer::try_from_iter(route.backends.iter().map(ToString::to_string))
                 .map_err(|e| anyhow::anyhow!("backends of {}: {e}", route.host))?;
-            hosts.insert(route.host.clone(), Arc::new(lb));
+            match &b.health_path {
+                None => {
+                    let mut hc = TcpHealthCheck::new();
+                    hc.peer_template.options.connection_timeout = Some(b.connect_timeout);
+                    lb.set_health_check(hc);
+                }
+                Some(path) => {
+                    let mut hc = HttpHealthCheck::new(&route.host, false);
+                    hc.req.set_uri(path.parse().map_err(|_| anyhow::anyhow!("backend.health_path {path:?}"))?);
+                    hc.peer_template.options.connection_timeout = Some(b.connect_timeout);
+                    lb.set_health_check(Box::new(hc));
+                }
+            }
+            lb.health_check_frequency = Some(b.health_interval);
+            let lb = Arc::new(lb);
+            checked.push((route.host.clone(), lb.clone()));
+            hosts.insert(route.host.clone(), lb);
         }
         let delta_params = config.effort.params();
-        Ok(Origin { config, hosts, store, connections: ConnectionTracker::new(), delta_params })
+        Ok((Origin { config, hosts, store, connections: ConnectionTracker::new(), delta_params }, checked))
     }
 }
 
@@ -82,6 +108,9 @@ pub struct OriginCtx {
     wire_bytes: u64,
     /// A health probe from an edge.
     probe: bool,
+    /// The backend of this attempt, and those that could not be reached for this request.
+    backend: Option<pingora_core::protocols::l4::socket::SocketAddr>,
+    tried: Vec<pingora_core::protocols::l4::socket::SocketAddr>,
 }
 
 fn respond_421(host: Option<&str>) -> (ResponseHeader, Bytes) {
@@ -111,6 +140,8 @@ impl ProxyHttp for Origin {
             raw_bytes: 0,
             wire_bytes: 0,
             probe: false,
+            backend: None,
+            tried: Vec::new(),
         }
     }
 
@@ -158,17 +189,36 @@ impl ProxyHttp for Origin {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let host = ctx.host.as_deref().unwrap_or_default();
+        // Healthy backends only, and not one that already failed this request.
+        let tried = &ctx.tried;
         let backend = self
             .hosts
             .get(host)
-            .and_then(|lb| lb.select(b"", 256))
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no backend for host {host}")))?;
+            .and_then(|lb| lb.select_with(b"", 256, |b, healthy| healthy && !tried.contains(&b.addr)))
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), format!("no backend of {host} is up")))?;
+        ctx.backend = Some(backend.addr.clone());
         let mut peer = HttpPeer::new(backend, false, String::new());
         let b = &self.config.backend;
         peer.options.connection_timeout = Some(b.connect_timeout);
         peer.options.read_timeout = Some(b.response_timeout);
         peer.options.idle_timeout = Some(b.idle_timeout);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached that backend: try another of the host's, while there is one.
+        if let Some(b) = ctx.backend.take() {
+            log::warn!("backend {b} of {} unreachable: {e}", ctx.host.as_deref().unwrap_or_default());
+            ctx.tried.push(b);
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(
