@@ -8,8 +8,10 @@ CARGOFLAGS ?= --release --locked
 CORPUS     ?= ../shared/corpus/dev
 BIN        := target/release/railproxy
 
-# Debian packages the build needs (cmake: zlib-ng inside Pingora) and the demo uses.
+# Debian packages the build needs (cmake: zlib-ng inside Pingora), the tests run (a real Redis)
+# and the demo uses.
 BUILD_PACKAGES := cmake pkg-config
+TEST_PACKAGES := redis-server
 DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -41,6 +43,7 @@ build: deps
 	$(CARGO) build $(CARGOFLAGS) --workspace
 
 test: deps
+	$(call apt_install,$(TEST_PACKAGES))
 	@if [ -d "$(CORPUS)" ]; then echo "corpus: $(CORPUS) found: tests run on generated page versions and on the real corpus"; \
 	 else echo "corpus: $(CORPUS) not found: tests run on generated page versions only"; fi
 	$(CARGO) test $(CARGOFLAGS) --workspace

@@ -11,7 +11,7 @@ pub mod stack;
 
 pub use client::{Http, Resp};
 pub use metrics::Metrics;
-pub use process::{Backend, Proc};
+pub use process::{Backend, Proc, Redis};
 pub use stack::{Knobs, Stack};
 
 /// The dev corpus beside the repository, if this checkout has it.

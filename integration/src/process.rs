@@ -146,3 +146,43 @@ impl Backend {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// A real redis-server on an ephemeral loopback port, without persistence.
+#[derive(Debug)]
+pub struct Redis {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Redis {
+    pub fn start(dir: &Path) -> Redis {
+        for attempt in 1..=3 {
+            let port = free_port();
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            cmd.args(["--dir"]).arg(dir);
+            let mut proc = Proc::spawn(&format!("redis{attempt}"), cmd, dir, false);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline && proc.exited().is_none() {
+                if ping(addr) {
+                    return Redis { proc, addr };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("redis-server did not start (is it installed? make test installs it)");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+}
+
+fn ping(addr: SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}

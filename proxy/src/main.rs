@@ -12,6 +12,7 @@ mod logging;
 mod metrics;
 mod origin;
 mod proxy_common;
+mod redis_store;
 mod run;
 mod server;
 mod tls;

@@ -143,6 +143,17 @@ pub static FALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Origin: calls to a shared version store (Redis) by operation and outcome; `timeout`,
+/// `error` and `unavailable` mean the response went out without a base.
+pub static STORE_OPERATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_store_operations_total",
+        "Shared version store calls by operation and result",
+        &["op", "result"]
+    )
+    .expect("metric")
+});
+
 static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("railproxy_build_info", "Version and mode of this process", &["version", "mode"])
         .expect("metric")

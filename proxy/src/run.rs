@@ -10,11 +10,13 @@ use tunnel::VersionId;
 use tunnel::store::{MemoryStore, VersionStore};
 
 use crate::admin::{self, Admin};
+use crate::config::origin::StoreKind;
 use crate::config::{EdgeConfig, OriginConfig};
 use crate::edge::Edge;
 use crate::edge::listeners::{Listeners, Prober};
 use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
+use crate::redis_store::RedisStore;
 use crate::{server, tls};
 use pingora_core::services::background::{GenBackgroundService, background_service};
 
@@ -77,12 +79,15 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     metrics::init("origin");
     let config = Arc::new(config);
     let t = &config.tunnel;
-    let store: Arc<MemoryStore<VersionId>> = Arc::new(MemoryStore::new(config.delta.store_size));
+    let store: Arc<dyn VersionStore<VersionId>> = match &config.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new(config.delta.store_size)),
+        StoreKind::Redis { url, ttl, timeout } => Arc::new(RedisStore::new(url, *ttl, *timeout)?),
+    };
     let stats = store.clone();
     StoreCollector::register("origin", Arc::new(move || stats.stats()));
 
     let mut server = server::build(&config.server, upgrade);
-    let (origin, backends) = Origin::new(config.clone(), store as Arc<dyn VersionStore<VersionId>>)?;
+    let (origin, backends) = Origin::new(config.clone(), store)?;
     for (host, lb) in backends {
         server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));
     }

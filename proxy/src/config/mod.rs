@@ -3,7 +3,7 @@
 
 mod common;
 pub mod edge;
-mod origin;
+pub mod origin;
 pub mod reader;
 
 use std::fmt;

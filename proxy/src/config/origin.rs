@@ -54,6 +54,16 @@ pub struct OriginConfig {
     pub full_level: i32,
     /// How hard deltas are encoded.
     pub effort: Effort,
+    pub store: StoreKind,
+}
+
+/// Where the origin keeps versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In this process, bounded by `delta.store_size`.
+    Memory,
+    /// Shared by every listener pointed at it.
+    Redis { url: String, ttl: Duration, timeout: Duration },
 }
 
 /// Delta encoding effort: smallest deltas, or cheapest encoding.
@@ -129,6 +139,25 @@ impl OriginConfig {
                 Effort::Small
             }
         };
+        let store = match d.or("store", "memory".to_string()) {
+            m if m == "memory" => StoreKind::Memory,
+            url if url.starts_with("redis://") => StoreKind::Redis {
+                url,
+                ttl: d.or("store_ttl", Secs(Duration::from_secs(24 * 3600))).0,
+                timeout: d.or("store_timeout", Secs(Duration::from_millis(100))).0,
+            },
+            other => {
+                d.problem("store", format!("{other:?} is not a store (memory or redis://host:port/db)"));
+                StoreKind::Memory
+            }
+        };
+        if store == StoreKind::Memory {
+            for key in ["store_ttl", "store_timeout"] {
+                if d.has(key) {
+                    d.problem(key, "only used with store: redis://…");
+                }
+            }
+        }
         drop(d);
         let full_level = root.or("full_level", tunnel::codec::FULL_LEVEL);
         if !(1..=19).contains(&full_level) {
@@ -137,7 +166,7 @@ impl OriginConfig {
         let mut addrs: Vec<(&str, SocketAddr)> = tunnel.listen.iter().map(|a| ("tunnel.listen", *a)).collect();
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort }
+        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort, store }
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
