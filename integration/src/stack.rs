@@ -68,6 +68,8 @@ pub struct OriginNode {
 pub struct Stack {
     // Dropped in this order: edge first, the temp dir last.
     pub edge: Proc,
+    edge_yaml: String,
+    upgrades: usize,
     pub origins: Vec<OriginNode>,
     pub backend: Backend,
     /// The `extra_backends`, which serve `test.example` with `backend`.
@@ -220,6 +222,35 @@ pub async fn start_proxy_pinned(
     wait_ready(&mut proc, admin, Duration::from_secs(30)).await.then_some(proc)
 }
 
+/// Starts `railproxy --upgrade` with `yaml`, lets it take over from `old` (SIGQUIT), and waits
+/// until `old` has exited.
+async fn upgrade(dir: &Path, name: &str, mode: &str, yaml: &str, old: &mut Proc) -> Proc {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("write config");
+    // The new process waits on the upgrade socket; the old one hands its sockets over on SIGQUIT.
+    // The socket exists once the new process listens on it (a previous round's is removed first).
+    let sock = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("upgrade_sock:"))
+        .map(|p| std::path::PathBuf::from(p.trim()))
+        .expect("upgrade_sock in the config");
+    let _ = std::fs::remove_file(&sock);
+    let mut cmd = Command::new(bin("railproxy"));
+    cmd.args(["--upgrade", "--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", "info,access=off");
+    let mut new = Proc::spawn(name, cmd, dir, false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(new.exited().is_none(), "{name} exited:\n{}", new.log());
+        assert!(Instant::now() < deadline, "{name} never listened on {}:\n{}", sock.display(), new.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    old.signal("QUIT");
+    let status = old.wait_exit(Duration::from_secs(15));
+    assert!(status.is_some(), "{} did not exit after SIGQUIT:\n{}", old.name, old.log());
+    assert!(new.exited().is_none(), "{name} exited:\n{}", new.log());
+    new
+}
+
 /// Polls `/health` until 200; false if the process exits or the time runs out.
 pub async fn wait_ready(proc: &mut Proc, admin: SocketAddr, limit: Duration) -> bool {
     let mut http = crate::Http::h1();
@@ -267,9 +298,44 @@ impl Stack {
                 continue;
             };
             let (origin_addr, origin_admin) = (origins[0].addr, origins[0].admin);
-            return Stack { edge, origins, backend, extra, edge_addr, edge_admin, origin_addr, origin_admin, dir };
+            return Stack {
+                edge,
+                edge_yaml: ey,
+                upgrades: 0,
+                origins,
+                backend,
+                extra,
+                edge_addr,
+                edge_admin,
+                origin_addr,
+                origin_admin,
+                dir,
+            };
         }
         panic!("could not start the stack in 3 attempts; logs in {}", dir.keep().display());
+    }
+
+    /// Zero-downtime upgrade of the edge: a new process started with `--upgrade` takes the
+    /// listening sockets over when the old one gets SIGQUIT; returns once the old one has exited.
+    pub async fn upgrade_edge(&mut self) -> Duration {
+        self.upgrades += 1;
+        let name = format!("edge-upgrade{}", self.upgrades);
+        let new = upgrade(self.dir.path(), &name, "edge", &self.edge_yaml, &mut self.edge).await;
+        self.edge = new;
+        wait_ready(&mut self.edge, self.edge_admin, Duration::from_secs(10)).await;
+        Duration::ZERO
+    }
+
+    /// Zero-downtime upgrade of origin listener `i`.
+    pub async fn upgrade_origin(&mut self, i: usize) {
+        self.upgrades += 1;
+        let name = format!("{}-upgrade{}", self.origins[i].name, self.upgrades);
+        let o = &mut self.origins[i];
+        let mut old = o.proc.take().expect("origin running");
+        let new = upgrade(self.dir.path(), &name, "origin", &o.yaml, &mut old).await;
+        o.proc = Some(new);
+        let admin = o.admin;
+        wait_ready(o.proc.as_mut().expect("just set"), admin, Duration::from_secs(10)).await;
     }
 
     /// SIGKILLs origin listener `i`.

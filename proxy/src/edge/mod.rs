@@ -106,6 +106,16 @@ fn refuse(status: u16, message: &str) -> (ResponseHeader, Bytes) {
     (resp, body)
 }
 
+/// GOAWAY(NO_ERROR) or REFUSED_STREAM from the origin: it is closing the connection in order and
+/// did not process the request (RFC 9113 §8.7).
+fn graceful_h2_shutdown(e: &Error) -> bool {
+    e.root_cause().downcast_ref::<h2::Error>().is_some_and(|h2e| {
+        h2e.is_remote()
+            && ((h2e.is_go_away() && h2e.reason() == Some(h2::Reason::NO_ERROR))
+                || (h2e.is_reset() && h2e.reason() == Some(h2::Reason::REFUSED_STREAM)))
+    })
+}
+
 /// Errors that say the tunnel (not the request) failed: connecting, TLS, the connection closing
 /// or resetting, HTTP/2 protocol errors and GOAWAY.
 fn tunnel_failure(e: &Error) -> bool {
@@ -304,6 +314,13 @@ impl ProxyHttp for Edge {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if session.response_written().is_none() && !ctx.direct && graceful_h2_shutdown(&e) {
+            // The listener is shutting down gracefully (an upgrade or a restart) and did not
+            // process this request: send it again, on a new connection, without marking it down.
+            e.set_retry(true);
+            metrics::RETRIES.inc();
+            return e;
+        }
         if session.response_written().is_none() && !ctx.direct && tunnel_failure(&e) {
             if let Some(addr) = ctx.listener.take() {
                 self.listeners.mark_down(addr, &e.to_string());
