@@ -21,7 +21,7 @@ struct Tally {
 /// twice) when the kept-alive connection it went out on was closed or reset before any response:
 /// a server closing an idle connection as the next request arrives leaves that request's bytes
 /// unread, hence a reset.
-fn load(stack: &Stack, clients: u64, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> Vec<tokio::task::JoinHandle<()>> {
+fn load(stack: &Stack, clients: u64, stop: &Arc<AtomicBool>, tally: &Arc<Tally>) -> Vec<tokio::task::JoinHandle<()>> {
     let versions: Arc<Vec<Bytes>> =
         Arc::new(sample::generated_sets()[0].versions.iter().map(|v| Bytes::from(v.clone())).collect());
     (0..clients)
@@ -82,7 +82,7 @@ async fn progressed(tally: &Tally, from: u64, by: u64) {
 async fn upgrade_under_load(mode: &str) {
     let mut stack = Stack::start(Knobs::default()).await;
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
-    let clients = load(&stack, 32, stop.clone(), tally.clone());
+    let clients = load(&stack, 32, &stop, &tally);
     progressed(&tally, 0, 200).await;
     for round in 1..=5 {
         let before = tally.ok.load(Ordering::Relaxed);
