@@ -198,3 +198,43 @@ impl BackgroundService for Prober {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listeners() -> Listeners {
+        let yaml = "mode: edge\nlisten: [127.0.0.1:1]\nadmin: {listen: 127.0.0.1:2}\ntunnel: {ca: /dev/null}\n\
+                    origins:\n  a: {listeners: [127.0.0.1:10, 127.0.0.1:11]}\n  b: {listeners: [127.0.0.1:11]}\n\
+                    failover: {backoff_base: 1s, backoff_cap: 30s}\n";
+        let crate::config::Config::Edge(c) = crate::config::Config::parse(yaml).unwrap() else { unreachable!() };
+        Listeners::new(&c)
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_below_an_exponential_cap() {
+        let l = listeners();
+        for failures in 0..10u32 {
+            let ceiling = Duration::from_secs(1).saturating_mul(1 << failures).min(Duration::from_secs(30));
+            let samples: Vec<Duration> = (0..200).map(|_| l.backoff(failures)).collect();
+            assert!(samples.iter().all(|d| *d <= ceiling), "failures {failures}");
+            // Full jitter: spread over the whole range, not bunched at the top.
+            assert!(samples.iter().any(|d| *d < ceiling / 4), "failures {failures}");
+        }
+    }
+
+    #[test]
+    fn round_robin_over_listeners_up_and_shared_health() {
+        let l = listeners();
+        let a: Vec<SocketAddr> = (0..4).map(|_| l.pick("a", &[]).unwrap().addr).collect();
+        assert_eq!(a[0], a[2]);
+        assert_ne!(a[0], a[1]);
+        let eleven: SocketAddr = "127.0.0.1:11".parse().unwrap();
+        l.mark_down(eleven, "test");
+        // One listener, one health state, whichever host it serves.
+        assert!(l.pick("b", &[]).is_none());
+        assert!((0..4).all(|_| l.pick("a", &[]).unwrap().addr != eleven));
+        let ten: SocketAddr = "127.0.0.1:10".parse().unwrap();
+        assert!(l.pick("a", &[ten]).is_none(), "tried listeners are skipped");
+    }
+}
