@@ -16,6 +16,20 @@ impl Metrics {
         Metrics::parse(&String::from_utf8_lossy(&resp.body))
     }
 
+    /// A scrape taken once every request the process has started is counted (its
+    /// `railproxy_requests_in_flight` is zero: Pingora records a request's metrics after the client
+    /// got the last byte), or after 5 s with requests still running.
+    pub async fn settled(admin: SocketAddr) -> Metrics {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let m = Metrics::scrape(admin).await;
+            if m.sum("railproxy_requests_in_flight", &[]) == 0.0 || std::time::Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     pub fn parse(text: &str) -> Metrics {
         let mut out = Vec::new();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {

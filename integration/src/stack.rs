@@ -359,11 +359,12 @@ impl Stack {
         format!("http://{}{path}", self.edge_addr)
     }
 
+    /// The edge's metrics once every finished request is counted.
     pub async fn edge_metrics(&self) -> Metrics {
-        Metrics::scrape(self.edge_admin).await
+        Metrics::settled(self.edge_admin).await
     }
 
     pub async fn origin_metrics(&self) -> Metrics {
-        Metrics::scrape(self.origin_admin).await
+        Metrics::settled(self.origin_admin).await
     }
 }

@@ -303,6 +303,7 @@ async fn health_and_every_metric_family() {
     let common = [
         "railproxy_requests_total",
         "railproxy_request_duration_seconds_bucket",
+        "railproxy_requests_in_flight",
         "railproxy_delta_raw_bytes_total",
         "railproxy_delta_wire_bytes_total",
         "railproxy_delta_base_total",

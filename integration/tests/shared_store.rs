@@ -17,7 +17,7 @@ async fn two_listeners_on(redis: &Redis) -> Stack {
         i += 1;
         let mut ready = true;
         for o in &stack.origins {
-            let m = Metrics::scrape(o.admin).await;
+            let m = Metrics::settled(o.admin).await;
             ready &= m.sum("railproxy_store_operations_total", &[("op", "put"), ("result", "ok")]) > 0.0;
         }
         if ready {
@@ -70,7 +70,8 @@ async fn a_version_stored_through_one_listener_gives_deltas_through_the_other() 
 async fn puts_ok(stack: &Stack) -> f64 {
     let mut n = 0.0;
     for o in &stack.origins {
-        n += Metrics::scrape(o.admin).await.sum("railproxy_store_operations_total", &[("op", "put"), ("result", "ok")]);
+        n +=
+            Metrics::settled(o.admin).await.sum("railproxy_store_operations_total", &[("op", "put"), ("result", "ok")]);
     }
     n
 }
@@ -78,7 +79,7 @@ async fn puts_ok(stack: &Stack) -> f64 {
 async fn listener_hits(stack: &Stack) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     for o in &stack.origins {
-        out.push(base_hits(&Metrics::scrape(o.admin).await));
+        out.push(base_hits(&Metrics::settled(o.admin).await));
     }
     out
 }
@@ -107,7 +108,7 @@ async fn with_redis_gone_responses_stay_correct_and_nothing_waits_past_the_timeo
     assert!(slowest < Duration::from_millis(400), "a request took {slowest:?}");
     let mut failed = 0.0;
     for o in &stack.origins {
-        let m = Metrics::scrape(o.admin).await;
+        let m = Metrics::settled(o.admin).await;
         for result in ["error", "timeout", "unavailable"] {
             failed += m.sum("railproxy_store_operations_total", &[("result", result)]);
         }

@@ -66,7 +66,7 @@ async fn a_base_mismatch_is_retried_without_a_base() {
     assert_eq!(r.status, 200);
     assert!(r.body == v[1][..], "the retried response is the right page");
     assert_eq!(fake.requests().len(), 3);
-    let m = Metrics::scrape(edge.admin).await;
+    let m = Metrics::settled(edge.admin).await;
     assert_eq!(m.sum("railproxy_delta_base_retries_total", &[]), 1.0);
     assert_eq!(m.sum("railproxy_delta_verify_failures_total", &[("reason", "base_mismatch")]), 1.0);
 }
@@ -98,7 +98,7 @@ async fn refused(
         Ok(r) => assert!(r.status.is_server_error(), "{reason}: {}", r.status),
         Err(e) => eprintln!("{reason}: client saw an error, as it should: {e}"),
     }
-    let m = Metrics::scrape(edge.admin).await;
+    let m = Metrics::settled(edge.admin).await;
     assert_eq!(m.sum("railproxy_delta_verify_failures_total", &[("reason", reason)]), 1.0, "{reason}");
     // The next request goes in full and is right.
     assert!(http.get(&url, &[]).await.unwrap().body == v[1][..], "{reason}: recovery");
@@ -138,7 +138,7 @@ async fn the_origins_version_id_is_used_and_a_wrong_one_never_yields_wrong_bytes
         Err(e) => eprintln!("client saw an error, as it should: {e}"),
     }
     // zstd refuses it as corrupt or by its checksum, depending on where the garbage shows.
-    let m = Metrics::scrape(edge.admin).await;
+    let m = Metrics::settled(edge.admin).await;
     assert_eq!(m.sum("railproxy_delta_verify_failures_total", &[]), 1.0);
     assert!(http.get(&url, &[]).await.unwrap().body == v[1][..]);
     assert!(!fake.requests()[2].headers.contains_key("available-dictionary"), "the bad entry was dropped");

@@ -20,6 +20,30 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Requests between their start and the end of their logging: tests and operators can tell
+/// that every finished request has been counted.
+pub static IN_FLIGHT: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("railproxy_requests_in_flight", "Requests in progress, by mode", &["mode"]).expect("metric")
+});
+
+/// Counts a request as in flight for as long as it lives in a request context; it is dropped
+/// after the request's metrics are recorded.
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    pub fn start(mode: &str) -> Self {
+        let gauge = IN_FLIGHT.with_label_values(&[mode]);
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Time from request start to the end of the response.
 pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
@@ -166,6 +190,7 @@ pub fn init(mode: &str) {
         REQUESTS.with_label_values(&[mode, class]);
     }
     DURATION.with_label_values(&[mode]);
+    IN_FLIGHT.with_label_values(&[mode]);
     for enc in ["dcz", "zstd", "identity"] {
         RAW_BYTES.with_label_values(&[mode, enc]);
         WIRE_BYTES.with_label_values(&[mode, enc]);

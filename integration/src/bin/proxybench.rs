@@ -123,7 +123,7 @@ impl Bench {
         let before = self.rt.block_on(Metrics::scrape(o_admin));
         let (load, latency, cpu_us) =
             self.measure(name, &format!("http://{listen}{path}"), &[edge.pid(), origin.pid()]);
-        let after = self.rt.block_on(Metrics::scrape(o_admin));
+        let after = self.rt.block_on(Metrics::settled(o_admin));
         let wire = |m: &Metrics| m.sum("railproxy_delta_wire_bytes_total", &[("mode", "origin")]);
         let reqs = |m: &Metrics| m.sum("railproxy_requests_total", &[("mode", "origin")]);
         let n = reqs(&after) - reqs(&before);

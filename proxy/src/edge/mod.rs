@@ -78,6 +78,8 @@ impl Edge {
 /// Per-request state.
 pub struct EdgeCtx {
     start: Instant,
+    /// Dropped with the context, after `logging` recorded this request.
+    _in_flight: metrics::InFlight,
     host: Option<String>,
     /// Version-store key; only GET responses are versions.
     key: Option<String>,
@@ -146,6 +148,7 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> Self::CTX {
         EdgeCtx {
             start: Instant::now(),
+            _in_flight: metrics::InFlight::start(MODE),
             host: None,
             key: None,
             base: None,

@@ -96,6 +96,8 @@ impl Origin {
 /// Per-request state.
 pub struct OriginCtx {
     start: Instant,
+    /// Dropped with the context, after `logging` recorded this request.
+    _in_flight: metrics::InFlight,
     host: Option<String>,
     /// The base the edge named and this origin holds.
     base: Option<Version>,
@@ -131,6 +133,7 @@ impl ProxyHttp for Origin {
     fn new_ctx(&self) -> Self::CTX {
         OriginCtx {
             start: Instant::now(),
+            _in_flight: metrics::InFlight::start(MODE),
             host: None,
             base: None,
             accepts_dcz: false,
