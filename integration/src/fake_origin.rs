@@ -34,7 +34,7 @@ impl std::fmt::Debug for FakeOrigin {
     }
 }
 
-fn tls_config(certs: &Path) -> Arc<rustls::ServerConfig> {
+fn tls_config(certs: &Path, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ServerConfig> {
     let chain =
         rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(certs.join("origin.pem")).unwrap()))
             .collect::<Result<Vec<_>, _>>()
@@ -46,7 +46,7 @@ fn tls_config(certs: &Path) -> Arc<rustls::ServerConfig> {
     .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(chain, key)
@@ -58,9 +58,18 @@ fn tls_config(certs: &Path) -> Arc<rustls::ServerConfig> {
 impl FakeOrigin {
     /// Listens on an ephemeral loopback port with the origin certificate from `certs`.
     pub async fn start(certs: &Path, script: Script) -> FakeOrigin {
+        Self::start_with(certs, &[&rustls::version::TLS13], script).await
+    }
+
+    /// The same, speaking only the given TLS versions (to prove the edge refuses TLS 1.2).
+    pub async fn start_with(
+        certs: &Path,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        script: Script,
+    ) -> FakeOrigin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(certs));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(certs, versions));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(script);
         let seen2 = seen.clone();

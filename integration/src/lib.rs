@@ -7,7 +7,9 @@ pub mod client;
 pub mod fake_origin;
 pub mod metrics;
 pub mod process;
+pub mod raw;
 pub mod stack;
+pub mod tls_client;
 
 pub use client::{Http, Resp};
 pub use metrics::Metrics;

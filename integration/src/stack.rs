@@ -29,6 +29,8 @@ pub struct Knobs {
     pub fallback: String,
     /// The origins' shared version store, when not in memory (e.g. `redis://127.0.0.1:6379/0`).
     pub store: Option<String>,
+    /// More top-level YAML for the edge (e.g. a `limits:` section).
+    pub edge_extra: String,
 }
 
 impl Default for Knobs {
@@ -46,6 +48,7 @@ impl Default for Knobs {
             origins: 1,
             fallback: "error".into(),
             store: None,
+            edge_extra: String::new(),
         }
     }
 }
@@ -189,13 +192,14 @@ failover:
   probe_timeout: 500ms
   backoff_base: 200ms
   backoff_cap: 1s
-",
+{extra}",
         threads = k.threads,
         d = dir.display(),
         c = certs.display(),
         fi = k.fault_injection,
         store = k.edge_store,
         max = k.edge_max_body,
+        extra = k.edge_extra,
     )
 }
 

@@ -68,7 +68,10 @@ typo_key: 1
         "delta.max_body: 8388608 is more than store_size",
         "typo_key: unknown key",
         "tunnel.ca: cannot read /nonexistent/ca.pem",
-        "8 problems",
+        // Mutual TLS is not optional: the edge must have a client certificate.
+        "tunnel.cert: required",
+        "tunnel.key: required",
+        "10 problems",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -78,7 +81,7 @@ typo_key: 1
 fn origin_problems_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("o.yaml");
-    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\ndelta: {effort: turbo}\n").unwrap();
+    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408, client_names: [edge.example, \"not a name\"]}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\ndelta: {effort: turbo}\n").unwrap();
     let o = railproxy(dir.path(), &["check", "-c", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64));
     let out = text(&o);
@@ -86,6 +89,8 @@ fn origin_problems_too() {
         "admin.listen: required",
         "tunnel.cert: required",
         "tunnel.key: required",
+        "tunnel.client_ca: required",
+        "tunnel.client_names: \"not a name\" is not a DNS name or IP address",
         "hosts.A: host a is listed twice",
         "full_level: must be a zstd level",
     ] {

@@ -98,6 +98,7 @@ async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_
         tally.wrong.load(Ordering::Relaxed),
     );
     let m = stack.edge_metrics().await;
+    eprintln!("connections refused by limits: {}", m.sum("railproxy_limit_refusals_total", &[]));
     eprintln!(
         "listener kill under load: {} requests sent, {ok} ok, {before} failed before a response, {streaming} failed \
          mid-response, {wrong} wrong; detected down {:?} after the kill, back up {:?} after the restart \

@@ -21,7 +21,99 @@ pub const HELP: &str = "Writes into DIR (created if missing):
   origin.pem, origin.key  origin listener (2 years): DNS origin.railproxy.internal, localhost, IP 127.0.0.1
   edge.pem, edge.key      edge client certificate (2 years): DNS edge.railproxy.internal
 Existing files are kept; missing certificates are issued from the existing CA.
-Keys are written with mode 0600.";
+Keys are written with mode 0600.
+
+For a fleet, issue each host its own certificate from the CA:
+  railproxy certs issue --ca DIR --role origin --name origin-1.example.net --out HOSTDIR
+  railproxy certs issue --ca DIR --role edge --name edge-fra-1.example.net --out HOSTDIR
+writes NAME.pem and NAME.key (and a copy of ca.pem) into HOSTDIR. Origins accept the edges whose
+names their `tunnel.client_names` lists; edges check the origin name in `server_name`.";
+
+/// `railproxy certs issue`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CertsCmd {
+    /// Issue one host's certificate from an existing CA (ca.pem and ca.key in --ca).
+    Issue {
+        /// Folder holding ca.pem and ca.key.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Names the certificate is valid for (DNS names or IP addresses); the first names the files.
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
+        /// `origin`: a server certificate for an origin listener; `edge`: a client certificate.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Folder to write NAME.pem, NAME.key and ca.pem into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Role {
+    Origin,
+    Edge,
+}
+
+pub fn run_cmd(cmd: CertsCmd) -> CmdResult {
+    match cmd {
+        CertsCmd::Issue { ca, names, role, out, days } => issue_one(&ca, &names, role, &out, days).map_err(Into::into),
+    }
+}
+
+fn issue_one(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32) -> anyhow::Result<()> {
+    let stem = &names[0];
+    if stem.is_empty() || stem.contains(['/', '\\']) || stem.starts_with('.') {
+        bail!("--name {stem:?}: not usable as a file name");
+    }
+    let (ca_pem, ca_key_path) = (ca_dir.join("ca.pem"), ca_dir.join("ca.key"));
+    let ca_key =
+        KeyPair::from_pem(&read(&ca_key_path)?).with_context(|| format!("parsing {}", ca_key_path.display()))?;
+    let ca_text = read(&ca_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_text, &ca_key).context("reading the CA certificate")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (pem, key_path) = (out.join(format!("{stem}.pem")), out.join(format!("{stem}.key")));
+    if pem.exists() && key_path.exists() {
+        println!("kept    {}", pem.display());
+    } else {
+        let usage = match role {
+            Role::Origin => ExtendedKeyUsagePurpose::ServerAuth,
+            Role::Edge => ExtendedKeyUsagePurpose::ClientAuth,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let validity = (now - time::Duration::days(1), now + time::Duration::days(i64::from(days)));
+        let (cert, key) = leaf(names, usage, validity, &issuer)?;
+        write(&pem, &cert, false)?;
+        write(&key_path, &key, true)?;
+        println!("created {}", pem.display());
+    }
+    let ca_copy = out.join("ca.pem");
+    if !ca_copy.exists() {
+        write(&ca_copy, &ca_text, false)?;
+        println!("created {}", ca_copy.display());
+    }
+    Ok(())
+}
+
+/// A leaf certificate and its key, PEM.
+fn leaf(
+    names: &[String],
+    usage: ExtendedKeyUsagePurpose,
+    (not_before, not_after): (time::OffsetDateTime, time::OffsetDateTime),
+    issuer: &Issuer<'_, &KeyPair>,
+) -> anyhow::Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec()).context("certificate names")?;
+    params.distinguished_name = dn(&names[0]);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    (params.not_before, params.not_after) = (not_before, not_after);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
 
 struct Leaf {
     stem: &'static str,
@@ -72,15 +164,10 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
             println!("kept    {}", pem.display());
             continue;
         }
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(leaf.names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        params.distinguished_name = dn(leaf.names[0]);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![leaf.usage.clone()];
-        (params.not_before, params.not_after) = validity(2);
-        let cert = params.signed_by(&key, &issuer)?;
-        write(&pem, &cert.pem(), false)?;
-        write(&key_path, &key.serialize_pem(), true)?;
+        let names: Vec<String> = leaf.names.iter().map(|s| s.to_string()).collect();
+        let (cert, key) = self::leaf(&names, leaf.usage.clone(), validity(2), &issuer)?;
+        write(&pem, &cert, false)?;
+        write(&key_path, &key, true)?;
         println!("created {}", pem.display());
     }
     Ok(())
@@ -99,7 +186,7 @@ fn validity(years: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     (now - time::Duration::days(1), now + time::Duration::days(365 * years))
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<String> {
+fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 

@@ -25,6 +25,99 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// Why an HTTP/1.x request's framing is refused (RFC 9112 §6, as nginx does): anything that two
+/// parsers could read as different message boundaries. Pingora refuses the rest (invalid
+/// Content-Length values, non-chunked final codings, obs-fold, bad chunk sizes).
+pub fn framing_problem(req: &RequestHeader) -> Option<&'static str> {
+    let h = &req.headers;
+    let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();
+    let te: Vec<&HeaderValue> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    if h.get_all(http::header::HOST).iter().count() > 1 {
+        return Some("more than one Host header");
+    }
+    if cl > 1 {
+        return Some("more than one Content-Length");
+    }
+    if cl == 1
+        && header_str(h.get(http::header::CONTENT_LENGTH))
+            .is_none_or(|v| !v.bytes().all(|b| b.is_ascii_digit()) || v.is_empty())
+    {
+        return Some("Content-Length is not a number");
+    }
+    if te.is_empty() {
+        return None;
+    }
+    if cl > 0 {
+        return Some("Content-Length together with Transfer-Encoding");
+    }
+    if req.version < http::Version::HTTP_11 {
+        return Some("Transfer-Encoding in an HTTP/1.0 request");
+    }
+    if te.len() > 1 || !te[0].as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return Some("Transfer-Encoding other than a single chunked");
+    }
+    None
+}
+
+/// The framing problem of an HTTP/1.x request as it arrived: Pingora drops Content-Length when
+/// Transfer-Encoding is present (RFC 9112 §6.3 allows a recipient that), but a request carrying
+/// both is refused, as nginx does, since another hop may have read the other one.
+pub fn session_framing_problem(session: &pingora_proxy::Session) -> Option<&'static str> {
+    let req = session.req_header();
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && let Some(h1) = session.as_downstream().as_http1()
+        && raw_has_header(&h1.get_headers_raw_bytes(), b"content-length")
+    {
+        return Some("Content-Length together with Transfer-Encoding");
+    }
+    framing_problem(req)
+}
+
+/// True if a raw request head has a header line named `name` (lower case).
+fn raw_has_header(head: &[u8], name: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name) && line[name.len()] == b':'
+    })
+}
+
+/// Why a request is refused before routing: methods and targets that would make a reverse proxy
+/// an open one, or let two components disagree on the host.
+pub fn target_problem(req: &RequestHeader) -> Option<(u16, &'static str)> {
+    if req.method == http::Method::CONNECT {
+        return Some((405, "CONNECT is not served: this is a reverse proxy"));
+    }
+    let authority = req.uri.authority()?;
+    if authority.as_str().contains('@') {
+        return Some((400, "user information in the request target"));
+    }
+    if let Some(host) = header_str(req.headers.get(http::header::HOST)) {
+        let (a, b) = (strip_port(authority.as_str()), strip_port(host.trim()));
+        if !a.eq_ignore_ascii_case(b) {
+            return Some((400, "Host does not match the request target"));
+        }
+    } else if req.headers.contains_key(http::header::HOST) {
+        return Some((400, "Host is not valid text"));
+    }
+    None
+}
+
+/// Answers a request railproxy refuses itself (plain text saying why) and closes the connection:
+/// after a framing error nothing more on it can be trusted.
+pub async fn refuse(session: &mut pingora_proxy::Session, status: u16, message: &str) -> pingora_error::Result<bool> {
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    let body = bytes::Bytes::from(format!("{status} {reason}: {message}\n"));
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    if status == 405 {
+        resp.insert_header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
 /// Removes every header only edge and origin may set.
 pub fn strip_tunnel_headers_req(req: &mut RequestHeader) {
     let names: Vec<String> = req
@@ -78,6 +171,16 @@ pub fn accepts(accept_encoding: Option<&str>, token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn raw_header_lines_are_matched_by_name_only() {
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!super::raw_has_header(head, b"content-length"));
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nCONTENT-LENGTH: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(super::raw_has_header(head, b"content-length"));
+        // The request line is not a header, whatever its target.
+        assert!(!super::raw_has_header(b"content-length: 1 HTTP/1.1\r\n\r\n", b"content-length"));
+    }
+
     use super::*;
 
     fn req(host: Option<&str>, uri: &str) -> RequestHeader {

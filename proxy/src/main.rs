@@ -8,6 +8,7 @@ mod delta;
 mod edge;
 mod exit;
 mod http_util;
+mod limits;
 mod logging;
 mod metrics;
 mod origin;
@@ -61,12 +62,15 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
-    /// Create a private CA and the origin and edge certificates the tunnel uses.
-    #[command(after_help = certs::HELP)]
+    /// Create a private CA and the origin and edge certificates the tunnel uses; `certs issue`
+    /// issues one host's certificate from an existing CA.
+    #[command(after_help = certs::HELP, args_conflicts_with_subcommands = true)]
     Certs {
-        /// Folder to write into.
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        /// Folder to write the CA and the demo certificates into.
+        #[arg(long, value_name = "DIR", required = true)]
+        out: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<certs::CertsCmd>,
     },
     /// The delta codec: encode, decode, measure, explain.
     #[command(subcommand)]
@@ -99,7 +103,11 @@ fn main() -> ExitCode {
         (Some(Command::Check { config }), _, _) => {
             load(&config).map(|c| println!("{}: ok ({} configuration)", config.display(), c.mode()))
         }
-        (Some(Command::Certs { out }), _, _) => certs::run(&out),
+        (Some(Command::Certs { action: Some(cmd), .. }), _, _) => certs::run_cmd(cmd),
+        (Some(Command::Certs { out: Some(out), .. }), _, _) => certs::run(&out),
+        (Some(Command::Certs { .. }), _, _) => {
+            Err(Failure::new(USAGE, anyhow::anyhow!("railproxy certs: give --out DIR, or `certs issue` (see --help)")))
+        }
         (Some(Command::Delta(cmd)), _, _) => delta::run(cmd),
         (None, Some(mode), Some(path)) => run_proxy(mode, &path, cli.upgrade),
         (None, _, _) => Err(Failure::new(

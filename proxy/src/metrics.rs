@@ -178,6 +178,31 @@ pub static STORE_OPERATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Tunnel peers refused for their TLS: at the origin, edge certificates (`ca`: not issued by
+/// the configured CA, or expired; `name`: none of `tunnel.client_names`; `tls12`); at the edge,
+/// an origin connection that did not negotiate TLS 1.3 (`tls12`).
+pub static TUNNEL_AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_tunnel_auth_failures_total",
+        "Tunnel peers refused at the TLS handshake, by reason",
+        &["reason"]
+    )
+    .expect("metric")
+});
+
+/// Certificate reloads on SIGHUP, by result.
+pub static TLS_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("railproxy_tls_reloads_total", "Tunnel certificate reloads on SIGHUP", &["result"])
+        .expect("metric")
+});
+
+/// Edge: clients refused by a `limits` setting (head_timeout, connections, connections_per_ip,
+/// headers, body).
+pub static LIMIT_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("railproxy_limit_refusals_total", "Clients refused by a configured limit", &["limit"])
+        .expect("metric")
+});
+
 static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("railproxy_build_info", "Version and mode of this process", &["version", "mode"])
         .expect("metric")
@@ -199,6 +224,12 @@ pub fn init(mode: &str) {
         BASE.with_label_values(&[mode, result]);
     }
     TUNNEL_CONNECTIONS.with_label_values(&[mode]);
+    for result in ["ok", "error"] {
+        TLS_RELOADS.with_label_values(&[result]);
+    }
+    for reason in ["ca", "name", "tls12"] {
+        TUNNEL_AUTH_FAILURES.with_label_values(&[reason]);
+    }
     UPSTREAM_ERRORS.with_label_values(&[mode, "connect"]);
     if mode == "edge" {
         LazyLock::force(&BASE_RETRIES);
@@ -208,6 +239,9 @@ pub fn init(mode: &str) {
             CACHE.with_label_values(&[result]);
         }
         LazyLock::force(&RETRIES);
+        for limit in ["head_timeout", "connections", "connections_per_ip", "headers", "body"] {
+            LIMIT_REFUSALS.with_label_values(&[limit]);
+        }
         for kind in ["direct", "error"] {
             FALLBACKS.with_label_values(&[kind]);
         }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::v2::server::H2Options;
@@ -14,11 +15,13 @@ use crate::config::origin::StoreKind;
 use crate::config::{EdgeConfig, OriginConfig};
 use crate::edge::Edge;
 use crate::edge::listeners::{Listeners, Prober};
+use crate::limits::{ConnectionCaps, HeadTimeout};
 use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
 use crate::redis_store::RedisStore;
 use crate::{server, tls};
 use pingora_core::services::background::{GenBackgroundService, background_service};
+use pingora_core::services::listening::Service;
 
 /// Runs the edge until it is told to stop; never returns on success.
 pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
@@ -26,7 +29,14 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     metrics::init("edge");
     let config = Arc::new(config);
     let t = &config.tunnel;
-    let peer_tls = tls::edge_peer_tls(&t.ca, t.cert.as_deref(), t.key.as_deref())?;
+    let peer_tls: tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(tls::PeerTls::load(&t.ca, &t.cert, &t.key)?));
+    let reloader = {
+        let (shared, t) = (peer_tls.clone(), t.clone());
+        tls::Reloader::new("tunnel CA and client certificate", move || {
+            shared.store(Arc::new(tls::PeerTls::load(&t.ca, &t.cert, &t.key)?));
+            Ok(())
+        })
+    };
     let store = Arc::new(MemoryStore::<String>::new(config.delta.store_size));
     let stats = store.clone();
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
@@ -34,14 +44,25 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     let mut server = server::build(&config.server, upgrade);
     let listeners = Arc::new(Listeners::new(&config));
     let prober = Prober::new(listeners.clone(), config.clone(), peer_tls.clone());
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
+    let mut app = pingora_proxy::HttpProxy::new(
         Edge::new(config.clone(), peer_tls, store.clone(), listeners),
-        "edge",
+        server.configuration.clone(),
     );
+    app.handle_init_modules();
     let mut options = HttpServerOptions::default();
     options.h2c = true;
-    proxy.app_logic_mut().expect("proxy app").server_options = Some(options);
+    app.server_options = Some(options);
+    let l = &config.limits;
+    let mut h2 = H2Options::new();
+    h2.max_concurrent_streams(l.h2_max_streams)
+        .max_pending_accept_reset_streams(l.h2_max_resets)
+        .max_local_error_reset_streams(Some(l.h2_max_resets));
+    app.h2_options = Some(h2);
+    let app = HeadTimeout::new(app, l.head_timeout, l.keepalive_timeout);
+    let mut proxy = Service::new(
+        "edge".to_string(),
+        ConnectionCaps::new(app, l.max_connections, l.max_connections_per_ip, l.head_timeout),
+    );
     let mut probe = Vec::new();
     for addr in &config.listen {
         proxy.add_tcp(&addr.to_string());
@@ -63,6 +84,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     });
     server.add_service(proxy);
     server.add_service(background_service("origin listener probes", prober));
+    server.add_service(background_service("TLS reload", reloader));
     server.add_service(admin::service(config.admin.listen, Admin { ready_probe: probe, corrupt_store: corrupt }));
     log::info!(
         "edge: clients on {:?}, admin on {}, {} hosts",
@@ -75,7 +97,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
 
 /// Runs the origin listener until it is told to stop; never returns on success.
 pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
-    pingora_core::tls::install_default_crypto_provider();
+    tls::install_origin_provider();
     metrics::init("origin");
     let config = Arc::new(config);
     let t = &config.tunnel;
@@ -95,11 +117,15 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     let mut h2 = H2Options::new();
     h2.max_concurrent_streams(t.max_streams);
     proxy.app_logic_mut().expect("proxy app").h2_options = Some(h2);
+    let origin_tls = Arc::new(tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
     for addr in &t.listen {
-        let settings = tls::origin_tls_settings(&t.cert, &t.key, t.client_ca.as_deref())?;
-        proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+        proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
     }
     server.add_service(proxy);
+    server.add_service(background_service(
+        "TLS reload",
+        tls::Reloader::new("tunnel certificate and client CA", move || origin_tls.reload()),
+    ));
     server
         .add_service(admin::service(config.admin.listen, Admin { ready_probe: t.listen.clone(), corrupt_store: None }));
     log::info!("origin: tunnel on {:?}, admin on {}, {} hosts", t.listen, config.admin.listen, config.hosts.len());

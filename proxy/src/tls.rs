@@ -1,13 +1,39 @@
-//! TLS for the tunnel: the origin's rustls server config and the edge's peer settings, both
-//! anchored in the private CA (never the system roots).
+//! TLS for the tunnel: mutual TLS 1.3 anchored in the private CA (never the system roots).
+//!
+//! The origin presents its certificate and requires the edge's, issued by the CA and carrying
+//! one of the names the configuration lists; the edge pins the same CA and checks the origin's
+//! name. Both sides reread their files on SIGHUP: new handshakes use them, established tunnel
+//! connections stay up.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::tls::{self, CertificateDer, PrivateKeyDer, RootCertStore, WebPkiClientVerifier};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::tls::{self, CertificateDer, PrivateKeyDer, RootCertStore, ServerName, UnixTime};
 use pingora_core::utils::tls::{CertKey, WrappedX509, parse_x509};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::metrics;
+
+/// The negotiated version string Pingora reports for TLS 1.3.
+const TLS13: &str = "TLSv1_3";
+
+/// The TLS version a tunnel connection negotiated, when it is not 1.3 (Pingora's connector
+/// offers 1.2 too; the tunnel takes 1.3 only).
+pub fn not_tls13(digest: Option<&pingora_core::protocols::Digest>) -> Option<String> {
+    let version = digest.and_then(|d| d.ssl_digest.as_ref()).map(|s| s.version.to_string());
+    (version.as_deref() != Some(TLS13)).then(|| version.unwrap_or_else(|| "no TLS".into()))
+}
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str().with_context(|| format!("{} is not valid UTF-8", p.display()))
@@ -20,36 +46,185 @@ fn certs_and_key(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<
         .with_context(|| format!("{} holds no certificate or {} no private key", cert.display(), key.display()))
 }
 
-fn ca_der(ca: &Path) -> anyhow::Result<Vec<u8>> {
-    let der = tls::load_pem_file_ca(&path_str(ca)?.to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("loading CA {}", ca.display()))?;
-    if der.is_empty() {
+/// Every certificate in a CA file: one CA, or several while a CA is being rotated.
+fn ca_certs(ca: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading CA {}", ca.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing CA {}", ca.display()))?;
+    if certs.is_empty() {
         bail!("{} holds no certificate", ca.display());
     }
-    Ok(der)
+    Ok(certs)
 }
 
-/// The origin's TLS listener settings: its certificate, ALPN h2 (HTTP/1.1 allowed for
-/// debugging with curl), and client certificates from `client_ca` required when it is set.
-/// Pingora's rustls acceptor offers TLS 1.2 and 1.3; railproxy's edge negotiates 1.3.
-pub fn origin_tls_settings(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<TlsSettings> {
-    // Load once here so that a bad file is an error, not a panic inside Pingora's build().
-    certs_and_key(cert, key)?;
-    let mut settings =
-        TlsSettings::intermediate(path_str(cert)?, path_str(key)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    settings.enable_h2();
-    if let Some(ca) = client_ca {
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(ca_der(ca)?)).context("adding the client CA")?;
-        let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build().context("client verifier")?;
-        settings.set_client_cert_verifier(verifier);
+/// ring with the TLS 1.3 cipher suites only. Pingora's rustls listener offers TLS 1.2 and 1.3
+/// and has no setting for it, but it builds its config from the process's default provider:
+/// with no TLS 1.2 suite there, TLS 1.2 cannot be negotiated.
+fn tls13_only() -> CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|s| s.version() == &rustls::version::TLS13);
+    provider
+}
+
+/// Origin mode: its only TLS listener is the tunnel, so the whole process speaks TLS 1.3 only.
+pub fn install_origin_provider() {
+    // Fails only if a provider is installed already, which would be a startup-order bug.
+    if CryptoProvider::install_default(tls13_only()).is_err() {
+        log::error!("a TLS provider was installed before the tunnel's; TLS 1.2 may be offered");
     }
-    Ok(settings)
+}
+
+/// What the origin checks in an edge's certificate.
+#[derive(Debug)]
+struct EdgePolicy {
+    chain: Arc<dyn ClientCertVerifier>,
+    names: Vec<ServerName<'static>>,
+}
+
+/// Verifies edge certificates: issued by the configured CA (WebPKI path validation) and valid
+/// for one of the configured names. TLS 1.2 signatures are refused outright.
+#[derive(Debug)]
+pub struct EdgeVerifier(ArcSwap<EdgePolicy>);
+
+impl EdgeVerifier {
+    fn policy(ca: &Path, names: &[String]) -> anyhow::Result<EdgePolicy> {
+        let mut roots = RootCertStore::empty();
+        for cert in ca_certs(ca)? {
+            roots.add(cert).with_context(|| format!("{} holds a certificate that is not a CA", ca.display()))?;
+        }
+        let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(tls13_only()))
+            .build()
+            .context("building the client certificate verifier")?;
+        let names = names
+            .iter()
+            .map(|n| ServerName::try_from(n.clone()).with_context(|| format!("{n:?} is not a DNS name or IP address")))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(EdgePolicy { chain, names })
+    }
+}
+
+fn refused(reason: &'static str, e: rustls::Error) -> rustls::Error {
+    metrics::TUNNEL_AUTH_FAILURES.with_label_values(&[reason]).inc();
+    log::warn!("tunnel: edge certificate refused ({reason}): {e}");
+    e
+}
+
+impl ClientCertVerifier for EdgeVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints are optional (RFC 8446 §4.2.4) and edges hold one certificate anyway.
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let policy = self.0.load();
+        policy.chain.verify_client_cert(end_entity, intermediates, now).map_err(|e| refused("ca", e))?;
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| refused("name", rustls::Error::InvalidCertificate(CertificateError::BadEncoding)))?;
+        if policy.names.iter().any(|n| cert.verify_is_valid_for_subject_name(n).is_ok()) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(refused("name", rustls::Error::InvalidCertificate(CertificateError::NotValidForName)))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(refused("tls12", rustls::Error::General("the tunnel is TLS 1.3 only".into())))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.load().chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.load().chain.supported_verify_schemes()
+    }
+}
+
+/// The origin's certificate, swapped in place on reload.
+#[derive(Debug)]
+pub struct OriginCert(ArcSwap<CertifiedKey>);
+
+impl OriginCert {
+    fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+        let (chain, key_der) = certs_and_key(cert, key)?;
+        CertifiedKey::from_der(chain, key_der, &tls13_only())
+            .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))
+    }
+}
+
+impl ResolvesServerCert for OriginCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// The origin's side of the tunnel's TLS: files, and the live certificate and verifier.
+#[derive(Debug)]
+pub struct OriginTls {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    ca_path: PathBuf,
+    names: Vec<String>,
+    cert: Arc<OriginCert>,
+    verifier: Arc<EdgeVerifier>,
+}
+
+impl OriginTls {
+    pub fn load(cert: &Path, key: &Path, client_ca: &Path, client_names: &[String]) -> anyhow::Result<Self> {
+        Ok(Self {
+            cert: Arc::new(OriginCert(ArcSwap::from_pointee(OriginCert::load(cert, key)?))),
+            verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(EdgeVerifier::policy(client_ca, client_names)?))),
+            cert_path: cert.to_path_buf(),
+            key_path: key.to_path_buf(),
+            ca_path: client_ca.to_path_buf(),
+            names: client_names.to_vec(),
+        })
+    }
+
+    /// Listener settings: ALPN h2 (HTTP/1.1 allowed, for debugging with curl), the reloadable
+    /// certificate, mutual TLS. Early data stays off (rustls's default: no 0-RTT replays).
+    pub fn settings(&self) -> anyhow::Result<TlsSettings> {
+        let mut settings = TlsSettings::intermediate(path_str(&self.cert_path)?, path_str(&self.key_path)?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        settings.enable_h2();
+        settings.set_cert_resolver(self.cert.clone());
+        settings.set_client_cert_verifier(self.verifier.clone());
+        Ok(settings)
+    }
+
+    /// Rereads certificate, key and CA; on any error the ones in use stay.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let cert = OriginCert::load(&self.cert_path, &self.key_path)?;
+        let policy = EdgeVerifier::policy(&self.ca_path, &self.names)?;
+        self.cert.0.store(Arc::new(cert));
+        self.verifier.0.store(Arc::new(policy));
+        Ok(())
+    }
 }
 
 /// What the edge's peers carry: the CA that must have signed the origin, and the edge's own
-/// client certificate if configured.
+/// client certificate.
 #[derive(Clone)]
 pub struct PeerTls {
     pub ca: Arc<[WrappedX509]>,
@@ -62,15 +237,58 @@ impl std::fmt::Debug for PeerTls {
     }
 }
 
-pub fn edge_peer_tls(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<PeerTls> {
-    let ca = vec![WrappedX509::new(ca_der(ca)?, parse_x509)];
-    let client = match (cert, key) {
-        (Some(c), Some(k)) => {
-            let (chain, key) = certs_and_key(c, k)?;
-            let chain = chain.into_iter().map(|c| c.to_vec()).collect();
-            Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())))
+impl PeerTls {
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let ca: Vec<WrappedX509> =
+            ca_certs(ca)?.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect();
+        let (chain, key) = certs_and_key(cert, key)?;
+        let chain = chain.into_iter().map(|c| c.to_vec()).collect();
+        let client = Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())));
+        Ok(PeerTls { ca: ca.into(), client })
+    }
+}
+
+/// The edge's tunnel TLS, swapped on reload; peers built afterwards (new connections) use the
+/// new files.
+pub type SharedPeerTls = Arc<ArcSwap<PeerTls>>;
+
+/// Rereads TLS files on SIGHUP.
+pub struct Reloader {
+    what: &'static str,
+    reload: Box<dyn Fn() -> anyhow::Result<()> + Send + Sync>,
+}
+
+impl Reloader {
+    pub fn new(what: &'static str, reload: impl Fn() -> anyhow::Result<()> + Send + Sync + 'static) -> Self {
+        Self { what, reload: Box::new(reload) }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot watch SIGHUP, {} will not reload: {e}", self.what);
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match (self.reload)() {
+                    Ok(()) => {
+                        metrics::TLS_RELOADS.with_label_values(&["ok"]).inc();
+                        log::info!("SIGHUP: reloaded {}", self.what);
+                    }
+                    Err(e) => {
+                        metrics::TLS_RELOADS.with_label_values(&["error"]).inc();
+                        log::error!("SIGHUP: {} not reloaded, the previous ones stay in use: {e:#}", self.what);
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
         }
-        _ => None,
-    };
-    Ok(PeerTls { ca: ca.into(), client })
+    }
 }

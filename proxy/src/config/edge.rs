@@ -12,9 +12,9 @@ use super::reader::{ByteSize, Secs, Section};
 pub struct TunnelClient {
     /// The private CA that signed the origin listeners' certificates (system roots are never used).
     pub ca: PathBuf,
-    /// The edge's client certificate and key, presented to origins that require one.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    /// The edge's client certificate and key (mutual TLS: origins require them).
+    pub cert: PathBuf,
+    pub key: PathBuf,
     /// Name the origin's certificate must carry, unless a route overrides it.
     pub server_name: String,
     pub connect_timeout: Duration,
@@ -97,6 +97,7 @@ pub struct EdgeConfig {
     pub failover: FailoverSettings,
     /// Compression level for clients that accept gzip/br/zstd (0: off).
     pub client_compression: u32,
+    pub limits: super::limits::Limits,
 }
 
 impl EdgeConfig {
@@ -119,8 +120,8 @@ impl EdgeConfig {
         let t = root.section("tunnel");
         let tunnel = TunnelClient {
             ca: t.req("ca").unwrap_or_default(),
-            cert: t.opt("cert"),
-            key: t.opt("key"),
+            cert: t.req("cert").unwrap_or_default(),
+            key: t.req("key").unwrap_or_default(),
             server_name: t.or("server_name", "origin.railproxy.internal".to_string()),
             connect_timeout: t.or("connect_timeout", Secs(Duration::from_secs(2))).0,
             response_timeout: t.or("response_timeout", Secs(Duration::from_secs(60))).0,
@@ -128,9 +129,6 @@ impl EdgeConfig {
             ping_interval: t.or("ping_interval", Secs(Duration::from_secs(30))).0,
             max_streams: t.or("max_streams", 128),
         };
-        if tunnel.cert.is_some() != tunnel.key.is_some() {
-            t.problem(if tunnel.cert.is_some() { "key" } else { "cert" }, "cert and key go together");
-        }
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");
         }
@@ -225,15 +223,13 @@ impl EdgeConfig {
         }
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        EdgeConfig { server, listen, https, admin, tunnel, origins, delta, cache, failover, client_compression }
+        let limits = super::limits::Limits::read(&root.section("limits"));
+        EdgeConfig { server, listen, https, admin, tunnel, origins, delta, cache, failover, client_compression, limits }
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
-        let mut f: Vec<(&'static str, &Path)> = vec![("tunnel.ca", &self.tunnel.ca)];
-        if let (Some(c), Some(k)) = (&self.tunnel.cert, &self.tunnel.key) {
-            f.push(("tunnel.cert", c));
-            f.push(("tunnel.key", k));
-        }
+        let mut f: Vec<(&'static str, &Path)> =
+            vec![("tunnel.ca", &self.tunnel.ca), ("tunnel.cert", &self.tunnel.cert), ("tunnel.key", &self.tunnel.key)];
         if let Some(h) = &self.https {
             f.push(("https.cert", &h.cert));
             f.push(("https.key", &h.key));

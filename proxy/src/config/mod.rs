@@ -3,6 +3,7 @@
 
 mod common;
 pub mod edge;
+pub mod limits;
 pub mod origin;
 pub mod reader;
 
@@ -96,7 +97,8 @@ impl Config {
             Config::Edge(e) => e.files(),
             Config::Origin(o) => o.files(),
         };
-        for (key, file) in files {
+        // An empty path is a required key that is missing, reported as such already.
+        for (key, file) in files.into_iter().filter(|(_, f)| !f.as_os_str().is_empty()) {
             if let Err(e) = std::fs::File::open(file) {
                 problems.add(key, format!("cannot read {}: {e}", file.display()));
             }

@@ -13,8 +13,10 @@ pub struct TunnelListener {
     pub listen: Vec<SocketAddr>,
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// CA whose client certificates edges must present; no client certificate is asked when unset.
-    pub client_ca: Option<PathBuf>,
+    /// CA that must have issued the certificate every edge presents (mutual TLS).
+    pub client_ca: PathBuf,
+    /// An edge's certificate must be valid for one of these names (DNS or IP SANs).
+    pub client_names: Vec<String>,
     /// Concurrent HTTP/2 streams allowed per tunnel connection (above the edges' `max_streams`,
     /// so that edges decide when to open another connection).
     pub max_streams: u32,
@@ -93,11 +95,21 @@ impl OriginConfig {
             listen: t.req_list("listen", "addresses for edges, e.g. 127.0.0.1:2408"),
             cert: t.req("cert").unwrap_or_default(),
             key: t.req("key").unwrap_or_default(),
-            client_ca: t.opt("client_ca"),
+            client_ca: t.req("client_ca").unwrap_or_default(),
+            client_names: if t.has("client_names") {
+                t.req_list("client_names", "names an edge certificate may carry")
+            } else {
+                vec![crate::certs::EDGE_NAME.to_string()]
+            },
             max_streams: t.or("max_streams", 1000u32),
         };
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");
+        }
+        for n in &tunnel.client_names {
+            if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+                t.problem("client_names", format!("{n:?} is not a DNS name or IP address"));
+            }
         }
         drop(t);
         let mut hosts: Vec<HostRoute> = Vec::new();
@@ -170,11 +182,10 @@ impl OriginConfig {
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
-        let mut f: Vec<(&'static str, &Path)> =
-            vec![("tunnel.cert", &self.tunnel.cert), ("tunnel.key", &self.tunnel.key)];
-        if let Some(ca) = &self.tunnel.client_ca {
-            f.push(("tunnel.client_ca", ca));
-        }
-        f
+        vec![
+            ("tunnel.cert", &self.tunnel.cert),
+            ("tunnel.key", &self.tunnel.key),
+            ("tunnel.client_ca", &self.tunnel.client_ca),
+        ]
     }
 }

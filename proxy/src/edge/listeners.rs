@@ -19,7 +19,7 @@ use rand::Rng as _;
 use crate::config::EdgeConfig;
 use crate::config::edge::FailoverSettings;
 use crate::metrics;
-use crate::tls::PeerTls;
+use crate::tls::{PeerTls, SharedPeerTls};
 
 /// One origin listener.
 #[derive(Debug)]
@@ -141,6 +141,7 @@ pub fn tunnel_peer(config: &EdgeConfig, tls: &PeerTls, addr: SocketAddr, server_
     peer.options.read_timeout = Some(t.response_timeout);
     peer.options.ca = Some(tls.ca.clone());
     peer.client_cert_key = tls.client.clone();
+    // Only TLS 1.3 is accepted from the origin: checked in `Edge::connected_to_upstream`.
     peer
 }
 
@@ -148,21 +149,25 @@ pub fn tunnel_peer(config: &EdgeConfig, tls: &PeerTls, addr: SocketAddr, server_
 pub struct Prober {
     pub listeners: Arc<Listeners>,
     pub config: Arc<EdgeConfig>,
-    pub tls: PeerTls,
+    pub tls: SharedPeerTls,
     connector: Connector,
 }
 
 impl Prober {
-    pub fn new(listeners: Arc<Listeners>, config: Arc<EdgeConfig>, tls: PeerTls) -> Self {
+    pub fn new(listeners: Arc<Listeners>, config: Arc<EdgeConfig>, tls: SharedPeerTls) -> Self {
         Prober { listeners, config, tls, connector: Connector::new(None) }
     }
 
     async fn probe(&self, l: &Listener) -> bool {
-        let mut peer = tunnel_peer(&self.config, &self.tls, l.addr, &l.server_name);
+        let mut peer = tunnel_peer(&self.config, &self.tls.load(), l.addr, &l.server_name);
         peer.options.read_timeout = Some(self.config.failover.probe_timeout);
         peer.options.connection_timeout = Some(self.config.failover.probe_timeout);
         let attempt = async {
-            let (mut session, _) = self.connector.get_http_session(&peer).await.ok()?;
+            let (mut session, reused) = self.connector.get_http_session(&peer).await.ok()?;
+            if !reused && let Some(version) = crate::tls::not_tls13(session.digest()) {
+                log::warn!("origin listener {} negotiated {version}; the tunnel is TLS 1.3 only", l.addr);
+                return Some(false);
+            }
             let mut req = RequestHeader::build("GET", b"/", None).ok()?;
             req.insert_header("host", "railproxy.probe").ok()?;
             req.insert_header(tunnel::protocol::PROBE, "1").ok()?;
@@ -204,7 +209,7 @@ mod tests {
     use super::*;
 
     fn listeners() -> Listeners {
-        let yaml = "mode: edge\nlisten: [127.0.0.1:1]\nadmin: {listen: 127.0.0.1:2}\ntunnel: {ca: /dev/null}\n\
+        let yaml = "mode: edge\nlisten: [127.0.0.1:1]\nadmin: {listen: 127.0.0.1:2}\ntunnel: {ca: /dev/null, cert: /dev/null, key: /dev/null}\n\
                     origins:\n  a: {listeners: [127.0.0.1:10, 127.0.0.1:11]}\n  b: {listeners: [127.0.0.1:11]}\n\
                     failover: {backoff_base: 1s, backoff_cap: 30s}\n";
         let crate::config::Config::Edge(c) = crate::config::Config::parse(yaml).unwrap() else { unreachable!() };

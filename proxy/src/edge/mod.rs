@@ -29,14 +29,14 @@ use crate::config::EdgeConfig;
 use crate::config::edge::Fallback;
 use crate::http_util::{self, header_str};
 use crate::metrics;
-use crate::tls::PeerTls;
+use crate::tls::{self, SharedPeerTls};
 use decode::BodyDecoder;
 
 const MODE: &str = "edge";
 
 pub struct Edge {
     config: Arc<EdgeConfig>,
-    tls: PeerTls,
+    tls: SharedPeerTls,
     store: Arc<MemoryStore<String>>,
     listeners: Arc<listeners::Listeners>,
     /// One lock per origin listener, held from `upstream_peer` until the tunnel stream is
@@ -60,7 +60,7 @@ impl Edge {
 
     pub fn new(
         config: Arc<EdgeConfig>,
-        tls: PeerTls,
+        tls: SharedPeerTls,
         store: Arc<MemoryStore<String>>,
         listeners: Arc<listeners::Listeners>,
     ) -> Self {
@@ -90,6 +90,8 @@ pub struct EdgeCtx {
     body: Option<BodyDecoder>,
     encoding: Encoding,
     raw_bytes: u64,
+    /// Request body bytes read from the client so far.
+    body_in: u64,
     wire_bytes: u64,
     /// Held while Pingora acquires the tunnel stream for this request.
     acquiring: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -98,14 +100,6 @@ pub struct EdgeCtx {
     tried: Vec<SocketAddr>,
     /// No listener was up: the request goes straight to the origin.
     direct: bool,
-}
-
-fn refuse(status: u16, message: &str) -> (ResponseHeader, Bytes) {
-    let body = Bytes::from(format!("{status} {message}\n"));
-    let mut resp = ResponseHeader::build(status, Some(3)).expect("static status");
-    let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
-    let _ = resp.insert_header("content-length", body.len().to_string());
-    (resp, body)
 }
 
 /// GOAWAY(NO_ERROR) or REFUSED_STREAM from the origin: it is closing the connection in order and
@@ -119,8 +113,16 @@ fn graceful_h2_shutdown(e: &Error) -> bool {
 }
 
 /// Errors that say the tunnel (not the request) failed: connecting, TLS, the connection closing
-/// or resetting, HTTP/2 protocol errors and GOAWAY.
+/// or resetting, HTTP/2 connection errors and GOAWAY. What a client did (a broken request body,
+/// a reset of its own stream) never marks a listener down: clients cannot take listeners out.
 fn tunnel_failure(e: &Error) -> bool {
+    if *e.esource() == pingora_error::ErrorSource::Downstream {
+        return false;
+    }
+    if let Some(h2e) = e.root_cause().downcast_ref::<h2::Error>() {
+        // A stream reset or a request h2 refused to send concerns one request only.
+        return h2e.is_io() || h2e.is_go_away();
+    }
     matches!(
         e.etype(),
         ErrorType::ConnectTimedout
@@ -141,11 +143,42 @@ fn verify_error(reason: &'static str, detail: &str) -> Box<Error> {
     Error::explain(ErrorType::Custom("tunnel body refused"), format!("{reason}: {detail}"))
 }
 
+impl Edge {
+    /// A request head beyond `limits`: status, metric label, why.
+    fn over_limits(&self, session: &Session) -> Option<(u16, &'static str, String)> {
+        let l = &self.config.limits;
+        let req = session.req_header();
+        let fields = req.headers.len();
+        if fields > l.max_headers {
+            return Some((431, "headers", format!("{fields} header fields, at most {} are accepted", l.max_headers)));
+        }
+        let head = match session.as_downstream().as_http1() {
+            Some(h1) => h1.get_headers_raw_bytes().len() as u64,
+            // HTTP/2: as RFC 9113 §6.5.2 counts it (name + value + 32 per field).
+            None => req.headers.iter().map(|(n, v)| (n.as_str().len() + v.len() + 32) as u64).sum(),
+        };
+        if head > l.max_header_bytes {
+            return Some((
+                431,
+                "headers",
+                format!("{head} bytes of headers, at most {} are accepted", l.max_header_bytes),
+            ));
+        }
+        match http_util::header_str(req.headers.get(http::header::CONTENT_LENGTH)).map(str::parse::<u64>) {
+            Some(Ok(n)) if n > l.max_body => {
+                Some((413, "body", format!("a body of {n} bytes, at most {} are accepted", l.max_body)))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = EdgeCtx;
 
     fn new_ctx(&self) -> Self::CTX {
+        crate::limits::head_read();
         EdgeCtx {
             start: Instant::now(),
             _in_flight: metrics::InFlight::start(MODE),
@@ -156,6 +189,7 @@ impl ProxyHttp for Edge {
             body: None,
             encoding: Encoding::Identity,
             raw_bytes: 0,
+            body_in: 0,
             wire_bytes: 0,
             acquiring: None,
             listener: None,
@@ -173,21 +207,28 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Some(problem) = http_util::session_framing_problem(session) {
+            return http_util::refuse(session, 400, problem).await;
+        }
+        let req = session.req_header();
+        if let Some((status, problem)) = http_util::target_problem(req) {
+            return http_util::refuse(session, status, problem).await;
+        }
+        if let Some((status, limit, problem)) = self.over_limits(session) {
+            metrics::LIMIT_REFUSALS.with_label_values(&[limit]).inc();
+            return http_util::refuse(session, status, &problem).await;
+        }
+        session.set_keepalive(Some(self.config.limits.keepalive_timeout.as_secs()));
         let req = session.req_header();
         let host = http_util::request_host(req);
-        let refusal = match &host {
-            None => Some((400, "Bad Request: no Host")),
+        match &host {
+            None => return http_util::refuse(session, 400, "no Host").await,
             Some(h) if self.config.route(h).is_none() => {
-                Some((421, "Misdirected Request: this edge does not serve that host"))
+                return http_util::refuse(session, 421, "this edge does not serve that host").await;
             }
-            Some(_) => None,
-        };
-        if let Some((status, message)) = refusal {
-            let (resp, body) = refuse(status, message);
-            session.write_response_header(Box::new(resp), false).await?;
-            session.write_response_body(Some(body), true).await?;
-            return Ok(true);
+            Some(_) => {}
         }
+        let req = session.req_header();
         if req.method == http::Method::GET {
             let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
             ctx.key = Some(format!("{}{path}", host.as_deref().unwrap_or_default()));
@@ -271,7 +312,7 @@ impl ProxyHttp for Edge {
             let wait = self.config.tunnel.connect_timeout;
             ctx.acquiring = tokio::time::timeout(wait, lock.clone().lock_owned()).await.ok();
         }
-        Ok(Box::new(listeners::tunnel_peer(&self.config, &self.tls, listener.addr, &listener.server_name)))
+        Ok(Box::new(listeners::tunnel_peer(&self.config, &self.tls.load(), listener.addr, &listener.server_name)))
     }
 
     async fn connected_to_upstream(
@@ -280,12 +321,20 @@ impl ProxyHttp for Edge {
         reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
-        _digest: Option<&Digest>,
+        digest: Option<&Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.acquiring = None;
-        if !reused {
-            metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
+        if ctx.direct || reused {
+            return Ok(());
+        }
+        metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
+        if let Some(version) = tls::not_tls13(digest) {
+            metrics::TUNNEL_AUTH_FAILURES.with_label_values(&["tls12"]).inc();
+            return Error::e_explain(
+                ErrorType::TLSHandshakeFailure,
+                format!("origin listener negotiated {version}, the tunnel is TLS 1.3 only"),
+            );
         }
         Ok(())
     }
@@ -360,7 +409,11 @@ impl ProxyHttp for Edge {
         if code > 0 && session.response_written().is_none() {
             // Say why, so that an operator reading a client's error page knows where to look.
             let reason = http::StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
-            let detail = e.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default();
+            let detail = if *e.esource() == pingora_error::ErrorSource::Downstream {
+                format!("the request could not be read ({})", e.etype().as_str())
+            } else {
+                e.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default()
+            };
             let body = Bytes::from(format!("{code} {reason}: {detail}\n"));
             let _ = session.respond_error_with_body(code, body).await;
         }
@@ -398,6 +451,32 @@ impl ProxyHttp for Edge {
                 }
                 None => metrics::BASE.with_label_values(&[MODE, "miss"]).inc(),
             }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // Chunked and HTTP/2 bodies announce no length: counted as they come.
+        ctx.body_in += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_in > self.config.limits.max_body {
+            metrics::LIMIT_REFUSALS.with_label_values(&["body"]).inc();
+            // Answered here: Pingora takes a body filter error for an upstream one and would
+            // keep the client waiting for the origin's answer to a body that never ends.
+            *body = None;
+            if session.response_written().is_none() {
+                let limit = format!("request body over {} bytes", self.config.limits.max_body);
+                http_util::refuse(session, 413, &limit).await?;
+            }
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                format!("request body over {} bytes", self.config.limits.max_body),
+            );
         }
         Ok(())
     }

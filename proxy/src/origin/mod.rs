@@ -115,17 +115,6 @@ pub struct OriginCtx {
     tried: Vec<pingora_core::protocols::l4::socket::SocketAddr>,
 }
 
-fn respond_421(host: Option<&str>) -> (ResponseHeader, Bytes) {
-    let body = Bytes::from(format!(
-        "421 Misdirected Request: this origin listener does not serve host {:?}\n",
-        host.unwrap_or("")
-    ));
-    let mut resp = ResponseHeader::build(421, Some(3)).expect("static status");
-    let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
-    let _ = resp.insert_header("content-length", body.len().to_string());
-    (resp, body)
-}
-
 #[async_trait]
 impl ProxyHttp for Origin {
     type CTX = OriginCtx;
@@ -161,13 +150,20 @@ impl ProxyHttp for Origin {
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
             self.connections.saw(*peer);
         }
+        if let Some(problem) = http_util::session_framing_problem(session) {
+            return http_util::refuse(session, 400, problem).await;
+        }
         let req = session.req_header();
+        if let Some((status, problem)) = http_util::target_problem(req) {
+            return http_util::refuse(session, status, problem).await;
+        }
         let host = http_util::request_host(req);
+        if host.is_none() {
+            return http_util::refuse(session, 400, "no Host").await;
+        }
         if !host.as_ref().is_some_and(|h| self.hosts.contains_key(h)) {
-            let (resp, body) = respond_421(host.as_deref());
-            session.write_response_header(Box::new(resp), false).await?;
-            session.write_response_body(Some(body), true).await?;
-            return Ok(true);
+            let message = format!("this origin listener does not serve host {:?}", host.as_deref().unwrap_or(""));
+            return http_util::refuse(session, 421, &message).await;
         }
         ctx.host = host;
         let accept = header_str(req.headers.get(http::header::ACCEPT_ENCODING));

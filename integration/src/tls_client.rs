@@ -1,0 +1,117 @@
+//! A raw TLS client for knocking on the tunnel port: with or without a client certificate, any
+//! CA, TLS 1.2 or 1.3. It reports what came back, so tests can tell a refused handshake from an
+//! HTTP answer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// How to connect.
+#[derive(Debug, Clone, Copy)]
+pub struct Knock<'a> {
+    /// CA the server's certificate must chain to.
+    pub ca: &'a Path,
+    /// Client certificate and key to present, if any.
+    pub client: Option<(&'a Path, &'a Path)>,
+    /// Offer TLS 1.2 only (otherwise 1.3 only).
+    pub tls12: bool,
+    pub server_name: &'a str,
+}
+
+fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+    let mut r = std::io::BufReader::new(std::fs::File::open(path).expect("certificate file"));
+    rustls_pemfile::certs(&mut r).collect::<Result<_, _>>().expect("PEM certificates")
+}
+
+fn key(path: &Path) -> PrivateKeyDer<'static> {
+    let mut r = std::io::BufReader::new(std::fs::File::open(path).expect("key file"));
+    rustls_pemfile::private_key(&mut r).expect("PEM key").expect("a key")
+}
+
+fn config(k: &Knock<'_>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(k.ca) {
+        roots.add(c).expect("CA certificate");
+    }
+    let version: &[&'static rustls::SupportedProtocolVersion] =
+        if k.tls12 { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13] };
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(version)
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let mut config = match k.client {
+        Some((cert, k)) => builder.with_client_auth_cert(certs(cert), key(k)).expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// What a knock got back.
+#[derive(Debug)]
+pub struct Answer {
+    /// The handshake as the client saw it (in TLS 1.3 the server refuses a client certificate
+    /// after the client's side of the handshake is done, so this alone proves little).
+    pub handshake: Result<(), String>,
+    /// Bytes read after sending one HTTP/1.1 request, and how reading ended.
+    pub response: Vec<u8>,
+    pub read_end: String,
+    /// The server's certificate, when the handshake got that far.
+    pub server_cert: Option<Vec<u8>>,
+}
+
+impl Answer {
+    /// True when the server answered HTTP: the connection was accepted.
+    pub fn served(&self) -> bool {
+        self.response.starts_with(b"HTTP/1.1 ")
+    }
+}
+
+/// Connects to `addr`, sends `GET path` for `host`, and reads until the server closes (5 s at
+/// most).
+pub async fn knock(addr: std::net::SocketAddr, k: Knock<'_>, host: &str, path: &str) -> Answer {
+    knock_with(addr, k, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await
+}
+
+/// The same with a request of the caller's making (raw bytes after the handshake).
+pub async fn knock_with(addr: std::net::SocketAddr, k: Knock<'_>, req: &str) -> Answer {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("TCP connect");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config(&k)));
+    let name = ServerName::try_from(k.server_name.to_string()).expect("server name");
+    let mut tls = match tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Answer {
+                handshake: Err(e.to_string()),
+                response: Vec::new(),
+                read_end: String::new(),
+                server_cert: None,
+            };
+        }
+        Err(_) => panic!("TLS handshake with {addr} hung"),
+    };
+    let server_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+    let mut response = Vec::new();
+    let read_end = match tls.write_all(req.as_bytes()).await {
+        Err(e) => format!("write: {e}"),
+        Ok(()) => match tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await {
+            Ok(Ok(_)) => "closed".to_string(),
+            Ok(Err(e)) => format!("read: {e}"),
+            Err(_) => panic!("no answer from {addr} within 5 s"),
+        },
+    };
+    Answer { handshake: Ok(()), response, read_end, server_cert }
+}
+
+/// Sends `bytes` over plain TCP and returns whatever comes back before the server closes (5 s
+/// at most).
+pub async fn plain(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("TCP connect");
+    let _ = tcp.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
+    out
+}
