@@ -15,7 +15,7 @@ TEST_PACKAGES := redis-server
 DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test lint fmt bench fuzz clean help demo demo-stop
+.PHONY: all deps build test lint fmt bench fuzz audit clean help demo demo-stop
 
 all: build
 
@@ -23,6 +23,7 @@ help:
 	@echo "make demo    build, then start backend + origin + edge on loopback and show deltas"
 	@echo "make demo-stop"
 	@echo "make test    build and run every test (what CI runs, with make lint)"
+	@echo "make audit   cargo audit against the RustSec database (and cargo deny when installed)"
 	@echo "make bench   codec figures, then railproxy beside nginx (wrk, ~5 min); reports in target/bench/"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
@@ -80,19 +81,33 @@ bench: build
 	@target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS) | tee target/bench/proxies.md
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := decode_raw round_trip
+# crate-dir:target. The proxy's targets link the whole proxy (Pingora): the first build is slow.
+FUZZ_TARGETS := tunnel/fuzz:decode_raw tunnel/fuzz:round_trip tunnel/fuzz:available_dictionary \
+	proxy/fuzz:config proxy/fuzz:values
 # Each target runs from its seeds plus what earlier runs found; a crash fails the target.
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	@mkdir -p target
-	@for t in $(FUZZ_TARGETS); do \
-	  mkdir -p tunnel/fuzz/corpus/$$t; log=target/fuzz-$$t.log; \
-	  if RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tunnel/fuzz $$t tunnel/fuzz/corpus/$$t tunnel/fuzz/seeds/$$t \
+	@for spec in $(FUZZ_TARGETS); do \
+	  dir=$${spec%%:*}; t=$${spec##*:}; \
+	  mkdir -p $$dir/corpus/$$t; log=target/fuzz-$$t.log; \
+	  if RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir $$dir $$t $$dir/corpus/$$t $$dir/seeds/$$t \
 	       -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >$$log 2>&1; then st=ok; else st=FAILED; fi; \
 	  runs=$$(grep -o 'number_of_executed_units: [0-9]*' $$log | tail -1 | cut -d' ' -f2); \
 	  echo "fuzz $$t: $$st, $${runs:-0} executions in $(FUZZ_SECONDS) s (log: $$log)"; \
 	  if [ $$st = FAILED ]; then grep -E 'panicked|ERROR|SUMMARY|Test unit written' $$log; exit 1; fi; \
 	done
+
+ADVISORY_DB ?= ../shared/advisory-db
+# Fails on any known vulnerability in Cargo.lock. Offline against a local copy of the RustSec
+# database when there is one, else cargo audit fetches it.
+audit:
+	@command -v cargo-audit >/dev/null || $(CARGO) install --locked cargo-audit
+	@if [ -d "$(ADVISORY_DB)" ]; then echo "audit: advisory database $(ADVISORY_DB)"; \
+	  $(CARGO) audit --db $(ADVISORY_DB) --no-fetch; \
+	 else echo "audit: $(ADVISORY_DB) not found, fetching the RustSec database"; $(CARGO) audit; fi
+	@if command -v cargo-deny >/dev/null; then $(CARGO) deny --offline check licenses bans sources; \
+	 else echo "audit: cargo-deny not installed, deny.toml not checked (cargo install --locked cargo-deny)"; fi
 
 clean:
 	$(CARGO) clean

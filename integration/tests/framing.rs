@@ -164,3 +164,23 @@ async fn railproxy_is_not_an_open_proxy() {
     let hits = Http::h1().get(&format!("http://{}/hits/60/open", stack.backend.addr), &[]).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&hits.body).trim(), "0", "a refused request reached the backend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_an_upgrade_request_are_not_forwarded_without_a_101() {
+    let stack = Stack::start(Knobs::default()).await;
+    // A WebSocket upgrade the backend does not grant, with a request hidden behind it that the
+    // edge itself would refuse (a host it does not serve).
+    let hidden = "GET /cache/60/smuggled HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+    for path in ["/cache/60/upgrade", "/echo"] {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n{hidden}"
+        );
+        let a = send(stack.edge_addr, &req).await;
+        eprintln!("upgrade to {path} with bytes behind it -> statuses {:?}", a.statuses());
+        assert!(!a.statuses().contains(&101), "switched protocols");
+        // Whatever the edge makes of the hidden bytes, it decides itself: never the backend.
+        assert!(a.statuses().iter().skip(1).all(|s| *s == 421), "{:?}", a.statuses());
+    }
+    assert_eq!(smuggled(&stack).await, 0, "bytes behind an upgrade reached the backend");
+}

@@ -1,24 +1,6 @@
 //! `railproxy`: one binary, two modes (edge and origin) joined by a delta-compressing tunnel,
 //! plus the operator commands around them.
 
-mod admin;
-mod certs;
-mod config;
-mod delta;
-mod edge;
-mod exit;
-mod http_util;
-mod limits;
-mod logging;
-mod metrics;
-mod origin;
-mod proxy_common;
-mod redis_store;
-mod run;
-mod server;
-mod tls;
-mod units;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,8 +11,9 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use crate::config::{Config, Mode};
-use crate::exit::{CmdResult, Failure, USAGE};
+use railproxy::config::{Config, Mode};
+use railproxy::exit::{CmdResult, Failure, USAGE};
+use railproxy::{certs, delta, logging, run};
 
 #[derive(Debug, Parser)]
 #[command(name = "railproxy", version, about, long_about = None)]

@@ -31,6 +31,17 @@ pub fn decode_raw(data: &[u8]) {
     check_agree("zstd", &one_shot, &streamed);
 }
 
+/// Arbitrary bytes as an `Available-Dictionary` (or `railproxy-delta-base`) header value.
+///
+/// Invariants: no panic; a value that parses names a version whose printed form parses back to
+/// the same version.
+pub fn available_dictionary(data: &[u8]) {
+    if let Ok(id) = crate::VersionId::parse_sf(data) {
+        let printed = id.to_sf();
+        assert_eq!(crate::VersionId::parse_sf(printed.as_bytes()).ok(), Some(id), "{printed} does not parse back");
+    }
+}
+
 fn stream_decode(mut dec: Decoder, data: &[u8], chunk: usize) -> crate::Result<Vec<u8>> {
     let mut out = Vec::new();
     for piece in data.chunks(chunk) {
@@ -167,7 +178,14 @@ pub fn seed_inputs() -> Vec<(&'static str, String, Vec<u8>)> {
     let full = codec::compress(&next, codec::FULL_LEVEL).expect("compress");
     let mut wrong_base = delta.clone();
     wrong_base[20] ^= 0xff;
+    let id = base.id.to_sf();
     let mut seeds = vec![
+        ("available_dictionary", "valid".to_string(), id.clone().into_bytes()),
+        ("available_dictionary", "with-parameters".to_string(), format!("{id};a=1;b=?0").into_bytes()),
+        ("available_dictionary", "too-short".to_string(), b":AAAA:".to_vec()),
+        ("available_dictionary", "token".to_string(), b"sha-256".to_vec()),
+        ("available_dictionary", "inner-list".to_string(), format!("({id})").into_bytes()),
+        ("available_dictionary", "unterminated".to_string(), id.as_bytes()[..id.len() - 1].to_vec()),
         ("decode_raw", "dcz-valid".to_string(), delta.clone()),
         ("decode_raw", "dcz-truncated".to_string(), delta[..delta.len() / 2].to_vec()),
         ("decode_raw", "dcz-header-only".to_string(), delta[..40].to_vec()),

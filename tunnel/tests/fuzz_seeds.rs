@@ -10,6 +10,7 @@ fn target_fn(target: &str) -> fn(&[u8]) {
     match target {
         "decode_raw" => tunnel::fuzzing::decode_raw,
         "round_trip" => tunnel::fuzzing::round_trip,
+        "available_dictionary" => tunnel::fuzzing::available_dictionary,
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -17,7 +18,7 @@ fn target_fn(target: &str) -> fn(&[u8]) {
 #[test]
 fn replay_fuzz_seeds() {
     let mut replayed = 0;
-    for target in ["decode_raw", "round_trip"] {
+    for target in ["decode_raw", "round_trip", "available_dictionary"] {
         let dir = seeds_dir().join(target);
         let run = target_fn(target);
         let mut files: Vec<_> = std::fs::read_dir(&dir)

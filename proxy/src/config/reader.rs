@@ -58,6 +58,7 @@ fn describe(v: &Value) -> String {
 }
 
 /// A mapping in the file. Dropping it reports keys that were present but never read.
+#[derive(Debug)]
 pub struct Section<'a> {
     path: String,
     map: Option<&'a Mapping>,
