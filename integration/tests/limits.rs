@@ -185,3 +185,44 @@ async fn http2_clients_are_told_the_stream_limit() {
     assert_eq!(status, 200);
     assert_eq!(conn.max_concurrent_send_streams(), 7);
 }
+
+/// Opens streams and cancels each at once (HTTP/2 rapid reset); returns how many were sent
+/// before the edge ended the connection, or None if it never did.
+async fn rapid_reset(stack: &Stack, streams: usize) -> Option<usize> {
+    let tcp = tokio::net::TcpStream::connect(stack.edge_addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let ended = tokio::spawn(conn);
+    for i in 0..streams {
+        let req = http::Request::get(stack.url("/pages/generated-100k")).body(()).unwrap();
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => return Some(i),
+        };
+        match client.send_request(req, true) {
+            // Dropping the response future resets the stream (RST_STREAM CANCEL).
+            Ok((resp, _)) => drop(resp),
+            Err(_) => return Some(i),
+        }
+        if ended.is_finished() {
+            return Some(i);
+        }
+        tokio::task::yield_now().await;
+    }
+    match tokio::time::timeout(Duration::from_secs(2), ended).await {
+        Ok(_) => Some(streams),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_ends_the_connection() {
+    let stack = Stack::start(with_limits("{h2_max_resets: 10}")).await;
+    // h2 counts streams the client reset before the server took them up, so the cut comes after
+    // the server falls behind, not at the 10th stream; with h2_max_resets 1000000 the same
+    // 5,000 streams leave the connection up.
+    let cut = rapid_reset(&stack, 5_000).await;
+    eprintln!("rapid reset with h2_max_resets 10: connection ended after {cut:?} streams");
+    assert!(cut.is_some_and(|n| n < 5_000), "5,000 reset streams and the connection lives on");
+    // A normal client is still served.
+    assert_eq!(Http::h2c().get(&stack.url("/health"), &[]).await.unwrap().status, 200);
+}
