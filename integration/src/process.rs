@@ -140,6 +140,21 @@ impl Backend {
             .unwrap_or_else(|| panic!("{name} said {line:?}:\n{}", proc.log()));
         Backend { proc, addr }
     }
+
+    /// How many times the backend served `/cache/{key}` (key `secs/name`).
+    pub async fn hits(&self, key: &str) -> u64 {
+        self.number(&format!("/hits/{key}")).await
+    }
+
+    /// Requests the backend has answered so far, this one included.
+    pub async fn served(&self) -> u64 {
+        self.number("/count").await
+    }
+
+    async fn number(&self, path: &str) -> u64 {
+        let r = crate::Http::h1().get(&format!("http://{}{path}", self.addr), &[]).await.expect("backend answers");
+        String::from_utf8_lossy(&r.body).trim().parse().expect("a number")
+    }
 }
 
 /// A free loopback port. The port is released before use, so the caller retries on a clash.

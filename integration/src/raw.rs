@@ -47,12 +47,16 @@ pub async fn exchange(addr: SocketAddr, pieces: &[&[u8]], gap: Duration, wait: D
             Err(_) => break false,
         }
     };
-    let status = std::str::from_utf8(&bytes[..bytes.len().min(12)])
+    RawAnswer { status: status_of(&bytes), closed, bytes }
+}
+
+/// The status of the HTTP/1.x response these bytes start with, if they start with one.
+pub fn status_of(bytes: &[u8]) -> Option<u16> {
+    std::str::from_utf8(&bytes[..bytes.len().min(12)])
         .ok()
         .and_then(|s| s.strip_prefix("HTTP/1.1 ").or_else(|| s.strip_prefix("HTTP/1.0 ")))
         .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok());
-    RawAnswer { status, closed, bytes }
+        .and_then(|s| s.parse().ok())
 }
 
 /// One request as a single write, 2 s to answer.

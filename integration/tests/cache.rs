@@ -3,11 +3,6 @@
 
 use railproxy_integration::{Http, Knobs, Stack};
 
-async fn backend_hits(stack: &Stack, path: &str) -> u64 {
-    let r = Http::h1().get(&format!("http://{}/hits/{path}", stack.backend.addr), &[]).await.unwrap();
-    String::from_utf8_lossy(&r.body).trim().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cacheable_response_is_served_from_the_cache() {
     let stack = Stack::start(Knobs::default()).await;
@@ -20,12 +15,12 @@ async fn a_cacheable_response_is_served_from_the_cache() {
     assert!(first.body == direct.body && second.body == direct.body, "cached bytes differ from the backend's");
     assert_eq!(second.header("content-length"), Some(direct.body.len().to_string().as_str()));
     // The backend saw the direct request and the first miss only.
-    assert_eq!(backend_hits(&stack, "60/a").await, 2);
+    assert_eq!(stack.backend.hits("60/a").await, 2);
     // Over HTTP/2 and with gzip, a hit is still the same body.
     let h2 = Http::h2c().get(&stack.url("/cache/60/a"), &[]).await.unwrap();
     assert_eq!(h2.header("railproxy-cache"), Some("HIT"));
     assert!(h2.body == direct.body);
-    assert_eq!(backend_hits(&stack, "60/a").await, 2);
+    assert_eq!(stack.backend.hits("60/a").await, 2);
     // Uncacheable responses keep going through the tunnel, with deltas.
     for v in ["0", "1"] {
         let page = http.get(&stack.url("/pages/generated-10k"), &[("x-version", v)]).await.unwrap();
@@ -54,7 +49,7 @@ async fn concurrent_misses_collapse_to_one_backend_request() {
         bodies.push(r.body);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
-    assert_eq!(backend_hits(&stack, "60/b").await, 1, "the cache lock lets one miss through");
+    assert_eq!(stack.backend.hits("60/b").await, 1, "the cache lock lets one miss through");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,20 +2,9 @@
 //! make railproxy an open proxy, are refused with the right 4xx before anything reaches a
 //! backend.
 
-use railproxy_integration::raw::send;
+use railproxy_integration::raw::{send, status_of};
 use railproxy_integration::tls_client::{Knock, knock_with};
 use railproxy_integration::{Http, Knobs, Stack};
-
-/// Requests the backend has answered so far (this one included).
-async fn served(stack: &Stack) -> u64 {
-    let r = Http::h1().get(&format!("http://{}/count", stack.backend.addr), &[]).await.unwrap();
-    String::from_utf8_lossy(&r.body).trim().parse().unwrap()
-}
-
-async fn smuggled(stack: &Stack) -> u64 {
-    let r = Http::h1().get(&format!("http://{}/hits/60/smuggled", stack.backend.addr), &[]).await.unwrap();
-    String::from_utf8_lossy(&r.body).trim().parse().unwrap()
-}
 
 /// Requests the origin answered with a 2xx (edge probes are not counted).
 async fn origin_2xx(stack: &Stack) -> f64 {
@@ -95,10 +84,10 @@ async fn bad_framing_gets_400_and_close_and_reaches_no_backend() {
     ];
     let mut failures = Vec::new();
     for (what, request, want) in &cases {
-        let before = served(&stack).await;
+        let before = stack.backend.served().await;
         let answered_before = origin_2xx(&stack).await;
         let a = send(stack.edge_addr, request).await;
-        let reached = served(&stack).await - before - 1;
+        let reached = stack.backend.served().await - before - 1;
         let complete = origin_2xx(&stack).await - answered_before;
         let text = String::from_utf8_lossy(&a.bytes);
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
@@ -116,7 +105,7 @@ async fn bad_framing_gets_400_and_close_and_reaches_no_backend() {
             failures.push(*what);
         }
     }
-    assert_eq!(smuggled(&stack).await, 0, "a smuggled request reached the backend");
+    assert_eq!(stack.backend.hits("60/smuggled").await, 0, "a smuggled request reached the backend");
     assert!(failures.is_empty(), "not refused as they should be: {failures:?}");
 }
 
@@ -157,12 +146,11 @@ async fn railproxy_is_not_an_open_proxy() {
     let k = Knock { ca: &ca, client: Some((&cert, &key)), tls12: false, server_name: "origin.railproxy.internal" };
     for (what, request, want) in &edge_cases {
         let a = knock_with(stack.origin_addr, k, request).await;
-        let status = String::from_utf8_lossy(&a.response).get(9..12).and_then(|s| s.parse::<u16>().ok());
+        let status = status_of(&a.response);
         eprintln!("origin: {what:<48} -> {status:?}");
         assert_eq!(status, Some(*want), "origin: {what}");
     }
-    let hits = Http::h1().get(&format!("http://{}/hits/60/open", stack.backend.addr), &[]).await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&hits.body).trim(), "0", "a refused request reached the backend");
+    assert_eq!(stack.backend.hits("60/open").await, 0, "a refused request reached the backend");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,5 +170,5 @@ async fn bytes_after_an_upgrade_request_are_not_forwarded_without_a_101() {
         // Whatever the edge makes of the hidden bytes, it decides itself: never the backend.
         assert!(a.statuses().iter().skip(1).all(|s| *s == 421), "{:?}", a.statuses());
     }
-    assert_eq!(smuggled(&stack).await, 0, "bytes behind an upgrade reached the backend");
+    assert_eq!(stack.backend.hits("60/smuggled").await, 0, "bytes behind an upgrade reached the backend");
 }

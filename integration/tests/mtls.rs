@@ -35,11 +35,6 @@ fn der(pem: &Path) -> Vec<u8> {
     rustls_pemfile::certs(&mut r).next().unwrap().unwrap().to_vec()
 }
 
-async fn backend_hits(stack: &Stack, path: &str) -> u64 {
-    let r = Http::h1().get(&format!("http://{}/hits/{path}", stack.backend.addr), &[]).await.unwrap();
-    String::from_utf8_lossy(&r.body).trim().parse().unwrap()
-}
-
 async fn wait_metric(admin: std::net::SocketAddr, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -93,11 +88,11 @@ async fn the_origin_refuses_every_peer_but_an_edge_from_its_ca_with_a_listed_nam
         eprintln!("{what}: {} bytes back: {:?}", back.len(), String::from_utf8_lossy(&back[..back.len().min(40)]));
         assert!(!back.starts_with(b"HTTP/"), "{what}: the origin answered HTTP");
     }
-    assert_eq!(backend_hits(&stack, "60/knock").await, 0, "a refused peer reached the backend");
+    assert_eq!(stack.backend.hits("60/knock").await, 0, "a refused peer reached the backend");
     // The control: the edge's own certificate is served, and only its request reached the backend.
     let ok = knock(origin, tls(&ca, Some((&edge_cert, &edge_key)), false), "127.0.0.1", path).await;
     assert!(ok.served(), "the edge certificate was refused: {ok:?}");
-    assert_eq!(backend_hits(&stack, "60/knock").await, 1);
+    assert_eq!(stack.backend.hits("60/knock").await, 1);
     let m = stack.origin_metrics().await;
     let failures = |r: &str| m.sum("railproxy_tunnel_auth_failures_total", &[("reason", r)]);
     eprintln!("origin refusals: ca {}, name {}, tls12 {}", failures("ca"), failures("name"), failures("tls12"));
