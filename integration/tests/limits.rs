@@ -226,3 +226,28 @@ async fn http2_rapid_reset_ends_the_connection() {
     // A normal client is still served.
     assert_eq!(Http::h2c().get(&stack.url("/health"), &[]).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_off_too() {
+    let stack = Stack::start(with_limits("{head_timeout: 1s, keepalive_timeout: 1s}")).await;
+    let mut tcp = tokio::net::TcpStream::connect(stack.edge_addr).await.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "first request not served");
+    // The next head dribbles in: it gets the keep-alive wait plus the head timeout, no more.
+    let start = Instant::now();
+    for b in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".repeat(3) {
+        if tcp.write_all(&[b]).await.is_err() {
+            break;
+        }
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            assert!(matches!(r, Ok(0) | Err(_)), "the slow head got an answer");
+            break;
+        }
+    }
+    let cut = start.elapsed();
+    eprintln!("slow second head cut off after {cut:?} (keepalive 1s + head 1s)");
+    assert!(cut >= Duration::from_millis(1900) && cut < Duration::from_secs(6), "cut off after {cut:?}");
+    assert_eq!(refusals(&stack, "head_timeout").await, 1.0);
+}

@@ -41,7 +41,8 @@ pub fn head_read() {
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Bounds the time until each request's head is read.
+/// Bounds the time until the head of each further request on a kept-alive HTTP/1 connection is
+/// read (the first one is bounded by [`ConnectionCaps`]).
 pub struct HeadTimeout<A> {
     inner: Arc<A>,
     head_timeout: Duration,
@@ -62,10 +63,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for HeadTimeout<A> 
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let reused = CONNECTION.try_with(|c| c.requests.fetch_add(1, Ordering::Relaxed) > 0).unwrap_or(false);
+        if !reused {
+            // A connection's first head is bounded by `ConnectionCaps` from accept, and HTTP/2
+            // heads arrive whole: no timer needed on this path.
+            return self.inner.process_new_http(session, shutdown).await;
+        }
         // A connection coming back for its next request waits idle first (Pingora bounds that
         // wait by the keep-alive timeout), then gets the same head timeout.
-        let reused = CONNECTION.try_with(|c| c.requests.fetch_add(1, Ordering::Relaxed) > 0).unwrap_or(false);
-        let limit = if reused { self.keepalive_timeout + self.head_timeout } else { self.head_timeout };
+        let limit = self.keepalive_timeout + self.head_timeout;
         let done = Arc::new(AtomicBool::new(false));
         let request = HEAD_READ.scope(done.clone(), self.inner.process_new_http(session, shutdown));
         tokio::pin!(request);
