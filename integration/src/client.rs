@@ -63,3 +63,13 @@ impl Http {
         self.send(Method::GET, url, headers, Bytes::new()).await
     }
 }
+
+/// The rule for a response whose tunnel body may fail verification: the exact `expected` bytes
+/// with 200, or a server error, or a broken response — never other bytes.
+pub fn assert_right_or_refused(result: Result<Resp, String>, expected: &[u8], what: &str) {
+    match result {
+        Ok(r) if r.status == 200 => assert!(r.body == expected, "{what}: wrong bytes served"),
+        Ok(r) => assert!(r.status.is_server_error(), "{what}: {}", r.status),
+        Err(e) => eprintln!("{what}: client saw an error, as it should: {e}"),
+    }
+}

@@ -469,14 +469,11 @@ impl ProxyHttp for Edge {
             // Answered here: Pingora takes a body filter error for an upstream one and would
             // keep the client waiting for the origin's answer to a body that never ends.
             *body = None;
+            let why = format!("request body over {} bytes", self.config.limits.max_body);
             if session.response_written().is_none() {
-                let limit = format!("request body over {} bytes", self.config.limits.max_body);
-                http_util::refuse(session, 413, &limit).await?;
+                http_util::refuse(session, 413, &why).await?;
             }
-            return Error::e_explain(
-                ErrorType::HTTPStatus(413),
-                format!("request body over {} bytes", self.config.limits.max_body),
-            );
+            return Error::e_explain(ErrorType::HTTPStatus(413), why);
         }
         Ok(())
     }
