@@ -8,10 +8,10 @@ CARGOFLAGS ?= --release --locked
 CORPUS     ?= ../shared/corpus/dev
 BIN        := target/release/railproxy
 
-# Debian packages the build needs (cmake: zlib-ng inside Pingora), the tests run (a real Redis)
-# and the demo uses.
+# Debian packages the build needs (cmake: zlib-ng inside Pingora), the tests run (a real Redis,
+# Ansible for the fleet playbook, Prometheus and promtool for the monitoring files) and the demo uses.
 BUILD_PACKAGES := cmake pkg-config
-TEST_PACKAGES := redis-server
+TEST_PACKAGES := redis-server ansible-core prometheus
 DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -33,7 +33,7 @@ define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 endef
 

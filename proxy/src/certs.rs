@@ -23,7 +23,8 @@ pub const HELP: &str = "Writes into DIR (created if missing):
 Existing files are kept; missing certificates are issued from the existing CA.
 Keys are written with mode 0600.
 
-For a fleet, issue each host its own certificate from the CA:
+For a fleet, `railproxy certs ca --out DIR` creates just a CA; `railproxy fleet render` issues
+every host's certificate from it. By hand, issue each host its own certificate from the CA:
   railproxy certs issue --ca DIR --role origin --name origin-1.example.net --out HOSTDIR
   railproxy certs issue --ca DIR --role edge --name edge-fra-1.example.net --out HOSTDIR
 writes NAME.pem and NAME.key (and a copy of ca.pem) into HOSTDIR. Origins accept the edges whose
@@ -50,6 +51,12 @@ pub enum CertsCmd {
         #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
     },
+    /// Create only a private CA (ca.pem, ca.key) in --out, e.g. a fleet's; kept if it exists.
+    Ca {
+        /// Folder to write ca.pem and ca.key into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -60,11 +67,14 @@ pub enum Role {
 
 pub fn run_cmd(cmd: CertsCmd) -> CmdResult {
     match cmd {
-        CertsCmd::Issue { ca, names, role, out, days } => issue_one(&ca, &names, role, &out, days).map_err(Into::into),
+        CertsCmd::Issue { ca, names, role, out, days } => issue(&ca, &names, role, &out, days).map_err(Into::into),
+        CertsCmd::Ca { out } => ca(&out).map(|_| ()).map_err(Into::into),
     }
 }
 
-fn issue_one(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32) -> anyhow::Result<()> {
+/// Issues `names[0].pem` and `.key` into `out` from the CA in `ca_dir` (kept if both exist), with
+/// a copy of ca.pem.
+pub fn issue(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32) -> anyhow::Result<()> {
     let stem = &names[0];
     if stem.is_empty() || stem.contains(['/', '\\']) || stem.starts_with('.') {
         bail!("--name {stem:?}: not usable as a file name");
@@ -135,28 +145,13 @@ pub fn run(out: &Path) -> CmdResult {
 }
 
 fn issue_all(out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let (ca_pem, ca_key_path) = (out.join("ca.pem"), out.join("ca.key"));
-    let ca_key = if ca_pem.exists() && ca_key_path.exists() {
-        println!("kept    {}", ca_pem.display());
-        KeyPair::from_pem(&read(&ca_key_path)?).with_context(|| format!("parsing {}", ca_key_path.display()))?
-    } else {
-        if LEAVES.iter().any(|l| out.join(format!("{}.pem", l.stem)).exists()) {
-            bail!("{} has certificates but no CA (ca.pem and ca.key); move them away or restore the CA", out.display());
-        }
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = dn("railproxy private CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        (params.not_before, params.not_after) = validity(10);
-        let cert = params.self_signed(&key)?;
-        write(&ca_pem, &cert.pem(), false)?;
-        write(&ca_key_path, &key.serialize_pem(), true)?;
-        println!("created {}", ca_pem.display());
-        key
-    };
+    if !(out.join("ca.pem").exists() && out.join("ca.key").exists())
+        && LEAVES.iter().any(|l| out.join(format!("{}.pem", l.stem)).exists())
+    {
+        bail!("{} has certificates but no CA (ca.pem and ca.key); move them away or restore the CA", out.display());
+    }
+    let ca_key = ca(out)?;
+    let ca_pem = out.join("ca.pem");
     let issuer = Issuer::from_ca_cert_pem(&read(&ca_pem)?, &ca_key).context("reading the CA certificate")?;
     for leaf in &LEAVES {
         let (pem, key_path) = (out.join(format!("{}.pem", leaf.stem)), out.join(format!("{}.key", leaf.stem)));
@@ -171,6 +166,29 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
         println!("created {}", pem.display());
     }
     Ok(())
+}
+
+/// The CA in `out` (ca.pem, ca.key), created (valid 10 years) unless both exist; its key.
+pub fn ca(out: &Path) -> anyhow::Result<KeyPair> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (ca_pem, ca_key_path) = (out.join("ca.pem"), out.join("ca.key"));
+    if ca_pem.exists() && ca_key_path.exists() {
+        println!("kept    {}", ca_pem.display());
+        Ok(KeyPair::from_pem(&read(&ca_key_path)?).with_context(|| format!("parsing {}", ca_key_path.display()))?)
+    } else {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn("railproxy private CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        (params.not_before, params.not_after) = validity(10);
+        let cert = params.self_signed(&key)?;
+        write(&ca_pem, &cert.pem(), false)?;
+        write(&ca_key_path, &key.serialize_pem(), true)?;
+        println!("created {}", ca_pem.display());
+        Ok(key)
+    }
 }
 
 fn dn(common_name: &str) -> DistinguishedName {

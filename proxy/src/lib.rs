@@ -8,6 +8,7 @@ pub mod config;
 pub mod delta;
 mod edge;
 pub mod exit;
+pub mod fleet;
 pub mod fuzzing;
 mod http_util;
 mod limits;

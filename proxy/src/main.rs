@@ -13,7 +13,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use railproxy::config::{Config, Mode};
 use railproxy::exit::{CmdResult, Failure, USAGE};
-use railproxy::{certs, delta, logging, run};
+use railproxy::{certs, delta, fleet, logging, run};
 
 #[derive(Debug, Parser)]
 #[command(name = "railproxy", version, about, long_about = None)]
@@ -34,6 +34,10 @@ struct Cli {
     /// old process SIGQUIT once this one is up.
     #[arg(long)]
     upgrade: bool,
+    /// Run in the background once started, writing `server.pid_file` (for systemd
+    /// `Type=forking`, which makes `--upgrade` work under systemd).
+    #[arg(short = 'd', long)]
+    daemon: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -55,6 +59,9 @@ enum Command {
         #[command(subcommand)]
         action: Option<certs::CertsCmd>,
     },
+    /// Fleet deployment: render every host's configuration, certificates and systemd unit.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCmd),
     /// The delta codec: encode, decode, measure, explain.
     #[command(subcommand)]
     Delta(delta::DeltaCmd),
@@ -64,7 +71,7 @@ fn load(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::new(USAGE, e))
 }
 
-fn run_proxy(mode: Mode, path: &Path, upgrade: bool) -> CmdResult {
+fn run_proxy(mode: Mode, path: &Path, launch: run::Launch) -> CmdResult {
     let config = load(path)?;
     if config.mode() != mode {
         return Err(Failure::new(
@@ -74,8 +81,8 @@ fn run_proxy(mode: Mode, path: &Path, upgrade: bool) -> CmdResult {
     }
     logging::init();
     let result = match config {
-        Config::Edge(c) => run::edge(*c, upgrade),
-        Config::Origin(c) => run::origin(*c, upgrade),
+        Config::Edge(c) => run::edge(*c, launch),
+        Config::Origin(c) => run::origin(*c, launch),
     };
     result.map_err(Failure::from)
 }
@@ -92,7 +99,10 @@ fn main() -> ExitCode {
             Err(Failure::new(USAGE, anyhow::anyhow!("railproxy certs: give --out DIR, or `certs issue` (see --help)")))
         }
         (Some(Command::Delta(cmd)), _, _) => delta::run(cmd),
-        (None, Some(mode), Some(path)) => run_proxy(mode, &path, cli.upgrade),
+        (Some(Command::Fleet(cmd)), _, _) => fleet::run(cmd),
+        (None, Some(mode), Some(path)) => {
+            run_proxy(mode, &path, run::Launch { upgrade: cli.upgrade, daemon: cli.daemon })
+        }
         (None, _, _) => Err(Failure::new(
             USAGE,
             anyhow::anyhow!("nothing to do: give --mode and -c FILE, or a command (see --help)"),

@@ -23,8 +23,18 @@ use crate::{server, tls};
 use pingora_core::services::background::{GenBackgroundService, background_service};
 use pingora_core::services::listening::Service;
 
+/// How a process starts, from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// Take the listening sockets over from a running process (`--upgrade`).
+    pub upgrade: bool,
+    /// Fork into the background and write the pid file (`--daemon`). Nothing may start a thread
+    /// before Pingora forks: threads do not survive `fork`.
+    pub daemon: bool,
+}
+
 /// Runs the edge until it is told to stop; never returns on success.
-pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
+pub fn edge(config: EdgeConfig, launch: Launch) -> anyhow::Result<()> {
     pingora_core::tls::install_default_crypto_provider();
     metrics::init("edge");
     let config = Arc::new(config);
@@ -41,7 +51,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     let stats = store.clone();
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
 
-    let mut server = server::build(&config.server, upgrade);
+    let mut server = server::build(&config.server, launch);
     let listeners = Arc::new(Listeners::new(&config));
     let prober = Prober::new(listeners.clone(), config.clone(), peer_tls.clone());
     let mut app = pingora_proxy::HttpProxy::new(
@@ -96,7 +106,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
 }
 
 /// Runs the origin listener until it is told to stop; never returns on success.
-pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
+pub fn origin(config: OriginConfig, launch: Launch) -> anyhow::Result<()> {
     tls::install_origin_provider();
     metrics::init("origin");
     let config = Arc::new(config);
@@ -108,7 +118,7 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     let stats = store.clone();
     StoreCollector::register("origin", Arc::new(move || stats.stats()));
 
-    let mut server = server::build(&config.server, upgrade);
+    let mut server = server::build(&config.server, launch);
     let (origin, backends) = Origin::new(config.clone(), store)?;
     for (host, lb) in backends {
         server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));

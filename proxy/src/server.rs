@@ -4,10 +4,13 @@ use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 
 use crate::config::ServerSettings;
+use crate::run::Launch;
 
 /// A bootstrapped Pingora server. With `upgrade`, listening sockets are taken over from the
-/// running process through `server.upgrade_sock` instead of being bound anew.
-pub fn build(settings: &ServerSettings, upgrade: bool) -> Server {
+/// running process through `server.upgrade_sock` instead of being bound anew. With `daemon`, the
+/// process forks into the background once bootstrapped and writes `server.pid_file` (systemd
+/// `Type=forking`; the parent exits at once).
+pub fn build(settings: &ServerSettings, launch: Launch) -> Server {
     let conf = ServerConf {
         threads: settings.threads,
         work_stealing: settings.work_stealing,
@@ -17,10 +20,10 @@ pub fn build(settings: &ServerSettings, upgrade: bool) -> Server {
         pid_file: settings.pid_file.display().to_string(),
         error_log: settings.error_log.as_ref().map(|p| p.display().to_string()),
         upstream_keepalive_pool_size: settings.upstream_keepalive_pool_size,
-        daemon: false,
+        daemon: launch.daemon,
         ..ServerConf::default()
     };
-    let opt = Opt { upgrade, ..Opt::default() };
+    let opt = Opt { upgrade: launch.upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     server

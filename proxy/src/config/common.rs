@@ -45,6 +45,12 @@ impl ServerSettings {
         }
         settings
     }
+
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut p = vec![&mut self.upgrade_sock, &mut self.pid_file];
+        p.extend(self.error_log.as_mut());
+        p
+    }
 }
 
 /// The admin listener: `/metrics`, `/health`.

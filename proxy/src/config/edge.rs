@@ -237,6 +237,16 @@ impl EdgeConfig {
         f
     }
 
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let t = &mut self.tunnel;
+        let mut p = vec![&mut t.ca, &mut t.cert, &mut t.key];
+        if let Some(h) = &mut self.https {
+            p.extend([&mut h.cert, &mut h.key]);
+        }
+        p.extend(self.server.paths_mut());
+        p
+    }
+
     /// The route for a request's host (lower case, port stripped).
     pub fn route(&self, host: &str) -> Option<&OriginRoute> {
         self.origins.iter().find(|o| o.host == host)

@@ -1,5 +1,6 @@
 //! Configuration: one YAML file per process, parsed from a string, validated, every problem
-//! reported at once with its key path. Relative paths are relative to the working directory.
+//! reported at once with its key path. Relative paths in a file are relative to the folder the
+//! file is in, so a rendered config folder works wherever it is installed.
 
 mod common;
 pub mod edge;
@@ -8,7 +9,7 @@ pub mod origin;
 pub mod reader;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use common::ServerSettings;
 pub use edge::EdgeConfig;
@@ -60,11 +61,18 @@ impl Config {
             file: path.display().to_string(),
             problems: vec![Problem { path: String::new(), message: format!("cannot read: {e}") }],
         })?;
-        Self::parse(&text).map_err(|problems| ConfigError { file: path.display().to_string(), problems })
+        // Absolute, so that paths stay right when a daemon changes its working directory.
+        let base = std::path::absolute(path.parent().unwrap_or(Path::new(""))).unwrap_or_default();
+        Self::parse_in(&text, &base).map_err(|problems| ConfigError { file: path.display().to_string(), problems })
     }
 
-    /// Parses and validates YAML text.
+    /// Parses and validates YAML text; relative paths are relative to the working directory.
     pub fn parse(text: &str) -> Result<Self, Vec<Problem>> {
+        Self::parse_in(text, Path::new(""))
+    }
+
+    /// Parses and validates YAML text whose relative paths are relative to `base`.
+    pub fn parse_in(text: &str, base: &Path) -> Result<Self, Vec<Problem>> {
         let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
             let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default();
             vec![Problem { path: at, message: format!("not valid YAML: {e}") }]
@@ -82,12 +90,24 @@ impl Config {
                 None => None,
             }
         };
-        if let Some(c) = &config {
+        let mut config = config;
+        if let Some(c) = &mut config {
+            for p in c.paths_mut() {
+                rebase(p, base);
+            }
             c.validate(&problems);
         }
         match config {
             Some(c) if problems.is_empty() => Ok(c),
             _ => Err(problems.into_vec()),
+        }
+    }
+
+    /// Every file path in the configuration.
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            Config::Edge(e) => e.paths_mut(),
+            Config::Origin(o) => o.paths_mut(),
         }
     }
 
@@ -103,6 +123,13 @@ impl Config {
                 problems.add(key, format!("cannot read {}: {e}", file.display()));
             }
         }
+    }
+}
+
+/// `path` relative to `base` unless absolute (or empty: a missing required key).
+fn rebase(path: &mut PathBuf, base: &Path) {
+    if path.is_relative() && !path.as_os_str().is_empty() && !base.as_os_str().is_empty() {
+        *path = base.join(&*path);
     }
 }
 

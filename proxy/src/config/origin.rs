@@ -181,6 +181,13 @@ impl OriginConfig {
         OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort, store }
     }
 
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let t = &mut self.tunnel;
+        let mut p = vec![&mut t.cert, &mut t.key, &mut t.client_ca];
+        p.extend(self.server.paths_mut());
+        p
+    }
+
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
         vec![
             ("tunnel.cert", &self.tunnel.cert),

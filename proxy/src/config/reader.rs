@@ -94,6 +94,11 @@ impl<'a> Section<'a> {
         self.map?.get(key).filter(|v| !v.is_null())
     }
 
+    /// The value as written, for settings passed through unread (a fleet's config overrides).
+    pub fn value(&self, key: &str) -> Option<&'a Value> {
+        self.raw(key)
+    }
+
     /// True if the key is present (and not null).
     pub fn has(&self, key: &str) -> bool {
         self.raw(key).is_some()

@@ -70,6 +70,8 @@ impl Listeners {
                             next_probe: Mutex::new(Instant::now()),
                         });
                         l.set(true);
+                        // From zero, so that increase() sees the first failover.
+                        metrics::FAILOVERS.with_label_values(&[&addr.to_string()]);
                         all.push(l.clone());
                         l
                     }

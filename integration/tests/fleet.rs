@@ -1,0 +1,404 @@
+//! Fleet deployment: `railproxy fleet render` on the example inventory and on broken ones, and
+//! the Ansible playbook run for real (`-c local`) into a temporary root, after which the
+//! installed edge and origin are started and upgraded with the commands of their installed
+//! systemd units (systemd itself does not run here) and serve a backend's exact bytes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use railproxy_integration::process::{bin, free_port};
+use railproxy_integration::{Backend, Http, Metrics, Proc};
+use tunnel::sample;
+
+fn railproxy(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("railproxy")).args(args).current_dir(dir).output().expect("run railproxy")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Every file under `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &e.path(), out);
+            } else {
+                out.push(e.path().strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn the_example_fleet_renders_and_every_config_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("deploy/fleet.example.yaml"), dir.path().join("fleet.yaml")).unwrap();
+    let o = railproxy(dir.path(), &["certs", "ca", "--out", "ca"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("rendered 3 edges and 3 origin listeners"), "{}", text(&o));
+    let out = dir.path().join("out");
+    let files = tree(&out);
+    println!("rendered tree of deploy/fleet.example.yaml:\n  {}", files.join("\n  "));
+    for (host, mode) in [
+        ("edge-fra-1", "edge"),
+        ("edge-fra-2", "edge"),
+        ("edge-nyc-1", "edge"),
+        ("origin-dc1-a", "origin"),
+        ("origin-dc1-b", "origin"),
+        ("origin-blog-1", "origin"),
+    ] {
+        for f in [
+            format!("{host}/{mode}.yaml"),
+            format!("{host}/railproxy-{mode}.service"),
+            format!("{host}/tls/ca.pem"),
+            format!("{host}/tls/{host}.pem"),
+            format!("{host}/tls/{host}.key"),
+        ] {
+            assert!(files.contains(&f), "{f} missing from {files:?}");
+        }
+        // Checked again here by the binary as an operator runs it, from another folder: the
+        // paths inside are relative to the file.
+        let config = out.join(host).join(format!("{mode}.yaml"));
+        let o = railproxy(Path::new("/"), &["check", "-c", config.to_str().unwrap()]);
+        assert!(o.status.success() && text(&o).contains(&format!("ok ({mode} configuration)")), "{}", text(&o));
+        let unit = std::fs::read_to_string(out.join(host).join(format!("railproxy-{mode}.service"))).unwrap();
+        for line in [
+            "Type=forking",
+            "User=railproxy",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "ExecStartPre=/usr/local/bin/railproxy check -c /etc/railproxy/",
+            "ExecReload=/bin/kill -QUIT $MAINPID",
+            "--daemon --upgrade",
+        ] {
+            assert!(unit.contains(line), "{host}: unit lacks {line:?}:\n{unit}");
+        }
+    }
+    let key_mode = std::fs::metadata(out.join("edge-fra-1/tls/edge-fra-1.key")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777, 0o600);
+    // Origin listeners accept exactly the edges that send them traffic.
+    let blog = std::fs::read_to_string(out.join("origin-blog-1/origin.yaml")).unwrap();
+    let names: serde_yaml::Value = serde_yaml::from_str(&blog).unwrap();
+    assert_eq!(names["tunnel"]["client_names"], serde_yaml::from_str::<serde_yaml::Value>("[edge-nyc-1]").unwrap());
+    let inventory = std::fs::read_to_string(out.join("inventory.ini")).unwrap();
+    assert!(inventory.contains("[edges]\nedge-fra-1 ansible_host=192.0.2.11"), "{inventory}");
+    let targets = std::fs::read_to_string(out.join("prometheus-targets.yml")).unwrap();
+    assert_eq!(targets.matches("- targets:").count(), 6, "{targets}");
+
+    // Rendering again keeps every certificate and key.
+    let cert = std::fs::read(out.join("origin-dc1-a/tls/origin-dc1-a.pem")).unwrap();
+    let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(out.join("origin-dc1-a/tls/origin-dc1-a.pem")).unwrap(), cert);
+}
+
+#[test]
+fn an_invalid_inventory_fails_with_every_problem_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = "ca: no-such-ca
+defaults:
+  edge: {tunnel: {cert: /etc/other.pem}}
+edges:
+  edge-1: {address: 10.0.0.1, hosts: [www.example.com, typo.example.com]}
+  Edge_2: {address: 10.0.0.2, hosts: [www.example.com]}
+sites:
+  one:
+    listeners:
+      o-1: {address: 10.0.1.1}
+      o-2: {address: 10.0.1.2, tunnel: 10.0.1.1:2408}
+    hosts: {www.example.com: {backends: [10.0.2.1:80]}}
+  two:
+    listeners:
+      o-1: {address: 10.0.1.3}
+    hosts: {www.example.com: {backends: [10.0.2.2:80]}, api.example.com: {}}
+    colour: blue
+";
+    std::fs::write(dir.path().join("fleet.yaml"), fleet).unwrap();
+    let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    let t = text(&o);
+    println!("{t}");
+    assert_eq!(o.status.code(), Some(64), "{t}");
+    for expected in [
+        "ca: no fleet CA in",
+        "railproxy certs ca --out",
+        "edges.edge-1.hosts[1]: unknown host \"typo.example.com\"",
+        "edges.Edge_2: not usable as a host name",
+        "sites.one.listeners.o-2.tunnel: duplicate listener: 10.0.1.1:2408 is also sites.one.listeners.o-1.tunnel",
+        "sites.two.listeners.o-1: duplicate host name",
+        "sites.two.hosts.www.example.com: also served by site one",
+        "sites.two.hosts.api.example.com.backends: required",
+        "sites.two.colour: unknown key",
+    ] {
+        assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
+    }
+    assert!(!dir.path().join("out").exists(), "nothing is written for an invalid inventory");
+
+    // With a CA and the rest fixed, settings that would override the inventory's are refused.
+    assert!(railproxy(dir.path(), &["certs", "ca", "--out", "ca"]).status.success());
+    let fleet = "ca: ca
+defaults:
+  edge: {tunnel: {cert: /etc/other.pem}, delta: {store_size: 64M}}
+edges:
+  edge-1: {address: 10.0.0.1, hosts: [www.example.com], config: {listen: ['10.0.0.1:81']}}
+sites:
+  one:
+    listeners: {o-1: {address: 10.0.1.1}}
+    hosts: {www.example.com: {backends: [10.0.2.1:80]}}
+";
+    std::fs::write(dir.path().join("fleet.yaml"), fleet).unwrap();
+    let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(64), "{t}");
+    assert!(t.contains("edges.edge-1.config.tunnel.cert: set by the inventory"), "{t}");
+    assert!(t.contains("edges.edge-1.config.listen: set by the inventory"), "{t}");
+    assert!(!t.contains("store_size"), "{t}");
+    // A rendered config that does not check (a bad value passed through defaults) fails too.
+    std::fs::write(
+        dir.path().join("fleet.yaml"),
+        fleet
+            .replace("tunnel: {cert: /etc/other.pem}, ", "")
+            .replace(", config: {listen: ['10.0.0.1:81']}", "")
+            .replace("64M", "lots"),
+    )
+    .unwrap();
+    let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(text(&o).contains("edge-1/edge.yaml") && text(&o).contains("delta.store_size"), "{}", text(&o));
+}
+
+/// Processes started by a unit's commands: daemons, found through their pid files, stopped when
+/// the test ends however it ends.
+struct Daemons(Vec<u32>);
+
+impl Daemons {
+    fn track(&mut self, pid_file: &Path) -> u32 {
+        let pid = pid_of(pid_file);
+        self.0.push(pid);
+        pid
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+    }
+}
+
+fn pid_of(pid_file: &Path) -> u32 {
+    let text = std::fs::read_to_string(pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    text.trim().parse().unwrap_or_else(|_| panic!("{}: {text:?}", pid_file.display()))
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+/// The commands of `key` (ExecStartPre, ExecStart, ExecReload) in an installed unit, with paths
+/// that exist under `root` moved there and `$MAINPID` filled in.
+fn unit_commands(unit: &str, key: &str, root: &Path, main_pid: Option<u32>) -> Vec<Vec<String>> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|cmd| {
+            cmd.split_whitespace()
+                .map(|arg| match arg {
+                    "$MAINPID" => main_pid.expect("a main pid").to_string(),
+                    a if a.starts_with('/') && root.join(&a[1..]).exists() => root.join(&a[1..]).display().to_string(),
+                    a => a.to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs each command as systemd would, in order, stopping at the first failure. Output goes to
+/// `log` (the journal's part): a daemon keeps it open, so it cannot be a pipe waited on.
+fn run_unit(unit: &str, key: &str, root: &Path, main_pid: Option<u32>, log: &Path) {
+    for cmd in unit_commands(unit, key, root, main_pid) {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let status = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .env("RAILPROXY_LOG", "info,access=off")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{key}: {cmd:?} failed ({status}):\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+async fn wait_admin(admin: std::net::SocketAddr, what: &str) {
+    let mut http = Http::h1();
+    http.timeout = Duration::from_secs(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if matches!(http.get(&format!("http://{admin}/health"), &[]).await, Ok(r) if r.status == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} not ready on {admin}");
+}
+
+fn ansible_playbook(dir: &Path, out: &Path, root: &Path, run: usize) -> String {
+    let mut cmd = Command::new("ansible-playbook");
+    cmd.args(["-c", "local", "-i"])
+        .arg(out.join("inventory.ini"))
+        .arg(repo().join("deploy/ansible/playbook.yml"))
+        .arg("-e")
+        .arg(format!("railproxy_render_dir={}", out.display()))
+        .arg("-e")
+        .arg(format!("railproxy_binary_src={}", bin("railproxy").display()))
+        .arg("-e")
+        .arg(format!("railproxy_root={}/{{{{ inventory_hostname }}}}", root.display()))
+        .args(["-e", "railproxy_systemd=false"])
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_HOME", dir.join("ansible-home"))
+        .env("ANSIBLE_LOCAL_TEMP", dir.join("ansible-tmp"))
+        .env("ANSIBLE_PYTHON_INTERPRETER", "auto_silent");
+    let name = format!("ansible{run}");
+    let mut proc = Proc::spawn(&name, cmd, dir, false);
+    let status = proc.wait_exit(Duration::from_secs(300));
+    let log = proc.log();
+    assert!(status.is_some_and(|s| s.success()), "ansible-playbook failed ({status:?}):\n{log}");
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playbook_installs_a_fleet_that_serves_and_upgrades_without_systemd() {
+    assert!(
+        Command::new("ansible-playbook").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "ansible-playbook is missing: `make test` installs it (Debian package ansible-core)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let backend = Backend::start(d, "backend", None);
+    let (edge_addr, edge_admin) = (free_port(), free_port());
+    let (tunnel, origin_admin) = (free_port(), free_port());
+    std::fs::create_dir(d.join("run")).unwrap();
+    let fleet = format!(
+        "ca: ca
+defaults:
+  run_dir: {run}
+  edge: {{server: {{threads: 1, grace_period: 1s, graceful_shutdown_timeout: 1s}}}}
+  origin: {{server: {{threads: 1, grace_period: 1s, graceful_shutdown_timeout: 1s}}}}
+edges:
+  edge-1: {{address: 127.0.0.1, listen: ['127.0.0.1:{edge_addr}'], admin: '127.0.0.1:{edge_admin}', hosts: [127.0.0.1]}}
+sites:
+  local:
+    listeners:
+      origin-1: {{address: 127.0.0.1, tunnel: '127.0.0.1:{tunnel}', admin: '127.0.0.1:{origin_admin}'}}
+    hosts:
+      127.0.0.1: {{backends: ['{backend}']}}
+",
+        run = d.join("run").display(),
+        backend = backend.addr,
+    );
+    std::fs::write(d.join("fleet.yaml"), fleet).unwrap();
+    assert!(railproxy(d, &["certs", "ca", "--out", "ca"]).status.success());
+    let o = railproxy(d, &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let (out, root) = (d.join("out"), d.join("root"));
+    let first = ansible_playbook(d, &out, &root, 1);
+    assert!(first.contains("railproxy check (before any reload)"), "{first}");
+    println!("installed tree:\n  {}", tree(&root).join("\n  "));
+    for (host, mode) in [("edge-1", "edge"), ("origin-1", "origin")] {
+        let r = root.join(host);
+        for f in [
+            "usr/local/bin/railproxy".to_string(),
+            format!("etc/railproxy/{mode}.yaml"),
+            format!("etc/railproxy/tls/{host}.key"),
+            format!("etc/systemd/system/railproxy-{mode}.service"),
+        ] {
+            assert!(r.join(&f).exists(), "{host}: {f} not installed");
+        }
+    }
+    // A second run changes nothing.
+    let second = ansible_playbook(d, &out, &root, 2);
+    let recap = second.split("PLAY RECAP").nth(1).unwrap_or_default().to_string();
+    assert!(recap.contains("changed=0") && !recap.contains("changed=1"), "second run changed something:\n{second}");
+
+    // Start as systemd would: ExecStartPre (check), ExecStart (daemon), main pid from PIDFile.
+    let mut daemons = Daemons(Vec::new());
+    let units: Vec<(String, PathBuf, PathBuf, std::net::SocketAddr)> =
+        [("origin-1", "origin", origin_admin), ("edge-1", "edge", edge_admin)]
+            .into_iter()
+            .map(|(host, mode, admin)| {
+                let r = root.join(host);
+                let unit =
+                    std::fs::read_to_string(r.join(format!("etc/systemd/system/railproxy-{mode}.service"))).unwrap();
+                let pid_file = PathBuf::from(unit.lines().find_map(|l| l.strip_prefix("PIDFile=")).expect("PIDFile"));
+                (unit, r, pid_file, std::net::SocketAddr::from(([127, 0, 0, 1], admin)))
+            })
+            .collect();
+    for (unit, r, pid_file, admin) in &units {
+        let log = d.join(format!("{}.log", pid_file.file_stem().unwrap().to_string_lossy()));
+        run_unit(unit, "ExecStartPre", r, None, &log);
+        run_unit(unit, "ExecStart", r, None, &log);
+        daemons.track(pid_file);
+        wait_admin(*admin, &pid_file.display().to_string()).await;
+    }
+
+    let versions = &sample::generated_sets()[0].versions;
+    let url = format!("http://127.0.0.1:{edge_addr}/pages/generated-10k");
+    let http = Http::h1();
+    let fetch = |v: usize| {
+        let (http, url) = (&http, &url);
+        async move {
+            let r = http.get(url, &[("x-version", &v.to_string())]).await.expect("response through the fleet");
+            assert_eq!(r.status, 200);
+            assert!(r.body == versions[v], "version {v}: {} bytes differ from the backend's", r.body.len());
+        }
+    };
+    for v in 0..4 {
+        fetch(v).await;
+    }
+    let edge_metrics = Metrics::settled(std::net::SocketAddr::from(([127, 0, 0, 1], edge_admin))).await;
+    assert!(
+        edge_metrics.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]) > 0.0,
+        "no delta crossed the rendered tunnel"
+    );
+
+    // Roll the edge as `systemctl reload` does: ExecReload (check, SIGQUIT, --upgrade --daemon).
+    let (unit, r, pid_file, admin) = &units[1];
+    let old = pid_of(pid_file);
+    run_unit(unit, "ExecReload", r, Some(old), &d.join("edge.log"));
+    let new = daemons.track(pid_file);
+    assert_ne!(new, old, "the pid file names the new process");
+    wait_admin(*admin, "upgraded edge").await;
+    for v in 4..8 {
+        fetch(v).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(old) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(old), "the old edge {old} did not exit after handing its sockets over");
+    assert!(alive(new));
+    let served: HashSet<u32> = daemons.0.iter().copied().filter(|p| alive(*p)).collect();
+    assert_eq!(served.len(), 2, "origin and new edge running");
+}

@@ -1,0 +1,302 @@
+//! The fleet inventory (`deploy/fleet.example.yaml`): edges, origin sites and their listeners,
+//! the fleet CA and defaults, read with every problem reported at once by key path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::{Mapping, Value};
+
+use crate::config::reader::{Problem, Problems, Section};
+
+/// Where rendered files go on each host, and what runs them.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// The installed binary.
+    pub binary: String,
+    /// Each host's configuration folder: its YAML, and `tls/`.
+    pub config_dir: String,
+    /// Pid file and upgrade socket (systemd `RuntimeDirectory`).
+    pub run_dir: String,
+    /// The account the service runs as.
+    pub user: String,
+    /// Validity of issued host certificates.
+    pub cert_days: u32,
+    /// Settings merged into every edge.yaml / origin.yaml (any key those files take).
+    pub edge: Mapping,
+    pub origin: Mapping,
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub name: String,
+    /// How Ansible reaches the host (`ansible_host`).
+    pub address: String,
+    pub listen: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub hosts: Vec<String>,
+    /// Per-host settings, merged over `defaults.edge`.
+    pub config: Mapping,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+    pub tunnel: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: Mapping,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    /// Name in every listener certificate of the site, which edges check.
+    pub server_name: String,
+    pub listeners: Vec<Listener>,
+    /// `redis://…` shared by the site's listeners; none: each keeps its own versions.
+    pub store: Option<String>,
+    /// Host -> backends.
+    pub hosts: Vec<(String, Vec<SocketAddr>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Folder with ca.pem and ca.key.
+    pub ca: PathBuf,
+    pub defaults: Defaults,
+    pub edges: Vec<Edge>,
+    pub sites: Vec<Site>,
+}
+
+impl Fleet {
+    /// Reads and validates an inventory; relative paths are relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Fleet, Vec<Problem>> {
+        let value: Value = serde_yaml::from_str(text).map_err(|e| {
+            let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default();
+            vec![Problem { path: at, message: format!("not valid YAML: {e}") }]
+        })?;
+        let problems = Problems::default();
+        let fleet = {
+            let root = Section::root(&value, &problems);
+            read(&root, base)
+        };
+        validate(&fleet, &problems);
+        if problems.is_empty() { Ok(fleet) } else { Err(problems.into_vec()) }
+    }
+
+    /// The site that serves `host`.
+    pub fn site_of(&self, host: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.hosts.iter().any(|(h, _)| h == host))
+    }
+
+    /// Names of the edges that send requests to `site`: the names its listeners accept.
+    pub fn edges_of(&self, site: &Site) -> Vec<&str> {
+        self.edges
+            .iter()
+            .filter(|e| e.hosts.iter().any(|h| site.hosts.iter().any(|(sh, _)| sh == h)))
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+}
+
+fn read(root: &Section<'_>, base: &Path) -> Fleet {
+    let ca = root.req::<PathBuf>("ca").map(|p| base.join(p)).unwrap_or_default();
+    let d = root.section("defaults");
+    let defaults = Defaults {
+        binary: absolute(&d, "binary", "/usr/local/bin/railproxy"),
+        config_dir: absolute(&d, "config_dir", "/etc/railproxy"),
+        run_dir: absolute(&d, "run_dir", "/run/railproxy"),
+        user: d.or("user", "railproxy".to_string()),
+        cert_days: d.or("cert_days", 365u32),
+        edge: mapping(&d, "edge"),
+        origin: mapping(&d, "origin"),
+    };
+    if defaults.cert_days == 0 || defaults.cert_days > 3650 {
+        d.problem("cert_days", "must be 1 to 3650");
+    }
+    let edges: Vec<Edge> = root
+        .entries("edges")
+        .into_iter()
+        .map(|(name, e)| {
+            let address: String = e.req("address").unwrap_or_default();
+            let admin = e.opt("admin").or_else(|| default_admin(&e, &address, 9101)).unwrap_or(UNSET);
+            let listen = if e.has("listen") {
+                e.req_list("listen", "client listeners such as 0.0.0.0:80")
+            } else {
+                vec![SocketAddr::from(([0, 0, 0, 0], 80))]
+            };
+            let hosts: Vec<String> = e.req_list("hosts", "the hosts this edge serves");
+            let hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            let config = mapping(&e, "config");
+            Edge { name, address, listen, admin, hosts, config }
+        })
+        .collect();
+    let sites = root
+        .entries("sites")
+        .into_iter()
+        .map(|(name, s)| {
+            let server_name = s.or("server_name", format!("{name}.origin.railproxy.internal"));
+            let listeners = s
+                .entries("listeners")
+                .into_iter()
+                .map(|(lname, l)| {
+                    let address: String = l.req("address").unwrap_or_default();
+                    let tunnel = l.opt("tunnel").or_else(|| default_admin(&l, &address, 2408)).unwrap_or(UNSET);
+                    let admin = l.opt("admin").or_else(|| default_admin(&l, &address, 9102)).unwrap_or(UNSET);
+                    let config = mapping(&l, "config");
+                    Listener { name: lname, address, tunnel, admin, config }
+                })
+                .collect::<Vec<_>>();
+            if listeners.is_empty() {
+                s.problem("listeners", "required: at least one origin listener");
+            }
+            let store = s.opt::<String>("store");
+            let hosts = s
+                .entries("hosts")
+                .into_iter()
+                .map(|(host, h)| {
+                    let backends = h.req_list("backends", "backend addresses such as 10.0.0.5:8080");
+                    (host.to_ascii_lowercase(), backends)
+                })
+                .collect::<Vec<_>>();
+            if hosts.is_empty() {
+                s.problem("hosts", "required: the hosts this site serves, each with its backends");
+            }
+            Site { name, server_name, listeners, store, hosts }
+        })
+        .collect::<Vec<_>>();
+    if edges.is_empty() {
+        root.problem("edges", "required: at least one edge");
+    }
+    if sites.is_empty() {
+        root.problem("sites", "required: at least one origin site");
+    }
+    Fleet { ca, defaults, edges, sites }
+}
+
+/// Stands in for an address already reported as a problem.
+const UNSET: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// `address:port` when the host's address is an IP; otherwise the key is required.
+fn default_admin(s: &Section<'_>, address: &str, port: u16) -> Option<SocketAddr> {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, port)),
+        Err(_) if address.is_empty() => None,
+        Err(_) => {
+            s.problem("", format!("address {address:?} is a name, not an IP: give the listening addresses (default port {port}) explicitly"));
+            None
+        }
+    }
+}
+
+fn absolute(s: &Section<'_>, key: &str, default: &str) -> String {
+    let v: String = s.or(key, default.to_string());
+    if !v.starts_with('/') {
+        s.problem(key, format!("{v:?}: must be an absolute path on the hosts"));
+    }
+    v.trim_end_matches('/').to_string()
+}
+
+fn mapping(s: &Section<'_>, key: &str) -> Mapping {
+    match s.value(key) {
+        None => Mapping::new(),
+        Some(Value::Mapping(m)) => m.clone(),
+        Some(_) => {
+            s.problem(key, "expected a map of configuration settings");
+            Mapping::new()
+        }
+    }
+}
+
+/// Checks across the whole inventory.
+fn validate(f: &Fleet, problems: &Problems) {
+    if !f.ca.as_os_str().is_empty() {
+        let unreadable: Vec<String> = ["ca.pem", "ca.key"]
+            .iter()
+            .filter_map(|file| std::fs::File::open(f.ca.join(file)).err().map(|e| format!("{file}: {e}")))
+            .collect();
+        if !unreadable.is_empty() {
+            problems.add(
+                "ca",
+                format!(
+                    "no fleet CA in {} ({}); create it with `railproxy certs ca --out {}`",
+                    f.ca.display(),
+                    unreadable.join(", "),
+                    f.ca.display()
+                ),
+            );
+        }
+    }
+    // Host names become certificate names and file names.
+    let mut names: HashMap<&str, String> = HashMap::new();
+    let machines =
+        f.edges.iter().map(|e| (e.name.as_str(), format!("edges.{}", e.name))).chain(f.sites.iter().flat_map(|s| {
+            s.listeners.iter().map(move |l| (l.name.as_str(), format!("sites.{}.listeners.{}", s.name, l.name)))
+        }));
+    for (name, path) in machines {
+        if !is_dns_name(name) {
+            problems.add(&path, "not usable as a host name: lower-case letters, digits, '-' and '.'");
+        }
+        if let Some(first) = names.insert(name, path.clone()) {
+            problems.add(&path, format!("duplicate host name: {first} has it too"));
+        }
+    }
+    for s in &f.sites {
+        if !is_dns_name(&s.server_name) {
+            problems.add(&format!("sites.{}.server_name", s.name), "not a DNS name");
+        }
+    }
+    // Addresses taken twice: the same listener declared twice, or two services on one port.
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    let mut claim = |addr: SocketAddr, path: String| {
+        if addr.ip().is_unspecified() {
+            return; // 0.0.0.0:80 on every edge is how it should be
+        }
+        if let Some(first) = seen.get(&addr) {
+            problems.add(&path, format!("duplicate listener: {addr} is also {first}"));
+        } else {
+            seen.insert(addr, path);
+        }
+    };
+    for e in &f.edges {
+        for (i, a) in e.listen.iter().enumerate() {
+            claim(*a, format!("edges.{}.listen[{i}]", e.name));
+        }
+        claim(e.admin, format!("edges.{}.admin", e.name));
+    }
+    for s in &f.sites {
+        for l in &s.listeners {
+            claim(l.tunnel, format!("sites.{}.listeners.{}.tunnel", s.name, l.name));
+            claim(l.admin, format!("sites.{}.listeners.{}.admin", s.name, l.name));
+        }
+    }
+    // Every host an edge serves belongs to exactly one site.
+    let mut served: HashMap<&str, &str> = HashMap::new();
+    for s in &f.sites {
+        for (h, _) in &s.hosts {
+            if let Some(other) = served.insert(h, &s.name) {
+                problems.add(&format!("sites.{}.hosts.{h}", s.name), format!("also served by site {other}"));
+            }
+        }
+    }
+    for e in &f.edges {
+        for (i, h) in e.hosts.iter().enumerate() {
+            if !served.contains_key(h.as_str()) {
+                problems.add(&format!("edges.{}.hosts[{i}]", e.name), format!("unknown host {h:?}: no site serves it"));
+            }
+        }
+    }
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}

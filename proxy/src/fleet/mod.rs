@@ -1,0 +1,132 @@
+//! `railproxy fleet render`: from one inventory, every host's configuration, certificates (issued
+//! from the fleet CA) and systemd unit, plus an Ansible inventory and Prometheus targets.
+
+mod inventory;
+mod render;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::certs::{self, Role};
+use crate::config::reader::Problem;
+use crate::config::{Config, ConfigError, Mode};
+use crate::exit::{CANT_CREATE, CmdResult, Failure, USAGE};
+pub use inventory::Fleet;
+pub use render::Host;
+
+/// `railproxy fleet …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCmd {
+    /// Write every host's files into DIR/<host>/ and check each rendered configuration.
+    #[command(after_help = RENDER_HELP)]
+    Render {
+        /// The fleet inventory (see deploy/fleet.example.yaml).
+        #[arg(short = 'f', long = "file", value_name = "FLEET")]
+        file: PathBuf,
+        /// Output folder (created if missing). Certificates already there are kept.
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+const RENDER_HELP: &str = "Writes, for each edge and origin listener of the inventory:
+  DIR/<host>/edge.yaml or origin.yaml    install as <config_dir>/ (paths inside are relative)
+  DIR/<host>/tls/ca.pem, <host>.pem, <host>.key   issued from the fleet CA (kept if present)
+  DIR/<host>/railproxy-edge.service or railproxy-origin.service   hardened systemd unit
+and DIR/inventory.ini (Ansible: groups edges and origins) and DIR/prometheus-targets.yml
+(Prometheus file_sd). Exit 64 listing every problem of an invalid inventory or rendered config.";
+
+pub fn run(cmd: FleetCmd) -> CmdResult {
+    match cmd {
+        FleetCmd::Render { file, out } => render_fleet(&file, &out),
+    }
+}
+
+fn render_fleet(file: &Path, out: &Path) -> CmdResult {
+    let invalid =
+        |problems: Vec<Problem>| Failure::new(USAGE, ConfigError { file: file.display().to_string(), problems });
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| invalid(vec![Problem { path: String::new(), message: format!("cannot read: {e}") }]))?;
+    let base = std::path::absolute(file.parent().unwrap_or(Path::new(""))).unwrap_or_default();
+    let fleet = Fleet::parse(&text, &base).map_err(invalid)?;
+    let hosts = render::render(&fleet).map_err(invalid)?;
+    write_all(&fleet, &hosts, out).map_err(|e| Failure::new(CANT_CREATE, e))?;
+    // Every rendered file must pass `railproxy check` where it was written (its certificates
+    // are beside it), so that a deploy never ships a configuration the process would refuse.
+    let mut failed = Vec::new();
+    for h in &hosts {
+        let path = out.join(&h.name).join(format!("{}.yaml", h.mode));
+        match Config::load(&path) {
+            Ok(c) if c.mode() == h.mode => println!("checked {}: ok ({} configuration)", path.display(), h.mode),
+            Ok(c) => failed.push(format!("{}: renders a {} configuration", path.display(), c.mode())),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Failure::new(
+            USAGE,
+            anyhow::anyhow!("rendered configurations do not check:\n{}", failed.join("\n")),
+        ));
+    }
+    println!(
+        "rendered {} edges and {} origin listeners into {}",
+        hosts.iter().filter(|h| h.mode == Mode::Edge).count(),
+        hosts.iter().filter(|h| h.mode == Mode::Origin).count(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn write_all(fleet: &Fleet, hosts: &[Host], out: &Path) -> anyhow::Result<()> {
+    for h in hosts {
+        let dir = out.join(&h.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write(&dir.join(format!("{}.yaml", h.mode)), &h.config)?;
+        write(&dir.join(format!("railproxy-{}.service", h.mode)), &h.unit)?;
+        let role = if h.mode == Mode::Edge { Role::Edge } else { Role::Origin };
+        certs::issue(&fleet.ca, &h.cert_names, role, &dir.join("tls"), fleet.defaults.cert_days)
+            .with_context(|| format!("issuing the certificate of {}", h.name))?;
+    }
+    write(&out.join("inventory.ini"), &ansible_inventory(fleet, hosts))?;
+    write(&out.join("prometheus-targets.yml"), &prometheus_targets(hosts))
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote   {}", path.display());
+    Ok(())
+}
+
+/// Groups `edges` and `origins`, and the install paths as group variables of `railproxy`.
+fn ansible_inventory(fleet: &Fleet, hosts: &[Host]) -> String {
+    let mut s = String::from("# Written by `railproxy fleet render`.\n");
+    for (group, mode) in [("edges", Mode::Edge), ("origins", Mode::Origin)] {
+        let _ = writeln!(s, "\n[{group}]");
+        for h in hosts.iter().filter(|h| h.mode == mode) {
+            let _ =
+                writeln!(s, "{} ansible_host={} railproxy_mode={mode} railproxy_admin={}", h.name, h.address, h.admin);
+        }
+    }
+    let d = &fleet.defaults;
+    let _ = write!(
+        s,
+        "\n[railproxy:children]\nedges\norigins\n\n[railproxy:vars]\nrailproxy_binary_path={}\nrailproxy_config_dir={}\nrailproxy_user={}\n",
+        d.binary, d.config_dir, d.user
+    );
+    s
+}
+
+/// Prometheus `file_sd_configs` targets: every admin listener, labelled with mode and host.
+fn prometheus_targets(hosts: &[Host]) -> String {
+    let mut s = String::from("# Written by `railproxy fleet render`: Prometheus file_sd targets.\n");
+    for h in hosts {
+        let _ = write!(
+            s,
+            "- targets: [\"{}\"]\n  labels: {{railproxy_mode: {}, railproxy_host: {}}}\n",
+            h.admin, h.mode, h.name
+        );
+    }
+    s
+}

@@ -1,0 +1,258 @@
+//! What each host of a fleet gets: its edge.yaml or origin.yaml and its systemd unit, as text.
+//! Pure: certificates and files are written by the caller.
+
+use serde_yaml::{Mapping, Value};
+
+use super::inventory::{Defaults, Fleet};
+use crate::config::Mode;
+use crate::config::reader::Problem;
+
+/// One host's rendered files.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub mode: Mode,
+    /// `ansible_host`.
+    pub address: String,
+    /// The admin listener (`/metrics`), for Prometheus.
+    pub admin: std::net::SocketAddr,
+    /// Names its certificate is valid for; the first names the files in `tls/`.
+    pub cert_names: Vec<String>,
+    pub config: String,
+    pub unit: String,
+}
+
+/// Every host's files, or the problems found merging the inventory's settings.
+pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut hosts = Vec::new();
+    let d = &fleet.defaults;
+    for e in &fleet.edges {
+        let mut origins = Mapping::new();
+        for h in &e.hosts {
+            let Some(site) = fleet.site_of(h) else { continue };
+            let listeners: Vec<Value> = site.listeners.iter().map(|l| addr(l.tunnel)).collect();
+            origins.insert(
+                h.as_str().into(),
+                map([("listeners", listeners.into()), ("server_name", site.server_name.as_str().into())]),
+            );
+        }
+        let generated = map([
+            ("mode", "edge".into()),
+            ("server", server(d, Mode::Edge)),
+            ("listen", e.listen.iter().map(|a| addr(*a)).collect::<Vec<_>>().into()),
+            ("admin", map([("listen", addr(e.admin))])),
+            ("tunnel", map([("ca", "tls/ca.pem".into()), ("cert", tls(&e.name, "pem")), ("key", tls(&e.name, "key"))])),
+            ("origins", Value::Mapping(origins)),
+        ]);
+        let path = format!("edges.{}.config", e.name);
+        let config = merged(&d.edge, &e.config, generated, &path, &mut problems);
+        hosts.push(Host {
+            name: e.name.clone(),
+            mode: Mode::Edge,
+            address: e.address.clone(),
+            admin: e.admin,
+            cert_names: vec![e.name.clone()],
+            config: document(&e.name, Mode::Edge, &config),
+            unit: unit(d, Mode::Edge, &e.name),
+        });
+    }
+    for s in &fleet.sites {
+        let client_names: Vec<Value> = fleet.edges_of(s).into_iter().map(Value::from).collect();
+        let backends: Mapping = s
+            .hosts
+            .iter()
+            .map(|(h, b)| {
+                (h.as_str().into(), map([("backends", b.iter().map(|a| addr(*a)).collect::<Vec<_>>().into())]))
+            })
+            .collect();
+        for l in &s.listeners {
+            let mut generated = map([
+                ("mode", "origin".into()),
+                ("server", server(d, Mode::Origin)),
+                ("admin", map([("listen", addr(l.admin))])),
+                (
+                    "tunnel",
+                    map([
+                        ("listen", vec![addr(l.tunnel)].into()),
+                        ("cert", tls(&l.name, "pem")),
+                        ("key", tls(&l.name, "key")),
+                        ("client_ca", "tls/ca.pem".into()),
+                        ("client_names", client_names.clone().into()),
+                    ]),
+                ),
+                ("hosts", Value::Mapping(backends.clone())),
+            ]);
+            if let (Some(store), Value::Mapping(m)) = (&s.store, &mut generated) {
+                m.insert("delta".into(), map([("store", store.as_str().into())]));
+            }
+            let path = format!("sites.{}.listeners.{}.config", s.name, l.name);
+            let config = merged(&d.origin, &l.config, generated, &path, &mut problems);
+            hosts.push(Host {
+                name: l.name.clone(),
+                mode: Mode::Origin,
+                address: l.address.clone(),
+                admin: l.admin,
+                cert_names: vec![l.name.clone(), s.server_name.clone()],
+                config: document(&l.name, Mode::Origin, &config),
+                unit: unit(d, Mode::Origin, &l.name),
+            });
+        }
+    }
+    if problems.is_empty() { Ok(hosts) } else { Err(problems) }
+}
+
+fn addr(a: std::net::SocketAddr) -> Value {
+    a.to_string().into()
+}
+
+fn tls(name: &str, ext: &str) -> Value {
+    format!("tls/{name}.{ext}").into()
+}
+
+fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Mapping(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+}
+
+fn server(d: &Defaults, mode: Mode) -> Value {
+    map([
+        ("upgrade_sock", format!("{}/{mode}-upgrade.sock", d.run_dir).into()),
+        ("pid_file", format!("{}/{mode}.pid", d.run_dir).into()),
+    ])
+}
+
+/// `defaults`, then the host's own `config` over it, then what the inventory decides over both;
+/// a setting of the inventory's own (addresses, certificates, routes) may not be overridden.
+fn merged(defaults: &Mapping, own: &Mapping, generated: Value, path: &str, problems: &mut Vec<Problem>) -> Value {
+    let mut config = Value::Mapping(defaults.clone());
+    overlay(&mut config, &Value::Mapping(own.clone()), "", &mut |_| {});
+    overlay(&mut config, &generated, "", &mut |key| {
+        problems.push(Problem {
+            path: format!("{path}.{key}"),
+            message: "set by the inventory (addresses, certificates, hosts): remove it here".into(),
+        })
+    });
+    config
+}
+
+/// Deep-merges `top` into `base`; `clash` hears of every leaf `top` replaces.
+fn overlay(base: &mut Value, top: &Value, at: &str, clash: &mut dyn FnMut(&str)) {
+    match (base, top) {
+        (Value::Mapping(b), Value::Mapping(t)) => {
+            for (k, v) in t {
+                let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                let path = if at.is_empty() { key } else { format!("{at}.{key}") };
+                match b.get_mut(k) {
+                    Some(existing) => overlay(existing, v, &path, clash),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, t) => {
+            clash(at);
+            *b = t.clone();
+        }
+    }
+}
+
+fn document(name: &str, mode: Mode, config: &Value) -> String {
+    // `mode` first, as in every configuration file.
+    let mut ordered = Mapping::new();
+    if let Value::Mapping(m) = config {
+        ordered.extend(m.get("mode").map(|v| (Value::from("mode"), v.clone())));
+        ordered.extend(m.iter().filter(|(k, _)| k.as_str() != Some("mode")).map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let yaml = serde_yaml::to_string(&ordered).expect("a YAML value serialises");
+    format!(
+        "# {mode}.yaml for {name}: written by `railproxy fleet render`; edit the fleet inventory, not this file.\n\
+         # Relative paths are relative to this file's folder. See conf/{mode}.yaml for every setting.\n{yaml}"
+    )
+}
+
+/// A hardened unit: `Type=forking` with the pid file, so that `systemctl reload` is a zero-downtime
+/// upgrade (a new process takes the sockets over, the old one drains), refused before it starts
+/// when the configuration does not check.
+fn unit(d: &Defaults, mode: Mode, name: &str) -> String {
+    let (bin, conf, run) = (&d.binary, format!("{}/{mode}.yaml", d.config_dir), &d.run_dir);
+    // systemd creates (and makes writable) a runtime folder only under /run.
+    let run_dir = match run.strip_prefix("/run/") {
+        Some(rel) => format!("RuntimeDirectory={rel}\nRuntimeDirectoryPreserve=restart\n"),
+        None => format!("ReadWritePaths={run}\n"),
+    };
+    let bind = if mode == Mode::Edge {
+        "# Edges listen on ports below 1024.\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+    } else {
+        "AmbientCapabilities=\nCapabilityBoundingSet=\n"
+    };
+    format!(
+        "# railproxy {mode} on {name}: written by `railproxy fleet render`.\n\
+[Unit]\n\
+Description=railproxy {mode} ({name})\n\
+Wants=network-online.target\n\
+After=network-online.target\n\
+\n\
+[Service]\n\
+Type=forking\n\
+PIDFile={run}/{mode}.pid\n\
+User={user}\n\
+Group={user}\n\
+{run_dir}\
+ExecStartPre={bin} check -c {conf}\n\
+ExecStart={bin} --mode {mode} -c {conf} --daemon\n\
+# Zero-downtime upgrade: check, let the old process hand its sockets over, start the new one.\n\
+ExecReload={bin} check -c {conf}\n\
+ExecReload=/bin/kill -QUIT $MAINPID\n\
+ExecReload={bin} --mode {mode} -c {conf} --daemon --upgrade\n\
+# SIGTERM: stop accepting, finish requests in flight (server.graceful_shutdown_timeout).\n\
+KillSignal=SIGTERM\n\
+TimeoutStopSec=60\n\
+Restart=on-failure\n\
+RestartSec=2\n\
+LimitNOFILE=1048576\n\
+{bind}\
+NoNewPrivileges=yes\n\
+ProtectSystem=strict\n\
+ProtectHome=yes\n\
+PrivateTmp=yes\n\
+PrivateDevices=yes\n\
+ProtectKernelTunables=yes\n\
+ProtectKernelModules=yes\n\
+ProtectKernelLogs=yes\n\
+ProtectControlGroups=yes\n\
+ProtectClock=yes\n\
+ProtectHostname=yes\n\
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n\
+RestrictNamespaces=yes\n\
+RestrictRealtime=yes\n\
+RestrictSUIDSGID=yes\n\
+LockPersonality=yes\n\
+MemoryDenyWriteExecute=yes\n\
+SystemCallArchitectures=native\n\
+SystemCallFilter=@system-service\n\
+UMask=0077\n\
+ReadOnlyPaths={config_dir}\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n",
+        user = d.user,
+        config_dir = d.config_dir,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_merges_deeply_and_reports_replaced_leaves() {
+        let mut base: Value = serde_yaml::from_str("a: {b: 1, c: 2}\nd: 3").unwrap();
+        let top: Value = serde_yaml::from_str("a: {c: 5, e: 6}\nf: 7").unwrap();
+        let mut clashes = Vec::new();
+        overlay(&mut base, &top, "", &mut |k| clashes.push(k.to_string()));
+        let want: Value = serde_yaml::from_str("a: {b: 1, c: 5, e: 6}\nd: 3\nf: 7").unwrap();
+        assert_eq!(base, want);
+        assert_eq!(clashes, ["a.c"]);
+    }
+}
