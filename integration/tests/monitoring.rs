@@ -41,16 +41,17 @@ fn promtool_accepts_the_config_the_rules_and_the_rule_tests() {
     }
 }
 
-/// Every `railproxy_…` name in a PromQL expression.
+/// Labels that `railproxy fleet render` puts on targets (prometheus-targets.yml), not metrics.
+const TARGET_LABELS: [&str; 2] = ["railproxy_host", "railproxy_mode"];
+
+/// Every `railproxy_…` metric name in a PromQL expression.
 fn metric_names(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = expr;
     while let Some(i) = rest.find("railproxy_") {
         let tail = &rest[i..];
         let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-        // A label such as railproxy_host is not a metric: it is followed by =, =~, != or ,
-        let after = tail[end..].trim_start();
-        if !(after.starts_with('=') || after.starts_with("!=") || after.starts_with(',') || after.starts_with(')')) {
+        if !TARGET_LABELS.contains(&&tail[..end]) {
             out.push(tail[..end].to_string());
         }
         rest = &tail[end..];
