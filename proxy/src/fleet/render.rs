@@ -46,7 +46,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             ("origins", Value::Mapping(origins)),
         ]);
         let path = format!("edges.{}.config", e.name);
-        let config = merged(&d.edge, &e.config, generated, &path, &mut problems);
+        let config = merged(&d.edge, &e.config, &generated, &path, &mut problems);
         hosts.push(Host {
             name: e.name.clone(),
             mode: Mode::Edge,
@@ -87,7 +87,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
                 m.insert("delta".into(), map([("store", store.as_str().into())]));
             }
             let path = format!("sites.{}.listeners.{}.config", s.name, l.name);
-            let config = merged(&d.origin, &l.config, generated, &path, &mut problems);
+            let config = merged(&d.origin, &l.config, &generated, &path, &mut problems);
             hosts.push(Host {
                 name: l.name.clone(),
                 mode: Mode::Origin,
@@ -123,10 +123,10 @@ fn server(d: &Defaults, mode: Mode) -> Value {
 
 /// `defaults`, then the host's own `config` over it, then what the inventory decides over both;
 /// a setting of the inventory's own (addresses, certificates, routes) may not be overridden.
-fn merged(defaults: &Mapping, own: &Mapping, generated: Value, path: &str, problems: &mut Vec<Problem>) -> Value {
+fn merged(defaults: &Mapping, own: &Mapping, generated: &Value, path: &str, problems: &mut Vec<Problem>) -> Value {
     let mut config = Value::Mapping(defaults.clone());
     overlay(&mut config, &Value::Mapping(own.clone()), "", &mut |_| {});
-    overlay(&mut config, &generated, "", &mut |key| {
+    overlay(&mut config, generated, "", &mut |key| {
         problems.push(Problem {
             path: format!("{path}.{key}"),
             message: "set by the inventory (addresses, certificates, hosts): remove it here".into(),
