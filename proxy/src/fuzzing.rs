@@ -3,17 +3,34 @@
 //!
 //! Each function panics exactly when an invariant breaks; any input is otherwise fine.
 
-/// Arbitrary bytes as a configuration file. Invariants: no panic; a refusal lists at least one
-/// problem and each names where it is (a key path or a YAML position), except a wrong mode.
+/// Arbitrary bytes as a configuration file, and as a fleet inventory. Invariants: no panic; a
+/// refusal lists at least one problem, each with a message; an inventory that reads renders
+/// (or lists its problems) and every rendered file is YAML.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Err(problems) = crate::config::Config::parse(text) {
-        assert!(!problems.is_empty(), "refused without a reason");
-        for p in &problems {
-            assert!(!p.message.is_empty(), "a problem without a message at {:?}", p.path);
-        }
+        explained(&problems);
+    }
+    match crate::fleet::Fleet::parse(text, std::path::Path::new("")) {
+        Err(problems) => explained(&problems),
+        Ok(fleet) => match crate::fleet::render(&fleet) {
+            Err(problems) => explained(&problems),
+            Ok(hosts) => {
+                for h in hosts {
+                    let parsed = serde_yaml::from_str::<serde_yaml::Value>(&h.config);
+                    assert!(parsed.is_ok(), "{} rendered YAML that does not parse: {parsed:?}", h.name);
+                }
+            }
+        },
+    }
+}
+
+fn explained(problems: &[crate::config::reader::Problem]) {
+    assert!(!problems.is_empty(), "refused without a reason");
+    for p in problems {
+        assert!(!p.message.is_empty(), "a problem without a message at {:?}", p.path);
     }
 }
 

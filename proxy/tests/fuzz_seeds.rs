@@ -24,11 +24,16 @@ fn replay_fuzz_seeds() {
 
 #[test]
 fn the_example_configurations_are_seeds_and_parse() {
-    // The seeds hold copies of conf/*.yaml so that fuzzing starts from real files.
+    // The seeds hold copies of conf/*.yaml and the example fleet so that fuzzing starts from
+    // real files.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in ["edge.yaml", "origin.yaml"] {
-        let conf = std::fs::read(root.join("../conf").join(name)).unwrap();
+    for (file, name) in [
+        ("conf/edge.yaml", "edge.yaml"),
+        ("conf/origin.yaml", "origin.yaml"),
+        ("deploy/fleet.example.yaml", "fleet.yaml"),
+    ] {
+        let conf = std::fs::read(root.join("..").join(file)).unwrap();
         let seed = std::fs::read(root.join("fuzz/seeds/config").join(name)).unwrap();
-        assert!(conf == seed, "proxy/fuzz/seeds/config/{name} is stale: copy conf/{name} over it");
+        assert!(conf == seed, "proxy/fuzz/seeds/config/{name} is stale: copy {file} over it");
     }
 }

@@ -14,7 +14,7 @@ use crate::config::reader::Problem;
 use crate::config::{Config, ConfigError, Mode};
 use crate::exit::{CANT_CREATE, CmdResult, Failure, USAGE};
 pub use inventory::Fleet;
-pub use render::Host;
+pub use render::{Host, render};
 
 /// `railproxy fleet …`.
 #[derive(Debug, clap::Subcommand)]
@@ -51,7 +51,7 @@ fn render_fleet(file: &Path, out: &Path) -> CmdResult {
         .map_err(|e| invalid(vec![Problem { path: String::new(), message: format!("cannot read: {e}") }]))?;
     let base = std::path::absolute(file.parent().unwrap_or(Path::new(""))).unwrap_or_default();
     let fleet = Fleet::parse(&text, &base).map_err(invalid)?;
-    let hosts = render::render(&fleet).map_err(invalid)?;
+    let hosts = render(&fleet).map_err(invalid)?;
     write_all(&fleet, &hosts, out).map_err(|e| Failure::new(CANT_CREATE, e))?;
     // Every rendered file must pass `railproxy check` where it was written (its certificates
     // are beside it), so that a deploy never ships a configuration the process would refuse.

@@ -232,12 +232,10 @@ MemoryDenyWriteExecute=yes\n\
 SystemCallArchitectures=native\n\
 SystemCallFilter=@system-service\n\
 UMask=0077\n\
-ReadOnlyPaths={config_dir}\n\
 \n\
 [Install]\n\
 WantedBy=multi-user.target\n",
         user = d.user,
-        config_dir = d.config_dir,
     )
 }
 
