@@ -24,6 +24,21 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's root folder.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Runs `railproxy ARGS` in `dir` to completion (commands such as check, certs, fleet).
+pub fn railproxy(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin("railproxy")).args(args).current_dir(dir).output().expect("run railproxy")
+}
+
+/// stdout then stderr of a finished command.
+pub fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
 /// A command for `program`, pinned to the CPUs in `cpus` (a `taskset -c` list) when given.
 pub fn command(program: &Path, cpus: Option<&str>) -> Command {
     match cpus {

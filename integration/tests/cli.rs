@@ -1,21 +1,6 @@
 //! The command line as operators use it: check, certs, help, and configuration errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use railproxy_integration::process::bin;
-
-fn railproxy(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("railproxy")).args(args).current_dir(dir).output().expect("run railproxy")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use railproxy_integration::process::{railproxy, repo, text};
 
 /// A folder with certs/ and conf/ as in the repository root.
 fn demo_dir() -> tempfile::TempDir {
@@ -157,7 +142,7 @@ fn help_names_modes_commands_and_files() {
     let dir = tempfile::tempdir().unwrap();
     let o = railproxy(dir.path(), &["--help"]);
     assert!(o.status.success());
-    for s in ["--mode", "--config", "check", "certs", "delta", "--upgrade", "Exit status"] {
+    for s in ["--mode", "--config", "check", "certs", "fleet", "delta", "--upgrade", "--daemon", "Exit status"] {
         assert!(text(&o).contains(s), "--help lacks {s}");
     }
     let o = railproxy(dir.path(), &["certs", "--help"]);

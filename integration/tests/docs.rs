@@ -2,14 +2,10 @@
 //! built `railproxy` first on PATH; every other command block names what exercises it, and that
 //! must exist.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use railproxy_integration::process::bin_dir;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use railproxy_integration::process::{bin_dir, repo};
 
 /// Fenced blocks: (language, text).
 fn blocks(markdown: &str) -> Vec<(String, String)> {

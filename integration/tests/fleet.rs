@@ -5,24 +5,12 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::process::{bin, free_port};
+use railproxy_integration::process::{bin, free_port, railproxy, repo, text};
 use railproxy_integration::{Backend, Http, Metrics, Proc};
 use tunnel::sample;
-
-fn railproxy(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("railproxy")).args(args).current_dir(dir).output().expect("run railproxy")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 /// Every file under `dir`, relative, sorted.
 fn tree(dir: &Path) -> Vec<String> {
@@ -128,6 +116,9 @@ sites:
       o-1: {address: 10.0.1.3}
     hosts: {www.example.com: {backends: [10.0.2.2:80]}, api.example.com: {}}
     colour: blue
+  lonely:
+    listeners: {o-9: {address: 10.0.1.9}}
+    hosts: {lonely.example.com: {backends: [10.0.2.9:80]}}
 ";
     std::fs::write(dir.path().join("fleet.yaml"), fleet).unwrap();
     let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
@@ -144,6 +135,7 @@ sites:
         "sites.two.hosts.www.example.com: also served by site one",
         "sites.two.hosts.api.example.com.backends: required",
         "sites.two.colour: unknown key",
+        "sites.lonely: no edge serves any of its hosts",
     ] {
         assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
     }
@@ -165,7 +157,7 @@ sites:
     let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(64), "{t}");
-    assert!(t.contains("edges.edge-1.config.tunnel.cert: set by the inventory"), "{t}");
+    assert!(t.contains("defaults.edge.tunnel.cert: set by the inventory"), "{t}");
     assert!(t.contains("edges.edge-1.config.listen: set by the inventory"), "{t}");
     assert!(!t.contains("store_size"), "{t}");
     // A rendered config that does not check (a bad value passed through defaults) fails too.

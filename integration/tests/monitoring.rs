@@ -4,18 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::process::free_port;
+use railproxy_integration::process::{free_port, repo};
 use railproxy_integration::{Http, Knobs, Proc, Stack};
 use serde_json::Value;
 use tunnel::sample;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 fn tool(name: &str) -> Command {
     assert!(

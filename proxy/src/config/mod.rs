@@ -73,10 +73,7 @@ impl Config {
 
     /// Parses and validates YAML text whose relative paths are relative to `base`.
     pub fn parse_in(text: &str, base: &Path) -> Result<Self, Vec<Problem>> {
-        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default();
-            vec![Problem { path: at, message: format!("not valid YAML: {e}") }]
-        })?;
+        let value = reader::parse_yaml(text)?;
         let problems = Problems::default();
         let config = {
             let root = Section::root(&value, &problems);

@@ -23,6 +23,14 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Parses YAML text; a syntax error is one problem at its line and column.
+pub fn parse_yaml(text: &str) -> Result<Value, Vec<Problem>> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default();
+        vec![Problem { path: at, message: format!("not valid YAML: {e}") }]
+    })
+}
+
 /// Problems found so far; reading goes on after each.
 #[derive(Debug, Default)]
 pub struct Problems(RefCell<Vec<Problem>>);

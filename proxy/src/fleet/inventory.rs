@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
-use crate::config::reader::{Problem, Problems, Section};
+use crate::config::reader::{self, Problem, Problems, Section};
 
 /// Where rendered files go on each host, and what runs them.
 #[derive(Debug, Clone)]
@@ -72,10 +72,7 @@ pub struct Fleet {
 impl Fleet {
     /// Reads and validates an inventory; relative paths are relative to `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Fleet, Vec<Problem>> {
-        let value: Value = serde_yaml::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default();
-            vec![Problem { path: at, message: format!("not valid YAML: {e}") }]
-        })?;
+        let value = reader::parse_yaml(text)?;
         let problems = Problems::default();
         let fleet = {
             let root = Section::root(&value, &problems);
@@ -120,7 +117,7 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
         .into_iter()
         .map(|(name, e)| {
             let address: String = e.req("address").unwrap_or_default();
-            let admin = e.opt("admin").or_else(|| default_admin(&e, &address, 9101)).unwrap_or(UNSET);
+            let admin = e.opt("admin").or_else(|| default_addr(&e, &address, 9101)).unwrap_or(UNSET);
             let listen = if e.has("listen") {
                 e.req_list("listen", "client listeners such as 0.0.0.0:80")
             } else {
@@ -142,8 +139,8 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
                 .into_iter()
                 .map(|(lname, l)| {
                     let address: String = l.req("address").unwrap_or_default();
-                    let tunnel = l.opt("tunnel").or_else(|| default_admin(&l, &address, 2408)).unwrap_or(UNSET);
-                    let admin = l.opt("admin").or_else(|| default_admin(&l, &address, 9102)).unwrap_or(UNSET);
+                    let tunnel = l.opt("tunnel").or_else(|| default_addr(&l, &address, 2408)).unwrap_or(UNSET);
+                    let admin = l.opt("admin").or_else(|| default_addr(&l, &address, 9102)).unwrap_or(UNSET);
                     let config = mapping(&l, "config");
                     Listener { name: lname, address, tunnel, admin, config }
                 })
@@ -179,7 +176,7 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
 const UNSET: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// `address:port` when the host's address is an IP; otherwise the key is required.
-fn default_admin(s: &Section<'_>, address: &str, port: u16) -> Option<SocketAddr> {
+fn default_addr(s: &Section<'_>, address: &str, port: u16) -> Option<SocketAddr> {
     match address.parse::<std::net::IpAddr>() {
         Ok(ip) => Some(SocketAddr::new(ip, port)),
         Err(_) if address.is_empty() => None,
@@ -278,6 +275,11 @@ fn validate(f: &Fleet, problems: &Problems) {
             if let Some(other) = served.insert(h, &s.name) {
                 problems.add(&format!("sites.{}.hosts.{h}", s.name), format!("also served by site {other}"));
             }
+        }
+    }
+    for s in &f.sites {
+        if !s.hosts.is_empty() && f.edges_of(s).is_empty() {
+            problems.add(&format!("sites.{}", s.name), "no edge serves any of its hosts, so no edge could connect");
         }
     }
     for e in &f.edges {

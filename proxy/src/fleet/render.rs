@@ -45,8 +45,8 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             ("tunnel", map([("ca", "tls/ca.pem".into()), ("cert", tls(&e.name, "pem")), ("key", tls(&e.name, "key"))])),
             ("origins", Value::Mapping(origins)),
         ]);
-        let path = format!("edges.{}.config", e.name);
-        let config = merged(&d.edge, &e.config, &generated, &path, &mut problems);
+        let own_at = format!("edges.{}.config", e.name);
+        let config = merged((&d.edge, "defaults.edge"), (&e.config, &own_at), &generated, &mut problems);
         hosts.push(Host {
             name: e.name.clone(),
             mode: Mode::Edge,
@@ -86,8 +86,8 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             if let (Some(store), Value::Mapping(m)) = (&s.store, &mut generated) {
                 m.insert("delta".into(), map([("store", store.as_str().into())]));
             }
-            let path = format!("sites.{}.listeners.{}.config", s.name, l.name);
-            let config = merged(&d.origin, &l.config, &generated, &path, &mut problems);
+            let own_at = format!("sites.{}.listeners.{}.config", s.name, l.name);
+            let config = merged((&d.origin, "defaults.origin"), (&l.config, &own_at), &generated, &mut problems);
             hosts.push(Host {
                 name: l.name.clone(),
                 mode: Mode::Origin,
@@ -123,16 +123,34 @@ fn server(d: &Defaults, mode: Mode) -> Value {
 
 /// `defaults`, then the host's own `config` over it, then what the inventory decides over both;
 /// a setting of the inventory's own (addresses, certificates, routes) may not be overridden.
-fn merged(defaults: &Mapping, own: &Mapping, generated: &Value, path: &str, problems: &mut Vec<Problem>) -> Value {
+/// Problems name where the setting was written (`defaults_at` or `own_at`), once.
+fn merged(
+    (defaults, defaults_at): (&Mapping, &str),
+    (own, own_at): (&Mapping, &str),
+    generated: &Value,
+    problems: &mut Vec<Problem>,
+) -> Value {
     let mut config = Value::Mapping(defaults.clone());
     overlay(&mut config, &Value::Mapping(own.clone()), "", &mut |_| {});
     overlay(&mut config, generated, "", &mut |key| {
-        problems.push(Problem {
-            path: format!("{path}.{key}"),
-            message: "set by the inventory (addresses, certificates, hosts): remove it here".into(),
-        })
+        let at = if lookup(own, key).is_some() { own_at } else { defaults_at };
+        let path = format!("{at}.{key}");
+        if !problems.iter().any(|p| p.path == path) {
+            let message = "set by the inventory (addresses, certificates, hosts): remove it here".into();
+            problems.push(Problem { path, message });
+        }
     });
     config
+}
+
+/// The value at a dotted key path.
+fn lookup<'a>(map: &'a Mapping, path: &str) -> Option<&'a Value> {
+    let (first, rest) = path.split_once('.').map_or((path, None), |(a, b)| (a, Some(b)));
+    match (map.get(first)?, rest) {
+        (v, None) => Some(v),
+        (Value::Mapping(m), Some(rest)) => lookup(m, rest),
+        _ => None,
+    }
 }
 
 /// Deep-merges `top` into `base`; `clash` hears of every leaf `top` replaces.
@@ -201,10 +219,11 @@ Group={user}\n\
 {run_dir}\
 ExecStartPre={bin} check -c {conf}\n\
 ExecStart={bin} --mode {mode} -c {conf} --daemon\n\
-# Zero-downtime upgrade: check, let the old process hand its sockets over, start the new one.\n\
+# Zero-downtime upgrade: check; start the new process (it returns once it waits for the\n\
+# sockets and has written the pid file); the old one hands its sockets over on SIGQUIT.\n\
 ExecReload={bin} check -c {conf}\n\
-ExecReload=/bin/kill -QUIT $MAINPID\n\
 ExecReload={bin} --mode {mode} -c {conf} --daemon --upgrade\n\
+ExecReload=/bin/kill -QUIT $MAINPID\n\
 # SIGTERM: stop accepting, finish requests in flight (server.graceful_shutdown_timeout).\n\
 KillSignal=SIGTERM\n\
 TimeoutStopSec=60\n\
