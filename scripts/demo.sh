@@ -11,12 +11,19 @@ EDGE_ADMIN=http://127.0.0.1:9101
 ORIGIN_ADMIN=http://127.0.0.1:9102
 
 stop() {
-  local any=0
+  local any=0 pids=""
   for p in edge origin backend; do
     if [ -f "$STATE/$p.pid" ]; then
-      kill "$(cat "$STATE/$p.pid")" 2>/dev/null && any=1 || true
+      pid=$(cat "$STATE/$p.pid")
+      kill "$pid" 2>/dev/null && { any=1; pids="$pids $pid"; } || true
       rm -f "$STATE/$p.pid"
     fi
+  done
+  # SIGTERM drains gracefully; wait until the ports are free again (at most 30 s).
+  for _ in $(seq 1 300); do
+    alive=""; for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.1
   done
   [ $any = 1 ] && echo "demo stopped" || echo "demo was not running"
 }
@@ -38,10 +45,6 @@ start() {  # name, command...
   setsid nohup "$@" >"$STATE/$name.log" 2>&1 &
   echo $! >"$STATE/$name.pid"
 }
-start backend "$BIN/railproxy-testbackend" --listen 127.0.0.1:8000
-start origin "$BIN/railproxy" --mode origin -c conf/origin.yaml
-start edge "$BIN/railproxy" --mode edge -c conf/edge.yaml
-
 wait_ok() {  # url, name
   for _ in $(seq 1 300); do
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
@@ -49,8 +52,13 @@ wait_ok() {  # url, name
   done
   echo "$2 did not become ready; its log:"; cat "$STATE/$2.log"; stop; exit 1
 }
+# In order, each once the one before is ready: an edge that starts first finds its origin
+# listener down and waits out a backoff before trying it again.
+start backend "$BIN/railproxy-testbackend" --listen 127.0.0.1:8000
 wait_ok http://127.0.0.1:8000/health backend
+start origin "$BIN/railproxy" --mode origin -c conf/origin.yaml
 wait_ok "$ORIGIN_ADMIN/health" origin
+start edge "$BIN/railproxy" --mode edge -c conf/edge.yaml
 wait_ok "$EDGE_ADMIN/health" edge
 
 metric() {  # sum of a metric over the edge's series

@@ -174,22 +174,32 @@ sites:
     assert!(text(&o).contains("edge-1/edge.yaml") && text(&o).contains("delta.store_size"), "{}", text(&o));
 }
 
-/// Processes started by a unit's commands: daemons, found through their pid files, stopped when
-/// the test ends however it ends.
-struct Daemons(Vec<u32>);
+/// Processes started by a unit's commands: daemons, found through their pid files. When the test
+/// ends, however it ends, every process whose command line names `root` is stopped, so a daemon
+/// whose pid file was never read does not outlive the test.
+struct Daemons {
+    pids: Vec<u32>,
+    root: PathBuf,
+}
 
 impl Daemons {
     fn track(&mut self, pid_file: &Path) -> u32 {
         let pid = pid_of(pid_file);
-        self.0.push(pid);
+        self.pids.push(pid);
         pid
     }
 }
 
 impl Drop for Daemons {
     fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        let root = self.root.display().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&root) {
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            }
         }
     }
 }
@@ -340,7 +350,7 @@ sites:
     assert!(recap.contains("changed=0") && !recap.contains("changed=1"), "second run changed something:\n{second}");
 
     // Start as systemd would: ExecStartPre (check), ExecStart (daemon), main pid from PIDFile.
-    let mut daemons = Daemons(Vec::new());
+    let mut daemons = Daemons { pids: Vec::new(), root: root.clone() };
     let units: Vec<(String, PathBuf, PathBuf, std::net::SocketAddr)> =
         [("origin-1", "origin", origin_admin), ("edge-1", "edge", edge_admin)]
             .into_iter()
@@ -396,6 +406,6 @@ sites:
     }
     assert!(!alive(old), "the old edge {old} did not exit after handing its sockets over");
     assert!(alive(new));
-    let served: HashSet<u32> = daemons.0.iter().copied().filter(|p| alive(*p)).collect();
+    let served: HashSet<u32> = daemons.pids.iter().copied().filter(|p| alive(*p)).collect();
     assert_eq!(served.len(), 2, "origin and new edge running");
 }

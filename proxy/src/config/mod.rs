@@ -75,7 +75,7 @@ impl Config {
     pub fn parse_in(text: &str, base: &Path) -> Result<Self, Vec<Problem>> {
         let value = reader::parse_yaml(text)?;
         let problems = Problems::default();
-        let config = {
+        let mut config = {
             let root = Section::root(&value, &problems);
             match root.req::<String>("mode").as_deref() {
                 Some("edge") => Some(Config::Edge(Box::new(EdgeConfig::read(&root)))),
@@ -87,7 +87,6 @@ impl Config {
                 None => None,
             }
         };
-        let mut config = config;
         if let Some(c) = &mut config {
             for p in c.paths_mut() {
                 rebase(p, base);

@@ -113,17 +113,20 @@ impl Listeners {
         Duration::from_nanos(rand::thread_rng().gen_range(0..nanos))
     }
 
-    fn probe_result(&self, l: &Listener, ok: bool) {
+    fn probe_result(&self, l: &Listener, result: Result<(), String>) {
         let now = Instant::now();
-        if ok {
+        if let Err(why) = &result {
+            log::debug!("origin listener {}: health probe failed: {why}", l.addr);
+        }
+        if result.is_ok() {
             if !l.is_up() {
                 log::info!("origin listener {} is up again", l.addr);
             }
             l.failures.store(0, Ordering::Relaxed);
             l.set(true);
             *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.settings.probe_interval;
-        } else if l.is_up() {
-            self.mark_down(l.addr, "health probe failed");
+        } else if let (true, Err(why)) = (l.is_up(), &result) {
+            self.mark_down(l.addr, &format!("health probe failed: {why}"));
         } else {
             let n = l.failures.fetch_add(1, Ordering::Relaxed) + 1;
             *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.backoff(n);
@@ -160,28 +163,54 @@ impl Prober {
         Prober { listeners, config, tls, connector: Connector::new(None) }
     }
 
-    async fn probe(&self, l: &Listener) -> bool {
+    /// Ok if the listener answered the probe with 200 over a TLS 1.3 tunnel; otherwise why not.
+    /// A probe that failed on a pooled connection is tried once more on a new one: a listener
+    /// handing over to its upgraded process closes the old connections, and that alone must not
+    /// take it out of rotation.
+    async fn probe(&self, l: &Listener) -> Result<(), String> {
         let mut peer = tunnel_peer(&self.config, &self.tls.load(), l.addr, &l.server_name);
-        peer.options.read_timeout = Some(self.config.failover.probe_timeout);
-        peer.options.connection_timeout = Some(self.config.failover.probe_timeout);
-        let attempt = async {
-            let (mut session, reused) = self.connector.get_http_session(&peer).await.ok()?;
-            if !reused && let Some(version) = crate::tls::not_tls13(session.digest()) {
-                log::warn!("origin listener {} negotiated {version}; the tunnel is TLS 1.3 only", l.addr);
-                return Some(false);
+        let limit = self.config.failover.probe_timeout;
+        peer.options.read_timeout = Some(limit);
+        peer.options.connection_timeout = Some(limit);
+        match self.probe_with(&self.connector, &peer).await {
+            Err((why, true)) => {
+                log::debug!(
+                    "origin listener {}: probe on a pooled connection failed ({why}); again on a new one",
+                    l.addr
+                );
+                self.probe_with(&Connector::new(None), &peer).await.map_err(|(why, _)| why)
             }
-            let mut req = RequestHeader::build("GET", b"/", None).ok()?;
-            req.insert_header("host", "railproxy.probe").ok()?;
-            req.insert_header(tunnel::protocol::PROBE, "1").ok()?;
-            session.write_request_header(Box::new(req)).await.ok()?;
-            session.finish_request_body().await.ok()?;
-            session.read_response_header().await.ok()?;
-            let ok = session.response_header().is_some_and(|r| r.status == 200);
+            other => other.map_err(|(why, _)| why),
+        }
+    }
+
+    /// One probe; an error says whether the connection came from the pool.
+    async fn probe_with(&self, connector: &Connector, peer: &HttpPeer) -> Result<(), (String, bool)> {
+        let limit = self.config.failover.probe_timeout;
+        let mut reused = false;
+        let attempt = async {
+            let (mut session, pooled) = connector.get_http_session(peer).await.map_err(|e| format!("connect: {e}"))?;
+            reused = pooled;
+            if !pooled && let Some(version) = crate::tls::not_tls13(session.digest()) {
+                return Err(format!("negotiated {version}; the tunnel is TLS 1.3 only"));
+            }
+            let mut req = RequestHeader::build("GET", b"/", None).map_err(|e| e.to_string())?;
+            req.insert_header("host", "railproxy.probe").map_err(|e| e.to_string())?;
+            req.insert_header(tunnel::protocol::PROBE, "1").map_err(|e| e.to_string())?;
+            session.write_request_header(Box::new(req)).await.map_err(|e| format!("request: {e}"))?;
+            session.finish_request_body().await.map_err(|e| format!("request: {e}"))?;
+            session.read_response_header().await.map_err(|e| format!("response: {e}"))?;
+            let status = session.response_header().map(|r| r.status.as_u16());
             while let Ok(Some(_)) = session.read_response_body().await {}
-            self.connector.release_http_session(session, &peer, self.config.tunnel.idle_timeout.into()).await;
-            Some(ok)
+            connector.release_http_session(session, peer, self.config.tunnel.idle_timeout.into()).await;
+            match status {
+                Some(200) => Ok(()),
+                other => Err(format!("answered {other:?}")),
+            }
         };
-        tokio::time::timeout(self.config.failover.probe_timeout, attempt).await.ok().flatten().unwrap_or(false)
+        let result =
+            tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| Err(format!("no answer within {limit:?}")));
+        result.map_err(|why| (why, reused))
     }
 }
 
@@ -194,8 +223,8 @@ impl BackgroundService for Prober {
             for l in &self.listeners.all {
                 let due = *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) <= now;
                 if due {
-                    let ok = self.probe(l).await;
-                    self.listeners.probe_result(l, ok);
+                    let result = self.probe(l).await;
+                    self.listeners.probe_result(l, result);
                 }
             }
             tokio::select! {
