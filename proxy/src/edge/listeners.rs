@@ -113,9 +113,9 @@ impl Listeners {
         Duration::from_nanos(rand::thread_rng().gen_range(0..nanos))
     }
 
-    fn probe_result(&self, l: &Listener, result: Result<(), String>) {
+    fn probe_result(&self, l: &Listener, result: &Result<(), String>) {
         let now = Instant::now();
-        if let Err(why) = &result {
+        if let Err(why) = result {
             log::debug!("origin listener {}: health probe failed: {why}", l.addr);
         }
         if result.is_ok() {
@@ -125,7 +125,7 @@ impl Listeners {
             l.failures.store(0, Ordering::Relaxed);
             l.set(true);
             *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.settings.probe_interval;
-        } else if let (true, Err(why)) = (l.is_up(), &result) {
+        } else if let (true, Err(why)) = (l.is_up(), result) {
             self.mark_down(l.addr, &format!("health probe failed: {why}"));
         } else {
             let n = l.failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -224,7 +224,7 @@ impl BackgroundService for Prober {
                 let due = *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) <= now;
                 if due {
                     let result = self.probe(l).await;
-                    self.listeners.probe_result(l, result);
+                    self.listeners.probe_result(l, &result);
                 }
             }
             tokio::select! {
