@@ -5,6 +5,7 @@
 mod admin;
 pub mod certs;
 pub mod config;
+pub mod daemon;
 pub mod delta;
 mod edge;
 pub mod exit;

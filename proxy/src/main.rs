@@ -13,7 +13,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use railproxy::config::{Config, Mode};
 use railproxy::exit::{CmdResult, Failure, USAGE};
-use railproxy::{certs, delta, fleet, logging, run};
+use railproxy::{certs, daemon, delta, fleet, logging, run};
 
 #[derive(Debug, Parser)]
 #[command(name = "railproxy", version, about, long_about = None)]
@@ -78,6 +78,13 @@ fn run_proxy(mode: Mode, path: &Path, launch: run::Launch) -> CmdResult {
             USAGE,
             anyhow::anyhow!("{}: mode: the file says {}, but --mode says {mode}", path.display(), config.mode()),
         ));
+    }
+    if launch.daemon {
+        let server = match &config {
+            Config::Edge(c) => &c.server,
+            Config::Origin(c) => &c.server,
+        };
+        daemon::daemonize(&server.pid_file, server.error_log.as_deref())?;
     }
     logging::init();
     let result = match config {

@@ -28,8 +28,8 @@ use pingora_core::services::listening::Service;
 pub struct Launch {
     /// Take the listening sockets over from a running process (`--upgrade`).
     pub upgrade: bool,
-    /// Fork into the background and write the pid file (`--daemon`). Nothing may start a thread
-    /// before Pingora forks: threads do not survive `fork`.
+    /// Forked into the background with the pid file written (`--daemon`, done by `main` before
+    /// anything starts a thread).
     pub daemon: bool,
 }
 
@@ -51,12 +51,12 @@ pub fn edge(config: EdgeConfig, launch: Launch) -> anyhow::Result<()> {
     let stats = store.clone();
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
 
-    let mut server = server::Process::build(&config.server, launch);
+    let mut server = server::build(&config.server, launch);
     let listeners = Arc::new(Listeners::new(&config));
     let prober = Prober::new(listeners.clone(), config.clone(), peer_tls.clone());
     let mut app = pingora_proxy::HttpProxy::new(
         Edge::new(config.clone(), peer_tls, store.clone(), listeners),
-        server.configuration().clone(),
+        server.configuration.clone(),
     );
     app.handle_init_modules();
     let mut options = HttpServerOptions::default();
@@ -118,12 +118,12 @@ pub fn origin(config: OriginConfig, launch: Launch) -> anyhow::Result<()> {
     let stats = store.clone();
     StoreCollector::register("origin", Arc::new(move || stats.stats()));
 
-    let mut server = server::Process::build(&config.server, launch);
+    let mut server = server::build(&config.server, launch);
     let (origin, backends) = Origin::new(config.clone(), store)?;
     for (host, lb) in backends {
         server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));
     }
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(server.configuration(), origin, "origin");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, origin, "origin");
     let mut h2 = H2Options::new();
     h2.max_concurrent_streams(t.max_streams);
     proxy.app_logic_mut().expect("proxy app").h2_options = Some(h2);
