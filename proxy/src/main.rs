@@ -34,8 +34,8 @@ struct Cli {
     /// old process SIGQUIT once this one is up.
     #[arg(long)]
     upgrade: bool,
-    /// Run in the background once started, writing `server.pid_file` (for systemd
-    /// `Type=forking`, which makes `--upgrade` work under systemd).
+    /// Run in the background: the command returns once the daemon has written `server.pid_file`
+    /// (systemd `Type=forking`, which lets `--upgrade` work under systemd).
     #[arg(short = 'd', long)]
     daemon: bool,
     #[command(subcommand)]

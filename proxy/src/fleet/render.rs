@@ -219,8 +219,8 @@ Group={user}\n\
 {run_dir}\
 ExecStartPre={bin} check -c {conf}\n\
 ExecStart={bin} --mode {mode} -c {conf} --daemon\n\
-# Zero-downtime upgrade: check; start the new process (it returns once it waits for the\n\
-# sockets and has written the pid file); the old one hands its sockets over on SIGQUIT.\n\
+# Zero-downtime upgrade: check; start the new process (the command returns once it has\n\
+# written the pid file; it then waits for the sockets); the old one hands them over on SIGQUIT.\n\
 ExecReload={bin} check -c {conf}\n\
 ExecReload={bin} --mode {mode} -c {conf} --daemon --upgrade\n\
 ExecReload=/bin/kill -QUIT $MAINPID\n\
