@@ -71,7 +71,7 @@ fn load(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::new(USAGE, e))
 }
 
-fn run_proxy(mode: Mode, path: &Path, launch: run::Launch) -> CmdResult {
+fn run_proxy(mode: Mode, path: &Path, upgrade: bool, daemon: bool) -> CmdResult {
     let config = load(path)?;
     if config.mode() != mode {
         return Err(Failure::new(
@@ -79,7 +79,7 @@ fn run_proxy(mode: Mode, path: &Path, launch: run::Launch) -> CmdResult {
             anyhow::anyhow!("{}: mode: the file says {}, but --mode says {mode}", path.display(), config.mode()),
         ));
     }
-    if launch.daemon {
+    if daemon {
         let server = match &config {
             Config::Edge(c) => &c.server,
             Config::Origin(c) => &c.server,
@@ -88,8 +88,8 @@ fn run_proxy(mode: Mode, path: &Path, launch: run::Launch) -> CmdResult {
     }
     logging::init();
     let result = match config {
-        Config::Edge(c) => run::edge(*c, launch),
-        Config::Origin(c) => run::origin(*c, launch),
+        Config::Edge(c) => run::edge(*c, upgrade),
+        Config::Origin(c) => run::origin(*c, upgrade),
     };
     result.map_err(Failure::from)
 }
@@ -107,9 +107,7 @@ fn main() -> ExitCode {
         }
         (Some(Command::Delta(cmd)), _, _) => delta::run(cmd),
         (Some(Command::Fleet(cmd)), _, _) => fleet::run(cmd),
-        (None, Some(mode), Some(path)) => {
-            run_proxy(mode, &path, run::Launch { upgrade: cli.upgrade, daemon: cli.daemon })
-        }
+        (None, Some(mode), Some(path)) => run_proxy(mode, &path, cli.upgrade, cli.daemon),
         (None, _, _) => Err(Failure::new(
             USAGE,
             anyhow::anyhow!("nothing to do: give --mode and -c FILE, or a command (see --help)"),

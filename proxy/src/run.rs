@@ -23,18 +23,8 @@ use crate::{server, tls};
 use pingora_core::services::background::{GenBackgroundService, background_service};
 use pingora_core::services::listening::Service;
 
-/// How a process starts, from the command line.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Launch {
-    /// Take the listening sockets over from a running process (`--upgrade`).
-    pub upgrade: bool,
-    /// Forked into the background with the pid file written (`--daemon`, done by `main` before
-    /// anything starts a thread).
-    pub daemon: bool,
-}
-
 /// Runs the edge until it is told to stop; never returns on success.
-pub fn edge(config: EdgeConfig, launch: Launch) -> anyhow::Result<()> {
+pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     pingora_core::tls::install_default_crypto_provider();
     metrics::init("edge");
     let config = Arc::new(config);
@@ -51,7 +41,7 @@ pub fn edge(config: EdgeConfig, launch: Launch) -> anyhow::Result<()> {
     let stats = store.clone();
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
 
-    let mut server = server::build(&config.server, launch);
+    let mut server = server::build(&config.server, upgrade);
     let listeners = Arc::new(Listeners::new(&config));
     let prober = Prober::new(listeners.clone(), config.clone(), peer_tls.clone());
     let mut app = pingora_proxy::HttpProxy::new(
@@ -106,7 +96,7 @@ pub fn edge(config: EdgeConfig, launch: Launch) -> anyhow::Result<()> {
 }
 
 /// Runs the origin listener until it is told to stop; never returns on success.
-pub fn origin(config: OriginConfig, launch: Launch) -> anyhow::Result<()> {
+pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     tls::install_origin_provider();
     metrics::init("origin");
     let config = Arc::new(config);
@@ -118,7 +108,7 @@ pub fn origin(config: OriginConfig, launch: Launch) -> anyhow::Result<()> {
     let stats = store.clone();
     StoreCollector::register("origin", Arc::new(move || stats.stats()));
 
-    let mut server = server::build(&config.server, launch);
+    let mut server = server::build(&config.server, upgrade);
     let (origin, backends) = Origin::new(config.clone(), store)?;
     for (host, lb) in backends {
         server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));

@@ -4,12 +4,11 @@ use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 
 use crate::config::ServerSettings;
-use crate::run::Launch;
 
 /// A bootstrapped Pingora server. With `upgrade`, listening sockets are taken over from the
 /// running process through `server.upgrade_sock` instead of being bound anew. Pingora's own
 /// daemon mode stays off: with `--daemon`, [`crate::daemon`] has forked already.
-pub fn build(settings: &ServerSettings, launch: Launch) -> Server {
+pub fn build(settings: &ServerSettings, upgrade: bool) -> Server {
     let conf = ServerConf {
         threads: settings.threads,
         work_stealing: settings.work_stealing,
@@ -22,7 +21,7 @@ pub fn build(settings: &ServerSettings, launch: Launch) -> Server {
         daemon: false,
         ..ServerConf::default()
     };
-    let opt = Opt { upgrade: launch.upgrade, ..Opt::default() };
+    let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     server

@@ -115,21 +115,21 @@ impl Listeners {
 
     fn probe_result(&self, l: &Listener, result: &Result<(), String>) {
         let now = Instant::now();
-        if let Err(why) = result {
-            log::debug!("origin listener {}: health probe failed: {why}", l.addr);
-        }
-        if result.is_ok() {
-            if !l.is_up() {
-                log::info!("origin listener {} is up again", l.addr);
+        match result {
+            Ok(()) => {
+                if !l.is_up() {
+                    log::info!("origin listener {} is up again", l.addr);
+                }
+                l.failures.store(0, Ordering::Relaxed);
+                l.set(true);
+                *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.settings.probe_interval;
             }
-            l.failures.store(0, Ordering::Relaxed);
-            l.set(true);
-            *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.settings.probe_interval;
-        } else if let (true, Err(why)) = (l.is_up(), result) {
-            self.mark_down(l.addr, &format!("health probe failed: {why}"));
-        } else {
-            let n = l.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.backoff(n);
+            Err(why) if l.is_up() => self.mark_down(l.addr, &format!("health probe failed: {why}")),
+            Err(why) => {
+                log::debug!("origin listener {}: still down: {why}", l.addr);
+                let n = l.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                *l.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.backoff(n);
+            }
         }
     }
 }
