@@ -43,7 +43,7 @@ impl Default for Knobs {
             fault_injection: false,
             corpus: false,
             extra_backends: 0,
-            effort: "small".into(),
+            effort: "fast".into(),
             threads: 2,
             origins: 1,
             fallback: "error".into(),

@@ -18,7 +18,17 @@ async fn direct(stack: &Stack, method: Method, path: &str, body: Bytes) -> Resp 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_version_in_order_is_byte_exact_and_crosses_as_a_delta() {
-    let stack = Stack::start(Knobs { corpus: true, ..Knobs::default() }).await;
+    versions_cross_as_deltas("fast").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_effort_small_every_version_is_byte_exact_and_crosses_as_a_delta() {
+    versions_cross_as_deltas("small").await;
+}
+
+async fn versions_cross_as_deltas(effort: &str) {
+    eprintln!("delta.effort: {effort}");
+    let stack = Stack::start(Knobs { corpus: true, effort: effort.into(), ..Knobs::default() }).await;
     let http = Http::h1();
     let mut sets: Vec<VersionSet> = sample::generated_sets();
     match railproxy_integration::corpus() {
@@ -62,8 +72,18 @@ async fn every_version_in_order_is_byte_exact_and_crosses_as_a_delta() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_statuses_and_bodies_pass_through_exactly() {
-    let stack =
-        Stack::start(Knobs { origin_max_body: "1M".into(), edge_max_body: "1M".into(), ..Knobs::default() }).await;
+    bodies_pass_through_exactly("fast").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_effort_small_methods_statuses_and_bodies_pass_through_exactly() {
+    bodies_pass_through_exactly("small").await;
+}
+
+async fn bodies_pass_through_exactly(effort: &str) {
+    let knobs =
+        Knobs { origin_max_body: "1M".into(), edge_max_body: "1M".into(), effort: effort.into(), ..Knobs::default() };
+    let stack = Stack::start(knobs).await;
     let http = Http::h1();
     let post_body = Bytes::from(sample::PageGenerator::versions(4, 50_000, 1).remove(0));
     let cases: Vec<(Method, &str, Bytes)> = vec![
@@ -75,6 +95,9 @@ async fn methods_statuses_and_bodies_pass_through_exactly() {
         (Method::GET, "/text/1500000", Bytes::new()), // over the 1M limit: streams through
         (Method::GET, "/text/900000", Bytes::new()),
         (Method::GET, "/chunked/300000", Bytes::new()),
+        (Method::GET, "/chunked/300000", Bytes::new()), // now against the first as base
+        (Method::GET, "/chunked/1500000", Bytes::new()), // no length up front, over the limit
+        (Method::GET, "/chunked/1500000", Bytes::new()),
         (Method::GET, "/pages/generated-10k", Bytes::new()),
         (Method::POST, "/echo", post_body.clone()),
         (Method::POST, "/echo", Bytes::new()),
@@ -82,10 +105,10 @@ async fn methods_statuses_and_bodies_pass_through_exactly() {
     for (method, path, body) in cases {
         let expected = direct(&stack, method.clone(), path, body.clone()).await;
         let got = http.send(method.clone(), &stack.url(path), &[], body).await.expect("through the edge");
-        assert_eq!(got.status, expected.status, "{method} {path}");
+        assert_eq!(got.status, expected.status, "{effort}: {method} {path}");
         assert!(
             got.body == expected.body,
-            "{method} {path}: body differs ({} vs {} bytes)",
+            "{effort}: {method} {path}: body differs ({} vs {} bytes)",
             got.body.len(),
             expected.body.len()
         );

@@ -65,7 +65,7 @@ fn check_agree(what: &str, a: &crate::Result<Vec<u8>>, b: &crate::Result<Vec<u8>
 
 /// A base and a new body built from structured input, encoded and decoded in random chunks.
 ///
-/// Input layout: `[flags][chunk seed][base len lo][base len hi][base bytes…][edit script…]`.
+/// Input layout (flags: bit 0 flushes midway, bit 1 uses `DeltaParams::fast`): `[flags][chunk seed][base len lo][base len hi][base bytes…][edit script…]`.
 /// The edit script builds the new body from copies of the base (`op < 0x80`: copy `len`
 /// bytes at `offset`) and literals (`op >= 0x80`: `op - 0x7f` bytes follow), the way pages
 /// change. Invariants: the round trip is exact; streaming output equals one-shot output.
@@ -74,7 +74,7 @@ pub fn round_trip(data: &[u8]) {
         return;
     };
     let base = Version::new(Bytes::from(input.base));
-    let params = codec::DeltaParams::default();
+    let params = if input.fast { codec::DeltaParams::fast() } else { codec::DeltaParams::default() };
     let hint = Some(input.new.len() as u64);
 
     let one_shot = codec::encode_with(&base, &input.new, &params).expect("encode");
@@ -112,6 +112,8 @@ pub fn round_trip(data: &[u8]) {
 
 struct RoundTripInput {
     flush: bool,
+    /// The sampled-index encoder instead of zstd's match finder.
+    fast: bool,
     chunk_seed: u8,
     base: Vec<u8>,
     new: Vec<u8>,
@@ -144,7 +146,7 @@ impl RoundTripInput {
                 script = &script[n..];
             }
         }
-        Some(RoundTripInput { flush: flags & 1 == 1, chunk_seed, base: base.to_vec(), new })
+        Some(RoundTripInput { flush: flags & 1 == 1, fast: flags & 2 == 2, chunk_seed, base: base.to_vec(), new })
     }
 }
 
@@ -218,10 +220,15 @@ pub fn seed_inputs() -> Vec<(&'static str, String, Vec<u8>)> {
             structured.extend_from_slice(literal);
         }
     }
-    let mut flushed = structured.clone();
-    flushed[0] = 1;
+    let with_flags = |flags: u8| {
+        let mut seed = structured.clone();
+        seed[0] = flags;
+        seed
+    };
+    seeds.push(("round_trip", "page-edits-flush".to_string(), with_flags(1)));
+    seeds.push(("round_trip", "page-edits-fast".to_string(), with_flags(2)));
+    seeds.push(("round_trip", "page-edits-fast-flush".to_string(), with_flags(3)));
     seeds.push(("round_trip", "page-edits".to_string(), structured));
-    seeds.push(("round_trip", "page-edits-flush".to_string(), flushed));
     seeds.push(("round_trip", "empty-base".to_string(), vec![0, 1, 0, 0, 0x85, b'h', b'e', b'l', b'l', b'o', b'!']));
     seeds
 }

@@ -11,6 +11,11 @@ fn opts() -> DecodeOptions {
     DecodeOptions::default()
 }
 
+/// Both encoders: zstd's match finder (`effort: small`) and the sampled index (`effort: fast`).
+fn encoders() -> [(&'static str, DeltaParams); 2] {
+    [("small", DeltaParams::default()), ("fast", DeltaParams::fast())]
+}
+
 /// Generated sets always; the real corpus too when this checkout has `../shared/corpus`.
 fn all_sets() -> Vec<VersionSet> {
     let mut sets = sample::generated_sets();
@@ -26,28 +31,35 @@ fn all_sets() -> Vec<VersionSet> {
 
 #[test]
 fn every_consecutive_pair_round_trips_and_is_small() {
-    let mut total_raw = 0usize;
-    let mut total_sent = 0usize;
-    for set in all_sets() {
-        let (mut raw, mut sent) = (0usize, 0usize);
-        for pair in set.versions.windows(2) {
-            let base = Version::new(Bytes::copy_from_slice(&pair[0]));
-            let delta = codec::encode_with(&base, &pair[1], &DeltaParams::default()).unwrap();
-            let back = codec::decode_with(&base, &delta, opts()).unwrap();
-            assert!(back == pair[1], "{}: round trip differs", set.name);
-            raw += pair[1].len();
-            sent += delta.len();
+    let sets = all_sets();
+    let mut overall = Vec::new();
+    for (effort, params) in encoders() {
+        let mut total_raw = 0usize;
+        let mut total_sent = 0usize;
+        for set in &sets {
+            let (mut raw, mut sent) = (0usize, 0usize);
+            for pair in set.versions.windows(2) {
+                let base = Version::new(Bytes::copy_from_slice(&pair[0]));
+                let delta = codec::encode_with(&base, &pair[1], &params).unwrap();
+                let back = codec::decode_with(&base, &delta, opts()).unwrap();
+                assert!(back == pair[1], "{effort}, {}: round trip differs", set.name);
+                raw += pair[1].len();
+                sent += delta.len();
+            }
+            let pct = 100.0 * sent as f64 / raw as f64;
+            eprintln!("{effort:>5} {:>30}: {} pairs, {:.3} % of raw", set.name, set.versions.len() - 1, pct);
+            // Every source in the corpus and every generated set is well under this.
+            assert!(pct < 10.0, "{effort}, {}: deltas are {pct:.2} % of raw", set.name);
+            total_raw += raw;
+            total_sent += sent;
         }
-        let pct = 100.0 * sent as f64 / raw as f64;
-        eprintln!("{:>30}: {} pairs, {:.3} % of raw", set.name, set.versions.len() - 1, pct);
-        // Every source in the corpus and every generated set is well under this.
-        assert!(pct < 10.0, "{}: deltas are {pct:.2} % of raw", set.name);
-        total_raw += raw;
-        total_sent += sent;
+        let pct = 100.0 * total_sent as f64 / total_raw as f64;
+        eprintln!("{effort}, all sets: {pct:.3} % of raw");
+        assert!(pct < 1.5, "{effort}: deltas are {pct:.2} % of raw overall");
+        overall.push(total_sent);
     }
-    let pct = 100.0 * total_sent as f64 / total_raw as f64;
-    eprintln!("all sets: {pct:.3} % of raw");
-    assert!(pct < 1.5, "deltas are {pct:.2} % of raw overall");
+    // The sampled index gives up some matches for speed, but not many.
+    assert!(overall[1] * 2 < overall[0] * 3, "fast sends {} bytes against {}", overall[1], overall[0]);
 }
 
 #[test]
@@ -80,8 +92,10 @@ fn chunked(rng: &mut SmallRng, data: &[u8]) -> Vec<Vec<u8>> {
 #[test]
 fn streaming_with_random_chunks_equals_one_shot() {
     let mut rng = SmallRng::seed_from_u64(42);
-    let params = DeltaParams::default();
-    for (seed, size) in [(1u64, 300usize), (2, 10_000), (3, 100_000), (4, 400_000)] {
+    for (seed, size, (_, params)) in [(1u64, 300usize), (2, 10_000), (3, 100_000), (4, 400_000)]
+        .into_iter()
+        .flat_map(|(seed, size)| encoders().map(|e| (seed, size, e)))
+    {
         let v = PageGenerator::versions(seed, size, 3);
         for pair in v.windows(2) {
             let base = Version::new(pair[0].clone());
@@ -110,9 +124,9 @@ fn streaming_with_random_chunks_equals_one_shot() {
 #[test]
 fn output_does_not_depend_on_whether_write_was_called() {
     // Found by the round_trip fuzz target: an empty body finished without any write.
-    for (base, body) in [(&b""[..], &b""[..]), (b"base", b""), (b"", b"x")] {
+    let cases = [(&b""[..], &b""[..]), (b"base", b""), (b"", b"x")];
+    for ((base, body), (_, params)) in cases.into_iter().flat_map(|c| encoders().map(|e| (c, e))) {
         let base = Version::new(Bytes::copy_from_slice(base));
-        let params = DeltaParams::default();
         let one_shot = codec::encode_with(&base, body, &params).unwrap();
         let mut enc = Encoder::dcz(&base, &params, Some(body.len() as u64)).unwrap();
         let mut out = Vec::new();
@@ -134,16 +148,22 @@ fn output_does_not_depend_on_whether_write_was_called() {
 
 #[test]
 fn flush_makes_everything_so_far_decodable() {
+    for (effort, params) in encoders() {
+        flush_releases_input(effort, &params);
+    }
+}
+
+fn flush_releases_input(effort: &str, params: &DeltaParams) {
     let v = PageGenerator::versions(8, 50_000, 2);
     let base = Version::new(v[0].clone());
-    let mut enc = Encoder::dcz(&base, &DeltaParams::default(), None).unwrap();
+    let mut enc = Encoder::dcz(&base, params, None).unwrap();
     let mut dec = Decoder::dcz(&base, opts()).unwrap();
     let (mut wire, mut out) = (Vec::new(), Vec::new());
     let half = v[1].len() / 2;
     enc.write(&v[1][..half], &mut wire).unwrap();
     enc.flush(&mut wire).unwrap();
     dec.write(&wire, &mut out).unwrap();
-    assert_eq!(out, &v[1][..half], "a flush must release all input so far");
+    assert_eq!(out, &v[1][..half], "{effort}: a flush must release all input so far");
     wire.clear();
     enc.write(&v[1][half..], &mut wire).unwrap();
     enc.finish(&mut wire).unwrap();
@@ -388,12 +408,15 @@ fn windows_beyond_the_rfc_limit_are_refused() {
 #[test]
 fn empty_bodies_and_identical_versions() {
     let page = PageGenerator::versions(17, 10_000, 1).remove(0);
-    for (base, new) in [(&b""[..], &b""[..]), (b"", &page[..]), (&page[..], b""), (&page[..], &page[..])] {
-        let delta = codec::encode(base, new).unwrap();
-        assert_eq!(codec::decode(base, &delta, opts()).unwrap(), new);
+    for (effort, params) in encoders() {
+        for (base, new) in [(&b""[..], &b""[..]), (b"", &page[..]), (&page[..], b""), (&page[..], &page[..])] {
+            let base = Version::new(Bytes::copy_from_slice(base));
+            let delta = codec::encode_with(&base, new, &params).unwrap();
+            assert_eq!(codec::decode_with(&base, &delta, opts()).unwrap(), new, "{effort}");
+        }
+        let same = codec::encode_with(&Version::new(page.clone()), &page, &params).unwrap();
+        assert!(same.len() < 40 + 40, "{effort}: identical versions cost {} bytes", same.len());
     }
-    let same = codec::encode(&page, &page).unwrap();
-    assert!(same.len() < 40 + 40, "identical versions cost {} bytes", same.len());
     assert_eq!(codec::decompress(&codec::compress(b"", 3).unwrap(), opts()).unwrap(), b"");
     // A body starting with zstd's dictionary magic is still used as raw content.
     let mut tricky = vec![0x37, 0xa4, 0x30, 0xec];
@@ -417,10 +440,12 @@ fn eight_megabyte_body() {
         new[at..at + 20].copy_from_slice(b"<b>changed content</b>"[..20].as_ref());
     }
     let base = Version::new(base);
-    let delta = codec::encode_with(&base, &new, &DeltaParams::default()).unwrap();
-    assert!(delta.len() < 20_000, "8 MB delta with 50 edits is {} bytes", delta.len());
-    let big = DecodeOptions { max_output: 16 << 20, ..opts() };
-    assert!(codec::decode_with(&base, &delta, big).unwrap() == new);
+    for (effort, params) in encoders() {
+        let delta = codec::encode_with(&base, &new, &params).unwrap();
+        assert!(delta.len() < 20_000, "{effort}: 8 MB delta with 50 edits is {} bytes", delta.len());
+        let big = DecodeOptions { max_output: 16 << 20, ..opts() };
+        assert!(codec::decode_with(&base, &delta, big).unwrap() == new, "{effort}");
+    }
 }
 
 #[test]
@@ -435,4 +460,32 @@ fn codec_refuses_use_after_finish_or_failure() {
     let mut dec = Decoder::dcz(&Version::new(v[1].clone()), opts()).unwrap();
     assert!(dec.write(&out, &mut Vec::new()).is_err());
     assert!(matches!(dec.write(&out, &mut Vec::new()), Err(Error::Finished(_))));
+}
+
+#[test]
+fn the_fast_encoder_hands_over_its_body_and_streams_past_its_buffer_limit() {
+    let v = PageGenerator::versions(21, 50_000, 2);
+    let base = Version::new(v[0].clone());
+    let mut enc = Encoder::dcz(&base, &DeltaParams::fast(), None).unwrap();
+    assert!(enc.keeps_body());
+    let mut out = Vec::new();
+    enc.write(&v[1], &mut out).unwrap();
+    assert_eq!(enc.take_body(), None, "the body is handed over only once the frame is finished");
+    enc.finish(&mut out).unwrap();
+    assert!(codec::decode_with(&base, &out, opts()).unwrap() == v[1]);
+    assert!(enc.take_body().as_deref() == Some(&v[1][..]));
+
+    // A chunked body with no length up front, longer than the 32 MiB the index buffers.
+    let mut enc = Encoder::dcz(&base, &DeltaParams::fast(), None).unwrap();
+    let (mut wire, mut body) = (Vec::new(), Vec::new());
+    while body.len() <= 33 << 20 {
+        enc.write(&v[1], &mut wire).unwrap();
+        body.extend_from_slice(&v[1]);
+    }
+    assert!(!enc.keeps_body(), "past the limit the encoder streams");
+    assert!(wire.len() > codec::DCZ_HEADER_LEN + 1000, "and its output flows before the body ends: {}", wire.len());
+    enc.finish(&mut wire).unwrap();
+    assert_eq!(enc.take_body(), None);
+    let big = DecodeOptions { max_output: 64 << 20, ..opts() };
+    assert!(codec::decode_with(&base, &wire, big).unwrap() == body);
 }

@@ -400,12 +400,12 @@ fn main() {
             Box::new(|| bench.nginx_one_hop(&dynamic, NginxRole::Proxy, "nginx proxy_pass (one hop)")),
             Box::new(|| bench.nginx_two_hops(&dynamic, false)),
             Box::new(|| bench.nginx_two_hops(&dynamic, true)),
-            Box::new(|| bench.railproxy_row(&dynamic, "railproxy edge → tunnel → railproxy origin", true, "small")),
-            Box::new(|| bench.railproxy_row(&dynamic, "railproxy, as above, `delta.effort: fast`", true, "fast")),
+            Box::new(|| bench.railproxy_row(&dynamic, "railproxy edge → tunnel → railproxy origin", true, "fast")),
+            Box::new(|| bench.railproxy_row(&dynamic, "railproxy, as above, `delta.effort: small`", true, "small")),
         ];
         let hit_rows: Vec<RowFn<'_>> = vec![
             Box::new(|| bench.nginx_one_hop(&cacheable, NginxRole::Cache, "nginx proxy_cache, hits")),
-            Box::new(|| bench.railproxy_row(&cacheable, "railproxy edge cache, hits", false, "small")),
+            Box::new(|| bench.railproxy_row(&cacheable, "railproxy edge cache, hits", false, "fast")),
         ];
         let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
             let mut rounds: Vec<Vec<Row>> = (0..rows.len()).map(|_| Vec::new()).collect();

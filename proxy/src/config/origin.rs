@@ -68,12 +68,12 @@ pub enum StoreKind {
     Redis { url: String, ttl: Duration, timeout: Duration },
 }
 
-/// Delta encoding effort: smallest deltas, or cheapest encoding.
+/// Delta encoding effort: smallest deltas, or cheapest encoding (the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effort {
-    /// The parameters chosen on the corpus: 0.384 % of raw at ~290 MB/s.
+    /// zstd's match finder tuned on the corpus: 0.384 % of raw, the fewest bytes.
     Small,
-    /// zstd -3 with the base as prefix: 0.494 % of raw at ~840 MB/s.
+    /// The sampled index: 0.455 % of raw for several times less CPU per request.
     Fast,
 }
 
@@ -143,12 +143,12 @@ impl OriginConfig {
         drop(b);
         let d = root.section("delta");
         let delta = DeltaSettings::read(&d, 512 << 20);
-        let effort = match d.or("effort", "small".to_string()).as_str() {
+        let effort = match d.or("effort", "fast".to_string()).as_str() {
             "small" => Effort::Small,
             "fast" => Effort::Fast,
             other => {
                 d.problem("effort", format!("{other:?} is not an effort (small or fast)"));
-                Effort::Small
+                Effort::Fast
             }
         };
         let store = match d.or("store", "memory".to_string()) {

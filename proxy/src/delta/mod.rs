@@ -74,6 +74,9 @@ pub struct BenchArgs {
     /// Instead of the table, sweep encoder parameters and print what each gives.
     #[arg(long)]
     pub sweep: bool,
+    /// With --sweep: only the encoders whose label contains this text (or one of several, split by `|`).
+    #[arg(long, requires = "sweep", value_name = "TEXT")]
+    pub only: Option<String>,
 }
 
 pub fn run(cmd: DeltaCmd) -> CmdResult {

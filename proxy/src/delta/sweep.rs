@@ -66,6 +66,14 @@ pub fn run(args: &BenchArgs) -> CmdResult {
     methods.push(Box::new(tuned("lazy2, search 2^5, tables = base x2", Strategy::Lazy2, 1, 5, 1)));
     methods.push(Box::new(tuned("lazy, search 2^6, 2 earlier versions", Strategy::Lazy, -1, 6, 2)));
     methods.push(Box::new(tuned("lazy, search 2^6, 3 earlier versions", Strategy::Lazy, -1, 6, 3)));
+    for (stride, level) in [(1, 3), (2, 3), (4, 3), (8, 3), (16, 3), (4, 1), (4, 6)] {
+        methods.push(Box::new(Dcz {
+            label: format!("sampled index, stride {stride}, entropy level {level}"),
+            params: DeltaParams::sampled(stride, level),
+            bases: 1,
+            slow: false,
+        }));
+    }
     methods.push(Box::new(Dcz {
         label: "railproxy default (lazy, 2^6, base/2)".into(),
         params: DeltaParams::default(),
@@ -80,7 +88,8 @@ pub fn run(args: &BenchArgs) -> CmdResult {
         "encoder (base = previous version unless noted)", "% raw", "enc MB/s", "dec MB/s"
     );
     println!("|{:-<46}|{:->9}:|{:->9}:|{:->9}:|", "", "", "", "");
-    for m in &methods {
+    let wanted = |label: String| args.only.as_ref().is_none_or(|only| only.split('|').any(|text| label.contains(text)));
+    for m in methods.iter().filter(|m| wanted(m.label())) {
         let r = measure(&sets, m.as_ref(), args.repeat)?;
         println!(
             "| {:<44} | {:>7.3}% | {:>8.1} | {:>8.0} |",

@@ -82,16 +82,30 @@ impl<'a> Plan<'a> {
         }
         // The encoded body's validators differ from the backend's; the edge restores the body
         // the validators describe, so they stay as they are.
-        let capacity = length.unwrap_or(16 * 1024).min(max_body) as usize;
-        Ok(Some(BodyEncoder { encoder, raw: store.then(|| Vec::with_capacity(capacity)), max_body: max_body as usize }))
+        let keep = match store {
+            false => Keep::Nothing,
+            true if encoder.keeps_body() => Keep::Encoder,
+            true => Keep::Copy(Vec::with_capacity(length.unwrap_or(16 * 1024).min(max_body) as usize)),
+        };
+        Ok(Some(BodyEncoder { encoder, keep, max_body: max_body as usize }))
     }
 }
 
-/// Encodes one body as it streams, keeping a copy to store when it is a version.
+/// Encodes one body as it streams, keeping it to store when it is a version.
 pub struct BodyEncoder {
     encoder: Encoder,
-    raw: Option<Vec<u8>>,
+    keep: Keep,
     max_body: usize,
+}
+
+/// Where the body to store is kept.
+enum Keep {
+    /// Not a version, or too large after all (chunked responses have no length up front).
+    Nothing,
+    /// A copy made here, as it streams.
+    Copy(Vec<u8>),
+    /// The encoder's own (the sampled index keeps the whole body anyway).
+    Encoder,
 }
 
 impl BodyEncoder {
@@ -100,19 +114,21 @@ impl BodyEncoder {
         let mut out = Vec::new();
         if let Some(chunk) = chunk {
             self.encoder.write(&chunk, &mut out)?;
-            if let Some(raw) = self.raw.as_mut() {
-                if raw.len() + chunk.len() <= self.max_body {
-                    raw.extend_from_slice(&chunk);
-                } else {
-                    // Chunked responses have no length up front; too large to keep after all.
-                    self.raw = None;
-                }
+            let within = self.encoder.bytes_in() as usize <= self.max_body;
+            match &mut self.keep {
+                Keep::Copy(raw) if within => raw.extend_from_slice(&chunk),
+                Keep::Encoder if within => {}
+                _ => self.keep = Keep::Nothing,
             }
         }
         let mut version = None;
         if end {
             self.encoder.finish(&mut out)?;
-            version = self.raw.take().map(Version::new);
+            version = match std::mem::replace(&mut self.keep, Keep::Nothing) {
+                Keep::Nothing => None,
+                Keep::Copy(raw) => Some(Version::new(raw)),
+                Keep::Encoder => self.encoder.take_body().map(Version::new),
+            };
             // The id this origin computed anyway, so the edge does not hash the body again.
             if let Some(v) = &version {
                 out.extend_from_slice(&tunnel::codec::version_frame(&v.id));

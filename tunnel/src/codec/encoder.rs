@@ -7,6 +7,7 @@ use super::Encoding;
 use super::context::CompressCtx;
 use super::header::{DCZ_HEADER_LEN, dcz_header};
 use super::params::{DeltaParams, apply_full};
+use super::sequences;
 use crate::error::{Error, Result};
 use crate::version::Version;
 
@@ -20,7 +21,7 @@ const OUT_STEP: usize = 16 * 1024;
 /// used, which ends a block early: the bytes differ, the decoded body does not).
 #[derive(Debug)]
 pub struct Encoder {
-    ctx: CompressCtx,
+    engine: Engine,
     encoding: Encoding,
     header: Option<[u8; DCZ_HEADER_LEN]>,
     state: State,
@@ -29,6 +30,41 @@ pub struct Encoder {
     bytes_in: u64,
     bytes_out: u64,
 }
+
+/// Who finds the matches.
+#[derive(Debug)]
+enum Engine {
+    /// zstd, as the body streams through.
+    Stream(CompressCtx),
+    /// The sampled index (`sampled.rs`), which needs the whole body: it is kept until `finish`.
+    Sampled(Sampled),
+}
+
+#[derive(Debug)]
+struct Sampled {
+    base: Bytes,
+    params: DeltaParams,
+    stride: usize,
+    body: Vec<u8>,
+}
+
+impl Sampled {
+    /// zstd's streaming encoder with the same base and level, fed what was kept so far: a
+    /// flush needs output before the body is complete, which the sampled index cannot give.
+    fn start_streaming(&mut self, out: &mut Vec<u8>) -> Result<CompressCtx> {
+        let params = DeltaParams { sample_stride: None, ..self.params };
+        let base_len = self.base.len();
+        let mut ctx = CompressCtx::new(Some(self.base.clone()), |cctx| params.apply(cctx, base_len, None))?;
+        run(&mut ctx, &std::mem::take(&mut self.body), ZSTD_EndDirective::ZSTD_e_continue, out)?;
+        Ok(ctx)
+    }
+}
+
+/// The most body bytes reserved up front from a size hint.
+const MAX_RESERVE: u64 = 8 << 20;
+/// The longest body the sampled index buffers; a longer one (a chunked response with no
+/// length up front) goes on through zstd's streaming encoder, in bounded memory.
+const SAMPLED_MAX_BODY: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -41,19 +77,31 @@ impl Encoder {
     /// A dcz encoder against `base`. `size_hint` is the body size if known (Content-Length):
     /// it sizes zstd's tables, and a wrong hint costs only compression ratio.
     pub fn dcz(base: &Version, params: &DeltaParams, size_hint: Option<u64>) -> Result<Self> {
-        let base_len = base.body.len();
-        let ctx = CompressCtx::new(Some(base.body.clone()), |cctx| params.apply(cctx, base_len, size_hint))?;
-        Ok(Self::with(ctx, Encoding::Dcz, Some(dcz_header(&base.id))))
+        let engine = match params.sample_stride {
+            Some(stride) => Engine::Sampled(Sampled {
+                base: base.body.clone(),
+                params: *params,
+                stride: stride as usize,
+                body: Vec::with_capacity(size_hint.unwrap_or(0).min(MAX_RESERVE) as usize),
+            }),
+            None => {
+                let base_len = base.body.len();
+                Engine::Stream(CompressCtx::new(Some(base.body.clone()), |cctx| {
+                    params.apply(cctx, base_len, size_hint)
+                })?)
+            }
+        };
+        Ok(Self::with(engine, Encoding::Dcz, Some(dcz_header(&base.id))))
     }
 
     /// A plain zstd encoder for a body sent in full.
     pub fn zstd(level: i32, size_hint: Option<u64>) -> Result<Self> {
         let ctx = CompressCtx::new(None, |cctx| apply_full(cctx, level, size_hint))?;
-        Ok(Self::with(ctx, Encoding::Zstd, None))
+        Ok(Self::with(Engine::Stream(ctx), Encoding::Zstd, None))
     }
 
-    fn with(ctx: CompressCtx, encoding: Encoding, header: Option<[u8; DCZ_HEADER_LEN]>) -> Self {
-        Encoder { ctx, encoding, header, state: State::Open, started: false, bytes_in: 0, bytes_out: 0 }
+    fn with(engine: Engine, encoding: Encoding, header: Option<[u8; DCZ_HEADER_LEN]>) -> Self {
+        Encoder { engine, encoding, header, state: State::Open, started: false, bytes_in: 0, bytes_out: 0 }
     }
 
     /// The content encoding this encoder produces.
@@ -69,6 +117,20 @@ impl Encoder {
     /// Encoded bytes produced so far, header included.
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out
+    }
+
+    /// Whether this encoder keeps the whole body (the sampled index needs all of it), so that
+    /// a caller storing the body can take it with [`Encoder::take_body`] instead of copying it.
+    pub fn keeps_body(&self) -> bool {
+        matches!(self.engine, Engine::Sampled(_))
+    }
+
+    /// After [`Encoder::finish`]: the body, if this encoder kept all of it.
+    pub fn take_body(&mut self) -> Option<Vec<u8>> {
+        match &mut self.engine {
+            Engine::Sampled(sampled) if self.state == State::Finished => Some(std::mem::take(&mut sampled.body)),
+            _ => None,
+        }
     }
 
     /// Takes a chunk of the body; appends whatever encoded bytes are ready to `out`.
@@ -116,28 +178,51 @@ impl Encoder {
 
     fn run(&mut self, input: &[u8], directive: ZSTD_EndDirective, out: &mut Vec<u8>) -> Result<()> {
         self.started = true;
-        let cctx = self.ctx.get();
-        let mut inb = InBuffer::around(input);
-        loop {
-            if out.capacity() - out.len() < OUT_STEP {
-                out.reserve(OUT_STEP);
+        if let Engine::Sampled(sampled) = &mut self.engine {
+            match directive {
+                ZSTD_EndDirective::ZSTD_e_continue if sampled.body.len() + input.len() <= SAMPLED_MAX_BODY => {
+                    sampled.body.extend_from_slice(input);
+                    return Ok(());
+                }
+                ZSTD_EndDirective::ZSTD_e_continue => self.engine = Engine::Stream(sampled.start_streaming(out)?),
+                ZSTD_EndDirective::ZSTD_e_end => {
+                    let window_log = sampled.params.window_log_for(sampled.base.len());
+                    let (base, body, p) = (&sampled.base, &sampled.body, &sampled.params);
+                    return sequences::encode(base, body, sampled.stride, p.level, window_log, out);
+                }
+                ZSTD_EndDirective::ZSTD_e_flush => self.engine = Engine::Stream(sampled.start_streaming(out)?),
             }
-            let pos = out.len();
-            let mut outb = OutBuffer::around_pos(out, pos);
-            let remaining = cctx
-                .compress_stream2(&mut outb, &mut inb, directive)
-                .map_err(|code| Error::Encode(zstd_safe::get_error_name(code)))?;
-            let full = outb.pos() == outb.capacity();
-            let consumed = inb.pos() == input.len();
-            let done = match directive {
-                // Input is buffered until a block fills; stop once it is all taken and the
-                // output had room for what zstd wanted to emit.
-                ZSTD_EndDirective::ZSTD_e_continue => consumed && !full,
-                _ => consumed && remaining == 0,
-            };
-            if done {
-                return Ok(());
-            }
+        }
+        match &mut self.engine {
+            Engine::Stream(ctx) => run(ctx, input, directive, out),
+            Engine::Sampled(_) => unreachable!("switched to streaming above"),
+        }
+    }
+}
+
+/// One zstd streaming call: takes all of `input`, and for a flush or end everything zstd holds.
+fn run(ctx: &mut CompressCtx, input: &[u8], directive: ZSTD_EndDirective, out: &mut Vec<u8>) -> Result<()> {
+    let cctx = ctx.get();
+    let mut inb = InBuffer::around(input);
+    loop {
+        if out.capacity() - out.len() < OUT_STEP {
+            out.reserve(OUT_STEP);
+        }
+        let pos = out.len();
+        let mut outb = OutBuffer::around_pos(out, pos);
+        let remaining = cctx
+            .compress_stream2(&mut outb, &mut inb, directive)
+            .map_err(|code| Error::Encode(zstd_safe::get_error_name(code)))?;
+        let full = outb.pos() == outb.capacity();
+        let consumed = inb.pos() == input.len();
+        let done = match directive {
+            // Input is buffered until a block fills; stop once it is all taken and the
+            // output had room for what zstd wanted to emit.
+            ZSTD_EndDirective::ZSTD_e_continue => consumed && !full,
+            _ => consumed && remaining == 0,
+        };
+        if done {
+            return Ok(());
         }
     }
 }

@@ -15,6 +15,8 @@ mod decoder;
 mod encoder;
 mod header;
 mod params;
+mod sampled;
+mod sequences;
 
 pub use decoder::{DecodeOptions, Decoder, decode, decode_with, decompress};
 pub use encoder::{Encoder, compress, encode, encode_with};

@@ -93,6 +93,10 @@ pub struct DeltaParams {
     pub long_distance: bool,
     /// Window log; `None` uses the RFC 9842 limit for the base.
     pub window_log: Option<u32>,
+    /// Find matches through an index of one base position every `n` bytes instead of zstd's
+    /// match finder (see `sampled.rs`); `level` then only sets the entropy coder's effort, and
+    /// the body is encoded once it is complete.
+    pub sample_stride: Option<u32>,
 }
 
 impl Default for DeltaParams {
@@ -111,28 +115,41 @@ impl Default for DeltaParams {
             }),
             long_distance: false,
             window_log: None,
+            sample_stride: None,
         }
     }
 }
 
 impl DeltaParams {
-    /// About 2.5× cheaper to encode than the default, ~25 % more bytes (0.494 % against 0.384 %
-    /// of raw on the corpus): zstd level 3 with the base as prefix. Indexing the base dominates
-    /// delta encoding, and level 3 indexes it with a cheaper match finder.
+    /// 3–5× cheaper to encode than the default for ~15 % more bytes (0.44 % against 0.384 % of
+    /// raw on the dev corpus, and smaller than zstd level 3's 0.494 % at several times its
+    /// speed): matches from a sampled index of the base, coded by zstd's entropy coder at
+    /// level 3. See BENCHMARKS.md for the sweep.
     pub fn fast() -> Self {
-        DeltaParams::level(3)
+        DeltaParams::sampled(8, 3)
     }
 
     /// Plain zstd level with the base as prefix, like `zstd --patch-from -N`.
     pub fn level(level: i32) -> Self {
-        DeltaParams { level, tuning: None, long_distance: false, window_log: None }
+        DeltaParams { level, tuning: None, long_distance: false, window_log: None, sample_stride: None }
+    }
+
+    /// Matches found through a sampled index of the base, coded by zstd at `level` (see
+    /// `sampled.rs`): indexing the base is what delta encoding spends most on, and sampling
+    /// every `stride` bytes cuts it by that factor.
+    pub fn sampled(stride: u32, level: i32) -> Self {
+        DeltaParams { sample_stride: Some(stride.max(1)), ..DeltaParams::level(level) }
+    }
+
+    /// The window log for a base of `base_len` bytes.
+    pub(crate) fn window_log_for(&self, base_len: usize) -> u32 {
+        self.window_log.unwrap_or_else(|| dcz_encoder_window_log(base_len))
     }
 
     pub(crate) fn apply(&self, cctx: &mut CCtx<'_>, base_len: usize, size_hint: Option<u64>) -> Result<()> {
         set(cctx, CParameter::CompressionLevel(self.level))?;
         set(cctx, CParameter::ChecksumFlag(true))?;
-        let window_log = self.window_log.unwrap_or_else(|| dcz_encoder_window_log(base_len));
-        set(cctx, CParameter::WindowLog(window_log))?;
+        set(cctx, CParameter::WindowLog(self.window_log_for(base_len)))?;
         if let Some(t) = self.tuning {
             let base_log = 64 - (base_len.max(2) as u64 - 1).leading_zeros() as i32;
             let table_log = (base_log + i32::from(t.table_log_bias)).clamp(MIN_TABLE_LOG, MAX_TABLE_LOG) as u32;
