@@ -116,12 +116,23 @@ fn bench_prints_a_row_per_source_and_a_total() {
     let o = railproxy(&["delta", "bench", "--repeat", "1", s(dir.path())]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
-    for needle in ["| small", "| large", "| total", "dcz sent", "zstd -3 sent", "gzip -6 sent", "required <= 0.40 %"] {
+    let needles = [
+        "| small",
+        "| large",
+        "| total",
+        "dcz sent",
+        "dcz fast sent",
+        "zstd -3 sent",
+        "gzip -6 sent",
+        "required <= 0.40 %",
+    ];
+    for needle in needles {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
     let total = text.lines().find(|l| l.starts_with("| total")).unwrap();
     let cells: Vec<&str> = total.split('|').map(str::trim).collect();
     assert_eq!(cells[2], "6", "3 pairs in each of 2 sources: {total}");
+    assert_eq!(cells.len(), 21, "source, pairs, raw, 4 cells for each of 4 methods, between 2 edges: {total}");
 
     // One source folder directly works too.
     let o = railproxy(&["delta", "bench", "--repeat", "1", s(&dir.path().join("small"))]);

@@ -376,12 +376,17 @@ fn main() {
         codec_sets.iter().map(|s| s.versions.len().saturating_sub(1)).sum::<usize>()
     );
     println!("| method | % of raw sent | encode MB/s | decode MB/s |\n|---|---:|---:|---:|");
-    if cells.len() > 8 {
+    // `railproxy delta bench` columns: dcz (effort small), dcz fast (effort fast), zstd -3, gzip -6.
+    if cells.len() > 16 {
         println!(
-            "| railproxy dcz (`railproxy delta bench`, in process) | {} | {} | {} |",
+            "| railproxy dcz, `delta.effort: small` (`railproxy delta bench`, in process) | {} | {} | {} |",
             cells[5], cells[6], cells[7]
         );
-        println!("| zstd -3 alone (in process) | {} | {} | {} |", cells[9], cells[10], cells[11]);
+        println!(
+            "| railproxy dcz, `delta.effort: fast` (the default; in process) | {} | {} | {} |",
+            cells[9], cells[10], cells[11]
+        );
+        println!("| zstd -3 alone (in process) | {} | {} | {} |", cells[13], cells[14], cells[15]);
     }
     for (tool, pct, enc, dec) in codec_cli(bench.dir.path(), &codec_sets) {
         println!("| {tool} (Debian CLI, per file, process start included) | {pct:.3}% | {enc:.0} | {dec:.0} |");
