@@ -290,6 +290,19 @@ fn decompression_bomb_stops_at_the_limit_without_allocating_it() {
     assert_eq!(err, Error::TooLarge { limit });
     assert!(out.len() as u64 <= limit + 1);
     assert!(out.capacity() < 4 << 20, "decoder allocated {} bytes", out.capacity());
+
+    // The same bomb declaring its 100 MiB in the frame header: the room reserved for a declared
+    // size stays within the limit too.
+    let mut with_size = Vec::with_capacity(1 << 20);
+    zstd_safe::CCtx::create()
+        .compress(&mut with_size, &vec![0u8; 100 << 20], 1)
+        .map_err(zstd_safe::get_error_name)
+        .unwrap();
+    assert_eq!(zstd_safe::get_frame_content_size(&with_size).ok().flatten(), Some(100 << 20));
+    let mut dec = Decoder::zstd(DecodeOptions { max_output: limit, require_checksum: false }).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(dec.write(&with_size, &mut out).unwrap_err(), Error::TooLarge { limit });
+    assert!(out.capacity() < 4 << 20, "decoder allocated {} bytes", out.capacity());
 }
 
 /// Found by the decode_raw fuzz target: a zstd frame header (single segment, 2-byte size) whose
@@ -488,4 +501,8 @@ fn the_fast_encoder_hands_over_its_body_and_streams_past_its_buffer_limit() {
     assert_eq!(enc.take_body(), None);
     let big = DecodeOptions { max_output: 64 << 20, ..opts() };
     assert!(codec::decode_with(&base, &wire, big).unwrap() == body);
+
+    // A base longer than the index takes is left to zstd's own match finder from the start.
+    let huge = Version::new(Bytes::from(body));
+    assert!(!Encoder::dcz(&huge, &DeltaParams::fast(), None).unwrap().keeps_body());
 }

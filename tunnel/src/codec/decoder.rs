@@ -13,7 +13,10 @@ use super::params::{ZSTD_MAX_WINDOW_LOG, dcz_decoder_window_log, dcz_window_limi
 use crate::error::{Error, Result};
 use crate::version::{Version, VersionId};
 
-/// Output produced per step at most, so a hostile frame cannot make one step allocate more.
+/// Output room per step when the frame does not declare its size, so a hostile frame cannot
+/// make one step allocate more. A declared size (never past the limit) is reserved at once:
+/// with the whole frame at hand, zstd then decodes straight into it instead of through its
+/// window buffer, saving a copy of the body.
 const OUT_STEP: usize = 64 * 1024;
 
 /// Limits a decoder enforces.
@@ -49,6 +52,8 @@ pub struct Decoder {
     frame_header: [u8; ZSTD_FRAME_HEADER_MAX],
     /// Known once the descriptor byte is in.
     frame_header_len: Option<usize>,
+    /// The decoded size the frame header declares, if it does.
+    content_size: Option<u64>,
     filled: usize,
     produced: u64,
     /// The version frame after the body's frame, if one is arriving.
@@ -98,6 +103,7 @@ impl Decoder {
             header: [0; DCZ_HEADER_LEN],
             frame_header: [0; ZSTD_FRAME_HEADER_MAX],
             frame_header_len: None,
+            content_size: None,
             filled: 0,
             produced: 0,
             trailer: [0; VERSION_FRAME_LEN],
@@ -185,6 +191,7 @@ impl Decoder {
                 return self.step(input, out);
             }
             self.stage = Stage::Frame;
+            self.content_size = zstd_safe::get_frame_content_size(&self.frame_header[..wanted]).ok().flatten();
             // zstd gets the whole header and what follows in one call (see `frame_header_len`).
             let mut first = Vec::with_capacity(wanted + input.len());
             first.extend_from_slice(&self.frame_header[..wanted]);
@@ -205,7 +212,8 @@ impl Decoder {
             // One byte beyond the limit is room enough to see that it was crossed.
             let room = (self.opts.max_output - self.produced.min(self.opts.max_output))
                 .saturating_add(1)
-                .min(OUT_STEP as u64) as usize;
+                .min(self.content_size.map_or(OUT_STEP as u64, |n| n.saturating_add(1).max(OUT_STEP as u64)))
+                as usize;
             let start = out.len();
             let mut bounded = Bounded::new(out, room);
             let mut outb = OutBuffer::around_pos(&mut bounded, start);

@@ -62,8 +62,9 @@ impl Sampled {
 
 /// The most body bytes reserved up front from a size hint.
 const MAX_RESERVE: u64 = 8 << 20;
-/// The longest body the sampled index buffers; a longer one (a chunked response with no
-/// length up front) goes on through zstd's streaming encoder, in bounded memory.
+/// The longest body the sampled index buffers, and the longest base it indexes; a longer body
+/// (a chunked response with no length up front) goes on through zstd's streaming encoder, in
+/// bounded memory, and a longer base is left to zstd from the start.
 const SAMPLED_MAX_BODY: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,13 +79,15 @@ impl Encoder {
     /// it sizes zstd's tables, and a wrong hint costs only compression ratio.
     pub fn dcz(base: &Version, params: &DeltaParams, size_hint: Option<u64>) -> Result<Self> {
         let engine = match params.sample_stride {
-            Some(stride) => Engine::Sampled(Sampled {
+            // Positions in base and body then fit the index's 32-bit entries with room to spare.
+            Some(stride) if base.body.len() <= SAMPLED_MAX_BODY => Engine::Sampled(Sampled {
                 base: base.body.clone(),
                 params: *params,
                 stride: stride as usize,
                 body: Vec::with_capacity(size_hint.unwrap_or(0).min(MAX_RESERVE) as usize),
             }),
-            None => {
+            _ => {
+                let params = DeltaParams { sample_stride: None, ..*params };
                 let base_len = base.body.len();
                 Engine::Stream(CompressCtx::new(Some(base.body.clone()), |cctx| {
                     params.apply(cctx, base_len, size_hint)

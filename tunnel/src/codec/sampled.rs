@@ -27,9 +27,9 @@ const LAZY_ENOUGH: usize = 64;
 const WAYS: usize = 4;
 /// Largest block compared at once when extending a match.
 const MAX_BLOCK: usize = 4096;
-/// Index sizes: at least 1 K entries, at most 4 M (16 MiB).
-const MIN_INDEX_LOG: u32 = 10;
-const MAX_INDEX_LOG: u32 = 22;
+/// Index sizes, in buckets of `WAYS` entries: 4 KiB to 16 MiB.
+const MIN_INDEX_LOG: u32 = 8;
+const MAX_INDEX_LOG: u32 = 20;
 
 /// One zstd sequence: `literals` bytes copied as they are, then `len` bytes from `offset` bytes
 /// back in the base followed by the body decoded so far.
@@ -40,7 +40,8 @@ pub(crate) struct Match {
     pub len: u32,
 }
 
-/// Reusable index memory: the table is sized per base, refilled per body.
+/// Reusable index memory: the table is sized per base, refilled per body. Positions are base
+/// offsets, then base length + body offsets, so base and body together must stay under 4 GiB.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     table: Vec<u32>,
@@ -89,6 +90,11 @@ impl Index {
             i = found.start + found.len;
             anchor = i;
         }
+    }
+
+    /// Memory held by the table.
+    pub(crate) fn bytes(&self) -> usize {
+        self.table.capacity() * size_of::<u32>()
     }
 
     /// Fills the table with one base position per `stride` bytes; returns its log2 size.

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 /// `1 << max(hashLog + 3, chainLog + 1)` bytes of a prefix, and its own match finder is not
 /// used here, so small tables make referencing the base nearly free.
 const TABLE_LOG: i32 = 6;
+/// Index memory a thread keeps between bodies; a larger one (a base over 2 MiB) is freed.
+const KEEP_INDEX_BYTES: usize = 4 << 20;
 
 /// What one thread keeps between bodies: the context, the index and the sequence buffers.
 struct Scratch {
@@ -61,7 +63,12 @@ pub(crate) fn encode(
             matchLength: m.len,
             rep: 0,
         }));
-        scratch.cctx.compress(base, new, &scratch.sequences, level, window_log, out)
+        let result = scratch.cctx.compress(base, new, &scratch.sequences, level, window_log, out);
+        // One multi-megabyte page should not pin its index in every thread for good.
+        if scratch.index.bytes() > KEEP_INDEX_BYTES {
+            scratch.index = Index::default();
+        }
+        result
     })
 }
 
