@@ -91,23 +91,10 @@ impl RawCCtx {
         window_log: u32,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let result = self.compress_referencing(base, new, sequences, level, window_log, out);
-        // Forget the prefix (and parameters) whatever happened, before `base` can go away.
-        self.reset();
-        result
-    }
-
-    fn compress_referencing(
-        &mut self,
-        base: &[u8],
-        new: &[u8],
-        sequences: &[ZSTD_Sequence],
-        level: i32,
-        window_log: u32,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
         use ZSTD_cParameter::*;
-        self.reset();
+        // Forgets the prefix (and parameters) whatever happens, before `base` can go away.
+        let ctx = ResetOnDrop(self);
+        ctx.0.reset();
         for (param, value) in [
             (ZSTD_c_compressionLevel, level),
             (ZSTD_c_checksumFlag, 1),
@@ -118,11 +105,11 @@ impl RawCCtx {
             (ZSTD_c_minMatch, MIN_REPEAT as i32),
         ] {
             // SAFETY: the context is valid; zstd checks the parameter and its bounds.
-            check(unsafe { zstd_sys::ZSTD_CCtx_setParameter(self.0.as_ptr(), param, value) })?;
+            check(unsafe { zstd_sys::ZSTD_CCtx_setParameter(ctx.ptr(), param, value) })?;
         }
-        // SAFETY: `base` outlives the call below, and `compress` resets the context (dropping
-        // the reference) before returning.
-        check(unsafe { zstd_sys::ZSTD_CCtx_refPrefix(self.0.as_ptr(), base.as_ptr().cast(), base.len()) })?;
+        // SAFETY: `base` outlives this call, and `ctx` resets the context (dropping the
+        // reference) when it goes out of scope.
+        check(unsafe { zstd_sys::ZSTD_CCtx_refPrefix(ctx.ptr(), base.as_ptr().cast(), base.len()) })?;
         // SAFETY: pure function of its argument.
         let bound = unsafe { zstd_sys::ZSTD_compressBound(new.len()) };
         out.reserve(bound);
@@ -133,7 +120,7 @@ impl RawCCtx {
         // and every match is at least `minMatch` long (checked by the tests of `sampled`).
         let written = check(unsafe {
             zstd_sys::ZSTD_compressSequences(
-                self.0.as_ptr(),
+                ctx.ptr(),
                 out.as_mut_ptr().add(start).cast(),
                 bound,
                 sequences.as_ptr(),
@@ -150,6 +137,21 @@ impl RawCCtx {
     fn reset(&mut self) {
         // SAFETY: the context is valid; a reset between frames cannot fail.
         unsafe { zstd_sys::ZSTD_CCtx_reset(self.0.as_ptr(), ZSTD_ResetDirective::ZSTD_reset_session_and_parameters) };
+    }
+}
+
+/// Resets the context it holds when dropped.
+struct ResetOnDrop<'a>(&'a mut RawCCtx);
+
+impl ResetOnDrop<'_> {
+    fn ptr(&self) -> *mut ZSTD_CCtx {
+        self.0.0.as_ptr()
+    }
+}
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.reset();
     }
 }
 
