@@ -132,7 +132,7 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// The previous distance first, then the indexed candidates, longest first.
+    /// A match at the previous distance if there is one, else the longest indexed candidate.
     fn at(&self, i: usize) -> Option<Found> {
         let new = self.history.new;
         if i + MIN_REPEAT > new.len() {
