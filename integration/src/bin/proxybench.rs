@@ -2,7 +2,10 @@
 //! run. Servers (backend and proxies) are pinned to CPU 0 and wrk to CPU 1 for every row; each
 //! row starts its own proxy processes.
 //!
-//!   railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N]
+//!   railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N] [--only A|B]
+//!
+//! `--only` runs just the parts whose name contains one of the `|`-separated words ("codec",
+//! "memory", or part of a row's name such as "gzip" or "railproxy edge"), e.g. to profile one row.
 //!
 //! Rows are measured in rounds, each round running every row once with fresh processes, and the
 //! median of the rounds is shown: noise from other tenants of a shared machine then falls on all
@@ -30,6 +33,14 @@ struct Opts {
     connections: u32,
     /// Every row is measured this many times, interleaved with the others; medians are shown.
     rounds: u32,
+    /// Substrings of the parts to run; empty runs everything.
+    only: Vec<String>,
+}
+
+impl Opts {
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| part.contains(w.as_str()))
+    }
 }
 
 fn loopback() -> SocketAddr {
@@ -83,7 +94,7 @@ impl Bench {
         Row { name: name.into(), load, latency, cpu_us, hop_bytes: None }
     }
 
-    fn nginx_two_hops(&self, path: &str, gzip: bool) -> Row {
+    fn nginx_two_hops(&self, path: &str, gzip: bool, name: &str) -> Row {
         let (edge_listen, origin_listen) = (loopback(), loopback());
         let (edge_role, origin_role) =
             if gzip { (NginxRole::GunzipEdge, NginxRole::GzipOrigin) } else { (NginxRole::Proxy, NginxRole::Proxy) };
@@ -94,7 +105,6 @@ impl Bench {
         let _ = std::fs::remove_file(&log);
         let origin = bench::start_nginx(self.dir.path(), "nginx-origin", &origin_conf, origin_listen, SERVER_CPU);
         let edge = bench::start_nginx(self.dir.path(), "nginx-edge", &edge_conf, edge_listen, SERVER_CPU);
-        let name = if gzip { "nginx edge → nginx origin, gzip between" } else { "nginx edge → nginx origin" };
         let (load, latency, cpu_us) =
             self.measure(name, &format!("http://{edge_listen}{path}"), &[edge.pid(), origin.pid()]);
         stop(edge);
@@ -297,12 +307,12 @@ fn codec_cli(dir: &Path, sets: &[VersionSet]) -> Vec<(String, f64, f64, f64)> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N]");
+    eprintln!("usage: railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N] [--only A|B]");
     std::process::exit(2)
 }
 
 fn main() {
-    let mut opts = Opts { corpus: None, seconds: 5, connections: 32, rounds: 3 };
+    let mut opts = Opts { corpus: None, seconds: 5, connections: 32, rounds: 3, only: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -311,6 +321,9 @@ fn main() {
             "--connections" => opts.connections = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
             "--rounds" => {
                 opts.rounds = args.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| usage())
+            }
+            "--only" => {
+                opts.only = args.next().unwrap_or_else(|| usage()).split('|').map(str::to_string).collect();
             }
             _ => usage(),
         }
@@ -349,15 +362,116 @@ fn main() {
         bench.opts.connections,
     );
 
-    // 1. Codec.
-    let codec_sets = match &corpus {
+    if bench.opts.runs("codec") {
+        codec_section(&bench, corpus.as_deref());
+    }
+
+    // 2. Proxy paths.
+    let mut summary = Vec::new();
+    for set in [&small, &large] {
+        let size = if set.name == "page-10k" { "10 KB" } else { "100 KB" };
+        eprintln!("{size} page …");
+        let dynamic = format!("/cycle/{}", set.name);
+        let cacheable = format!("/cacheable/{}", set.name);
+        type RowFn<'a> = (&'static str, Box<dyn Fn(&str) -> Row + 'a>);
+        let dynamic_rows: Vec<RowFn<'_>> = vec![
+            ("backend directly", Box::new(|_| bench.direct(&dynamic))),
+            ("nginx proxy_pass (one hop)", Box::new(|n| bench.nginx_one_hop(&dynamic, NginxRole::Proxy, n))),
+            ("nginx edge → nginx origin", Box::new(|n| bench.nginx_two_hops(&dynamic, false, n))),
+            ("nginx edge → nginx origin, gzip between", Box::new(|n| bench.nginx_two_hops(&dynamic, true, n))),
+            (
+                "railproxy edge → tunnel → railproxy origin",
+                Box::new(|n| bench.railproxy_row(&dynamic, n, true, "fast")),
+            ),
+            (
+                "railproxy, as above, `delta.effort: small`",
+                Box::new(|n| bench.railproxy_row(&dynamic, n, true, "small")),
+            ),
+        ];
+        let hit_rows: Vec<RowFn<'_>> = vec![
+            ("nginx proxy_cache, hits", Box::new(|n| bench.nginx_one_hop(&cacheable, NginxRole::Cache, n))),
+            ("railproxy edge cache, hits", Box::new(|n| bench.railproxy_row(&cacheable, n, false, "fast"))),
+        ];
+        let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
+            let rows: Vec<&RowFn<'_>> =
+                rows.iter().filter(|(name, _)| bench.opts.runs(&format!("{size} {name}"))).collect();
+            if rows.is_empty() {
+                return Vec::new();
+            }
+            let mut rounds: Vec<Vec<Row>> = (0..rows.len()).map(|_| Vec::new()).collect();
+            for round in 0..bench.opts.rounds {
+                eprintln!(" round {}", round + 1);
+                for (i, (name, row)) in rows.iter().enumerate() {
+                    rounds[i].push(row(name));
+                }
+            }
+            rounds.iter().map(|r| median_row(r)).collect()
+        };
+        let (all_rows, all_hits) = (dynamic_rows.len(), hit_rows.len());
+        let rows = measure_all(&dynamic_rows);
+        let hits = measure_all(&hit_rows);
+        if !rows.is_empty() {
+            print_rows(&format!("{size} dynamic page"), &rows);
+        }
+        if !hits.is_empty() {
+            print_rows(&format!("{size} cacheable page, served from the edge cache"), &hits);
+        }
+        // The ratios need every row; a partial run (`--only`) prints its rows alone.
+        if rows.len() == all_rows && hits.len() == all_hits {
+            summary.push((size, rows, hits));
+        }
+    }
+
+    if !summary.is_empty() {
+        println!("\n## Targets (ratios within this run)\n");
+    }
+    for (size, rows, hits) in &summary {
+        let (direct, plain, gzip, rp) = (&rows[0], &rows[2], &rows[3], &rows[4]);
+        let r_gzip = rp.load.rps / gzip.load.rps;
+        let r_plain = rp.load.rps / plain.load.rps;
+        let bytes = rp.hop_bytes.unwrap_or(f64::NAN) / gzip.hop_bytes.unwrap_or(f64::NAN);
+        let added = rp.latency.p99_ms - direct.latency.p99_ms;
+        let r_cache = hits[1].load.rps / hits[0].load.rps;
+        println!("{size}:");
+        println!(
+            "- railproxy two hops vs nginx two hops with gzip: {r_gzip:.2}× req/s (required ≥ 3×: {})",
+            verdict(r_gzip >= 3.0)
+        );
+        println!(
+            "- railproxy two hops vs nginx two hops without compression: {r_plain:.2}× req/s (goal ≥ 1.0×: {})",
+            verdict(r_plain >= 1.0)
+        );
+        println!(
+            "- bytes between hops vs the gzip path: 1/{:.0} (goal ≤ 1/20: {})",
+            1.0 / bytes,
+            verdict(bytes <= 0.05)
+        );
+        println!(
+            "- p99 added over the backend directly: {added:.2} ms (goal ≤ 1 ms at 10 KB: {})",
+            verdict(added <= 1.0)
+        );
+        println!(
+            "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (goal ≥ 1.0×: {})",
+            verdict(r_cache >= 1.0)
+        );
+    }
+
+    if bench.opts.runs("memory") {
+        memory_section(&bench);
+    }
+    println!("\nTotal benchmark time: {:.0} s.", started.elapsed().as_secs_f64());
+}
+
+/// 1. Codec: `railproxy delta bench` in process, the Debian CLI tools beside it.
+fn codec_section(bench: &Bench, corpus: Option<&Path>) {
+    let codec_sets = match corpus {
         Some(c) => sample::load_version_sets(c).expect("corpus"),
         None => sample::generated_sets(),
     };
     eprintln!("codec …");
     let mut delta_bench = Command::new("taskset");
     delta_bench.args(["-c", LOAD_CPU]).arg(bin("railproxy")).args(["delta", "bench"]);
-    match &corpus {
+    match corpus {
         Some(c) => delta_bench.arg(c),
         None => {
             let g = bench.dir.path().join("generated");
@@ -391,77 +505,10 @@ fn main() {
     for (tool, pct, enc, dec) in codec_cli(bench.dir.path(), &codec_sets) {
         println!("| {tool} (Debian CLI, per file, process start included) | {pct:.3}% | {enc:.0} | {dec:.0} |");
     }
+}
 
-    // 2. Proxy paths.
-    let mut summary = Vec::new();
-    for set in [&small, &large] {
-        let size = if set.name == "page-10k" { "10 KB" } else { "100 KB" };
-        eprintln!("{size} page …");
-        let dynamic = format!("/cycle/{}", set.name);
-        let cacheable = format!("/cacheable/{}", set.name);
-        type RowFn<'a> = Box<dyn Fn() -> Row + 'a>;
-        let dynamic_rows: Vec<RowFn<'_>> = vec![
-            Box::new(|| bench.direct(&dynamic)),
-            Box::new(|| bench.nginx_one_hop(&dynamic, NginxRole::Proxy, "nginx proxy_pass (one hop)")),
-            Box::new(|| bench.nginx_two_hops(&dynamic, false)),
-            Box::new(|| bench.nginx_two_hops(&dynamic, true)),
-            Box::new(|| bench.railproxy_row(&dynamic, "railproxy edge → tunnel → railproxy origin", true, "fast")),
-            Box::new(|| bench.railproxy_row(&dynamic, "railproxy, as above, `delta.effort: small`", true, "small")),
-        ];
-        let hit_rows: Vec<RowFn<'_>> = vec![
-            Box::new(|| bench.nginx_one_hop(&cacheable, NginxRole::Cache, "nginx proxy_cache, hits")),
-            Box::new(|| bench.railproxy_row(&cacheable, "railproxy edge cache, hits", false, "fast")),
-        ];
-        let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
-            let mut rounds: Vec<Vec<Row>> = (0..rows.len()).map(|_| Vec::new()).collect();
-            for round in 0..bench.opts.rounds {
-                eprintln!(" round {}", round + 1);
-                for (i, row) in rows.iter().enumerate() {
-                    rounds[i].push(row());
-                }
-            }
-            rounds.iter().map(|r| median_row(r)).collect()
-        };
-        let rows = measure_all(&dynamic_rows);
-        let hits = measure_all(&hit_rows);
-        print_rows(&format!("{size} dynamic page"), &rows);
-        print_rows(&format!("{size} cacheable page, served from the edge cache"), &hits);
-        summary.push((size, rows, hits));
-    }
-
-    println!("\n## Targets (ratios within this run)\n");
-    for (size, rows, hits) in &summary {
-        let (direct, plain, gzip, rp) = (&rows[0], &rows[2], &rows[3], &rows[4]);
-        let r_gzip = rp.load.rps / gzip.load.rps;
-        let r_plain = rp.load.rps / plain.load.rps;
-        let bytes = rp.hop_bytes.unwrap_or(f64::NAN) / gzip.hop_bytes.unwrap_or(f64::NAN);
-        let added = rp.latency.p99_ms - direct.latency.p99_ms;
-        let r_cache = hits[1].load.rps / hits[0].load.rps;
-        println!("{size}:");
-        println!(
-            "- railproxy two hops vs nginx two hops with gzip: {r_gzip:.2}× req/s (required ≥ 3×: {})",
-            verdict(r_gzip >= 3.0)
-        );
-        println!(
-            "- railproxy two hops vs nginx two hops without compression: {r_plain:.2}× req/s (goal ≥ 1.0×: {})",
-            verdict(r_plain >= 1.0)
-        );
-        println!(
-            "- bytes between hops vs the gzip path: 1/{:.0} (goal ≤ 1/20: {})",
-            1.0 / bytes,
-            verdict(bytes <= 0.05)
-        );
-        println!(
-            "- p99 added over the backend directly: {added:.2} ms (goal ≤ 1 ms at 10 KB: {})",
-            verdict(added <= 1.0)
-        );
-        println!(
-            "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (goal ≥ 1.0×: {})",
-            verdict(r_cache >= 1.0)
-        );
-    }
-
-    // 3. Memory.
+/// 3. Memory: RSS of edge and origin after 10,000 distinct URLs, against the store sizes.
+fn memory_section(bench: &Bench) {
     eprintln!("memory …");
     // Cache off: these pages are uncacheable anyway; the figures are about the version stores.
     let knobs = Knobs { threads: 1, edge_store: "64M".into(), origin_store: "64M".into(), ..Knobs::default() };
@@ -502,7 +549,6 @@ fn main() {
     }
     drop(edge);
     drop(origin);
-    println!("\nTotal benchmark time: {:.0} s.", started.elapsed().as_secs_f64());
 }
 
 fn cpu_model() -> String {
