@@ -100,7 +100,10 @@ impl Index {
     /// Fills the table with one base position per `stride` bytes; returns its log2 size.
     fn build(&mut self, base: &[u8], stride: usize) -> u32 {
         let samples = base.len().saturating_sub(WINDOW) / stride + 1;
-        let bits = (usize::BITS - samples.leading_zeros()).clamp(MIN_INDEX_LOG, MAX_INDEX_LOG);
+        // One to two entries per sample. A table four times that (the first version) kept
+        // 0.455 % of raw bytes instead of 0.465 % on the dev corpus, but cost the origin ~5 %
+        // more CPU on 100 KB pages: filling and inserting into 256 KB misses the caches.
+        let bits = (usize::BITS - samples.leading_zeros()).saturating_sub(2).clamp(MIN_INDEX_LOG, MAX_INDEX_LOG);
         self.table.clear();
         self.table.resize(WAYS << bits, EMPTY);
         let mut p = 0;
@@ -295,6 +298,19 @@ mod tests {
             let covered: u32 = matches.iter().map(|m| m.len).sum();
             assert!(covered as usize >= new.len() - 60, "stride {stride}: {covered} of {} covered", new.len());
             assert!(matches.len() <= 12, "stride {stride}: {} matches", matches.len());
+        }
+    }
+
+    #[test]
+    fn the_table_holds_one_to_two_entries_per_sample() {
+        let mut index = Index::default();
+        for len in [20_000, 100_000, 190_000, 1_000_000] {
+            let base = page(5, len);
+            let mut matches = Vec::new();
+            index.find(&base, &base, 8, usize::MAX, &mut matches);
+            let samples = (len - WINDOW) / 8 + 1;
+            let entries = index.bytes() / size_of::<u32>();
+            assert!((samples..=2 * samples).contains(&entries), "{len} B: {entries} entries for {samples} samples");
         }
     }
 
