@@ -127,9 +127,8 @@ impl Bench {
         })
     }
 
-    fn railproxy_row(&self, path: &str, name: &str, hop_bytes: bool, effort: &str) -> Row {
-        let knobs = Knobs { threads: 1, effort: effort.into(), ..Knobs::default() };
-        let (origin, edge, listen, o_admin, _) = self.railproxy(&knobs);
+    fn railproxy_row(&self, path: &str, name: &str, hop_bytes: bool, knobs: &Knobs) -> Row {
+        let (origin, edge, listen, o_admin, _) = self.railproxy(knobs);
         let before = self.rt.block_on(Metrics::scrape(o_admin));
         let (load, latency, cpu_us) =
             self.measure(name, &format!("http://{listen}{path}"), &[edge.pid(), origin.pid()]);
@@ -142,6 +141,11 @@ impl Bench {
         drop(origin);
         Row { name: name.into(), load, latency, cpu_us, hop_bytes: hop }
     }
+}
+
+/// Proxies with one worker thread each, like one nginx worker each.
+fn one_thread(effort: &str) -> Knobs {
+    Knobs { threads: 1, effort: effort.into(), ..Knobs::default() }
 }
 
 /// The row with each figure the median over rounds.
@@ -381,16 +385,28 @@ fn main() {
             ("nginx edge → nginx origin, gzip between", Box::new(|n| bench.nginx_two_hops(&dynamic, true, n))),
             (
                 "railproxy edge → tunnel → railproxy origin",
-                Box::new(|n| bench.railproxy_row(&dynamic, n, true, "fast")),
+                Box::new(|n| bench.railproxy_row(&dynamic, n, true, &one_thread("fast"))),
             ),
             (
                 "railproxy, as above, `delta.effort: small`",
-                Box::new(|n| bench.railproxy_row(&dynamic, n, true, "small")),
+                Box::new(|n| bench.railproxy_row(&dynamic, n, true, &one_thread("small"))),
+            ),
+            // What the tunnel costs without the codec: bodies over the origin's max_body cross
+            // whole, neither hashed nor encoded nor decoded.
+            (
+                "railproxy, deltas off (origin `max_body: 1K`)",
+                Box::new(|n| {
+                    let knobs = Knobs { origin_max_body: "1K".into(), ..one_thread("fast") };
+                    bench.railproxy_row(&dynamic, n, true, &knobs)
+                }),
             ),
         ];
         let hit_rows: Vec<RowFn<'_>> = vec![
             ("nginx proxy_cache, hits", Box::new(|n| bench.nginx_one_hop(&cacheable, NginxRole::Cache, n))),
-            ("railproxy edge cache, hits", Box::new(|n| bench.railproxy_row(&cacheable, n, false, "fast"))),
+            (
+                "railproxy edge cache, hits",
+                Box::new(|n| bench.railproxy_row(&cacheable, n, false, &one_thread("fast"))),
+            ),
         ];
         let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
             let rows: Vec<&RowFn<'_>> =
@@ -453,6 +469,14 @@ fn main() {
         println!(
             "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (goal ≥ 1.0×: {})",
             verdict(r_cache >= 1.0)
+        );
+        let floor = &rows[6];
+        println!(
+            "- railproxy with deltas off (bodies cross whole): {:.2}× nginx gzip's req/s, {} µs CPU per request \
+             against {} µs with deltas: what Pingora, TLS and HTTP/2 cost before any codec",
+            floor.load.rps / gzip.load.rps,
+            fmt_opt(floor.cpu_us, 0),
+            fmt_opt(rp.cpu_us, 0)
         );
     }
 
