@@ -4,8 +4,9 @@
 //!
 //!   railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N] [--only A|B]
 //!
-//! `--only` runs just the parts whose name contains one of the `|`-separated words ("codec",
-//! "memory", or part of a row's name such as "gzip" or "railproxy edge"), e.g. to profile one row.
+//! `--only` runs just the parts whose name contains one of the `|`-separated words: "codec",
+//! "memory", or part of a row's name after its page size, such as "gzip" or
+//! "10 KB railproxy edge" (e.g. to profile one row).
 //!
 //! Rows are measured in rounds, each round running every row once with fresh processes, and the
 //! median of the rounds is shown: noise from other tenants of a shared machine then falls on all
