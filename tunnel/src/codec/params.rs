@@ -121,7 +121,7 @@ impl Default for DeltaParams {
 }
 
 impl DeltaParams {
-    /// 3–5× cheaper to encode than the default for ~21 % more bytes (0.465 % against 0.384 % of
+    /// 3–5× cheaper to encode than the default for ~20 % more bytes (0.461 % against 0.384 % of
     /// raw on the dev corpus, and smaller than zstd level 3's 0.494 % at several times its
     /// speed): matches from a sampled index of the base, coded by zstd's entropy coder at
     /// level 3. See BENCHMARKS.md for the sweep.
