@@ -6,7 +6,6 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
-use std::ffi::CStr;
 use std::ptr::NonNull;
 
 use zstd_sys::{ZSTD_CCtx, ZSTD_ResetDirective, ZSTD_Sequence, ZSTD_cParameter, ZSTD_strategy};
@@ -110,8 +109,7 @@ impl RawCCtx {
         // SAFETY: `base` outlives this call, and `ctx` resets the context (dropping the
         // reference) when it goes out of scope.
         check(unsafe { zstd_sys::ZSTD_CCtx_refPrefix(ctx.ptr(), base.as_ptr().cast(), base.len()) })?;
-        // SAFETY: pure function of its argument.
-        let bound = unsafe { zstd_sys::ZSTD_compressBound(new.len()) };
+        let bound = zstd_safe::compress_bound(new.len());
         out.reserve(bound);
         let start = out.len();
         // SAFETY: `out` has `bound` writable bytes from `start`, and zstd writes at most
@@ -163,10 +161,9 @@ impl Drop for RawCCtx {
 }
 
 fn check(code: usize) -> Result<usize> {
-    // SAFETY: both are pure functions of the code; the name is a static C string.
+    // SAFETY: a pure function of the code.
     if unsafe { zstd_sys::ZSTD_isError(code) } == 0 {
         return Ok(code);
     }
-    let name = unsafe { CStr::from_ptr(zstd_sys::ZSTD_getErrorName(code)) };
-    Err(Error::Encode(name.to_str().unwrap_or("zstd error")))
+    Err(Error::Encode(zstd_safe::get_error_name(code)))
 }
