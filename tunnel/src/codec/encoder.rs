@@ -43,8 +43,8 @@ enum Engine {
 #[derive(Debug)]
 struct Sampled {
     base: Bytes,
+    /// With `sample_stride` set.
     params: DeltaParams,
-    stride: usize,
     body: Vec<u8>,
 }
 
@@ -80,10 +80,9 @@ impl Encoder {
     pub fn dcz(base: &Version, params: &DeltaParams, size_hint: Option<u64>) -> Result<Self> {
         let engine = match params.sample_stride {
             // Positions in base and body then fit the index's 32-bit entries with room to spare.
-            Some(stride) if base.body.len() <= SAMPLED_MAX_BODY => Engine::Sampled(Sampled {
+            Some(_) if base.body.len() <= SAMPLED_MAX_BODY => Engine::Sampled(Sampled {
                 base: base.body.clone(),
                 params: *params,
-                stride: stride as usize,
                 body: Vec::with_capacity(size_hint.unwrap_or(0).min(MAX_RESERVE) as usize),
             }),
             _ => {
@@ -187,13 +186,13 @@ impl Encoder {
                     sampled.body.extend_from_slice(input);
                     return Ok(());
                 }
-                ZSTD_EndDirective::ZSTD_e_continue => self.engine = Engine::Stream(sampled.start_streaming(out)?),
                 ZSTD_EndDirective::ZSTD_e_end => {
-                    let window_log = sampled.params.window_log_for(sampled.base.len());
                     let (base, body, p) = (&sampled.base, &sampled.body, &sampled.params);
-                    return sequences::encode(base, body, sampled.stride, p.level, window_log, out);
+                    let stride = p.sample_stride.unwrap_or(1) as usize;
+                    return sequences::encode(base, body, stride, p.level, p.window_log_for(base.len()), out);
                 }
-                ZSTD_EndDirective::ZSTD_e_flush => self.engine = Engine::Stream(sampled.start_streaming(out)?),
+                // Past the buffer limit, or a flush.
+                _ => self.engine = Engine::Stream(sampled.start_streaming(out)?),
             }
         }
         match &mut self.engine {
