@@ -536,7 +536,7 @@ fn codec_section(bench: &Bench, corpus: Option<&Path>) {
 fn memory_section(bench: &Bench) {
     eprintln!("memory …");
     // Cache off: these pages are uncacheable anyway; the figures are about the version stores.
-    let knobs = Knobs { threads: 1, edge_store: "64M".into(), origin_store: "64M".into(), ..Knobs::default() };
+    let knobs = Knobs { edge_store: "64M".into(), origin_store: "64M".into(), ..one_thread("fast") };
     let (origin, edge, listen, o_admin, e_admin) = bench.railproxy(&knobs);
     let rss0 = (bench::rss_bytes(edge.pid()), bench::rss_bytes(origin.pid()));
     let urls = 10_000u32;
