@@ -65,7 +65,8 @@ fn check_agree(what: &str, a: &crate::Result<Vec<u8>>, b: &crate::Result<Vec<u8>
 
 /// A base and a new body built from structured input, encoded and decoded in random chunks.
 ///
-/// Input layout (flags: bit 0 flushes midway, bit 1 uses `DeltaParams::fast`): `[flags][chunk seed][base len lo][base len hi][base bytes…][edit script…]`.
+/// Input layout: `[flags][chunk seed][base len lo][base len hi][base bytes…][edit script…]`;
+/// flags bit 0 flushes midway, bit 1 uses `DeltaParams::fast`.
 /// The edit script builds the new body from copies of the base (`op < 0x80`: copy `len`
 /// bytes at `offset`) and literals (`op >= 0x80`: `op - 0x7f` bytes follow), the way pages
 /// change. Invariants: the round trip is exact; streaming output equals one-shot output.
