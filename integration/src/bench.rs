@@ -204,16 +204,44 @@ pub fn start_nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, cpus:
     std::fs::write(&file, conf).expect("write nginx conf");
     let mut cmd = command(Path::new("nginx"), Some(cpus));
     cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off;"]);
+    start_listening(dir, name, cmd, listen)
+}
+
+/// One hop of the bench's "Pingora alone" rows (`railproxy-pingora-reference`): HTTP/2 to
+/// `upstream` when `h2_upstream`, with the certificates in `tls` (a `railproxy certs` folder) for
+/// TLS 1.3 instead of h2c. Returns once it listens.
+pub fn start_pingora_reference(
+    dir: &Path,
+    name: &str,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    h2_upstream: bool,
+    tls: Option<&Path>,
+    cpus: Option<&str>,
+) -> Proc {
+    let mut cmd = command(&crate::process::bin("railproxy-pingora-reference"), cpus);
+    cmd.arg("--listen").arg(listen.to_string()).arg("--upstream").arg(upstream.to_string());
+    if h2_upstream {
+        cmd.arg("--h2-upstream");
+    }
+    if let Some(certs) = tls {
+        cmd.arg("--tls").arg(certs);
+    }
+    start_listening(dir, name, cmd, listen)
+}
+
+/// Spawns `cmd` and returns once it accepts connections on `listen`.
+pub fn start_listening(dir: &Path, name: &str, cmd: Command, listen: SocketAddr) -> Proc {
     let mut proc = Proc::spawn(name, cmd, dir, false);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        assert!(proc.exited().is_none(), "nginx {name} exited:\n{}", proc.log());
+        assert!(proc.exited().is_none(), "{name} exited:\n{}", proc.log());
         if std::net::TcpStream::connect(listen).is_ok() {
             return proc;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("nginx {name} did not start:\n{}", proc.log());
+    panic!("{name} did not start:\n{}", proc.log());
 }
 
 /// Sum of the numbers logged (one `$body_bytes_sent` per line) and how many lines.

@@ -114,6 +114,25 @@ impl Bench {
         Row { name: name.into(), load, latency, cpu_us, hop_bytes: (n > 0).then(|| bytes as f64 / n as f64) }
     }
 
+    /// Pingora alone, edge → origin over one pooled HTTP/2 connection (TLS 1.3 like the tunnel,
+    /// or cleartext h2c like the issue's reference), one worker thread each, no hooks.
+    fn pingora_two_hops(&self, path: &str, tls: bool, name: &str) -> Row {
+        let (edge_listen, origin_listen) = (loopback(), loopback());
+        let certs = self.dir.path().join("certs");
+        let tls = tls.then_some(certs.as_path());
+        let start = |role: &str, listen: SocketAddr, upstream: SocketAddr, h2: bool| {
+            let name = format!("pingora-{role}");
+            bench::start_pingora_reference(self.dir.path(), &name, listen, upstream, h2, tls, Some(SERVER_CPU))
+        };
+        let origin = start("origin", origin_listen, self.backend.addr, false);
+        let edge = start("edge", edge_listen, origin_listen, true);
+        let (load, latency, cpu_us) =
+            self.measure(name, &format!("http://{edge_listen}{path}"), &[edge.pid(), origin.pid()]);
+        drop(edge);
+        drop(origin);
+        Row { name: name.into(), load, latency, cpu_us, hop_bytes: None }
+    }
+
     /// Starts origin and edge (one thread each, like one nginx worker each).
     fn railproxy(&self, knobs: &Knobs) -> (Proc, Proc, SocketAddr, SocketAddr, SocketAddr) {
         let dir = self.dir.path();
@@ -401,6 +420,13 @@ fn main() {
                     bench.railproxy_row(&dynamic, n, true, &knobs)
                 }),
             ),
+            // The issue's reference, and the same over TLS as the tunnel runs: Pingora's own two
+            // hops with nothing of railproxy's.
+            ("Pingora alone, two hops over h2c (no hooks)", Box::new(|n| bench.pingora_two_hops(&dynamic, false, n))),
+            (
+                "Pingora alone, two hops over TLS 1.3 h2 (no hooks)",
+                Box::new(|n| bench.pingora_two_hops(&dynamic, true, n)),
+            ),
         ];
         let hit_rows: Vec<RowFn<'_>> = vec![
             ("nginx proxy_cache, hits", Box::new(|n| bench.nginx_one_hop(&cacheable, NginxRole::Cache, n))),
@@ -479,12 +505,52 @@ fn main() {
             fmt_opt(floor.cpu_us, 0),
             fmt_opt(rp.cpu_us, 0)
         );
+        let (h2c, tls) = (&rows[7], &rows[8]);
+        println!(
+            "- Pingora alone, two hops (no hooks, no codec): {:.2}× nginx gzip's req/s over h2c, {:.2}× over TLS 1.3 \
+             ({} and {} µs CPU per request): the ratio before anything railproxy does",
+            h2c.load.rps / gzip.load.rps,
+            tls.load.rps / gzip.load.rps,
+            fmt_opt(h2c.cpu_us, 0),
+            fmt_opt(tls.cpu_us, 0)
+        );
+    }
+    if !summary.is_empty() {
+        reference_section(&summary);
     }
 
     if bench.opts.runs("memory") {
         memory_section(&bench);
     }
     println!("\nTotal benchmark time: {:.0} s.", started.elapsed().as_secs_f64());
+}
+
+/// The bench issue's reference figures (CPU per request, both hops, one core for the proxies)
+/// beside this run's: (row index, name, 10 KB µs, 100 KB µs).
+const REFERENCE: [(usize, &str, f64, f64); 3] = [
+    (2, "nginx edge → nginx origin", 29.0, 58.0),
+    (3, "nginx edge → nginx origin, gzip between", 111.0, 1056.0),
+    (7, "Pingora alone, two hops over h2c", 57.0, 147.0),
+];
+
+fn reference_section(summary: &[(&str, Vec<Row>, Vec<Row>)]) {
+    println!("\n### The issue's reference beside this run (proxy CPU µs per request, both hops)\n");
+    let sizes: Vec<&str> = summary.iter().map(|(size, _, _)| *size).collect();
+    println!(
+        "| path | {} |",
+        sizes.iter().map(|s| format!("{s}: reference | {s}: this run")).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|{}", "---:|---:|".repeat(sizes.len()));
+    for (i, name, small, large) in REFERENCE {
+        let cells: Vec<String> = summary
+            .iter()
+            .map(|(size, rows, _)| {
+                let reference = if *size == "10 KB" { small } else { large };
+                format!("{reference:.0} | {}", fmt_opt(rows[i].cpu_us, 0))
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
 }
 
 /// 1. Codec: `railproxy delta bench` in process, the Debian CLI tools beside it.
