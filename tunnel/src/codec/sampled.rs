@@ -149,7 +149,9 @@ impl Search<'_> {
         let here = self.history.base.len() + i;
         if self.offset > 0 && self.offset <= here {
             let source = self.history.from(here - self.offset);
-            let len = if source.len() >= MIN_REPEAT && source[..MIN_REPEAT] == new[i..i + MIN_REPEAT] {
+            // One load each: a 4-byte slice comparison would be a call into memcmp, made at
+            // every position of a literal run.
+            let len = if source.len() >= MIN_REPEAT && read_u32(source, 0) == read_u32(new, i) {
                 common_prefix(&new[i..], source)
             } else {
                 0
@@ -219,6 +221,10 @@ impl History<'_> {
     }
 }
 
+fn read_u32(data: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"))
+}
+
 fn read_u64(data: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"))
 }
@@ -230,6 +236,13 @@ fn hash(window: u64, bits: u32) -> usize {
 /// Length of the common prefix of `a` and `b`.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
+    // Most candidates end within their first eight bytes: settle those without a call.
+    if n >= 8 {
+        let diff = read_u64(a, 0) ^ read_u64(b, 0);
+        if diff != 0 {
+            return (diff.trailing_zeros() / 8) as usize;
+        }
+    }
     let mut i = 0;
     // Runs shared by two versions are mostly long: compare growing blocks with the C library's
     // vectorised comparison first, then the last block eight bytes at a time.
@@ -287,6 +300,20 @@ mod tests {
                 b"<div class=\"item\">abcdefghijklmnopqrstuvwxyz0123456789</div>\n"[(x % 61) as usize]
             })
             .collect()
+    }
+
+    #[test]
+    fn common_prefix_counts_to_the_first_difference_at_every_position_and_length() {
+        let a = page(7, 9_000);
+        for len in [0, 1, 7, 8, 9, 31, 32, 33, 100, 4_200, 9_000] {
+            assert_eq!(common_prefix(&a[..len], &a[..len]), len, "equal, {len} bytes");
+            for at in (0..len).step_by(1 + len / 97) {
+                let mut b = a[..len].to_vec();
+                b[at] ^= 0x20;
+                assert_eq!(common_prefix(&a[..len], &b), at, "{len} bytes, first difference at {at}");
+            }
+        }
+        assert_eq!(common_prefix(&a[..40], &a[..12]), 12, "the shorter side bounds it");
     }
 
     #[test]
