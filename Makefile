@@ -24,7 +24,7 @@ help:
 	@echo "make demo-stop"
 	@echo "make test    build and run every test (what CI runs, with make lint)"
 	@echo "make audit   cargo audit against the RustSec database (and cargo deny when installed)"
-	@echo "make bench   codec figures, then railproxy beside nginx (wrk, ~5 min); reports in target/bench/"
+	@echo "make bench   codec figures, then railproxy beside nginx (wrk, ~10 min); reports in target/bench/"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
 
