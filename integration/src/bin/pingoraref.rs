@@ -55,8 +55,8 @@ fn main() {
     let (mut listen, mut upstream, mut h2, mut tls) = (None, None, false, None::<PathBuf>);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--listen" => listen = args.next().and_then(|v| v.parse::<SocketAddr>().ok()),
-            "--upstream" => upstream = args.next().and_then(|v| v.parse::<SocketAddr>().ok()),
+            "--listen" => listen = Some(address(&a, args.next())),
+            "--upstream" => upstream = Some(address(&a, args.next())),
             "--h2-upstream" => h2 = true,
             "--tls" => tls = args.next().map(PathBuf::from),
             other => exit_usage(&format!("unknown argument {other}")),
@@ -86,6 +86,11 @@ fn main() {
     }
     server.add_service(proxy);
     server.run_forever()
+}
+
+fn address(flag: &str, value: Option<String>) -> SocketAddr {
+    let value = value.unwrap_or_else(|| exit_usage(&format!("{flag} needs an address")));
+    value.parse().unwrap_or_else(|_| exit_usage(&format!("{flag}: {value:?} is not an address such as 127.0.0.1:8080")))
 }
 
 fn exit_usage(why: &str) -> ! {
