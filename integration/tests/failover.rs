@@ -17,6 +17,18 @@ struct Tally {
     /// The response had started when its body failed: the listener died mid-stream.
     failed_streaming: AtomicU64,
     wrong: AtomicU64,
+    /// The first few failures as the client saw them, for the report when the test fails.
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn failed(&self, counter: &AtomicU64, what: String) -> u64 {
+        let mut seen = self.seen.lock().unwrap();
+        if seen.len() < 5 {
+            seen.push(what);
+        }
+        counter.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 async fn poll_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
@@ -54,9 +66,9 @@ async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_
                 match http.get(&url, &[("x-version", &v.to_string())]).await {
                     Ok(r) if r.status == 200 && r.body == versions[v] => tally.ok.fetch_add(1, Ordering::Relaxed),
                     Ok(r) if r.status == 200 => tally.wrong.fetch_add(1, Ordering::Relaxed),
-                    Ok(_) => tally.failed_before.fetch_add(1, Ordering::Relaxed),
-                    Err(e) if e.starts_with("reading body") => tally.failed_streaming.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => tally.failed_before.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) => tally.failed(&tally.failed_before, format!("status {}", r.status)),
+                    Err(e) if e.starts_with("reading body") => tally.failed(&tally.failed_streaming, e),
+                    Err(e) => tally.failed(&tally.failed_before, e),
                 };
             }
         }));
@@ -109,6 +121,7 @@ async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_
         restarted.duration_since(killed) + up,
         m.sum("railproxy_retries_total", &[])
     );
+    eprintln!("first failures: {:?}", tally.seen.lock().unwrap());
     assert_eq!(wrong, 0, "wrong bytes served");
     assert_eq!(before, 0, "requests failed before their response although another listener was up");
     assert!(streaming <= 5, "{streaming} responses failed mid-stream");
