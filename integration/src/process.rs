@@ -177,6 +177,11 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A free loopback address ([`free_port`] on 127.0.0.1), with the same caveat.
+pub fn free_loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// A real redis-server on an ephemeral loopback port, without persistence.
 #[derive(Debug)]
 pub struct Redis {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::process::{Backend, Proc, bin, free_port};
+use crate::process::{Backend, Proc, bin, free_loopback};
 
 /// Settings a test may change; the rest is fixed by the harness.
 #[derive(Debug, Clone)]
@@ -82,10 +82,6 @@ pub struct Stack {
     pub origin_addr: SocketAddr,
     pub origin_admin: SocketAddr,
     pub dir: tempfile::TempDir,
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Issues the demo certificates into `dir/certs`.
@@ -284,10 +280,10 @@ impl Stack {
             (0..knobs.extra_backends).map(|i| Backend::start(dir.path(), &format!("backend{}", i + 2), None)).collect();
         let backends: Vec<SocketAddr> = std::iter::once(backend.addr).chain(extra.iter().map(|b| b.addr)).collect();
         'attempt: for attempt in 1..=3 {
-            let dead = loopback(free_port());
+            let dead = free_loopback();
             let mut origins = Vec::new();
             for i in 0..knobs.origins {
-                let (addr, admin) = (loopback(free_port()), loopback(free_port()));
+                let (addr, admin) = (free_loopback(), free_loopback());
                 let name = format!("origin{}-{attempt}", i + 1);
                 let yaml = origin_yaml(dir.path(), &knobs, addr, admin, &backends, dead);
                 let Some(proc) = start_proxy(dir.path(), &name, "origin", &yaml, admin).await else {
@@ -295,7 +291,7 @@ impl Stack {
                 };
                 origins.push(OriginNode { proc: Some(proc), addr, admin, name, yaml });
             }
-            let (edge_addr, edge_admin) = (loopback(free_port()), loopback(free_port()));
+            let (edge_addr, edge_admin) = (free_loopback(), free_loopback());
             let listeners: Vec<SocketAddr> = origins.iter().map(|o| o.addr).collect();
             let ey = edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, &listeners, backend.addr);
             let Some(edge) = start_proxy(dir.path(), &format!("edge{attempt}"), "edge", &ey, edge_admin).await else {

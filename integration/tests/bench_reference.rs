@@ -1,16 +1,10 @@
 //! The bench's "Pingora alone" rows measure a path that works: through both reference hops, over
 //! h2c and over TLS 1.3, a client gets the backend's bytes.
 
-use std::net::SocketAddr;
-
 use railproxy_integration::Http;
 use railproxy_integration::bench::start_pingora_reference;
-use railproxy_integration::process::{Backend, free_port};
+use railproxy_integration::process::{Backend, free_loopback};
 use railproxy_integration::stack::make_certs;
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_reference_hops_pass_the_backend_bytes_over_h2c_and_tls() {
@@ -21,7 +15,7 @@ async fn both_reference_hops_pass_the_backend_bytes_over_h2c_and_tls() {
     assert_eq!(direct.status, 200);
     for tls in [None, Some(certs.as_path())] {
         let what = if tls.is_some() { "TLS 1.3" } else { "h2c" };
-        let (edge_listen, origin_listen) = (loopback(), loopback());
+        let (edge_listen, origin_listen) = (free_loopback(), free_loopback());
         let origin = start_pingora_reference(dir.path(), "ref-origin", origin_listen, backend.addr, false, tls, None);
         let edge = start_pingora_reference(dir.path(), "ref-edge", edge_listen, origin_listen, true, tls, None);
         let url = format!("http://{edge_listen}/pages/generated-100k");

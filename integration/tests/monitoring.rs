@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::process::{free_port, repo};
+use railproxy_integration::process::{free_loopback, repo};
 use railproxy_integration::{Http, Knobs, Proc, Stack};
 use serde_json::Value;
 use tunnel::sample;
@@ -142,7 +142,7 @@ async fn prometheus_scrapes_edge_and_origin_and_every_dashboard_query_runs() {
         ),
     )
     .unwrap();
-    let prom = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let prom = free_loopback();
     let mut cmd = tool("prometheus");
     cmd.arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
         .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use railproxy_integration::bench::{self, Load, NginxRole};
-use railproxy_integration::process::{Backend, Proc, bin, free_port};
+use railproxy_integration::process::{Backend, Proc, bin, free_loopback};
 use railproxy_integration::stack::{Knobs, edge_yaml, make_certs, origin_yaml, start_proxy_pinned};
 use railproxy_integration::{Http, Metrics};
 use tunnel::sample::{self, VersionSet};
@@ -42,10 +42,6 @@ impl Opts {
     fn runs(&self, part: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|w| part.contains(w.as_str()))
     }
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// One measured row.
@@ -87,7 +83,7 @@ impl Bench {
     }
 
     fn nginx_one_hop(&self, path: &str, role: NginxRole, name: &str) -> Row {
-        let listen = loopback();
+        let listen = free_loopback();
         let conf = bench::nginx_conf(self.dir.path(), "nginx1", role, listen, self.backend.addr);
         let nginx = bench::start_nginx(self.dir.path(), "nginx1", &conf, listen, SERVER_CPU);
         let (load, latency, cpu_us) = self.measure(name, &format!("http://{listen}{path}"), &[nginx.pid()]);
@@ -96,7 +92,7 @@ impl Bench {
     }
 
     fn nginx_two_hops(&self, path: &str, gzip: bool, name: &str) -> Row {
-        let (edge_listen, origin_listen) = (loopback(), loopback());
+        let (edge_listen, origin_listen) = (free_loopback(), free_loopback());
         let (edge_role, origin_role) =
             if gzip { (NginxRole::GunzipEdge, NginxRole::GzipOrigin) } else { (NginxRole::Proxy, NginxRole::Proxy) };
         let origin_conf =
@@ -117,7 +113,7 @@ impl Bench {
     /// Pingora alone, edge → origin over one pooled HTTP/2 connection (TLS 1.3 like the tunnel,
     /// or cleartext h2c like the reference), one worker thread each, no hooks.
     fn pingora_two_hops(&self, path: &str, tls: bool, name: &str) -> Row {
-        let (edge_listen, origin_listen) = (loopback(), loopback());
+        let (edge_listen, origin_listen) = (free_loopback(), free_loopback());
         let certs = self.dir.path().join("certs");
         let tls = tls.then_some(certs.as_path());
         let start = |role: &str, listen: SocketAddr, upstream: SocketAddr, h2: bool| {
@@ -136,8 +132,9 @@ impl Bench {
     /// Starts origin and edge (one thread each, like one nginx worker each).
     fn railproxy(&self, knobs: &Knobs) -> (Proc, Proc, SocketAddr, SocketAddr, SocketAddr) {
         let dir = self.dir.path();
-        let (o_listen, o_admin, e_listen, e_admin) = (loopback(), loopback(), loopback(), loopback());
-        let oy = origin_yaml(dir, knobs, o_listen, o_admin, &[self.backend.addr], loopback());
+        let (o_listen, o_admin, e_listen, e_admin) =
+            (free_loopback(), free_loopback(), free_loopback(), free_loopback());
+        let oy = origin_yaml(dir, knobs, o_listen, o_admin, &[self.backend.addr], free_loopback());
         let ey = edge_yaml(dir, knobs, e_listen, e_admin, &[o_listen], self.backend.addr);
         self.rt.block_on(async {
             let origin =
