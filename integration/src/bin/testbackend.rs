@@ -262,7 +262,7 @@ async fn main() {
     for set in all {
         sets.insert(set.name, set.versions.into_iter().map(Bytes::from).collect());
     }
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match bind(listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("railproxy-testbackend: binding {listen}: {e}");
@@ -304,4 +304,18 @@ async fn main() {
                 .await;
         });
     }
+}
+
+/// Binds with the accept backlog a production server has (nginx: 511; Linux caps it at
+/// `net.core.somaxconn`, 4096 by default) rather than tokio's 128: an origin opening its pool
+/// to this backend under load opens a hundred connections or more at once, and a dropped SYN
+/// is retried only after a second, which is a connect timeout in the tests' configuration.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
