@@ -44,6 +44,17 @@ impl Opts {
     }
 }
 
+/// The rows the Targets and the reference compare, by name.
+const DIRECT: &str = "backend directly";
+const NGINX_PLAIN: &str = "nginx edge → nginx origin";
+const NGINX_GZIP: &str = "nginx edge → nginx origin, gzip between";
+const RAILPROXY: &str = "railproxy edge → tunnel → railproxy origin";
+const DELTAS_OFF: &str = "railproxy, deltas off (origin `max_body: 1K`)";
+const PINGORA_H2C: &str = "Pingora alone, two hops over h2c (no hooks)";
+const PINGORA_TLS: &str = "Pingora alone, two hops over TLS 1.3 h2 (no hooks)";
+const NGINX_HITS: &str = "nginx proxy_cache, hits";
+const RAILPROXY_HITS: &str = "railproxy edge cache, hits";
+
 /// One measured row.
 struct Row {
     name: String,
@@ -78,8 +89,8 @@ impl Bench {
     }
 
     fn direct(&self, path: &str) -> Row {
-        let (load, latency, _) = self.measure("backend directly", &format!("http://{}{path}", self.backend.addr), &[]);
-        Row { name: "backend directly".into(), load, latency, cpu_us: None, hop_bytes: None }
+        let (load, latency, _) = self.measure(DIRECT, &format!("http://{}{path}", self.backend.addr), &[]);
+        Row { name: DIRECT.into(), load, latency, cpu_us: None, hop_bytes: None }
     }
 
     fn nginx_one_hop(&self, path: &str, role: NginxRole, name: &str) -> Row {
@@ -396,14 +407,11 @@ fn main() {
         let cacheable = format!("/cacheable/{}", set.name);
         type RowFn<'a> = (&'static str, Box<dyn Fn(&str) -> Row + 'a>);
         let dynamic_rows: Vec<RowFn<'_>> = vec![
-            ("backend directly", Box::new(|_| bench.direct(&dynamic))),
+            (DIRECT, Box::new(|_| bench.direct(&dynamic))),
             ("nginx proxy_pass (one hop)", Box::new(|n| bench.nginx_one_hop(&dynamic, NginxRole::Proxy, n))),
-            ("nginx edge → nginx origin", Box::new(|n| bench.nginx_two_hops(&dynamic, false, n))),
-            ("nginx edge → nginx origin, gzip between", Box::new(|n| bench.nginx_two_hops(&dynamic, true, n))),
-            (
-                "railproxy edge → tunnel → railproxy origin",
-                Box::new(|n| bench.railproxy_row(&dynamic, n, true, &one_thread("fast"))),
-            ),
+            (NGINX_PLAIN, Box::new(|n| bench.nginx_two_hops(&dynamic, false, n))),
+            (NGINX_GZIP, Box::new(|n| bench.nginx_two_hops(&dynamic, true, n))),
+            (RAILPROXY, Box::new(|n| bench.railproxy_row(&dynamic, n, true, &one_thread("fast")))),
             (
                 "railproxy, as above, `delta.effort: small`",
                 Box::new(|n| bench.railproxy_row(&dynamic, n, true, &one_thread("small"))),
@@ -411,7 +419,7 @@ fn main() {
             // What the tunnel costs without the codec: bodies over the origin's max_body cross
             // whole, neither hashed nor encoded nor decoded.
             (
-                "railproxy, deltas off (origin `max_body: 1K`)",
+                DELTAS_OFF,
                 Box::new(|n| {
                     let knobs = Knobs { origin_max_body: "1K".into(), ..one_thread("fast") };
                     bench.railproxy_row(&dynamic, n, true, &knobs)
@@ -419,18 +427,12 @@ fn main() {
             ),
             // The issue's reference, and the same over TLS as the tunnel runs: Pingora's own two
             // hops with nothing of railproxy's.
-            ("Pingora alone, two hops over h2c (no hooks)", Box::new(|n| bench.pingora_two_hops(&dynamic, false, n))),
-            (
-                "Pingora alone, two hops over TLS 1.3 h2 (no hooks)",
-                Box::new(|n| bench.pingora_two_hops(&dynamic, true, n)),
-            ),
+            (PINGORA_H2C, Box::new(|n| bench.pingora_two_hops(&dynamic, false, n))),
+            (PINGORA_TLS, Box::new(|n| bench.pingora_two_hops(&dynamic, true, n))),
         ];
         let hit_rows: Vec<RowFn<'_>> = vec![
-            ("nginx proxy_cache, hits", Box::new(|n| bench.nginx_one_hop(&cacheable, NginxRole::Cache, n))),
-            (
-                "railproxy edge cache, hits",
-                Box::new(|n| bench.railproxy_row(&cacheable, n, false, &one_thread("fast"))),
-            ),
+            (NGINX_HITS, Box::new(|n| bench.nginx_one_hop(&cacheable, NginxRole::Cache, n))),
+            (RAILPROXY_HITS, Box::new(|n| bench.railproxy_row(&cacheable, n, false, &one_thread("fast")))),
         ];
         let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
             let rows: Vec<&RowFn<'_>> =
@@ -466,12 +468,13 @@ fn main() {
         println!("\n## Targets (ratios within this run)\n");
     }
     for (size, rows, hits) in &summary {
-        let (direct, plain, gzip, rp) = (&rows[0], &rows[2], &rows[3], &rows[4]);
+        let [direct, plain, gzip, rp, floor, h2c, tls] =
+            [DIRECT, NGINX_PLAIN, NGINX_GZIP, RAILPROXY, DELTAS_OFF, PINGORA_H2C, PINGORA_TLS].map(|n| named(rows, n));
         let r_gzip = rp.load.rps / gzip.load.rps;
         let r_plain = rp.load.rps / plain.load.rps;
         let bytes = rp.hop_bytes.unwrap_or(f64::NAN) / gzip.hop_bytes.unwrap_or(f64::NAN);
         let added = rp.latency.p99_ms - direct.latency.p99_ms;
-        let r_cache = hits[1].load.rps / hits[0].load.rps;
+        let r_cache = named(hits, RAILPROXY_HITS).load.rps / named(hits, NGINX_HITS).load.rps;
         println!("{size}:");
         println!(
             "- railproxy two hops vs nginx two hops with gzip: {r_gzip:.2}× req/s (required ≥ 3×: {})",
@@ -494,7 +497,6 @@ fn main() {
             "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (goal ≥ 1.0×: {})",
             verdict(r_cache >= 1.0)
         );
-        let floor = &rows[6];
         println!(
             "- railproxy with deltas off (bodies cross whole): {:.2}× nginx gzip's req/s, {} µs CPU per request \
              against {} µs with deltas: what Pingora, TLS and HTTP/2 cost before any codec",
@@ -502,7 +504,6 @@ fn main() {
             fmt_opt(floor.cpu_us, 0),
             fmt_opt(rp.cpu_us, 0)
         );
-        let (h2c, tls) = (&rows[7], &rows[8]);
         println!(
             "- Pingora alone, two hops (no hooks, no codec): {:.2}× nginx gzip's req/s over h2c, {:.2}× over TLS 1.3 \
              ({} and {} µs CPU per request): the ratio before anything railproxy does",
@@ -528,13 +529,15 @@ fn main() {
     println!("\nTotal benchmark time: {:.0} s.", started.elapsed().as_secs_f64());
 }
 
+/// A row of a complete run (the Targets are printed only when every row ran).
+fn named<'a>(rows: &'a [Row], name: &str) -> &'a Row {
+    rows.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row {name:?} in this run"))
+}
+
 /// The bench issue's reference figures (CPU per request, both hops, one core for the proxies)
-/// beside this run's: (row index, name, 10 KB µs, 100 KB µs).
-const REFERENCE: [(usize, &str, f64, f64); 3] = [
-    (2, "nginx edge → nginx origin", 29.0, 58.0),
-    (3, "nginx edge → nginx origin, gzip between", 111.0, 1056.0),
-    (7, "Pingora alone, two hops over h2c", 57.0, 147.0),
-];
+/// beside this run's: (row, 10 KB µs, 100 KB µs).
+const REFERENCE: [(&str, f64, f64); 3] =
+    [(NGINX_PLAIN, 29.0, 58.0), (NGINX_GZIP, 111.0, 1056.0), (PINGORA_H2C, 57.0, 147.0)];
 
 fn reference_section(summary: &[(&str, Vec<Row>, Vec<Row>)]) {
     println!("\n### The issue's reference beside this run (proxy CPU µs per request, both hops)\n");
@@ -544,12 +547,12 @@ fn reference_section(summary: &[(&str, Vec<Row>, Vec<Row>)]) {
         sizes.iter().map(|s| format!("{s}: reference | {s}: this run")).collect::<Vec<_>>().join(" | ")
     );
     println!("|---|{}", "---:|---:|".repeat(sizes.len()));
-    for (i, name, small, large) in REFERENCE {
+    for (name, small, large) in REFERENCE {
         let cells: Vec<String> = summary
             .iter()
             .map(|(size, rows, _)| {
                 let reference = if *size == "10 KB" { small } else { large };
-                format!("{reference:.0} | {}", fmt_opt(rows[i].cpu_us, 0))
+                format!("{reference:.0} | {}", fmt_opt(named(rows, name).cpu_us, 0))
             })
             .collect();
         println!("| {name} | {} |", cells.join(" | "));
