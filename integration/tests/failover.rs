@@ -5,7 +5,9 @@
 //! HEADERS frame arrives, and a response whose header went out cannot be sent again. The origin
 //! sends HEADERS when the backend's header arrives, before the body is encoded, so the responses
 //! in that window on the killed listener are cut mid-body (0 to ~30 of 200 here, by timing).
-//! They are cut at the moment the tunnel dies, never later, and never on the surviving listener.
+//! They are cut when the tunnel dies and only then: the test checks that every cut reached its
+//! client between the kill and shortly after the edge marked the listener down, so a cut while
+//! the surviving listener carries the load, or after the restart, fails it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,9 +58,9 @@ fn listener_up(m: &Metrics, addr: std::net::SocketAddr) -> f64 {
 
 const CLIENTS: u64 = 200;
 /// How long after the edge marked the dead listener down its cut responses may still reach
-/// their clients: the edge fails them all on the same connection error, which takes
-/// milliseconds; a busy CI machine gets a generous margin.
-const CUT_GRACE: Duration = Duration::from_secs(1);
+/// their clients: the edge fails them all on the same connection error. They arrived 14-33 ms
+/// after the kill in local runs; a busy CI machine gets a generous margin.
+const CUT_GRACE: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_back() {
