@@ -22,22 +22,30 @@ struct Tally {
     ok: AtomicU64,
     /// The request failed before any response arrived: the edge should have retried it.
     failed_before: AtomicU64,
-    /// The response had started when its body failed: the listener died mid-stream.
-    failed_streaming: AtomicU64,
     wrong: AtomicU64,
-    /// When each mid-body failure reached its client.
+    /// When each response that had started failed mid-body (the listener died mid-stream)
+    /// reached its client.
     cut_at: std::sync::Mutex<Vec<Instant>>,
     /// The first few failures as the client saw them, for the report when the test fails.
     seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl Tally {
-    fn failed(&self, counter: &AtomicU64, what: String) -> u64 {
+    fn failed_before(&self, what: String) {
+        self.saw(what);
+        self.failed_before.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn cut(&self, what: String) {
+        self.saw(what);
+        self.cut_at.lock().unwrap().push(Instant::now());
+    }
+
+    fn saw(&self, what: String) {
         let mut seen = self.seen.lock().unwrap();
         if seen.len() < 5 {
             seen.push(what);
         }
-        counter.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -80,15 +88,16 @@ async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_
                 let v = (i % versions.len() as u64) as usize;
                 i += 7;
                 match http.get(&url, &[("x-version", &v.to_string())]).await {
-                    Ok(r) if r.status == 200 && r.body == versions[v] => tally.ok.fetch_add(1, Ordering::Relaxed),
-                    Ok(r) if r.status == 200 => tally.wrong.fetch_add(1, Ordering::Relaxed),
-                    Ok(r) => tally.failed(&tally.failed_before, format!("status {}", r.status)),
-                    Err(e) if e.starts_with("reading body") => {
-                        tally.cut_at.lock().unwrap().push(Instant::now());
-                        tally.failed(&tally.failed_streaming, e)
+                    Ok(r) if r.status == 200 && r.body == versions[v] => {
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => tally.failed(&tally.failed_before, e),
-                };
+                    Ok(r) if r.status == 200 => {
+                        tally.wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => tally.failed_before(format!("status {}", r.status)),
+                    Err(e) if e.starts_with("reading body") => tally.cut(e),
+                    Err(e) => tally.failed_before(e),
+                }
             }
         }));
     }
@@ -126,7 +135,7 @@ async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_
     let (ok, before, streaming, wrong) = (
         tally.ok.load(Ordering::Relaxed),
         tally.failed_before.load(Ordering::Relaxed),
-        tally.failed_streaming.load(Ordering::Relaxed),
+        tally.cut_at.lock().unwrap().len() as u64,
         tally.wrong.load(Ordering::Relaxed),
     );
     let m = stack.edge_metrics().await;
