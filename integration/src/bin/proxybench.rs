@@ -44,6 +44,10 @@ impl Opts {
     }
 }
 
+/// The two page sizes, as the tables label them.
+const SMALL: &str = "10 KB";
+const LARGE: &str = "100 KB";
+
 /// The rows the Targets and the reference compare, by name.
 const DIRECT: &str = "backend directly";
 const NGINX_PLAIN: &str = "nginx edge → nginx origin";
@@ -400,8 +404,7 @@ fn main() {
 
     // 2. Proxy paths.
     let mut summary = Vec::new();
-    for set in [&small, &large] {
-        let size = if set.name == "page-10k" { "10 KB" } else { "100 KB" };
+    for (size, set) in [(SMALL, &small), (LARGE, &large)] {
         eprintln!("{size} page …");
         let dynamic = format!("/cycle/{}", set.name);
         let cacheable = format!("/cacheable/{}", set.name);
@@ -489,10 +492,12 @@ fn main() {
             1.0 / bytes,
             verdict(bytes <= 0.05)
         );
-        println!(
-            "- p99 added over the backend directly: {added:.2} ms (goal ≤ 1 ms at 10 KB: {})",
-            verdict(added <= 1.0)
-        );
+        // The issue sets the latency goal for the small page only.
+        if *size == SMALL {
+            println!("- p99 added over the backend directly: {added:.2} ms (goal ≤ 1 ms: {})", verdict(added <= 1.0));
+        } else {
+            println!("- p99 added over the backend directly: {added:.2} ms (the goal is set at {SMALL} only)");
+        }
         println!(
             "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (goal ≥ 1.0×: {})",
             verdict(r_cache >= 1.0)
@@ -551,7 +556,7 @@ fn reference_section(summary: &[(&str, Vec<Row>, Vec<Row>)]) {
         let cells: Vec<String> = summary
             .iter()
             .map(|(size, rows, _)| {
-                let reference = if *size == "10 KB" { small } else { large };
+                let reference = if *size == SMALL { small } else { large };
                 format!("{reference:.0} | {}", fmt_opt(named(rows, name).cpu_us, 0))
             })
             .collect();
