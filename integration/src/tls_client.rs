@@ -115,3 +115,58 @@ pub async fn plain(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
     out
 }
+
+/// One GET over HTTPS as a browser makes it: the server's certificate checked against `ca` for
+/// `server_name`, HTTP/2 or HTTP/1.1 as ALPN settles (`h2` offers both, h2 first), for `path`
+/// on `host`. Returns the protocol ALPN chose and the response, fully read.
+pub async fn https_get(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    server_name: &str,
+    h2: bool,
+    (host, path): (&str, &str),
+    headers: &[(&str, &str)],
+) -> Result<(String, crate::client::Resp), String> {
+    use http_body_util::BodyExt as _;
+    let mut config = config(&Knock { ca, client: None, tls12: false, server_name });
+    config.alpn_protocols = if h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("TCP connect to {addr}: {e}"))?;
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let alpn = String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or(b"none")).into_owned();
+    // HTTP/2 carries the host in `:authority`, HTTP/1.1 in `Host`.
+    let mut req = if alpn == "h2" {
+        http::Request::get(format!("https://{host}{path}"))
+    } else {
+        http::Request::get(path).header(http::header::HOST, host)
+    };
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let exchange = async {
+        let resp = if alpn == "h2" {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+            tokio::spawn(conn);
+            send.send_request(req).await
+        } else {
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+            tokio::spawn(conn);
+            send.send_request(req).await
+        }
+        .map_err(|e| format!("request: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| format!("reading body: {e}"))?.to_bytes();
+        Ok((alpn, crate::client::Resp { status: parts.status, headers: parts.headers, body }))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| format!("no answer from {addr} in 10 s"))?
+}

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use railproxy_integration::process::{bin, free_port, railproxy, repo, text};
+use railproxy_integration::tls_client::https_get;
 use railproxy_integration::{Backend, Http, Metrics, Proc};
 use tunnel::sample;
 
@@ -103,7 +104,7 @@ fn an_invalid_inventory_fails_with_every_problem_listed() {
 defaults:
   edge: {tunnel: {cert: /etc/other.pem}}
 edges:
-  edge-1: {address: 10.0.0.1, hosts: [www.example.com, typo.example.com]}
+  edge-1: {address: 10.0.0.1, hosts: [www.example.com, typo.example.com], https: {cert: no-such.pem, key: no-such.key}}
   Edge_2: {address: 10.0.0.2, hosts: [www.example.com]}
 sites:
   one:
@@ -136,6 +137,9 @@ sites:
         "sites.two.hosts.api.example.com.backends: required",
         "sites.two.colour: unknown key",
         "sites.lonely: no edge serves any of its hosts",
+        "edges.edge-1.https.listen: required",
+        "edges.edge-1.https.cert: cannot read",
+        "edges.edge-1.https.key: cannot read",
     ] {
         assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
     }
@@ -147,7 +151,7 @@ sites:
 defaults:
   edge: {tunnel: {cert: /etc/other.pem}, delta: {store_size: 64M}}
 edges:
-  edge-1: {address: 10.0.0.1, hosts: [www.example.com], config: {listen: ['10.0.0.1:81']}}
+  edge-1: {address: 10.0.0.1, hosts: [www.example.com], config: {listen: ['10.0.0.1:81'], https: {listen: ['0.0.0.0:443']}}}
 sites:
   one:
     listeners: {o-1: {address: 10.0.1.1}}
@@ -159,13 +163,14 @@ sites:
     assert_eq!(o.status.code(), Some(64), "{t}");
     assert!(t.contains("defaults.edge.tunnel.cert: set by the inventory"), "{t}");
     assert!(t.contains("edges.edge-1.config.listen: set by the inventory"), "{t}");
+    assert!(t.contains("edges.edge-1.config.https: give HTTPS as edges.edge-1.https (listen, cert, key)"), "{t}");
     assert!(!t.contains("store_size"), "{t}");
     // A rendered config that does not check (a bad value passed through defaults) fails too.
     std::fs::write(
         dir.path().join("fleet.yaml"),
         fleet
             .replace("tunnel: {cert: /etc/other.pem}, ", "")
-            .replace(", config: {listen: ['10.0.0.1:81']}", "")
+            .replace(", config: {listen: ['10.0.0.1:81'], https: {listen: ['0.0.0.0:443']}}", "")
             .replace("64M", "lots"),
     )
     .unwrap();
@@ -298,7 +303,7 @@ async fn the_playbook_installs_a_fleet_that_serves_and_upgrades_without_systemd(
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let backend = Backend::start(d, "backend", None);
-    let (edge_addr, edge_admin) = (free_port(), free_port());
+    let (edge_addr, edge_admin, edge_https) = (free_port(), free_port(), free_port());
     let (tunnel, origin_admin) = (free_port(), free_port());
     std::fs::create_dir(d.join("run")).unwrap();
     let fleet = format!(
@@ -308,7 +313,12 @@ defaults:
   edge: {{server: {{threads: 1, grace_period: 1s, graceful_shutdown_timeout: 1s}}}}
   origin: {{server: {{threads: 1, grace_period: 1s, graceful_shutdown_timeout: 1s}}}}
 edges:
-  edge-1: {{address: 127.0.0.1, listen: ['127.0.0.1:{edge_addr}'], admin: '127.0.0.1:{edge_admin}', hosts: [127.0.0.1]}}
+  edge-1:
+    address: 127.0.0.1
+    listen: ['127.0.0.1:{edge_addr}']
+    admin: '127.0.0.1:{edge_admin}'
+    hosts: [127.0.0.1]
+    https: {{listen: ['127.0.0.1:{edge_https}'], cert: site/127.0.0.1.pem, key: site/127.0.0.1.key}}
 sites:
   local:
     listeners:
@@ -321,6 +331,13 @@ sites:
     );
     std::fs::write(d.join("fleet.yaml"), fleet).unwrap();
     assert!(railproxy(d, &["certs", "ca", "--out", "ca"]).status.success());
+    // The site's HTTPS certificate, as a public CA would issue it; here from a CA of its own.
+    assert!(railproxy(d, &["certs", "ca", "--out", "site-ca"]).status.success());
+    let o = railproxy(
+        d,
+        &["certs", "issue", "--ca", "site-ca", "--role", "origin", "--name", "127.0.0.1", "--out", "site"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
     let o = railproxy(d, &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
     assert!(o.status.success(), "{}", text(&o));
 
@@ -344,6 +361,12 @@ sites:
             assert!(r.join(&f).exists(), "{host}: {f} not installed");
         }
     }
+    for (f, source) in [("https/cert.pem", "site/127.0.0.1.pem"), ("https/key.pem", "site/127.0.0.1.key")] {
+        let installed =
+            std::fs::read(root.join("edge-1/etc/railproxy").join(f)).expect("the edge's HTTPS files installed");
+        assert!(installed == std::fs::read(d.join(source)).unwrap(), "{f} is not a copy of {source}");
+    }
+    assert!(!root.join("origin-1/etc/railproxy/https").exists(), "an origin got HTTPS files");
     // A second run changes nothing.
     let second = ansible_playbook(d, &out, &root, 2);
     let recap = second.split("PLAY RECAP").nth(1).unwrap_or_default().to_string();
@@ -381,8 +404,29 @@ sites:
             assert!(r.body == versions[v], "version {v}: {} bytes differ from the backend's", r.body.len());
         }
     };
+    // Over HTTPS too, HTTP/1.1 and h2 by ALPN, trusting the site's CA.
+    let https = std::net::SocketAddr::from(([127, 0, 0, 1], edge_https));
+    let site_ca = d.join("site-ca/ca.pem");
+    let fetch_https = |v: usize| {
+        let (site_ca, path) = (&site_ca, "/pages/generated-10k");
+        async move {
+            for h2 in [false, true] {
+                let (alpn, r) =
+                    https_get(https, site_ca, "127.0.0.1", h2, ("127.0.0.1", path), &[("x-version", &v.to_string())])
+                        .await
+                        .unwrap_or_else(|e| panic!("version {v} over HTTPS (h2 offered: {h2}): {e}"));
+                assert_eq!((alpn.as_str(), r.status.as_u16()), (if h2 { "h2" } else { "http/1.1" }, 200));
+                assert!(
+                    r.body == versions[v],
+                    "version {v} over {alpn}: {} bytes differ from the backend's",
+                    r.body.len()
+                );
+            }
+        }
+    };
     for v in 0..4 {
         fetch(v).await;
+        fetch_https(v).await;
     }
     let edge_metrics = Metrics::settled(std::net::SocketAddr::from(([127, 0, 0, 1], edge_admin))).await;
     assert!(
@@ -399,6 +443,7 @@ sites:
     wait_admin(*admin, "upgraded edge").await;
     for v in 4..8 {
         fetch(v).await;
+        fetch_https(v).await;
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     while alive(old) && Instant::now() < deadline {

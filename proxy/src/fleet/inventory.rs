@@ -35,8 +35,19 @@ pub struct Edge {
     pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub hosts: Vec<String>,
+    pub https: Option<Https>,
     /// Per-host settings, merged over `defaults.edge`.
     pub config: Mapping,
+}
+
+/// An edge's HTTPS client listeners. The certificate (chain) and key are files on the machine
+/// that renders, copied into the host's rendered folder, so that the rendered configuration
+/// checks and the playbook installs them with the rest.
+#[derive(Debug, Clone)]
+pub struct Https {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -125,8 +136,17 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
             };
             let hosts: Vec<String> = e.req_list("hosts", "the hosts this edge serves");
             let hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            let https = e.has("https").then(|| {
+                let s = e.section("https");
+                let file = |key: &str| s.req::<PathBuf>(key).map(|p| base.join(p)).unwrap_or_default();
+                Https {
+                    listen: s.req_list("listen", "HTTPS client listeners such as 0.0.0.0:443"),
+                    cert: file("cert"),
+                    key: file("key"),
+                }
+            });
             let config = mapping(&e, "config");
-            Edge { name, address, listen, admin, hosts, config }
+            Edge { name, address, listen, admin, hosts, https, config }
         })
         .collect();
     let sites = root
@@ -260,7 +280,20 @@ fn validate(f: &Fleet, problems: &Problems) {
         for (i, a) in e.listen.iter().enumerate() {
             claim(*a, format!("edges.{}.listen[{i}]", e.name));
         }
+        for (i, a) in e.https.iter().flat_map(|h| h.listen.iter().enumerate()) {
+            claim(*a, format!("edges.{}.https.listen[{i}]", e.name));
+        }
         claim(e.admin, format!("edges.{}.admin", e.name));
+    }
+    // Render copies these; say now, beside the other problems, when one cannot be read.
+    for e in &f.edges {
+        let files = e.https.iter().flat_map(|h| [("cert", &h.cert), ("key", &h.key)]);
+        for (key, file) in files.filter(|(_, file)| !file.as_os_str().is_empty()) {
+            if let Err(err) = std::fs::File::open(file) {
+                problems
+                    .add(&format!("edges.{}.https.{key}", e.name), format!("cannot read {}: {err}", file.display()));
+            }
+        }
     }
     for s in &f.sites {
         for l in &s.listeners {

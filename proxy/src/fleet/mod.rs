@@ -14,6 +14,7 @@ use crate::config::reader::Problem;
 use crate::config::{Config, ConfigError, Mode};
 use crate::exit::{CANT_CREATE, CmdResult, Failure, USAGE};
 pub use inventory::Fleet;
+use render::{Copied, HTTPS_CERT};
 pub use render::{Host, render};
 
 /// `railproxy fleet …`.
@@ -35,6 +36,7 @@ const RENDER_HELP: &str = "Writes, for each edge and origin listener of the inve
   DIR/<host>/edge.yaml or origin.yaml    install as <config_dir>/ (paths inside are relative)
   DIR/<host>/tls/ca.pem, <host>.pem, <host>.key   issued from the fleet CA (kept if present)
   DIR/<host>/railproxy-edge.service or railproxy-origin.service   hardened systemd unit
+  DIR/<host>/https/cert.pem, key.pem     an edge's HTTPS files, copied from the inventory's
 and DIR/inventory.ini (Ansible: groups edges and origins) and DIR/prometheus-targets.yml
 (Prometheus file_sd). Exit 64 listing every problem of an invalid inventory or rendered config.";
 
@@ -88,6 +90,9 @@ fn write_all(fleet: &Fleet, hosts: &[Host], out: &Path) -> anyhow::Result<()> {
         let role = if h.mode == Mode::Edge { Role::Edge } else { Role::Origin };
         certs::issue(&fleet.ca, &h.cert_names, role, &dir.join("tls"), fleet.defaults.cert_days)
             .with_context(|| format!("issuing the certificate of {}", h.name))?;
+        for c in &h.copies {
+            copy(c, &dir)?;
+        }
     }
     write(&out.join("inventory.ini"), &ansible_inventory(fleet, hosts))?;
     write(&out.join("prometheus-targets.yml"), &prometheus_targets(hosts))
@@ -99,6 +104,34 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Copies on every render: the inventory's file is the one to deploy (a renewed certificate
+/// reaches the hosts by rendering again).
+fn copy(c: &Copied, dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let to = dir.join(c.to);
+    let bytes = std::fs::read(&c.from).with_context(|| format!("reading {}", c.from.display()))?;
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // A new file, created with its mode: a key is never readable by others, not even for a
+    // moment, whatever mode an earlier copy had.
+    let _ = std::fs::remove_file(&to);
+    let mode = if c.private { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&to)
+        .with_context(|| format!("creating {}", to.display()))?;
+    file.write_all(&bytes).with_context(|| format!("writing {}", to.display()))?;
+    // The umask may have taken bits the copy needs (0644 for a certificate).
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", to.display()))?;
+    println!("copied  {} (from {})", to.display(), c.from.display());
+    Ok(())
+}
+
 /// Groups `edges` and `origins`, and the install paths as group variables of `railproxy`.
 fn ansible_inventory(fleet: &Fleet, hosts: &[Host]) -> String {
     let mut s = String::from("# Written by `railproxy fleet render`.\n");
@@ -106,7 +139,12 @@ fn ansible_inventory(fleet: &Fleet, hosts: &[Host]) -> String {
         let _ = writeln!(s, "\n[{group}]");
         for h in hosts.iter().filter(|h| h.mode == mode) {
             let _ =
-                writeln!(s, "{} ansible_host={} railproxy_mode={mode} railproxy_admin={}", h.name, h.address, h.admin);
+                write!(s, "{} ansible_host={} railproxy_mode={mode} railproxy_admin={}", h.name, h.address, h.admin);
+            // The role installs these beside the host's own files.
+            if h.copies.iter().any(|c| c.to == HTTPS_CERT) {
+                let _ = write!(s, " railproxy_https=true");
+            }
+            s.push('\n');
         }
     }
     let d = &fleet.defaults;

@@ -20,11 +20,29 @@ pub struct Host {
     pub cert_names: Vec<String>,
     pub config: String,
     pub unit: String,
+    /// Files of the inventory's to copy into the host's folder.
+    pub copies: Vec<Copied>,
 }
+
+/// A file copied into a host's rendered folder.
+#[derive(Debug, Clone)]
+pub struct Copied {
+    /// On the machine that renders.
+    pub from: std::path::PathBuf,
+    /// Relative to the host's folder, as its configuration names it.
+    pub to: &'static str,
+    /// Readable by its owner only (a private key).
+    pub private: bool,
+}
+
+/// Where an edge's HTTPS certificate and key go: a folder of their own, so that no host name
+/// can collide with them in `tls/`.
+pub const HTTPS_CERT: &str = "https/cert.pem";
+pub const HTTPS_KEY: &str = "https/key.pem";
 
 /// Every host's files, or the problems found merging the inventory's settings.
 pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
     let mut hosts = Vec::new();
     let d = &fleet.defaults;
     for e in &fleet.edges {
@@ -37,7 +55,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
                 map([("listeners", listeners.into()), ("server_name", site.server_name.as_str().into())]),
             );
         }
-        let generated = map([
+        let mut generated = map([
             ("mode", "edge".into()),
             ("server", server(d, Mode::Edge)),
             ("listen", e.listen.iter().map(|a| addr(*a)).collect::<Vec<_>>().into()),
@@ -45,8 +63,31 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             ("tunnel", map([("ca", "tls/ca.pem".into()), ("cert", tls(&e.name, "pem")), ("key", tls(&e.name, "key"))])),
             ("origins", Value::Mapping(origins)),
         ]);
+        let mut copies = Vec::new();
+        if let (Some(h), Value::Mapping(m)) = (&e.https, &mut generated) {
+            let listen: Vec<Value> = h.listen.iter().map(|a| addr(*a)).collect();
+            m.insert(
+                "https".into(),
+                map([("listen", listen.into()), ("cert", HTTPS_CERT.into()), ("key", HTTPS_KEY.into())]),
+            );
+            copies.push(Copied { from: h.cert.clone(), to: HTTPS_CERT, private: false });
+            copies.push(Copied { from: h.key.clone(), to: HTTPS_KEY, private: true });
+        }
         let own_at = format!("edges.{}.config", e.name);
-        let config = merged((&d.edge, "defaults.edge"), (&e.config, &own_at), &generated, &mut problems);
+        // HTTPS names files to copy, which only the edge's own `https` does: paths written in
+        // `config` would name files that the render machine may not have, and nothing installs.
+        let (mut defaults, mut own) = (d.edge.clone(), e.config.clone());
+        for (settings, at) in [(&mut defaults, "defaults.edge"), (&mut own, own_at.as_str())] {
+            let path = format!("{at}.https");
+            if settings.remove("https").is_some() && !problems.iter().any(|p| p.path == path) {
+                let message = format!(
+                    "give HTTPS as edges.{}.https (listen, cert, key): render copies the certificate and key into the host's folder",
+                    e.name
+                );
+                problems.push(Problem { path, message });
+            }
+        }
+        let config = merged((&defaults, "defaults.edge"), (&own, &own_at), &generated, &mut problems);
         hosts.push(Host {
             name: e.name.clone(),
             mode: Mode::Edge,
@@ -55,6 +96,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             cert_names: vec![e.name.clone()],
             config: document(&e.name, Mode::Edge, &config),
             unit: unit(d, Mode::Edge, &e.name),
+            copies,
         });
     }
     for s in &fleet.sites {
@@ -96,6 +138,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
                 cert_names: vec![l.name.clone(), s.server_name.clone()],
                 config: document(&l.name, Mode::Origin, &config),
                 unit: unit(d, Mode::Origin, &l.name),
+                copies: Vec::new(),
             });
         }
     }
