@@ -20,7 +20,8 @@ async fn https_clients_get_the_backends_bytes_over_http1_and_h2() {
     let wire = || async { stack.edge_metrics().await.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]) };
     assert_eq!(wire().await, 0.0);
     for (i, expected) in set.versions.iter().enumerate().take(6) {
-        // Alternate, so that each protocol gets pages the edge holds a base for.
+        // Alternate: from the second version on, each protocol gets pages whose previous
+        // version the edge holds, so they cross the tunnel as deltas.
         let h2 = i % 2 == 1;
         let v = i.to_string();
         let (alpn, r) = https_get(https, &ca, "localhost", h2, ("localhost", &path), &[("x-version", &v)])
