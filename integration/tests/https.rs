@@ -1,20 +1,35 @@
 //! The edge's HTTPS client listeners: HTTP/1.1 and HTTP/2 as ALPN settles, the backend's exact
 //! bytes, dynamic pages still crossing the tunnel as deltas; a client that does not trust the
-//! certificate gets nothing.
+//! certificate gets nothing; SIGHUP puts a renewed certificate in use without a restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use railproxy_integration::process::{free_loopback, railproxy, text};
-use railproxy_integration::tls_client::https_get;
+use railproxy_integration::tls_client::{Knock, https_get, knock};
 use railproxy_integration::{Knobs, Stack};
 use tunnel::sample;
 
+fn der(pem: &Path) -> Vec<u8> {
+    let mut r = std::io::BufReader::new(std::fs::File::open(pem).unwrap());
+    rustls_pemfile::certs(&mut r).next().expect("a certificate").unwrap().to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_clients_get_the_backends_bytes_over_http1_and_h2() {
+    // The site's certificate, in a folder of its own so that it can be renewed: `railproxy
+    // certs` writes a CA and origin.pem, valid for localhost and 127.0.0.1.
+    let site = tempfile::tempdir().unwrap();
+    let o = railproxy(site.path(), &["certs", "--out", "."]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (cert, ca) = (site.path().join("origin.pem"), site.path().join("ca.pem"));
     let https = free_loopback();
-    // The stack's listener certificate names localhost and 127.0.0.1; relative paths are
-    // relative to the edge's configuration file, which is in the stack's folder.
-    let edge_extra = format!("https:\n  listen: [{https}]\n  cert: certs/origin.pem\n  key: certs/origin.key\n");
+    let edge_extra = format!(
+        "https:\n  listen: [{https}]\n  cert: {}\n  key: {}\n",
+        cert.display(),
+        site.path().join("origin.key").display()
+    );
     let stack = Stack::start(Knobs { edge_extra, ..Knobs::default() }).await;
-    let ca = stack.dir.path().join("certs/ca.pem");
     let set = &sample::generated_sets()[0];
     let path = format!("/pages/{}", set.name);
     let wire = || async { stack.edge_metrics().await.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]) };
@@ -34,12 +49,37 @@ async fn https_clients_get_the_backends_bytes_over_http1_and_h2() {
     assert!(wire().await > 0.0, "no delta crossed the tunnel for the HTTPS clients");
 
     // A client with another CA refuses the edge's certificate: no request is made.
-    let other = stack.dir.path().join("other-ca");
     let o = railproxy(stack.dir.path(), &["certs", "ca", "--out", "other-ca"]);
     assert!(o.status.success(), "{}", text(&o));
-    let refused = https_get(https, &other.join("ca.pem"), "localhost", true, ("localhost", &path), &[]).await;
+    let other = stack.dir.path().join("other-ca/ca.pem");
+    let refused = https_get(https, &other, "localhost", true, ("localhost", &path), &[]).await;
     assert!(
         refused.as_ref().is_err_and(|e| e.contains("handshake")),
         "a client that does not trust the certificate got {refused:?}"
     );
+
+    // Renewal: new files in place, SIGHUP, and new handshakes get the new certificate.
+    let k = Knock { ca: &ca, client: None, tls12: false, server_name: "localhost" };
+    let first = knock(https, k, "localhost", &path).await;
+    assert!(first.served() && first.server_cert == Some(der(&cert)), "the certificate before renewal: {first:?}");
+    let o = railproxy(
+        site.path(),
+        &["certs", "issue", "--ca", ".", "--role", "origin", "--name", "localhost", "--out", "next"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for (from, to) in [("next/localhost.pem", "origin.pem"), ("next/localhost.key", "origin.key")] {
+        std::fs::copy(site.path().join(from), site.path().join(to)).unwrap();
+    }
+    let renewed = der(&cert);
+    let reloads = || async { stack.edge_metrics().await.sum("railproxy_tls_reloads_total", &[("result", "ok")]) };
+    let before = reloads().await;
+    stack.edge.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads().await == before {
+        assert!(Instant::now() < deadline, "the edge did not reload on SIGHUP");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a = knock(https, k, "localhost", &path).await;
+    assert!(a.served(), "no answer after the reload: {a:?}");
+    assert!(a.server_cert == Some(renewed), "the edge still presents the old certificate after SIGHUP");
 }

@@ -192,8 +192,12 @@ pub static TUNNEL_AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Certificate reloads on SIGHUP, by result.
 pub static TLS_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("railproxy_tls_reloads_total", "Tunnel certificate reloads on SIGHUP", &["result"])
-        .expect("metric")
+    register_int_counter_vec!(
+        "railproxy_tls_reloads_total",
+        "Certificate reloads on SIGHUP: the tunnel's, and the edge's HTTPS",
+        &["result"]
+    )
+    .expect("metric")
 });
 
 /// Edge: clients refused by a `limits` setting (head_timeout, connections, connections_per_ip,

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::v2::server::H2Options;
 use tunnel::VersionId;
 use tunnel::store::{MemoryStore, VersionStore};
@@ -30,10 +29,24 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let t = &config.tunnel;
     let peer_tls: tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(tls::PeerTls::load(&t.ca, &t.cert, &t.key)?));
+    let https = match &config.https {
+        Some(h) => Some(Arc::new(tls::HttpsTls::load(&h.cert, &h.key).context("https certificate")?)),
+        None => None,
+    };
     let reloader = {
-        let (shared, t) = (peer_tls.clone(), t.clone());
-        tls::Reloader::new("tunnel CA and client certificate", move || {
-            shared.store(Arc::new(tls::PeerTls::load(&t.ca, &t.cert, &t.key)?));
+        let (shared, t, https) = (peer_tls.clone(), t.clone(), https.clone());
+        let what = if https.is_some() {
+            "tunnel CA and client certificate, HTTPS certificate"
+        } else {
+            "tunnel CA and client certificate"
+        };
+        tls::Reloader::new(what, move || {
+            // Both loaded before either is swapped: a bad file leaves both as they were.
+            let peer = tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
+            if let Some(h) = &https {
+                h.reload()?;
+            }
+            shared.store(Arc::new(peer));
             Ok(())
         })
     };
@@ -68,13 +81,9 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         proxy.add_tcp(&addr.to_string());
         probe.push(*addr);
     }
-    if let Some(https) = &config.https {
-        for addr in &https.listen {
-            let mut settings = TlsSettings::intermediate(&path(&https.cert)?, &path(&https.key)?)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("https certificate")?;
-            settings.enable_h2();
-            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+    if let (Some(h), Some(https)) = (&config.https, &https) {
+        for addr in &h.listen {
+            proxy.add_tls_with_settings(&addr.to_string(), None, https.settings()?);
             probe.push(*addr);
         }
     }
@@ -130,8 +139,4 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
         .add_service(admin::service(config.admin.listen, Admin { ready_probe: t.listen.clone(), corrupt_store: None }));
     log::info!("origin: tunnel on {:?}, admin on {}, {} hosts", t.listen, config.admin.listen, config.hosts.len());
     server.run_forever()
-}
-
-fn path(p: &std::path::Path) -> anyhow::Result<String> {
-    p.to_str().map(str::to_string).with_context(|| format!("{} is not valid UTF-8", p.display()))
 }

@@ -3,7 +3,7 @@
 //! The origin presents its certificate and requires the edge's, issued by the CA and carrying
 //! one of the names the configuration lists; the edge pins the same CA and checks the origin's
 //! name. Both sides reread their files on SIGHUP: new handshakes use them, established tunnel
-//! connections stay up.
+//! connections stay up. The edge's HTTPS listeners for clients reload their certificate with it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,21 +161,58 @@ impl ClientCertVerifier for EdgeVerifier {
     }
 }
 
-/// The origin's certificate, swapped in place on reload.
+/// A listener's certificate, swapped in place on reload: the origin's tunnel listener and the
+/// edge's HTTPS listeners.
 #[derive(Debug)]
-pub struct OriginCert(ArcSwap<CertifiedKey>);
+pub struct ServerCert(ArcSwap<CertifiedKey>);
 
-impl OriginCert {
+impl ServerCert {
     fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
         let (chain, key_der) = certs_and_key(cert, key)?;
+        // Only the provider's key loader is used here, which all providers share.
         CertifiedKey::from_der(chain, key_der, &tls13_only())
             .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))
     }
 }
 
-impl ResolvesServerCert for OriginCert {
+impl ResolvesServerCert for ServerCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.load_full())
+    }
+}
+
+/// The edge's HTTPS listeners: the certificate clients see, reloadable.
+#[derive(Debug)]
+pub struct HttpsTls {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    cert: Arc<ServerCert>,
+}
+
+impl HttpsTls {
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            cert: Arc::new(ServerCert(ArcSwap::from_pointee(ServerCert::load(cert, key)?))),
+            cert_path: cert.to_path_buf(),
+            key_path: key.to_path_buf(),
+        })
+    }
+
+    /// Listener settings: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3 (browsers), the
+    /// reloadable certificate.
+    pub fn settings(&self) -> anyhow::Result<TlsSettings> {
+        let mut settings = TlsSettings::intermediate(path_str(&self.cert_path)?, path_str(&self.key_path)?)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("https certificate")?;
+        settings.enable_h2();
+        settings.set_cert_resolver(self.cert.clone());
+        Ok(settings)
+    }
+
+    /// Rereads certificate and key; on any error the ones in use stay.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        self.cert.0.store(Arc::new(ServerCert::load(&self.cert_path, &self.key_path)?));
+        Ok(())
     }
 }
 
@@ -186,14 +223,14 @@ pub struct OriginTls {
     key_path: PathBuf,
     ca_path: PathBuf,
     names: Vec<String>,
-    cert: Arc<OriginCert>,
+    cert: Arc<ServerCert>,
     verifier: Arc<EdgeVerifier>,
 }
 
 impl OriginTls {
     pub fn load(cert: &Path, key: &Path, client_ca: &Path, client_names: &[String]) -> anyhow::Result<Self> {
         Ok(Self {
-            cert: Arc::new(OriginCert(ArcSwap::from_pointee(OriginCert::load(cert, key)?))),
+            cert: Arc::new(ServerCert(ArcSwap::from_pointee(ServerCert::load(cert, key)?))),
             verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(EdgeVerifier::policy(client_ca, client_names)?))),
             cert_path: cert.to_path_buf(),
             key_path: key.to_path_buf(),
@@ -215,7 +252,7 @@ impl OriginTls {
 
     /// Rereads certificate, key and CA; on any error the ones in use stay.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let cert = OriginCert::load(&self.cert_path, &self.key_path)?;
+        let cert = ServerCert::load(&self.cert_path, &self.key_path)?;
         let policy = EdgeVerifier::policy(&self.ca_path, &self.names)?;
         self.cert.0.store(Arc::new(cert));
         self.verifier.0.store(Arc::new(policy));
