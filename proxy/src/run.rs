@@ -30,7 +30,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     let t = &config.tunnel;
     let peer_tls: tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(tls::PeerTls::load(&t.ca, &t.cert, &t.key)?));
     let https = match &config.https {
-        Some(h) => Some(Arc::new(tls::HttpsTls::load(&h.cert, &h.key).context("https certificate")?)),
+        Some(h) => Some(tls::ServerCert::load(&h.cert, &h.key).context("https certificate")?),
         None => None,
     };
     let reloader = {
@@ -41,7 +41,8 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
             "tunnel CA and client certificate"
         };
         tls::Reloader::new(what, move || {
-            // Both loaded before either is swapped: a bad file leaves both as they were.
+            // The tunnel's files first: the HTTPS certificate is swapped as it loads, so nothing
+            // is swapped unless both load.
             let peer = tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
             if let Some(h) = &https {
                 h.reload()?;

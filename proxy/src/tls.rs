@@ -161,66 +161,58 @@ impl ClientCertVerifier for EdgeVerifier {
     }
 }
 
-/// A listener's certificate, swapped in place on reload: the origin's tunnel listener and the
-/// edge's HTTPS listeners.
+/// A listener's certificate and the files it comes from, swapped in place on reload: the
+/// origin's tunnel listener and the edge's HTTPS listeners.
 #[derive(Debug)]
-pub struct ServerCert(ArcSwap<CertifiedKey>);
+pub struct ServerCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    live: ArcSwap<CertifiedKey>,
+}
 
 impl ServerCert {
-    fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            live: ArcSwap::from_pointee(Self::read(cert, key)?),
+            cert_path: cert.to_path_buf(),
+            key_path: key.to_path_buf(),
+        }))
+    }
+
+    fn read(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
         let (chain, key_der) = certs_and_key(cert, key)?;
         // Only the provider's key loader is used here, which all providers share.
         CertifiedKey::from_der(chain, key_der, &tls13_only())
             .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))
     }
+
+    /// Rereads certificate and key; on any error the ones in use stay.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        self.live.store(Arc::new(Self::read(&self.cert_path, &self.key_path)?));
+        Ok(())
+    }
+
+    /// Listener settings presenting this certificate, reloadable: HTTP/2 and HTTP/1.1 by ALPN.
+    /// The edge's HTTPS listeners use them as they are (TLS 1.2 and 1.3, for browsers).
+    pub fn settings(self: &Arc<Self>) -> anyhow::Result<TlsSettings> {
+        let mut settings = TlsSettings::intermediate(path_str(&self.cert_path)?, path_str(&self.key_path)?)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("certificate {}", self.cert_path.display()))?;
+        settings.enable_h2();
+        settings.set_cert_resolver(self.clone());
+        Ok(settings)
+    }
 }
 
 impl ResolvesServerCert for ServerCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
+        Some(self.live.load_full())
     }
 }
 
-/// The edge's HTTPS listeners: the certificate clients see, reloadable.
-#[derive(Debug)]
-pub struct HttpsTls {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    cert: Arc<ServerCert>,
-}
-
-impl HttpsTls {
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        Ok(Self {
-            cert: Arc::new(ServerCert(ArcSwap::from_pointee(ServerCert::load(cert, key)?))),
-            cert_path: cert.to_path_buf(),
-            key_path: key.to_path_buf(),
-        })
-    }
-
-    /// Listener settings: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3 (browsers), the
-    /// reloadable certificate.
-    pub fn settings(&self) -> anyhow::Result<TlsSettings> {
-        let mut settings = TlsSettings::intermediate(path_str(&self.cert_path)?, path_str(&self.key_path)?)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("https certificate")?;
-        settings.enable_h2();
-        settings.set_cert_resolver(self.cert.clone());
-        Ok(settings)
-    }
-
-    /// Rereads certificate and key; on any error the ones in use stay.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        self.cert.0.store(Arc::new(ServerCert::load(&self.cert_path, &self.key_path)?));
-        Ok(())
-    }
-}
-
-/// The origin's side of the tunnel's TLS: files, and the live certificate and verifier.
+/// The origin's side of the tunnel's TLS: its certificate, and the live verifier of edges.
 #[derive(Debug)]
 pub struct OriginTls {
-    cert_path: PathBuf,
-    key_path: PathBuf,
     ca_path: PathBuf,
     names: Vec<String>,
     cert: Arc<ServerCert>,
@@ -230,10 +222,8 @@ pub struct OriginTls {
 impl OriginTls {
     pub fn load(cert: &Path, key: &Path, client_ca: &Path, client_names: &[String]) -> anyhow::Result<Self> {
         Ok(Self {
-            cert: Arc::new(ServerCert(ArcSwap::from_pointee(ServerCert::load(cert, key)?))),
+            cert: ServerCert::load(cert, key)?,
             verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(EdgeVerifier::policy(client_ca, client_names)?))),
-            cert_path: cert.to_path_buf(),
-            key_path: key.to_path_buf(),
             ca_path: client_ca.to_path_buf(),
             names: client_names.to_vec(),
         })
@@ -242,19 +232,17 @@ impl OriginTls {
     /// Listener settings: ALPN h2 (HTTP/1.1 allowed, for debugging with curl), the reloadable
     /// certificate, mutual TLS. Early data stays off (rustls's default: no 0-RTT replays).
     pub fn settings(&self) -> anyhow::Result<TlsSettings> {
-        let mut settings = TlsSettings::intermediate(path_str(&self.cert_path)?, path_str(&self.key_path)?)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        settings.enable_h2();
-        settings.set_cert_resolver(self.cert.clone());
+        let mut settings = self.cert.settings()?;
         settings.set_client_cert_verifier(self.verifier.clone());
         Ok(settings)
     }
 
     /// Rereads certificate, key and CA; on any error the ones in use stay.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let cert = ServerCert::load(&self.cert_path, &self.key_path)?;
+        // The CA first: the certificate is swapped as it loads, so nothing is swapped unless
+        // both load.
         let policy = EdgeVerifier::policy(&self.ca_path, &self.names)?;
-        self.cert.0.store(Arc::new(cert));
+        self.cert.reload()?;
         self.verifier.0.store(Arc::new(policy));
         Ok(())
     }
