@@ -21,7 +21,8 @@ pub struct Knock<'a> {
     pub server_name: &'a str,
 }
 
-fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+/// The certificates in a PEM file, in order.
+pub fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
     let mut r = std::io::BufReader::new(std::fs::File::open(path).expect("certificate file"));
     rustls_pemfile::certs(&mut r).collect::<Result<_, _>>().expect("PEM certificates")
 }

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use railproxy_integration::process::{free_loopback, railproxy, text};
-use railproxy_integration::tls_client::{Knock, https_get, knock};
+use railproxy_integration::tls_client::{Knock, certs, https_get, knock};
 use railproxy_integration::{Knobs, Stack};
 use tunnel::sample;
 
+/// The leaf certificate of a PEM file, as a server presents it.
 fn der(pem: &Path) -> Vec<u8> {
-    let mut r = std::io::BufReader::new(std::fs::File::open(pem).unwrap());
-    rustls_pemfile::certs(&mut r).next().expect("a certificate").unwrap().to_vec()
+    certs(pem).first().expect("a certificate").to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,13 +96,13 @@ pub fn issue(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32)
         let now = time::OffsetDateTime::now_utc();
         let validity = (now - time::Duration::days(1), now + time::Duration::days(i64::from(days)));
         let (cert, key) = leaf(names, usage, validity, &issuer)?;
-        write(&pem, &cert, false)?;
-        write(&key_path, &key, true)?;
+        write(&pem, cert.as_bytes(), false)?;
+        write(&key_path, key.as_bytes(), true)?;
         println!("created {}", pem.display());
     }
     let ca_copy = out.join("ca.pem");
     if !ca_copy.exists() {
-        write(&ca_copy, &ca_text, false)?;
+        write(&ca_copy, ca_text.as_bytes(), false)?;
         println!("created {}", ca_copy.display());
     }
     Ok(())
@@ -161,8 +161,8 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
         }
         let names: Vec<String> = leaf.names.iter().map(|s| s.to_string()).collect();
         let (cert, key) = self::leaf(&names, leaf.usage.clone(), validity(2), &issuer)?;
-        write(&pem, &cert, false)?;
-        write(&key_path, &key, true)?;
+        write(&pem, cert.as_bytes(), false)?;
+        write(&key_path, key.as_bytes(), true)?;
         println!("created {}", pem.display());
     }
     Ok(())
@@ -184,8 +184,8 @@ pub fn ca(out: &Path) -> anyhow::Result<KeyPair> {
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         (params.not_before, params.not_after) = validity(10);
         let cert = params.self_signed(&key)?;
-        write(&ca_pem, &cert.pem(), false)?;
-        write(&ca_key_path, &key.serialize_pem(), true)?;
+        write(&ca_pem, cert.pem().as_bytes(), false)?;
+        write(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
         println!("created {}", ca_pem.display());
         Ok(key)
     }
@@ -208,7 +208,9 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn write(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
+/// Creates `path` with its mode from the start (0600 for a secret): a key is never readable by
+/// others, not even for a moment.
+pub(crate) fn write(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mode = if secret { 0o600 } else { 0o644 };
@@ -218,5 +220,5 @@ fn write(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))
 }

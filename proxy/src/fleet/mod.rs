@@ -107,27 +107,15 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Copies on every render: the inventory's file is the one to deploy (a renewed certificate
 /// reaches the hosts by rendering again).
 fn copy(c: &Copied, dir: &Path) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let to = dir.join(c.to);
     let bytes = std::fs::read(&c.from).with_context(|| format!("reading {}", c.from.display()))?;
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    // A new file, created with its mode: a key is never readable by others, not even for a
-    // moment, whatever mode an earlier copy had.
+    // Written anew, as render writes the certificates it issues, whatever mode an earlier
+    // copy had.
     let _ = std::fs::remove_file(&to);
-    let mode = if c.private { 0o600 } else { 0o644 };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&to)
-        .with_context(|| format!("creating {}", to.display()))?;
-    file.write_all(&bytes).with_context(|| format!("writing {}", to.display()))?;
-    // The umask may have taken bits the copy needs (0644 for a certificate).
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", to.display()))?;
+    certs::write(&to, &bytes, c.private)?;
     println!("copied  {} (from {})", to.display(), c.from.display());
     Ok(())
 }
