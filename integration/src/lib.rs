@@ -8,6 +8,7 @@ pub mod fake_origin;
 pub mod metrics;
 pub mod process;
 pub mod raw;
+pub mod raw_h2;
 pub mod stack;
 pub mod tls_client;
 

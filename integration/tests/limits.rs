@@ -1,11 +1,12 @@
 //! `limits`: slow heads are cut off while other clients are served, connections are capped in
 //! all and per client IP, oversized heads get 431 and bodies 413, HTTP/2 clients are told the
-//! stream limit.
+//! stream limit, and a client that resets streams in a burst is cut off.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use railproxy_integration::raw::send;
+use railproxy_integration::raw_h2::{self, Frame, H2Answer};
 use railproxy_integration::{Http, Knobs, Stack};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -186,43 +187,38 @@ async fn http2_clients_are_told_the_stream_limit() {
     assert_eq!(conn.max_concurrent_send_streams(), 7);
 }
 
-/// Opens streams and cancels each at once (HTTP/2 rapid reset); returns how many were sent
-/// before the edge ended the connection, or None if it never did.
-async fn rapid_reset(stack: &Stack, streams: usize) -> Option<usize> {
-    let tcp = tokio::net::TcpStream::connect(stack.edge_addr).await.unwrap();
-    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
-    let ended = tokio::spawn(conn);
-    for i in 0..streams {
-        let req = http::Request::get(stack.url("/pages/generated-100k")).body(()).unwrap();
-        client = match client.ready().await {
-            Ok(c) => c,
-            Err(_) => return Some(i),
-        };
-        match client.send_request(req, true) {
-            // Dropping the response future resets the stream (RST_STREAM CANCEL).
-            Ok((resp, _)) => drop(resp),
-            Err(_) => return Some(i),
-        }
-        if ended.is_finished() {
-            return Some(i);
-        }
-        tokio::task::yield_now().await;
+/// Opens `streams` streams and cancels each at once (HTTP/2 rapid reset), all in one write so the
+/// edge reads them before it can take any stream up, then pings: the ping's answer shows the
+/// edge read the whole burst and kept the connection.
+async fn rapid_reset(stack: &Stack, streams: u32) -> H2Answer {
+    let authority = stack.url("/").parse::<http::Uri>().unwrap().authority().unwrap().to_string();
+    let mut frames = vec![Frame::settings()];
+    for id in (1..).step_by(2).take(streams as usize) {
+        frames.push(Frame::get(id, &authority, "/health"));
+        frames.push(Frame::rst_stream(id, raw_h2::CANCEL));
     }
-    match tokio::time::timeout(Duration::from_secs(2), ended).await {
-        Ok(_) => Some(streams),
-        Err(_) => None,
-    }
+    let ping = *b"burst-ok";
+    frames.push(Frame::ping(ping));
+    let answer = raw_h2::exchange(stack.edge_addr, &frames, |f| f.is_ping_ack(ping), Duration::from_secs(5)).await;
+    eprintln!(
+        "rapid reset of {streams} streams: goaway {:?}, ping answered {}, closed {}",
+        answer.goaway_code(),
+        answer.matched,
+        answer.closed
+    );
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_ends_the_connection() {
     let stack = Stack::start(with_limits("{h2_max_resets: 10}")).await;
-    // h2 counts streams the client reset before the server took them up, so the cut comes after
-    // the server falls behind, not at the 10th stream; with h2_max_resets 1000000 the same
-    // 5,000 streams leave the connection up.
-    let cut = rapid_reset(&stack, 5_000).await;
-    eprintln!("rapid reset with h2_max_resets 10: connection ended after {cut:?} streams");
-    assert!(cut.is_some_and(|n| n < 5_000), "5,000 reset streams and the connection lives on");
+    // One over the limit; h2's own default (20) would let these through.
+    let burst = rapid_reset(&stack, 11).await;
+    assert_eq!(burst.goaway_code(), Some(raw_h2::ENHANCE_YOUR_CALM), "11 reset streams and no GOAWAY: {burst:?}");
+    assert!(!burst.matched, "the edge read on after the GOAWAY and answered the ping");
+    // Within the limit, the same kind of burst leaves the connection up.
+    let within = rapid_reset(&stack, 10).await;
+    assert!(within.matched && within.goaway_code().is_none(), "10 reset streams ended the connection: {within:?}");
     // A normal client is still served.
     assert_eq!(Http::h2c().get(&stack.url("/health"), &[]).await.unwrap().status, 200);
 }
