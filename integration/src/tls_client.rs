@@ -27,6 +27,12 @@ pub fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
     rustls_pemfile::certs(&mut r).collect::<Result<_, _>>().expect("PEM certificates")
 }
 
+/// When the first certificate in a PEM file expires, Unix seconds.
+pub fn not_after(path: &Path) -> i64 {
+    let first = certs(path).into_iter().next().expect("a certificate");
+    x509_parser::parse_x509_certificate(&first).expect("an X.509 certificate").1.validity().not_after.timestamp()
+}
+
 fn key(path: &Path) -> PrivateKeyDer<'static> {
     let mut r = std::io::BufReader::new(std::fs::File::open(path).expect("key file"));
     rustls_pemfile::private_key(&mut r).expect("PEM key").expect("a key")

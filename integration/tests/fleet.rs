@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use railproxy_integration::process::{bin, free_port, railproxy, repo, text};
-use railproxy_integration::tls_client::https_get;
+use railproxy_integration::tls_client::{https_get, not_after};
 use railproxy_integration::{Backend, Http, Metrics, Proc};
 use tunnel::sample;
 
@@ -95,6 +95,76 @@ fn the_example_fleet_renders_and_every_config_checks() {
     let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read(out.join("origin-dc1-a/tls/origin-dc1-a.pem")).unwrap(), cert);
+}
+
+#[test]
+fn render_renews_the_certificates_that_no_longer_fit_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(repo().join("deploy/fleet.example.yaml"), d.join("fleet.yaml")).unwrap();
+    let ok = |args: &[&str]| {
+        let o = railproxy(d, args);
+        assert!(o.status.success(), "railproxy {args:?}:\n{}", text(&o));
+        text(&o)
+    };
+    ok(&["certs", "ca", "--out", "ca"]);
+    ok(&["certs", "ca", "--out", "other-ca"]);
+    ok(&["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    let out = d.join("out");
+    let cert = |host: &str| out.join(host).join("tls").join(format!("{host}.pem"));
+    let hosts = ["edge-fra-1", "edge-fra-2", "edge-nyc-1", "origin-dc1-a", "origin-dc1-b", "origin-blog-1"];
+    let before: Vec<Vec<u8>> = hosts.iter().map(|h| std::fs::read(cert(h)).unwrap()).collect();
+    // Certificates an operator could have left there: one that expires in a month, one from
+    // another CA, one with the wrong role.
+    let replace_with = |host: &str, args: &[&str]| {
+        std::fs::remove_file(cert(host)).unwrap();
+        std::fs::remove_file(cert(host).with_extension("key")).unwrap();
+        let tls = out.join(host).join("tls");
+        let mut all = vec!["certs", "issue", "--name", host, "--out", tls.to_str().unwrap()];
+        all.extend(args);
+        ok(&all);
+    };
+    replace_with("edge-fra-1", &["--ca", "ca", "--role", "edge", "--days", "30"]);
+    replace_with("edge-fra-2", &["--ca", "other-ca", "--role", "edge"]);
+    replace_with("edge-nyc-1", &["--ca", "ca", "--role", "origin"]);
+    // And the site dc1 moves to a new server name, which its listeners' certificates must carry.
+    let fleet = std::fs::read_to_string(d.join("fleet.yaml")).unwrap();
+    std::fs::write(d.join("fleet.yaml"), fleet.replace("dc1.origin.railproxy.internal", "dc1.origin.example.net"))
+        .unwrap();
+
+    let t = ok(&["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    println!("{t}");
+    let line = |host: &str| {
+        // As render names it: under the -o it was given.
+        let path = format!("out/{host}/tls/{host}.pem");
+        t.lines().find(|l| l.ends_with(&path) || l.contains(&format!("{path}: "))).unwrap_or_default().to_string()
+    };
+    assert!(
+        line("edge-fra-1").starts_with("renewed") && line("edge-fra-1").contains("less than a third of 365 days left")
+    );
+    assert!(line("edge-fra-2").ends_with(": not issued by this CA"), "{}", line("edge-fra-2"));
+    assert!(line("edge-nyc-1").ends_with(": not a client (edge) certificate"), "{}", line("edge-nyc-1"));
+    for h in ["origin-dc1-a", "origin-dc1-b"] {
+        let want = format!(": names dc1.origin.railproxy.internal, {h} instead of dc1.origin.example.net, {h}");
+        assert!(line(h).starts_with("renewed") && line(h).ends_with(&want), "{}", line(h));
+    }
+    assert!(line("origin-blog-1").starts_with("kept"), "{}", line("origin-blog-1"));
+    assert_eq!(std::fs::read(cert("origin-blog-1")).unwrap(), before[5]);
+    // edge-fra-2's ca.pem was the other CA's, copied by `certs issue`.
+    assert!(t.contains("replaced ") && t.contains("edge-fra-2/tls/ca.pem: it did not hold the CA"), "{t}");
+    assert_eq!(std::fs::read(out.join("edge-fra-2/tls/ca.pem")).unwrap(), std::fs::read(d.join("ca/ca.pem")).unwrap());
+    for (h, old) in hosts.iter().zip(&before).take(5) {
+        assert_ne!(&std::fs::read(cert(h)).unwrap(), old, "{h} still has its first certificate");
+    }
+    let year = not_after(&cert("edge-fra-1")) - std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_secs() as i64;
+    assert!((364 * 86_400..=365 * 86_400).contains(&year), "renewed for {} days", year / 86_400);
+    let key = std::fs::metadata(cert("edge-fra-1").with_extension("key")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
+
+    // What was renewed fits: the next render keeps everything.
+    let again = ok(&["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    assert!(!again.contains("renewed") && !again.contains("replaced"), "{again}");
+    assert_eq!(again.matches("kept    ").count(), hosts.len(), "{again}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use railproxy_integration::process::{free_loopback, railproxy, text};
-use railproxy_integration::tls_client::{Knock, certs, https_get, knock};
+use railproxy_integration::tls_client::{Knock, certs, https_get, knock, not_after};
 use railproxy_integration::{Knobs, Stack};
 use tunnel::sample;
 
@@ -62,9 +62,15 @@ async fn https_clients_get_the_backends_bytes_over_http1_and_h2() {
     let k = Knock { ca: &ca, client: None, tls12: false, server_name: "localhost" };
     let first = knock(https, k, "localhost", &path).await;
     assert!(first.served() && first.server_cert == Some(der(&cert)), "the certificate before renewal: {first:?}");
+    let expiry = || async {
+        let m = stack.edge_metrics().await;
+        m.sum("railproxy_tls_certificate_expiry_timestamp_seconds", &[("cert", "https")]) as i64
+    };
+    assert_eq!(expiry().await, not_after(&cert), "the HTTPS certificate's expiry");
+    // Valid 100 days, unlike the first (730), so that the expiry tells them apart.
     let o = railproxy(
         site.path(),
-        &["certs", "issue", "--ca", ".", "--role", "origin", "--name", "localhost", "--out", "next"],
+        &["certs", "issue", "--ca", ".", "--role", "origin", "--name", "localhost", "--days", "100", "--out", "next"],
     );
     assert!(o.status.success(), "{}", text(&o));
     for (from, to) in [("next/localhost.pem", "origin.pem"), ("next/localhost.key", "origin.key")] {
@@ -82,4 +88,5 @@ async fn https_clients_get_the_backends_bytes_over_http1_and_h2() {
     let a = knock(https, k, "localhost", &path).await;
     assert!(a.served(), "no answer after the reload: {a:?}");
     assert!(a.server_cert == Some(renewed), "the edge still presents the old certificate after SIGHUP");
+    assert_eq!(expiry().await, not_after(&cert), "the expiry of the renewed certificate");
 }

@@ -211,6 +211,9 @@ async fn prometheus_scrapes_edge_and_origin_and_every_dashboard_query_runs() {
     assert_eq!(up[0]["value"][1], "1", "{up}");
 
     // Every alert rule evaluates without error against the live series.
+    let alerts = std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yml")).unwrap();
+    let declared = alerts.lines().filter(|l| l.trim_start().starts_with("- alert:")).count();
+    assert!(declared >= 7, "{declared} alert rules in alerts.yml");
     let rules = until("alert rules evaluated", Duration::from_secs(30), || async move {
         let data = api(prom, "/api/v1/rules").await;
         let rules: Vec<Value> = data["groups"]
@@ -218,7 +221,7 @@ async fn prometheus_scrapes_edge_and_origin_and_every_dashboard_query_runs() {
             .iter()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
-        (rules.len() == 5 && rules.iter().all(|r| r["health"] == "ok")).then_some(rules)
+        (rules.len() == declared && rules.iter().all(|r| r["health"] == "ok")).then_some(rules)
     })
     .await;
     for r in &rules {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use railproxy_integration::fake_origin::{FakeOrigin, tunnel_response};
 use railproxy_integration::process::{bin, free_port};
 use railproxy_integration::stack::{edge_yaml, make_certs, start_proxy};
-use railproxy_integration::tls_client::{Knock, knock, plain};
+use railproxy_integration::tls_client::{Knock, knock, not_after, plain};
 use railproxy_integration::{Http, Knobs, Metrics, Stack};
 
 const ORIGIN_NAME: &str = "origin.railproxy.internal";
@@ -20,9 +20,20 @@ fn railproxy(args: &[&str]) {
 }
 
 /// `railproxy certs issue` from the stack's CA.
-fn issue(certs: &Path, role: &str, names: &[&str], out: &Path) -> (PathBuf, PathBuf) {
-    let mut args =
-        vec!["certs", "issue", "--ca", certs.to_str().unwrap(), "--role", role, "--out", out.to_str().unwrap()];
+fn issue(certs: &Path, role: &str, names: &[&str], days: u32, out: &Path) -> (PathBuf, PathBuf) {
+    let days = days.to_string();
+    let mut args = vec![
+        "certs",
+        "issue",
+        "--ca",
+        certs.to_str().unwrap(),
+        "--role",
+        role,
+        "--days",
+        &days,
+        "--out",
+        out.to_str().unwrap(),
+    ];
     for n in names {
         args.extend(["--name", n]);
     }
@@ -57,9 +68,10 @@ async fn the_origin_refuses_every_peer_but_an_edge_from_its_ca_with_a_listed_nam
     railproxy(&["certs", "--out", dir.join("other").to_str().unwrap()]);
     let (other_cert, other_key) = (dir.join("other/edge.pem"), dir.join("other/edge.key"));
     // The right CA, a name the origin does not list.
-    let (stranger_cert, stranger_key) = issue(&certs, "edge", &["stranger.example"], &dir.join("stranger"));
+    let (stranger_cert, stranger_key) = issue(&certs, "edge", &["stranger.example"], 730, &dir.join("stranger"));
     // The right CA and name, but a server (origin) certificate: not for client authentication.
-    let (server_cert, server_key) = issue(&certs, "origin", &["edge.railproxy.internal"], &dir.join("server-usage"));
+    let (server_cert, server_key) =
+        issue(&certs, "origin", &["edge.railproxy.internal"], 730, &dir.join("server-usage"));
 
     let path = "/cache/60/knock";
     let origin = stack.origin_addr;
@@ -167,10 +179,18 @@ async fn certificates_reload_on_sighup_and_tunnel_connections_stay_up() {
     let before = knock(stack.origin_addr, k, "127.0.0.1", "/").await;
     assert!(before.served());
     assert_eq!(before.server_cert.as_deref(), Some(&der(&certs.join("origin.pem"))[..]));
+    // Both sides publish when the certificate they use expires.
+    let expiry = |admin| async move {
+        Metrics::scrape(admin).await.sum("railproxy_tls_certificate_expiry_timestamp_seconds", &[("cert", "tunnel")])
+            as i64
+    };
+    assert_eq!(expiry(stack.origin_admin).await, not_after(&certs.join("origin.pem")));
+    assert_eq!(expiry(stack.edge_admin).await, not_after(&edge_cert));
 
-    // Rotate: a new origin certificate from the same CA replaces the files, then SIGHUP.
+    // Rotate: a new origin certificate from the same CA (valid 100 days, not the first one's 730)
+    // replaces the files, then SIGHUP.
     let (new_cert, new_key) =
-        issue(&certs, "origin", &[ORIGIN_NAME, "localhost", "127.0.0.1"], &stack.dir.path().join("new"));
+        issue(&certs, "origin", &[ORIGIN_NAME, "localhost", "127.0.0.1"], 100, &stack.dir.path().join("new"));
     std::fs::copy(&new_cert, certs.join("origin.pem")).unwrap();
     std::fs::copy(&new_key, certs.join("origin.key")).unwrap();
     let origin_admin = stack.origin_admin;
@@ -180,6 +200,7 @@ async fn certificates_reload_on_sighup_and_tunnel_connections_stay_up() {
     let after = knock(stack.origin_addr, k, "127.0.0.1", "/").await;
     assert!(after.served());
     assert_eq!(after.server_cert.as_deref(), Some(&der(&new_cert)[..]), "new handshakes get the new certificate");
+    assert_eq!(expiry(origin_admin).await, not_after(&new_cert), "the expiry of the certificate now in use");
     // Every connection so far: the edge's (requests and probes) and the two knocks.
     let connections = stack.origin_metrics().await.sum("railproxy_tunnel_connections_total", &[("mode", "origin")]);
     // The edge's tunnel connection was not dropped: the next requests reuse it.
@@ -198,6 +219,7 @@ async fn certificates_reload_on_sighup_and_tunnel_connections_stay_up() {
     let still = knock(stack.origin_addr, k, "127.0.0.1", "/").await;
     assert!(still.served());
     assert_eq!(still.server_cert.as_deref(), Some(&der(&new_cert)[..]));
+    assert_eq!(expiry(origin_admin).await, not_after(&new_cert), "a refused reload changed the expiry");
 
     // CA rotation: a file with both the old and a new CA lets edges of either in.
     std::fs::copy(&new_cert, certs.join("origin.pem")).unwrap();

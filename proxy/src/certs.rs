@@ -1,5 +1,6 @@
 //! `railproxy certs`: a private CA and the certificates the tunnel needs, for the demo and for
-//! small deployments. Idempotent: existing files are kept.
+//! small deployments. Idempotent: existing files are kept while they are what would be issued
+//! now, and renewed in the last third of their validity.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,12 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, UnixTime};
+
 use crate::exit::CmdResult;
+
+mod renewal;
 
 /// Name in the origin listener's certificate, which edges check (`tunnel.server_name`).
 pub const ORIGIN_NAME: &str = "origin.railproxy.internal";
@@ -20,7 +26,9 @@ pub const HELP: &str = "Writes into DIR (created if missing):
   ca.pem, ca.key          private CA (valid 10 years); keep ca.key offline in production
   origin.pem, origin.key  origin listener (2 years): DNS origin.railproxy.internal, localhost, IP 127.0.0.1
   edge.pem, edge.key      edge client certificate (2 years): DNS edge.railproxy.internal
-Existing files are kept; missing certificates are issued from the existing CA.
+Existing files are kept; missing certificates are issued from the existing CA, and certificates
+that no longer fit (other names, role or CA, or less than a third of their validity left) are
+renewed.
 Keys are written with mode 0600.
 
 For a fleet, `railproxy certs ca --out DIR` creates just a CA; `railproxy fleet render` issues
@@ -65,6 +73,15 @@ pub enum Role {
     Edge,
 }
 
+impl Role {
+    fn usage(self) -> ExtendedKeyUsagePurpose {
+        match self {
+            Role::Origin => ExtendedKeyUsagePurpose::ServerAuth,
+            Role::Edge => ExtendedKeyUsagePurpose::ClientAuth,
+        }
+    }
+}
+
 pub fn run_cmd(cmd: CertsCmd) -> CmdResult {
     match cmd {
         CertsCmd::Issue { ca, names, role, out, days } => issue(&ca, &names, role, &out, days).map_err(Into::into),
@@ -72,8 +89,8 @@ pub fn run_cmd(cmd: CertsCmd) -> CmdResult {
     }
 }
 
-/// Issues `names[0].pem` and `.key` into `out` from the CA in `ca_dir` (kept if both exist), with
-/// a copy of ca.pem.
+/// Issues `names[0].pem` and `.key` into `out` from the CA in `ca_dir` (kept while they fit, see
+/// `renewal`), with a copy of ca.pem (kept while it holds that CA, e.g. in a rotation bundle).
 pub fn issue(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32) -> anyhow::Result<()> {
     let stem = &names[0];
     if stem.is_empty() || stem.contains(['/', '\\']) || stem.starts_with('.') {
@@ -85,27 +102,55 @@ pub fn issue(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32)
     let ca_text = read(&ca_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_text, &ca_key).context("reading the CA certificate")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let (pem, key_path) = (out.join(format!("{stem}.pem")), out.join(format!("{stem}.key")));
-    if pem.exists() && key_path.exists() {
-        println!("kept    {}", pem.display());
-    } else {
-        let usage = match role {
-            Role::Origin => ExtendedKeyUsagePurpose::ServerAuth,
-            Role::Edge => ExtendedKeyUsagePurpose::ClientAuth,
-        };
-        let now = time::OffsetDateTime::now_utc();
-        let validity = (now - time::Duration::days(1), now + time::Duration::days(i64::from(days)));
-        let (cert, key) = leaf(names, usage, validity, &issuer)?;
-        write(&pem, cert.as_bytes(), false)?;
-        write(&key_path, key.as_bytes(), true)?;
-        println!("created {}", pem.display());
-    }
+    ensure_leaf(out, stem, names, role, days, (&issuer, &ca_text))?;
     let ca_copy = out.join("ca.pem");
     if !ca_copy.exists() {
         write(&ca_copy, ca_text.as_bytes(), false)?;
         println!("created {}", ca_copy.display());
+    } else if !holds(&read(&ca_copy)?, &ca_text) {
+        replace(&ca_copy, ca_text.as_bytes(), false)?;
+        println!("replaced {}: it did not hold the CA that issues the certificates", ca_copy.display());
     }
     Ok(())
+}
+
+/// Writes `stem.pem` and `.key` into `out`, unless the pair there may be kept as it is.
+fn ensure_leaf(
+    out: &Path,
+    stem: &str,
+    names: &[String],
+    role: Role,
+    days: u32,
+    (issuer, ca_pem): (&Issuer<'_, &KeyPair>, &str),
+) -> anyhow::Result<()> {
+    let (pem, key_path) = (out.join(format!("{stem}.pem")), out.join(format!("{stem}.key")));
+    let renewing = if pem.exists() && key_path.exists() {
+        match renewal::unfit(&read(&pem)?, ca_pem, names, role, days, UnixTime::now()) {
+            None => {
+                println!("kept    {}", pem.display());
+                return Ok(());
+            }
+            why => why,
+        }
+    } else {
+        None
+    };
+    let (cert, key) = leaf(names, role.usage(), validity(days), issuer)?;
+    // The key first: a process reloading in between finds a pair that does not match and keeps
+    // the one in use.
+    replace(&key_path, key.as_bytes(), true)?;
+    replace(&pem, cert.as_bytes(), false)?;
+    match renewing {
+        Some(why) => println!("renewed {}: {why}", pem.display()),
+        None => println!("created {}", pem.display()),
+    }
+    Ok(())
+}
+
+/// Whether the PEM bundle `bundle` holds the (first) certificate of `ca_pem`.
+fn holds(bundle: &str, ca_pem: &str) -> bool {
+    let Ok(ca) = CertificateDer::from_pem_slice(ca_pem.as_bytes()) else { return false };
+    CertificateDer::pem_slice_iter(bundle.as_bytes()).any(|c| c.is_ok_and(|c| c == ca))
 }
 
 /// A leaf certificate and its key, PEM.
@@ -128,16 +173,15 @@ fn leaf(
 struct Leaf {
     stem: &'static str,
     names: &'static [&'static str],
-    usage: ExtendedKeyUsagePurpose,
+    role: Role,
 }
 
+/// The demo's certificates: two years.
+const DEMO_DAYS: u32 = 730;
+
 const LEAVES: [Leaf; 2] = [
-    Leaf {
-        stem: "origin",
-        names: &[ORIGIN_NAME, "localhost", "127.0.0.1"],
-        usage: ExtendedKeyUsagePurpose::ServerAuth,
-    },
-    Leaf { stem: "edge", names: &[EDGE_NAME], usage: ExtendedKeyUsagePurpose::ClientAuth },
+    Leaf { stem: "origin", names: &[ORIGIN_NAME, "localhost", "127.0.0.1"], role: Role::Origin },
+    Leaf { stem: "edge", names: &[EDGE_NAME], role: Role::Edge },
 ];
 
 pub fn run(out: &Path) -> CmdResult {
@@ -153,17 +197,10 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
     let ca_key = ca(out)?;
     let ca_pem = out.join("ca.pem");
     let issuer = Issuer::from_ca_cert_pem(&read(&ca_pem)?, &ca_key).context("reading the CA certificate")?;
+    let ca_text = read(&ca_pem)?;
     for leaf in &LEAVES {
-        let (pem, key_path) = (out.join(format!("{}.pem", leaf.stem)), out.join(format!("{}.key", leaf.stem)));
-        if pem.exists() && key_path.exists() {
-            println!("kept    {}", pem.display());
-            continue;
-        }
         let names: Vec<String> = leaf.names.iter().map(|s| s.to_string()).collect();
-        let (cert, key) = self::leaf(&names, leaf.usage.clone(), validity(2), &issuer)?;
-        write(&pem, cert.as_bytes(), false)?;
-        write(&key_path, key.as_bytes(), true)?;
-        println!("created {}", pem.display());
+        ensure_leaf(out, leaf.stem, &names, leaf.role, DEMO_DAYS, (&issuer, &ca_text))?;
     }
     Ok(())
 }
@@ -182,7 +219,7 @@ pub fn ca(out: &Path) -> anyhow::Result<KeyPair> {
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        (params.not_before, params.not_after) = validity(10);
+        (params.not_before, params.not_after) = validity(10 * 365);
         let cert = params.self_signed(&key)?;
         write(&ca_pem, cert.pem().as_bytes(), false)?;
         write(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
@@ -198,10 +235,10 @@ fn dn(common_name: &str) -> DistinguishedName {
     dn
 }
 
-/// From a day ago (clock skew between hosts) for `years`.
-fn validity(years: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+/// From a day ago (clock skew between hosts) for `days`.
+fn validity(days: u32) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    (now - time::Duration::days(1), now + time::Duration::days(365 * years))
+    (now - time::Duration::days(1), now + time::Duration::days(i64::from(days)))
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -221,4 +258,16 @@ pub(crate) fn write(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<(
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Replaces `path` whole: written beside it, then renamed over it, so a reader finds the old
+/// file or the new one, never part of one, and the new file has its mode from the start.
+pub(crate) fn replace(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
+    let mut name = path.file_name().with_context(|| format!("{} names no file", path.display()))?.to_os_string();
+    name.push(".new");
+    let next = path.with_file_name(name);
+    // Left over from an interrupted run.
+    let _ = std::fs::remove_file(&next);
+    write(&next, bytes, secret)?;
+    std::fs::rename(&next, path).with_context(|| format!("renaming {} to {}", next.display(), path.display()))
 }

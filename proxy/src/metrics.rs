@@ -200,6 +200,18 @@ pub static TLS_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// When each certificate in use stops being valid (Unix seconds), set whenever one goes into use
+/// (start, SIGHUP): `tunnel` (the origin's server certificate, the edge's client certificate),
+/// `https` (the edge's). Alerts fire from it well before a handshake would fail.
+pub static TLS_CERT_EXPIRY: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "railproxy_tls_certificate_expiry_timestamp_seconds",
+        "Not-after time of the certificate in use, Unix seconds",
+        &["cert"]
+    )
+    .expect("metric")
+});
+
 /// Edge: clients refused by a `limits` setting (head_timeout, connections, connections_per_ip,
 /// headers, body).
 pub static LIMIT_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -28,9 +28,11 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     metrics::init("edge");
     let config = Arc::new(config);
     let t = &config.tunnel;
-    let peer_tls: tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(tls::PeerTls::load(&t.ca, &t.cert, &t.key)?));
+    let peer_tls = tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
+    peer_tls.in_use();
+    let peer_tls: tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(peer_tls));
     let https = match &config.https {
-        Some(h) => Some(tls::ServerCert::load(&h.cert, &h.key).context("https certificate")?),
+        Some(h) => Some(tls::ServerCert::load("https", &h.cert, &h.key).context("https certificate")?),
         None => None,
     };
     let reloader = {
@@ -47,6 +49,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
             if let Some(h) = &https {
                 h.reload()?;
             }
+            peer.in_use();
             shared.store(Arc::new(peer));
             Ok(())
         })

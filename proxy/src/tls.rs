@@ -46,6 +46,26 @@ fn certs_and_key(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<
         .with_context(|| format!("{} holds no certificate or {} no private key", cert.display(), key.display()))
 }
 
+/// A certificate's last valid moment, Unix seconds.
+pub fn not_after(der: &[u8]) -> anyhow::Result<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).context("parsing the certificate")?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// The not-after time of the first certificate of a chain, for the expiry metric. A certificate
+/// rustls accepted that the parser does not is served anyway, unmeasured.
+fn expiry_of(chain: &[CertificateDer<'_>], file: &Path) -> Option<i64> {
+    let first = chain.first()?;
+    not_after(first).map_err(|e| log::warn!("{}: expiry not measured: {e:#}", file.display())).ok()
+}
+
+/// Publishes when the certificate `cert` (`tunnel`, `https`) now in use expires.
+fn publish_expiry(cert: &'static str, not_after: Option<i64>) {
+    if let Some(t) = not_after {
+        metrics::TLS_CERT_EXPIRY.with_label_values(&[cert]).set(t);
+    }
+}
+
 /// Every certificate in a CA file: one CA, or several while a CA is being rotated.
 fn ca_certs(ca: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     use rustls::pki_types::pem::PemObject as _;
@@ -165,30 +185,40 @@ impl ClientCertVerifier for EdgeVerifier {
 /// origin's tunnel listener and the edge's HTTPS listeners.
 #[derive(Debug)]
 pub struct ServerCert {
+    /// Its label in the expiry metric.
+    label: &'static str,
     cert_path: PathBuf,
     key_path: PathBuf,
     live: ArcSwap<CertifiedKey>,
 }
 
 impl ServerCert {
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<Self>> {
+    /// `label` names it in the expiry metric (`tunnel`, `https`).
+    pub fn load(label: &'static str, cert: &Path, key: &Path) -> anyhow::Result<Arc<Self>> {
+        let (live, expiry) = Self::read(cert, key)?;
+        publish_expiry(label, expiry);
         Ok(Arc::new(Self {
-            live: ArcSwap::from_pointee(Self::read(cert, key)?),
+            label,
+            live: ArcSwap::from_pointee(live),
             cert_path: cert.to_path_buf(),
             key_path: key.to_path_buf(),
         }))
     }
 
-    fn read(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    fn read(cert: &Path, key: &Path) -> anyhow::Result<(CertifiedKey, Option<i64>)> {
         let (chain, key_der) = certs_and_key(cert, key)?;
+        let expiry = expiry_of(&chain, cert);
         // Only the provider's key loader is used here, which all providers share.
-        CertifiedKey::from_der(chain, key_der, &tls13_only())
-            .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))
+        let certified = CertifiedKey::from_der(chain, key_der, &tls13_only())
+            .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))?;
+        Ok((certified, expiry))
     }
 
     /// Rereads certificate and key; on any error the ones in use stay.
     pub fn reload(&self) -> anyhow::Result<()> {
-        self.live.store(Arc::new(Self::read(&self.cert_path, &self.key_path)?));
+        let (live, expiry) = Self::read(&self.cert_path, &self.key_path)?;
+        self.live.store(Arc::new(live));
+        publish_expiry(self.label, expiry);
         Ok(())
     }
 
@@ -222,7 +252,7 @@ pub struct OriginTls {
 impl OriginTls {
     pub fn load(cert: &Path, key: &Path, client_ca: &Path, client_names: &[String]) -> anyhow::Result<Self> {
         Ok(Self {
-            cert: ServerCert::load(cert, key)?,
+            cert: ServerCert::load("tunnel", cert, key)?,
             verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(EdgeVerifier::policy(client_ca, client_names)?))),
             ca_path: client_ca.to_path_buf(),
             names: client_names.to_vec(),
@@ -254,6 +284,7 @@ impl OriginTls {
 pub struct PeerTls {
     pub ca: Arc<[WrappedX509]>,
     pub client: Option<Arc<CertKey>>,
+    not_after: Option<i64>,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -267,9 +298,15 @@ impl PeerTls {
         let ca: Vec<WrappedX509> =
             ca_certs(ca)?.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect();
         let (chain, key) = certs_and_key(cert, key)?;
+        let not_after = expiry_of(&chain, cert);
         let chain = chain.into_iter().map(|c| c.to_vec()).collect();
         let client = Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())));
-        Ok(PeerTls { ca: ca.into(), client })
+        Ok(PeerTls { ca: ca.into(), client, not_after })
+    }
+
+    /// Publishes when the client certificate expires, once these files are the ones in use.
+    pub fn in_use(&self) {
+        publish_expiry("tunnel", self.not_after);
     }
 }
 

@@ -26,7 +26,8 @@ pub enum FleetCmd {
         /// The fleet inventory (see deploy/fleet.example.yaml).
         #[arg(short = 'f', long = "file", value_name = "FLEET")]
         file: PathBuf,
-        /// Output folder (created if missing). Certificates already there are kept.
+        /// Output folder (created if missing). Certificates already there are kept while they fit
+        /// (names, role, CA) with more than a third of `cert_days` left; otherwise renewed.
         #[arg(short = 'o', long = "out", value_name = "DIR")]
         out: PathBuf,
     },
@@ -34,7 +35,8 @@ pub enum FleetCmd {
 
 const RENDER_HELP: &str = "Writes, for each edge and origin listener of the inventory:
   DIR/<host>/edge.yaml or origin.yaml    install as <config_dir>/ (paths inside are relative)
-  DIR/<host>/tls/ca.pem, <host>.pem, <host>.key   issued from the fleet CA (kept if present)
+  DIR/<host>/tls/ca.pem, <host>.pem, <host>.key   issued from the fleet CA (kept while they fit;
+                                         renewed, saying why, in the last third of cert_days)
   DIR/<host>/railproxy-edge.service or railproxy-origin.service   hardened systemd unit
   DIR/<host>/https/cert.pem, key.pem     an edge's HTTPS files, copied from the inventory's
 and DIR/inventory.ini (Ansible: groups edges and origins) and DIR/prometheus-targets.yml
@@ -114,8 +116,7 @@ fn copy(c: &Copied, dir: &Path) -> anyhow::Result<()> {
     }
     // Written anew, as render writes the certificates it issues, whatever mode an earlier
     // copy had.
-    let _ = std::fs::remove_file(&to);
-    certs::write(&to, &bytes, c.private)?;
+    certs::replace(&to, &bytes, c.private)?;
     println!("copied  {} (from {})", to.display(), c.from.display());
     Ok(())
 }
