@@ -168,6 +168,52 @@ fn render_renews_the_certificates_that_no_longer_fit_and_keeps_the_rest() {
 }
 
 #[test]
+fn render_removes_what_the_inventory_no_longer_asks_for_and_names_retired_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ok = |args: &[&str]| {
+        let o = railproxy(d, args);
+        assert!(o.status.success(), "railproxy {args:?}:\n{}", text(&o));
+        text(&o)
+    };
+    ok(&["certs", "ca", "--out", "ca"]);
+    ok(&["certs", "issue", "--ca", "ca", "--role", "origin", "--name", "www.example.com", "--out", "site"]);
+    let site = "sites:\n  one:\n    listeners:\n      o-1: {address: 10.0.1.1}\n";
+    let hosts = "    hosts: {www.example.com: {backends: [10.0.2.1:80]}}\n";
+    let https = "https: {listen: ['10.0.0.1:443'], cert: site/www.example.com.pem, key: site/www.example.com.key}";
+    let first = format!(
+        "ca: ca\nedges:\n  edge-1: {{address: 10.0.0.1, hosts: [www.example.com], {https}}}\n  \
+         edge-2: {{address: 10.0.0.2, hosts: [www.example.com]}}\n{site}      o-2: {{address: 10.0.1.2}}\n{hosts}"
+    );
+    std::fs::write(d.join("fleet.yaml"), first).unwrap();
+    let t = ok(&["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    assert!(!t.contains("removed") && !t.contains("warning"), "{t}");
+    let out = d.join("out");
+    assert!(out.join("edge-1/https/key.pem").exists() && out.join("o-2/origin.yaml").exists());
+
+    // edge-1 loses HTTPS, edge-2 is retired, and o-2 turns from an origin listener into an edge.
+    let second = format!(
+        "ca: ca\nedges:\n  edge-1: {{address: 10.0.0.1, hosts: [www.example.com]}}\n  \
+         o-2: {{address: 10.0.1.2, hosts: [www.example.com]}}\n{site}{hosts}"
+    );
+    std::fs::write(d.join("fleet.yaml"), second).unwrap();
+    let t = ok(&["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    println!("{t}");
+    assert!(t.contains("removed out/edge-1/https: the inventory gives edge-1 no HTTPS"), "{t}");
+    assert!(!out.join("edge-1/https").exists());
+    for f in ["origin.yaml", "railproxy-origin.service"] {
+        assert!(t.contains(&format!("removed out/o-2/{f}: o-2 is an edge now")), "{t}");
+        assert!(!out.join("o-2").join(f).exists());
+    }
+    assert!(out.join("o-2/edge.yaml").exists() && out.join("o-2/railproxy-edge.service").exists());
+    assert!(t.contains("renewed out/o-2/tls/o-2.pem: not a client (edge) certificate"), "{t}");
+    assert!(t.contains("warning: out/edge-2 is a host no longer in the inventory"), "{t}");
+    assert!(out.join("edge-2/tls/edge-2.key").exists(), "a retired host's folder is the operator's to remove");
+    // Nothing else is taken for a retired host.
+    assert_eq!(t.matches("warning:").count(), 1, "{t}");
+}
+
+#[test]
 fn an_invalid_inventory_fails_with_every_problem_listed() {
     let dir = tempfile::tempdir().unwrap();
     let fleet = "ca: no-such-ca
@@ -399,7 +445,7 @@ sites:
         run = d.join("run").display(),
         backend = backend.addr,
     );
-    std::fs::write(d.join("fleet.yaml"), fleet).unwrap();
+    std::fs::write(d.join("fleet.yaml"), &fleet).unwrap();
     assert!(railproxy(d, &["certs", "ca", "--out", "ca"]).status.success());
     // The site's HTTPS certificate, as a public CA would issue it; here from a CA of its own.
     assert!(railproxy(d, &["certs", "ca", "--out", "site-ca"]).status.success());
@@ -523,4 +569,14 @@ sites:
     assert!(alive(new));
     let served: HashSet<u32> = daemons.pids.iter().copied().filter(|p| alive(*p)).collect();
     assert_eq!(served.len(), 2, "origin and new edge running");
+
+    // The edge loses HTTPS: render removes the rendered files, the role the installed ones.
+    let without = fleet.lines().filter(|l| !l.trim_start().starts_with("https:")).collect::<Vec<_>>().join("\n");
+    std::fs::write(d.join("fleet.yaml"), without).unwrap();
+    let o = railproxy(d, &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    assert!(o.status.success() && text(&o).contains("removed out/edge-1/https"), "{}", text(&o));
+    let third = ansible_playbook(d, &out, &root, 3);
+    let installed = root.join("edge-1/etc/railproxy");
+    assert!(!installed.join("https").exists(), "the edge's HTTPS key stayed installed:\n{third}");
+    assert!(!std::fs::read_to_string(installed.join("edge.yaml")).unwrap().contains("https"));
 }

@@ -40,7 +40,9 @@ const RENDER_HELP: &str = "Writes, for each edge and origin listener of the inve
   DIR/<host>/railproxy-edge.service or railproxy-origin.service   hardened systemd unit
   DIR/<host>/https/cert.pem, key.pem     an edge's HTTPS files, copied from the inventory's
 and DIR/inventory.ini (Ansible: groups edges and origins) and DIR/prometheus-targets.yml
-(Prometheus file_sd). Exit 64 listing every problem of an invalid inventory or rendered config.";
+(Prometheus file_sd). What it wrote earlier and the inventory no longer asks for (the other
+mode's files, an edge's https/) is removed; folders of hosts no longer in the inventory are
+named, not removed. Exit 64 listing every problem of an invalid inventory or rendered config.";
 
 pub fn run(cmd: FleetCmd) -> CmdResult {
     match cmd {
@@ -95,7 +97,9 @@ fn write_all(fleet: &Fleet, hosts: &[Host], out: &Path) -> anyhow::Result<()> {
         for c in &h.copies {
             copy(c, &dir)?;
         }
+        remove_stale(h, &dir)?;
     }
+    warn_retired(hosts, out)?;
     write(&out.join("inventory.ini"), &ansible_inventory(fleet, hosts))?;
     write(&out.join("prometheus-targets.yml"), &prometheus_targets(hosts))
 }
@@ -104,6 +108,51 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote   {}", path.display());
     Ok(())
+}
+
+/// Removes what render wrote into a host's folder earlier that the inventory no longer asks for:
+/// the other mode's files after the host changed role, the HTTPS files (a private key among them)
+/// after an edge lost `https`. Left there, they read as current.
+fn remove_stale(h: &Host, dir: &Path) -> anyhow::Result<()> {
+    let other = if h.mode == Mode::Edge { Mode::Origin } else { Mode::Edge };
+    for name in [format!("{other}.yaml"), format!("railproxy-{other}.service")] {
+        let path = dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            println!("removed {}: {} is an {} now", path.display(), h.name, h.mode);
+        }
+    }
+    let https = dir.join(Path::new(HTTPS_CERT).parent().expect("HTTPS files are in a folder"));
+    if https.exists() && !h.copies.iter().any(|c| c.to == HTTPS_CERT) {
+        std::fs::remove_dir_all(&https).with_context(|| format!("removing {}", https.display()))?;
+        println!("removed {}: the inventory gives {} no HTTPS", https.display(), h.name);
+    }
+    Ok(())
+}
+
+/// Says which folders of `out` hold a host render wrote earlier that the inventory no longer
+/// has. They are left alone: they hold that host's keys, and retiring a host is the operator's
+/// step (stop its service first).
+fn warn_retired(hosts: &[Host], out: &Path) -> anyhow::Result<()> {
+    let current: std::collections::HashSet<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let entries = std::fs::read_dir(out).with_context(|| format!("listing {}", out.display()))?;
+    let mut retired: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !current.contains(n)))
+        .filter(|p| [Mode::Edge, Mode::Origin].iter().any(|m| rendered_by_us(&p.join(format!("{m}.yaml")))))
+        .collect();
+    retired.sort();
+    for p in retired {
+        println!("warning: {} is a host no longer in the inventory; remove it once the host is retired", p.display());
+    }
+    Ok(())
+}
+
+/// Whether `path` is a configuration render wrote (its first line says so).
+fn rendered_by_us(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .is_ok_and(|t| t.lines().next().is_some_and(|l| l.contains("written by `railproxy fleet render`")))
 }
 
 /// Copies on every render: the inventory's file is the one to deploy (a renewed certificate
