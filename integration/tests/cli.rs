@@ -25,6 +25,28 @@ fn demo_configs_check_out() {
 }
 
 #[test]
+fn check_warns_of_a_certificate_that_expires_within_three_weeks() {
+    let dir = demo_dir();
+    let d = dir.path();
+    let args = ["certs", "issue", "--ca", "certs", "--role", "edge", "--name", "edge.railproxy.internal"];
+    let o = railproxy(d, &[&args[..], &["--days", "5", "--out", "short"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    for ext in ["pem", "key"] {
+        std::fs::copy(d.join(format!("short/edge.railproxy.internal.{ext}")), d.join(format!("certs/edge.{ext}")))
+            .unwrap();
+    }
+    let o = railproxy(d, &["check", "-c", "conf/edge.yaml"]);
+    let out = text(&o);
+    println!("{out}");
+    // A warning, not a refusal: the edge would still serve its cache and fallback.
+    assert!(o.status.success() && out.contains("ok (edge configuration)"), "{out}");
+    let warning = out.lines().find(|l| l.starts_with("warning: tunnel.cert: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(warning.contains("certs/edge.pem expires on ") && warning.contains(" days"), "{warning}");
+    let o = railproxy(d, &["check", "-c", "conf/origin.yaml"]);
+    assert!(o.status.success() && !text(&o).contains("warning"), "a two-year certificate: {}", text(&o));
+}
+
+#[test]
 fn every_problem_is_listed_with_its_key_and_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");

@@ -67,6 +67,10 @@ enum Command {
     Delta(delta::DeltaCmd),
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs() as i64)
+}
+
 fn load(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::new(USAGE, e))
 }
@@ -87,6 +91,9 @@ fn run_proxy(mode: Mode, path: &Path, upgrade: bool, daemon: bool) -> CmdResult 
         daemon::daemonize(&server.pid_file, server.error_log.as_deref())?;
     }
     logging::init();
+    for w in config.certificate_warnings(unix_now()) {
+        log::warn!("{w}");
+    }
     let result = match config {
         Config::Edge(c) => run::edge(*c, upgrade),
         Config::Origin(c) => run::origin(*c, upgrade),
@@ -97,9 +104,12 @@ fn run_proxy(mode: Mode, path: &Path, upgrade: bool, daemon: bool) -> CmdResult 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.command, cli.mode, cli.config) {
-        (Some(Command::Check { config }), _, _) => {
-            load(&config).map(|c| println!("{}: ok ({} configuration)", config.display(), c.mode()))
-        }
+        (Some(Command::Check { config }), _, _) => load(&config).map(|c| {
+            for w in c.certificate_warnings(unix_now()) {
+                println!("warning: {w}");
+            }
+            println!("{}: ok ({} configuration)", config.display(), c.mode());
+        }),
         (Some(Command::Certs { action: Some(cmd), .. }), _, _) => certs::run_cmd(cmd),
         (Some(Command::Certs { out: Some(out), .. }), _, _) => certs::run(&out),
         (Some(Command::Certs { .. }), _, _) => {

@@ -47,7 +47,7 @@ fn certs_and_key(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<
 }
 
 /// A certificate's last valid moment, Unix seconds.
-fn not_after(der: &[u8]) -> anyhow::Result<i64> {
+pub fn not_after(der: &[u8]) -> anyhow::Result<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).context("parsing the certificate")?;
     Ok(cert.validity().not_after.timestamp())
 }
