@@ -180,12 +180,15 @@ async fn certificates_reload_on_sighup_and_tunnel_connections_stay_up() {
     assert!(before.served());
     assert_eq!(before.server_cert.as_deref(), Some(&der(&certs.join("origin.pem"))[..]));
     // Both sides publish when the certificate they use expires.
-    let expiry = |admin| async move {
-        Metrics::scrape(admin).await.sum("railproxy_tls_certificate_expiry_timestamp_seconds", &[("cert", "tunnel")])
-            as i64
+    let expiry_of = |admin, cert| async move {
+        Metrics::scrape(admin).await.sum("railproxy_tls_certificate_expiry_timestamp_seconds", &[("cert", cert)]) as i64
     };
+    let expiry = |admin| expiry_of(admin, "tunnel");
     assert_eq!(expiry(stack.origin_admin).await, not_after(&certs.join("origin.pem")));
     assert_eq!(expiry(stack.edge_admin).await, not_after(&edge_cert));
+    for admin in [stack.origin_admin, stack.edge_admin] {
+        assert_eq!(expiry_of(admin, "ca").await, not_after(&ca), "the CA's expiry");
+    }
 
     // Rotate: a new origin certificate from the same CA (valid 100 days, not the first one's 730)
     // replaces the files, then SIGHUP.
@@ -233,6 +236,9 @@ async fn certificates_reload_on_sighup_and_tunnel_connections_stay_up() {
     stack.origins[0].proc.as_ref().unwrap().signal("HUP");
     assert_eq!(wait_metric(origin_admin, "railproxy_tls_reloads_total", &[("result", "ok")], 2.0).await, 2.0);
     assert!(knock(stack.origin_addr, k_next, "127.0.0.1", "/").await.served(), "an edge of the new CA");
+    // The bundle's first certificate is the old CA.
+    let earliest = not_after(&next.join("ca.pem")).min(not_after(&ca));
+    assert_eq!(expiry_of(origin_admin, "ca").await, earliest, "the first CA of the bundle to expire");
     assert!(knock(stack.origin_addr, k, "127.0.0.1", "/").await.served(), "an edge of the old CA");
 
     // The edge rereads its CA and client certificate the same way.

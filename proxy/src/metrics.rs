@@ -200,9 +200,10 @@ pub static TLS_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
-/// When each certificate in use stops being valid (Unix seconds), set whenever one goes into use
-/// (start, SIGHUP): `tunnel` (the origin's server certificate, the edge's client certificate),
-/// `https` (the edge's). Alerts fire from it well before a handshake would fail.
+/// When each certificate in use stops being valid (Unix seconds, the earliest of its chain), set
+/// whenever one goes into use (start, SIGHUP): `tunnel` (the origin's server certificate, the
+/// edge's client certificate), `https` (the edge's), `ca` (the earliest of the tunnel CAs
+/// trusted). Alerts fire from it well before a handshake would fail.
 pub static TLS_CERT_EXPIRY: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "railproxy_tls_certificate_expiry_timestamp_seconds",

@@ -52,14 +52,17 @@ pub fn not_after(der: &[u8]) -> anyhow::Result<i64> {
     Ok(cert.validity().not_after.timestamp())
 }
 
-/// The not-after time of the first certificate of a chain, for the expiry metric. A certificate
-/// rustls accepted that the parser does not is served anyway, unmeasured.
-fn expiry_of(chain: &[CertificateDer<'_>], file: &Path) -> Option<i64> {
-    let first = chain.first()?;
-    not_after(first).map_err(|e| log::warn!("{}: expiry not measured: {e:#}", file.display())).ok()
+/// When the first certificate of `certs` (a chain, or the CAs of a bundle) expires, for the
+/// expiry metric: the chain stops verifying then. A certificate rustls accepted that the parser
+/// does not is used anyway, unmeasured.
+fn expiry_of(certs: &[CertificateDer<'_>], file: &Path) -> Option<i64> {
+    certs
+        .iter()
+        .filter_map(|c| not_after(c).map_err(|e| log::warn!("{}: expiry not measured: {e:#}", file.display())).ok())
+        .min()
 }
 
-/// Publishes when the certificate `cert` (`tunnel`, `https`) now in use expires.
+/// Publishes when the certificates `cert` (`tunnel`, `https`, `ca`) now in use expire.
 fn publish_expiry(cert: &'static str, not_after: Option<i64>) {
     if let Some(t) = not_after {
         metrics::TLS_CERT_EXPIRY.with_label_values(&[cert]).set(t);
@@ -101,6 +104,7 @@ pub fn install_origin_provider() {
 struct EdgePolicy {
     chain: Arc<dyn ClientCertVerifier>,
     names: Vec<ServerName<'static>>,
+    ca_not_after: Option<i64>,
 }
 
 /// Verifies edge certificates: issued by the configured CA (WebPKI path validation) and valid
@@ -111,7 +115,9 @@ pub struct EdgeVerifier(ArcSwap<EdgePolicy>);
 impl EdgeVerifier {
     fn policy(ca: &Path, names: &[String]) -> anyhow::Result<EdgePolicy> {
         let mut roots = RootCertStore::empty();
-        for cert in ca_certs(ca)? {
+        let cas = ca_certs(ca)?;
+        let ca_not_after = expiry_of(&cas, ca);
+        for cert in cas {
             roots.add(cert).with_context(|| format!("{} holds a certificate that is not a CA", ca.display()))?;
         }
         let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(tls13_only()))
@@ -121,7 +127,7 @@ impl EdgeVerifier {
             .iter()
             .map(|n| ServerName::try_from(n.clone()).with_context(|| format!("{n:?} is not a DNS name or IP address")))
             .collect::<anyhow::Result<_>>()?;
-        Ok(EdgePolicy { chain, names })
+        Ok(EdgePolicy { chain, names, ca_not_after })
     }
 }
 
@@ -251,9 +257,11 @@ pub struct OriginTls {
 
 impl OriginTls {
     pub fn load(cert: &Path, key: &Path, client_ca: &Path, client_names: &[String]) -> anyhow::Result<Self> {
+        let policy = EdgeVerifier::policy(client_ca, client_names)?;
+        publish_expiry("ca", policy.ca_not_after);
         Ok(Self {
             cert: ServerCert::load("tunnel", cert, key)?,
-            verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(EdgeVerifier::policy(client_ca, client_names)?))),
+            verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(policy))),
             ca_path: client_ca.to_path_buf(),
             names: client_names.to_vec(),
         })
@@ -273,6 +281,7 @@ impl OriginTls {
         // both load.
         let policy = EdgeVerifier::policy(&self.ca_path, &self.names)?;
         self.cert.reload()?;
+        publish_expiry("ca", policy.ca_not_after);
         self.verifier.0.store(Arc::new(policy));
         Ok(())
     }
@@ -285,6 +294,7 @@ pub struct PeerTls {
     pub ca: Arc<[WrappedX509]>,
     pub client: Option<Arc<CertKey>>,
     not_after: Option<i64>,
+    ca_not_after: Option<i64>,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -295,18 +305,21 @@ impl std::fmt::Debug for PeerTls {
 
 impl PeerTls {
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let ca: Vec<WrappedX509> =
-            ca_certs(ca)?.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect();
+        let cas = ca_certs(ca)?;
+        let ca_not_after = expiry_of(&cas, ca);
+        let ca: Vec<WrappedX509> = cas.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect();
         let (chain, key) = certs_and_key(cert, key)?;
         let not_after = expiry_of(&chain, cert);
         let chain = chain.into_iter().map(|c| c.to_vec()).collect();
         let client = Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())));
-        Ok(PeerTls { ca: ca.into(), client, not_after })
+        Ok(PeerTls { ca: ca.into(), client, not_after, ca_not_after })
     }
 
-    /// Publishes when the client certificate expires, once these files are the ones in use.
+    /// Publishes when the client certificate and the CA expire, once these files are the ones in
+    /// use.
     pub fn in_use(&self) {
         publish_expiry("tunnel", self.not_after);
+        publish_expiry("ca", self.ca_not_after);
     }
 }
 

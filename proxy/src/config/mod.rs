@@ -4,6 +4,7 @@
 
 mod common;
 pub mod edge;
+mod expiry;
 pub mod limits;
 pub mod origin;
 pub mod reader;
@@ -39,10 +40,6 @@ impl fmt::Display for Mode {
         f.write_str(self.as_str())
     }
 }
-
-/// How long before a certificate expires `check` and the processes start warning: as the
-/// shipped alert (deploy/prometheus/alerts.yml).
-const EXPIRY_WARNING_SECS: i64 = 21 * 86_400;
 
 /// A whole configuration file.
 #[derive(Debug, Clone)]
@@ -101,33 +98,6 @@ impl Config {
             Some(c) if problems.is_empty() => Ok(c),
             _ => Err(problems.into_vec()),
         }
-    }
-
-    /// Certificates that have expired or expire within three weeks (the expiry alert's warning),
-    /// one line each, naming the key. Not errors: an edge whose tunnel certificate expired still
-    /// serves its cache and fallback, and a process refusing to start would serve nothing.
-    pub fn certificate_warnings(&self, now: i64) -> Vec<String> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject as _;
-        let files = match self {
-            Config::Edge(e) => e.files(),
-            Config::Origin(o) => o.files(),
-        };
-        let mut warnings = Vec::new();
-        for (key, file) in files.into_iter().filter(|(k, _)| k.ends_with(".cert")) {
-            // Unreadable files are problems already; a certificate that does not parse fails to load.
-            let Ok(der) = CertificateDer::from_pem_file(file) else { continue };
-            let Ok(not_after) = crate::tls::not_after(&der) else { continue };
-            let on = time::OffsetDateTime::from_unix_timestamp(not_after)
-                .map_or_else(|_| "?".into(), |t| t.date().to_string());
-            let left = not_after - now;
-            if left <= 0 {
-                warnings.push(format!("{key}: {} expired on {on}", file.display()));
-            } else if left < EXPIRY_WARNING_SECS {
-                warnings.push(format!("{key}: {} expires on {on}, in {} days", file.display(), left / 86_400));
-            }
-        }
-        warnings
     }
 
     /// Every file path in the configuration.
