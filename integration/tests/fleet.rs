@@ -39,6 +39,7 @@ fn the_example_fleet_renders_and_every_config_checks() {
     let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("rendered 3 edges and 3 origin listeners"), "{}", text(&o));
+    assert!(!text(&o).contains("warning"), "{}", text(&o));
     let out = dir.path().join("out");
     let files = tree(&out);
     println!("rendered tree of deploy/fleet.example.yaml:\n  {}", files.join("\n  "));
@@ -164,6 +165,21 @@ fn render_renews_the_certificates_that_no_longer_fit_and_keeps_the_rest() {
     let again = ok(&["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
     assert!(!again.contains("renewed") && !again.contains("replaced"), "{again}");
     assert_eq!(again.matches("kept    ").count(), hosts.len(), "{again}");
+}
+
+#[test]
+fn render_warns_when_the_fleet_ca_ends_before_the_certificates_it_issues() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(repo().join("deploy/fleet.example.yaml"), d.join("fleet.yaml")).unwrap();
+    let o = railproxy(d, &["certs", "ca", "--out", "ca", "--days", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = railproxy(d, &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
+    let t = text(&o);
+    // A warning: the certificates are issued and work until the CA ends.
+    assert!(o.status.success(), "{t}");
+    let warning = t.lines().find(|l| l.starts_with("warning: the fleet CA ")).unwrap_or_else(|| panic!("{t}"));
+    assert!(warning.contains("ca/ca.pem expires on ") && warning.contains("(365 days)"), "{warning}");
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub const ORIGIN_NAME: &str = "origin.railproxy.internal";
 pub const EDGE_NAME: &str = "edge.railproxy.internal";
 
 pub const HELP: &str = "Writes into DIR (created if missing):
-  ca.pem, ca.key          private CA (valid 10 years); keep ca.key offline in production
+  ca.pem, ca.key          private CA (valid 10 years; `certs ca --days N` for another); keep ca.key offline
   origin.pem, origin.key  origin listener (2 years): DNS origin.railproxy.internal, localhost, IP 127.0.0.1
   edge.pem, edge.key      edge client certificate (2 years): DNS edge.railproxy.internal
 Existing files are kept; missing certificates are issued from the existing CA, and certificates
@@ -64,6 +64,9 @@ pub enum CertsCmd {
         /// Folder to write ca.pem and ca.key into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Validity in days (of a new CA; an existing one is kept as it is).
+        #[arg(long, default_value_t = CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
     },
 }
 
@@ -85,7 +88,7 @@ impl Role {
 pub fn run_cmd(cmd: CertsCmd) -> CmdResult {
     match cmd {
         CertsCmd::Issue { ca, names, role, out, days } => issue(&ca, &names, role, &out, days).map_err(Into::into),
-        CertsCmd::Ca { out } => ca(&out).map(|_| ()).map_err(Into::into),
+        CertsCmd::Ca { out, days } => ca(&out, days).map(|_| ()).map_err(Into::into),
     }
 }
 
@@ -194,7 +197,7 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
     {
         bail!("{} has certificates but no CA (ca.pem and ca.key); move them away or restore the CA", out.display());
     }
-    let ca_key = ca(out)?;
+    let ca_key = ca(out, CA_DAYS)?;
     let ca_pem = out.join("ca.pem");
     let issuer = Issuer::from_ca_cert_pem(&read(&ca_pem)?, &ca_key).context("reading the CA certificate")?;
     let ca_text = read(&ca_pem)?;
@@ -205,8 +208,11 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The CA in `out` (ca.pem, ca.key), created (valid 10 years) unless both exist; its key.
-pub fn ca(out: &Path) -> anyhow::Result<KeyPair> {
+/// A new CA's validity: ten years.
+const CA_DAYS: u32 = 3650;
+
+/// The CA in `out` (ca.pem, ca.key), created (valid `days`) unless both exist; its key.
+pub fn ca(out: &Path, days: u32) -> anyhow::Result<KeyPair> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (ca_pem, ca_key_path) = (out.join("ca.pem"), out.join("ca.key"));
     if ca_pem.exists() && ca_key_path.exists() {
@@ -219,7 +225,7 @@ pub fn ca(out: &Path) -> anyhow::Result<KeyPair> {
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        (params.not_before, params.not_after) = validity(10 * 365);
+        (params.not_before, params.not_after) = validity(days);
         let cert = params.self_signed(&key)?;
         write(&ca_pem, cert.pem().as_bytes(), false)?;
         write(&ca_key_path, key.serialize_pem().as_bytes(), true)?;

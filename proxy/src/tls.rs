@@ -52,6 +52,12 @@ pub fn not_after(der: &[u8]) -> anyhow::Result<i64> {
     Ok(cert.validity().not_after.timestamp())
 }
 
+/// The UTC date of a Unix time, for messages about expiry.
+pub fn date_of(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map_or_else(|_| format!("{unix} (Unix time)"), |t| t.date().to_string())
+}
+
 /// When the first certificate of `certs` (a chain, or the CAs of a bundle) expires, for the
 /// expiry metric: the chain stops verifying then. A certificate rustls accepted that the parser
 /// does not is used anyway, unmeasured.

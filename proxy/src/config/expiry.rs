@@ -25,8 +25,7 @@ impl Config {
             let Ok(certs) = CertificateDer::pem_file_iter(file) else { continue };
             let ends = certs.filter_map(Result::ok).filter_map(|c| crate::tls::not_after(&c).ok());
             let Some(not_after) = ends.min() else { continue };
-            let on = time::OffsetDateTime::from_unix_timestamp(not_after)
-                .map_or_else(|_| "?".into(), |t| t.date().to_string());
+            let on = crate::tls::date_of(not_after);
             let left = not_after - now;
             if left <= 0 {
                 warnings.push(format!("{key}: {} expired on {on}", file.display()));

@@ -86,6 +86,7 @@ fn render_fleet(file: &Path, out: &Path) -> CmdResult {
 }
 
 fn write_all(fleet: &Fleet, hosts: &[Host], out: &Path) -> anyhow::Result<()> {
+    warn_ca_expiry(fleet);
     for h in hosts {
         let dir = out.join(&h.name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -108,6 +109,27 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote   {}", path.display());
     Ok(())
+}
+
+/// Says so when the fleet CA ends before the certificates issued now would: they stop verifying
+/// with it, whatever their own dates. Render cannot fix that; rotating the CA does.
+fn warn_ca_expiry(fleet: &Fleet) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let path = fleet.ca.join("ca.pem");
+    // An unreadable CA fails the render when the first certificate is issued.
+    let Ok(der) = CertificateDer::from_pem_file(&path) else { return };
+    let Ok(end) = crate::tls::not_after(&der) else { return };
+    let days = fleet.defaults.cert_days;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if end < now + i64::from(days) * 86_400 {
+        println!(
+            "warning: the fleet CA {} expires on {}, before certificates issued now ({days} days) would: \
+             create a new CA and rotate to it (docs/operations.md, Rotate certificates)",
+            path.display(),
+            crate::tls::date_of(end)
+        );
+    }
 }
 
 /// Removes what render wrote into a host's folder earlier that the inventory no longer asks for:
