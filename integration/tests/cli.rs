@@ -47,6 +47,18 @@ fn check_warns_of_a_certificate_that_expires_within_three_weeks() {
 }
 
 #[test]
+fn a_key_that_is_not_the_certificates_is_a_problem_of_check() {
+    let dir = demo_dir();
+    let d = dir.path();
+    std::fs::copy(d.join("certs/origin.key"), d.join("certs/edge.key")).unwrap();
+    let o = railproxy(d, &["check", "-c", "conf/edge.yaml"]);
+    let out = text(&o);
+    println!("{out}");
+    assert_eq!(o.status.code(), Some(64), "{out}");
+    assert!(out.contains("tunnel.cert: ") && out.contains("do not make a usable certificate"), "{out}");
+}
+
+#[test]
 fn every_problem_is_listed_with_its_key_and_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");

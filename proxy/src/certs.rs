@@ -128,7 +128,9 @@ fn ensure_leaf(
 ) -> anyhow::Result<()> {
     let (pem, key_path) = (out.join(format!("{stem}.pem")), out.join(format!("{stem}.key")));
     let renewing = if pem.exists() && key_path.exists() {
-        match renewal::unfit(&read(&pem)?, ca_pem, names, role, days, UnixTime::now()) {
+        let mismatched = crate::tls::check_pair(&pem, &key_path).err().map(|e| format!("{}", e.root_cause()));
+        let mismatched = mismatched.map(|e| format!("it and {} are not a usable pair ({e})", key_path.display()));
+        match mismatched.or_else(|| renewal::unfit(&read(&pem).ok()?, ca_pem, names, role, days, UnixTime::now())) {
             None => {
                 println!("kept    {}", pem.display());
                 return Ok(());

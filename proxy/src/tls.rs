@@ -204,6 +204,12 @@ pub struct ServerCert {
     live: ArcSwap<CertifiedKey>,
 }
 
+/// Whether a certificate file and a key file make a usable pair (the key is the certificate's),
+/// as a listener or the tunnel's client side would load them.
+pub fn check_pair(cert: &Path, key: &Path) -> anyhow::Result<()> {
+    ServerCert::read(cert, key).map(|_| ())
+}
+
 impl ServerCert {
     /// `label` names it in the expiry metric (`tunnel`, `https`).
     pub fn load(label: &'static str, cert: &Path, key: &Path) -> anyhow::Result<Arc<Self>> {

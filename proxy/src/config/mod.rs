@@ -115,9 +115,20 @@ impl Config {
             Config::Origin(o) => o.files(),
         };
         // An empty path is a required key that is missing, reported as such already.
+        let mut readable = Vec::new();
         for (key, file) in files.into_iter().filter(|(_, f)| !f.as_os_str().is_empty()) {
-            if let Err(e) = std::fs::File::open(file) {
-                problems.add(key, format!("cannot read {}: {e}", file.display()));
+            match std::fs::File::open(file) {
+                Ok(_) => readable.push((key, file)),
+                Err(e) => problems.add(key, format!("cannot read {}: {e}", file.display())),
+            }
+        }
+        // A certificate and the key beside it must make a pair, or the process would fail to
+        // start (or, for the edge's client certificate, every tunnel handshake would).
+        for &(cert_key, cert) in readable.iter().filter(|(k, _)| k.ends_with(".cert")) {
+            let key_key = cert_key.replace(".cert", ".key");
+            let Some(&(_, key)) = readable.iter().find(|(k, _)| *k == key_key) else { continue };
+            if let Err(e) = crate::tls::check_pair(cert, key) {
+                problems.add(cert_key, format!("{e:#}"));
             }
         }
     }
