@@ -19,7 +19,10 @@ impl Config {
             Config::Origin(o) => o.files(),
         };
         let mut warnings = Vec::new();
-        for (key, file) in files.into_iter().filter(|(k, _)| k.ends_with(".cert") || k.ends_with("ca")) {
+        let certificates = |(k, f): &(&str, &std::path::Path)| {
+            (k.ends_with(".cert") || k.ends_with("ca")) && std::fs::metadata(f).is_ok_and(|m| m.is_file())
+        };
+        for (key, file) in files.into_iter().filter(certificates) {
             // Unreadable files are problems already; a certificate that does not parse fails to
             // load. Of a chain or a CA bundle, the first to expire.
             let Ok(certs) = CertificateDer::pem_file_iter(file) else { continue };

@@ -123,10 +123,13 @@ impl Config {
             }
         }
         // A certificate and the key beside it must make a pair, or the process would fail to
-        // start (or, for the edge's client certificate, every tunnel handshake would).
-        for &(cert_key, cert) in readable.iter().filter(|(k, _)| k.ends_with(".cert")) {
+        // start (or, for the edge's client certificate, every tunnel handshake would). Only
+        // files of a certificate's size are read: a device or a huge file is left to fail at
+        // start rather than stall `check`.
+        let small_file = |f: &Path| std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.len() <= 1 << 20);
+        for &(cert_key, cert) in readable.iter().filter(|(k, f)| k.ends_with(".cert") && small_file(f)) {
             let key_key = cert_key.replace(".cert", ".key");
-            let Some(&(_, key)) = readable.iter().find(|(k, _)| *k == key_key) else { continue };
+            let Some(&(_, key)) = readable.iter().find(|(k, f)| *k == key_key && small_file(f)) else { continue };
             if let Err(e) = crate::tls::check_pair(cert, key) {
                 problems.add(cert_key, format!("{e:#}"));
             }
