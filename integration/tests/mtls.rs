@@ -247,4 +247,14 @@ async fn certificates_reload_on_sighup_and_tunnel_connections_stay_up() {
     assert_eq!(edge_ok, 1.0, "the edge did not reload on SIGHUP");
     let (url, v) = page(4);
     assert_eq!(http.get(&url, &[("x-version", &v)]).await.unwrap().status, 200);
+    // A client key that is not the certificate's is refused at reload, not used in handshakes.
+    let edge_key_before = std::fs::read(&edge_key).unwrap();
+    std::fs::copy(certs.join("origin.key"), &edge_key).unwrap();
+    stack.edge.signal("HUP");
+    let refused = wait_metric(stack.edge_admin, "railproxy_tls_reloads_total", &[("result", "error")], 1.0).await;
+    assert_eq!(refused, 1.0, "the edge took a key that is not its certificate's");
+    std::fs::write(&edge_key, edge_key_before).unwrap();
+    // And it serves on with the pair it had.
+    let (url, v) = page(5);
+    assert_eq!(http.get(&url, &[("x-version", &v)]).await.unwrap().status, 200);
 }

@@ -320,6 +320,9 @@ impl PeerTls {
         let cas = ca_certs(ca)?;
         let ca_not_after = expiry_of(&cas, ca);
         let ca: Vec<WrappedX509> = cas.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect();
+        // The pair is checked here, as the origin's is: a client certificate with another key
+        // would load and then fail every tunnel handshake.
+        check_pair(cert, key)?;
         let (chain, key) = certs_and_key(cert, key)?;
         let not_after = expiry_of(&chain, cert);
         let chain = chain.into_iter().map(|c| c.to_vec()).collect();
