@@ -58,8 +58,8 @@ pub fn date_of(unix: i64) -> String {
         .map_or_else(|_| format!("{unix} (Unix time)"), |t| t.date().to_string())
 }
 
-/// When the first certificate of `certs` (a chain, or the CAs of a bundle) expires, for the
-/// expiry metric: the chain stops verifying then. A certificate rustls accepted that the parser
+/// The earliest expiry among `certs` (a chain, or the CAs of a bundle), for the expiry metric:
+/// the chain stops verifying then. A certificate rustls accepted that the parser
 /// does not is used anyway, unmeasured.
 fn expiry_of(certs: &[CertificateDer<'_>], file: &Path) -> Option<i64> {
     certs
