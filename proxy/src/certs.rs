@@ -201,8 +201,8 @@ fn issue_all(out: &Path) -> anyhow::Result<()> {
     }
     let ca_key = ca(out, CA_DAYS)?;
     let ca_pem = out.join("ca.pem");
-    let issuer = Issuer::from_ca_cert_pem(&read(&ca_pem)?, &ca_key).context("reading the CA certificate")?;
     let ca_text = read(&ca_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_text, &ca_key).context("reading the CA certificate")?;
     for leaf in &LEAVES {
         let names: Vec<String> = leaf.names.iter().map(|s| s.to_string()).collect();
         ensure_leaf(out, leaf.stem, &names, leaf.role, DEMO_DAYS, (&issuer, &ca_text))?;

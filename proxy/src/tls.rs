@@ -68,6 +68,13 @@ fn expiry_of(certs: &[CertificateDer<'_>], file: &Path) -> Option<i64> {
         .min()
 }
 
+/// The earliest expiry among the certificates of a PEM file, if it holds any that parse.
+pub fn file_expiry(path: &Path) -> Option<i64> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path).ok()?.filter_map(Result::ok).collect();
+    expiry_of(&certs, path)
+}
+
 /// Publishes when the certificates `cert` (`tunnel`, `https`, `ca`) now in use expire.
 fn publish_expiry(cert: &'static str, not_after: Option<i64>) {
     if let Some(t) = not_after {
@@ -207,7 +214,20 @@ pub struct ServerCert {
 /// Whether a certificate file and a key file make a usable pair (the key is the certificate's),
 /// as a listener or the tunnel's client side would load them.
 pub fn check_pair(cert: &Path, key: &Path) -> anyhow::Result<()> {
-    ServerCert::read(cert, key).map(|_| ())
+    let (chain, key_der) = certs_and_key(cert, key)?;
+    certified(chain, key_der, cert, key).map(|_| ())
+}
+
+/// A loaded chain and key as one, refused unless the key is the certificate's.
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key_der: PrivateKeyDer<'static>,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<CertifiedKey> {
+    // Only the provider's key loader is used here, which all providers share.
+    CertifiedKey::from_der(chain, key_der, &tls13_only())
+        .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))
 }
 
 impl ServerCert {
@@ -226,10 +246,7 @@ impl ServerCert {
     fn read(cert: &Path, key: &Path) -> anyhow::Result<(CertifiedKey, Option<i64>)> {
         let (chain, key_der) = certs_and_key(cert, key)?;
         let expiry = expiry_of(&chain, cert);
-        // Only the provider's key loader is used here, which all providers share.
-        let certified = CertifiedKey::from_der(chain, key_der, &tls13_only())
-            .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))?;
-        Ok((certified, expiry))
+        Ok((certified(chain, key_der, cert, key)?, expiry))
     }
 
     /// Rereads certificate and key; on any error the ones in use stay.
@@ -320,13 +337,13 @@ impl PeerTls {
         let cas = ca_certs(ca)?;
         let ca_not_after = expiry_of(&cas, ca);
         let ca: Vec<WrappedX509> = cas.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect();
+        let (chain, key_der) = certs_and_key(cert, key)?;
+        let not_after = expiry_of(&chain, cert);
+        let secret = key_der.secret_der().to_vec();
         // The pair is checked here, as the origin's is: a client certificate with another key
         // would load and then fail every tunnel handshake.
-        check_pair(cert, key)?;
-        let (chain, key) = certs_and_key(cert, key)?;
-        let not_after = expiry_of(&chain, cert);
-        let chain = chain.into_iter().map(|c| c.to_vec()).collect();
-        let client = Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())));
+        let chain = certified(chain, key_der, cert, key)?.cert.iter().map(|c| c.to_vec()).collect();
+        let client = Some(Arc::new(CertKey::new(chain, secret)));
         Ok(PeerTls { ca: ca.into(), client, not_after, ca_not_after })
     }
 

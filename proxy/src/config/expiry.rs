@@ -1,8 +1,5 @@
 //! Certificates near their end, as `check` and a starting process report them.
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
-
 use super::Config;
 
 /// How long before a certificate expires `check` and the processes start warning: as the
@@ -25,9 +22,7 @@ impl Config {
         for (key, file) in files.into_iter().filter(certificates) {
             // Unreadable files are problems already; a certificate that does not parse fails to
             // load. Of a chain or a CA bundle, the first to expire.
-            let Ok(certs) = CertificateDer::pem_file_iter(file) else { continue };
-            let ends = certs.filter_map(Result::ok).filter_map(|c| crate::tls::not_after(&c).ok());
-            let Some(not_after) = ends.min() else { continue };
+            let Some(not_after) = crate::tls::file_expiry(file) else { continue };
             let on = crate::tls::date_of(not_after);
             let left = not_after - now;
             if left <= 0 {

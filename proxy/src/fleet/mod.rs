@@ -14,7 +14,7 @@ use crate::config::reader::Problem;
 use crate::config::{Config, ConfigError, Mode};
 use crate::exit::{CANT_CREATE, CmdResult, Failure, USAGE};
 pub use inventory::Fleet;
-use render::{Copied, HTTPS_CERT};
+use render::{Copied, HTTPS_CERT, WRITTEN_BY};
 pub use render::{Host, render};
 
 /// `railproxy fleet …`.
@@ -114,12 +114,9 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Says so when the fleet CA ends before the certificates issued now would: they stop verifying
 /// with it, whatever their own dates. Render cannot fix that; rotating the CA does.
 fn warn_ca_expiry(fleet: &Fleet) {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
     let path = fleet.ca.join("ca.pem");
     // An unreadable CA fails the render when the first certificate is issued.
-    let Ok(der) = CertificateDer::from_pem_file(&path) else { return };
-    let Ok(end) = crate::tls::not_after(&der) else { return };
+    let Some(end) = crate::tls::file_expiry(&path) else { return };
     let days = fleet.defaults.cert_days;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if end < now + i64::from(days) * 86_400 {
@@ -173,8 +170,7 @@ fn warn_retired(hosts: &[Host], out: &Path) -> anyhow::Result<()> {
 
 /// Whether `path` is a configuration render wrote (its first line says so).
 fn rendered_by_us(path: &Path) -> bool {
-    std::fs::read_to_string(path)
-        .is_ok_and(|t| t.lines().next().is_some_and(|l| l.contains("written by `railproxy fleet render`")))
+    std::fs::read_to_string(path).is_ok_and(|t| t.lines().next().is_some_and(|l| l.contains(WRITTEN_BY)))
 }
 
 /// Copies on every render: the inventory's file is the one to deploy (a renewed certificate

@@ -35,6 +35,9 @@ pub struct Copied {
     pub private: bool,
 }
 
+/// In the first line of every file render writes for a host, so that render can tell its own.
+pub const WRITTEN_BY: &str = "written by `railproxy fleet render`";
+
 /// Where an edge's HTTPS certificate and key go: a folder of their own, so that no host name
 /// can collide with them in `tls/`.
 pub const HTTPS_CERT: &str = "https/cert.pem";
@@ -227,7 +230,7 @@ fn document(name: &str, mode: Mode, config: &Value) -> String {
     }
     let yaml = serde_yaml::to_string(&ordered).expect("a YAML value serialises");
     format!(
-        "# {mode}.yaml for {name}: written by `railproxy fleet render`; edit the fleet inventory, not this file.\n\
+        "# {mode}.yaml for {name}: {WRITTEN_BY}; edit the fleet inventory, not this file.\n\
          # Relative paths are relative to this file's folder. See conf/{mode}.yaml for every setting.\n{yaml}"
     )
 }
@@ -248,7 +251,7 @@ fn unit(d: &Defaults, mode: Mode, name: &str) -> String {
         "AmbientCapabilities=\nCapabilityBoundingSet=\n"
     };
     format!(
-        "# railproxy {mode} on {name}: written by `railproxy fleet render`.\n\
+        "# railproxy {mode} on {name}: {WRITTEN_BY}.\n\
 [Unit]\n\
 Description=railproxy {mode} ({name})\n\
 Wants=network-online.target\n\
