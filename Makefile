@@ -82,7 +82,7 @@ bench: build
 
 FUZZ_SECONDS ?= 60
 # crate-dir:target. The proxy's targets link the whole proxy (Pingora): the first build is slow.
-FUZZ_TARGETS := tunnel/fuzz:decode_raw tunnel/fuzz:round_trip tunnel/fuzz:available_dictionary \
+FUZZ_TARGETS := delta/fuzz:decode_raw delta/fuzz:round_trip delta/fuzz:available_dictionary \
 	proxy/fuzz:config proxy/fuzz:values
 # Each target runs from its seeds plus what earlier runs found; a crash fails the target.
 fuzz:

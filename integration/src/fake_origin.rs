@@ -86,7 +86,7 @@ impl FakeOrigin {
                     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (script, seen) = (script.clone(), seen.clone());
                         async move {
-                            if req.headers().contains_key(tunnel::protocol::PROBE) {
+                            if req.headers().contains_key("railproxy-probe") {
                                 // Edges probe their listeners; answered like the real origin does.
                                 return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
                             }

@@ -19,5 +19,5 @@ pub use stack::{Knobs, Stack};
 
 /// The dev corpus beside the repository, if this checkout has it.
 pub fn corpus() -> Option<std::path::PathBuf> {
-    tunnel::sample::dev_corpus(env!("CARGO_MANIFEST_DIR"))
+    delta::testing::dev_corpus(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,10 +1,10 @@
 //! The bench's "Pingora alone" rows measure a path that works: through both reference hops, over
 //! h2c and over TLS 1.3, a client gets the backend's bytes.
 
-use railproxy_integration::Http;
-use railproxy_integration::bench::start_pingora_reference;
-use railproxy_integration::process::{Backend, free_loopback};
-use railproxy_integration::stack::make_certs;
+use integration::Http;
+use integration::bench::start_pingora_reference;
+use integration::process::{Backend, free_loopback};
+use integration::stack::make_certs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_reference_hops_pass_the_backend_bytes_over_h2c_and_tls() {

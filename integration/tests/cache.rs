@@ -1,7 +1,7 @@
 //! The edge cache: cacheable responses are served from it, concurrent misses make one upstream
 //! request, and what is cached is the plain body.
 
-use railproxy_integration::{Http, Knobs, Stack};
+use integration::{Http, Knobs, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cacheable_response_is_served_from_the_cache() {

@@ -1,6 +1,6 @@
 //! The command line as operators use it: check, certs, help, and configuration errors.
 
-use railproxy_integration::process::{railproxy, repo, text};
+use integration::process::{railproxy, repo, text};
 
 /// A folder with certs/ and conf/ as in the repository root.
 fn demo_dir() -> tempfile::TempDir {

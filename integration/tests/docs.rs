@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use railproxy_integration::process::{bin_dir, repo};
+use integration::process::{bin_dir, repo};
 
 /// Fenced blocks: (language, text).
 fn blocks(markdown: &str) -> Vec<(String, String)> {

@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use delta::corpus::{self, VersionSet};
+use delta::testing;
 use http::Method;
-use railproxy_integration::{Http, Knobs, Metrics, Resp, Stack, assert_right_or_refused};
-use tunnel::sample::{self, VersionSet};
+use integration::{Http, Knobs, Metrics, Resp, Stack, assert_right_or_refused};
 
 fn wire(m: &Metrics) -> f64 {
     m.sum("railproxy_delta_wire_bytes_total", &[("mode", "edge")])
@@ -30,11 +31,11 @@ async fn versions_cross_as_deltas(effort: &str) {
     eprintln!("delta.effort: {effort}");
     let stack = Stack::start(Knobs { corpus: true, effort: effort.into(), ..Knobs::default() }).await;
     let http = Http::h1();
-    let mut sets: Vec<VersionSet> = sample::generated_sets();
-    match railproxy_integration::corpus() {
+    let mut sets: Vec<VersionSet> = testing::generated_sets();
+    match integration::corpus() {
         Some(dir) => {
             eprintln!("real corpus {} included", dir.display());
-            sets.extend(sample::load_version_sets(&dir).expect("corpus"));
+            sets.extend(corpus::load_version_sets(&dir).expect("corpus"));
         }
         None => eprintln!("no ../shared/corpus/dev: generated versions only"),
     }
@@ -88,7 +89,7 @@ async fn bodies_pass_through_exactly(effort: &str) {
         Knobs { origin_max_body: "1M".into(), edge_max_body: "1M".into(), effort: effort.into(), ..Knobs::default() };
     let stack = Stack::start(knobs).await;
     let http = Http::h1();
-    let post_body = Bytes::from(sample::PageGenerator::versions(4, 50_000, 1).remove(0));
+    let post_body = Bytes::from(testing::PageGenerator::versions(4, 50_000, 1).remove(0));
     let cases: Vec<(Method, &str, Bytes)> = vec![
         (Method::GET, "/status/404", Bytes::new()),
         (Method::GET, "/status/500", Bytes::new()),
@@ -135,7 +136,7 @@ async fn bodies_pass_through_exactly(effort: &str) {
 async fn clients_over_http2_get_the_same_bytes() {
     let stack = Stack::start(Knobs::default()).await;
     let h2 = Http::h2c();
-    let sets = sample::generated_sets();
+    let sets = testing::generated_sets();
     for (i, expected) in sets[1].versions.iter().take(4).enumerate() {
         let v = i.to_string();
         let r = h2.get(&stack.url("/pages/generated-100k"), &[("x-version", &v)]).await.expect("h2c through the edge");
@@ -173,7 +174,7 @@ async fn backends_take_turns_and_keep_connections_alive() {
 async fn clients_get_compression_they_accept_of_the_exact_bytes() {
     use std::io::Read as _;
     let stack = Stack::start(Knobs::default()).await;
-    let expected = &sample::generated_sets()[1].versions[0];
+    let expected = &testing::generated_sets()[1].versions[0];
     let r = Http::h1().get(&stack.url("/pages/generated-100k"), &[("accept-encoding", "gzip")]).await.unwrap();
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert!(r.body.len() < expected.len() / 3);
@@ -184,6 +185,26 @@ async fn clients_get_compression_they_accept_of_the_exact_bytes() {
     let r = Http::h1().get(&stack.url("/pages/generated-100k"), &[]).await.unwrap();
     assert_eq!(r.header("content-encoding"), None);
     assert!(r.body == expected[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_own_content_encoding_is_never_taken_for_the_tunnels() {
+    // A backend that compresses although the origin asked for identity: its body passes
+    // through as the backend sent it, labelled as it labelled it. The bytes are not even valid
+    // zstd or dcz, so an edge that decoded them as the tunnel's would refuse them (502).
+    let stack = Stack::start(Knobs::default()).await;
+    for coding in ["zstd", "dcz", "br"] {
+        let direct =
+            Http::h1().get(&format!("http://{}/encoded/{coding}/5000", stack.backend.addr), &[]).await.unwrap();
+        assert_eq!(direct.header("content-encoding"), Some(coding));
+        for accept in [None, Some("gzip, br, zstd")] {
+            let headers: Vec<(&str, &str)> = accept.map(|a| ("accept-encoding", a)).into_iter().collect();
+            let r = Http::h1().get(&stack.url(&format!("/encoded/{coding}/5000")), &headers).await.unwrap();
+            assert_eq!(r.status, 200, "{coding}, accept {accept:?}: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(r.header("content-encoding"), Some(coding), "accept {accept:?}");
+            assert!(r.body == direct.body, "{coding}, accept {accept:?}: not the backend's bytes");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,9 +234,9 @@ async fn origin_refuses_hosts_it_does_not_serve() {
     // The edge routes edgeonly.example to the origin, which does not serve it.
     let stack = Stack::start(Knobs::default()).await;
     let dir = stack.dir.path();
-    let port = railproxy_integration::process::free_port();
-    let admin = railproxy_integration::process::free_port();
-    let mut yaml = railproxy_integration::stack::edge_yaml(
+    let port = integration::process::free_port();
+    let admin = integration::process::free_port();
+    let mut yaml = integration::stack::edge_yaml(
         dir,
         &Knobs::default(),
         ([127, 0, 0, 1], port).into(),
@@ -225,10 +246,9 @@ async fn origin_refuses_hosts_it_does_not_serve() {
     );
     yaml =
         yaml.replace("origins:\n", &format!("origins:\n  edgeonly.example:\n    listeners: [{}]\n", stack.origin_addr));
-    let edge =
-        railproxy_integration::stack::start_proxy(dir, "edge-extra", "edge", &yaml, ([127, 0, 0, 1], admin).into())
-            .await
-            .expect("second edge");
+    let edge = integration::stack::start_proxy(dir, "edge-extra", "edge", &yaml, ([127, 0, 0, 1], admin).into())
+        .await
+        .expect("second edge");
     let r = Http::h1()
         .get(&format!("http://127.0.0.1:{port}/pages/generated-10k"), &[("host", "edgeonly.example")])
         .await
@@ -242,7 +262,7 @@ async fn origin_refuses_hosts_it_does_not_serve() {
 async fn a_corrupted_store_entry_never_yields_wrong_bytes() {
     let stack = Stack::start(Knobs { fault_injection: true, ..Knobs::default() }).await;
     let http = Http::h1();
-    let versions = &sample::generated_sets()[1].versions;
+    let versions = &testing::generated_sets()[1].versions;
     let url = stack.url("/pages/generated-100k");
     for (i, version) in versions.iter().take(2).enumerate() {
         let r = http.get(&url, &[("x-version", &i.to_string())]).await.unwrap();
@@ -272,7 +292,7 @@ async fn a_corrupted_store_entry_never_yields_wrong_bytes() {
 /// origin saw.
 async fn hundred_concurrent(threads: usize) -> f64 {
     let stack = Stack::start(Knobs { threads, ..Knobs::default() }).await;
-    let expected = Bytes::from(sample::generated_sets()[0].versions[0].clone());
+    let expected = Bytes::from(testing::generated_sets()[0].versions[0].clone());
     let url = stack.url("/pages/generated-10k");
     let r = Http::h1().get(&url, &[]).await.unwrap();
     assert!(r.body == expected);

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use railproxy_integration::{Http, Knobs, Metrics, Stack};
-use tunnel::sample;
+use delta::testing;
+use integration::{Http, Knobs, Metrics, Stack};
 
 #[derive(Default)]
 struct Tally {
@@ -74,7 +74,7 @@ const CUT_GRACE: Duration = Duration::from_millis(500);
 async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_back() {
     let mut stack = Stack::start(Knobs { origins: 2, threads: 2, ..Knobs::default() }).await;
     let versions: Arc<Vec<Bytes>> =
-        Arc::new(sample::generated_sets()[1].versions.iter().map(|v| Bytes::from(v.clone())).collect());
+        Arc::new(testing::generated_sets()[1].versions.iter().map(|v| Bytes::from(v.clone())).collect());
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -169,7 +169,7 @@ async fn a_listener_killed_under_load_fails_nothing_before_a_response_and_comes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_listener_down_with_fallback_direct_still_serves() {
     let mut stack = Stack::start(Knobs { fallback: "direct".into(), ..Knobs::default() }).await;
-    let versions = &sample::generated_sets()[0].versions;
+    let versions = &testing::generated_sets()[0].versions;
     stack.kill_origin(0);
     for (i, v) in versions.iter().take(5).enumerate() {
         let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[("x-version", &i.to_string())]).await.unwrap();

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::process::{bin, free_port, railproxy, repo, text};
-use railproxy_integration::tls_client::{https_get, not_after};
-use railproxy_integration::{Backend, Http, Metrics, Proc};
-use tunnel::sample;
+use delta::testing;
+use integration::process::{bin, free_port, railproxy, repo, text};
+use integration::tls_client::{https_get, not_after};
+use integration::{Backend, Http, Metrics, Proc};
 
 /// Every file under `dir`, relative, sorted.
 fn tree(dir: &Path) -> Vec<String> {
@@ -528,7 +528,7 @@ sites:
         wait_admin(*admin, &pid_file.display().to_string()).await;
     }
 
-    let versions = &sample::generated_sets()[0].versions;
+    let versions = &testing::generated_sets()[0].versions;
     let url = format!("http://127.0.0.1:{edge_addr}/pages/generated-10k");
     let http = Http::h1();
     let fetch = |v: usize| {

@@ -2,9 +2,9 @@
 //! make railproxy an open proxy, are refused with the right 4xx before anything reaches a
 //! backend.
 
-use railproxy_integration::raw::{send, status_of};
-use railproxy_integration::tls_client::{Knock, knock_with};
-use railproxy_integration::{Http, Knobs, Stack};
+use integration::raw::{send, status_of};
+use integration::tls_client::{Knock, knock_with};
+use integration::{Http, Knobs, Stack};
 
 /// Requests the origin answered with a 2xx (edge probes are not counted).
 async fn origin_2xx(stack: &Stack) -> f64 {

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::process::{free_loopback, railproxy, text};
-use railproxy_integration::tls_client::{Knock, certs, https_get, knock, not_after};
-use railproxy_integration::{Knobs, Stack};
-use tunnel::sample;
+use delta::testing;
+use integration::process::{free_loopback, railproxy, text};
+use integration::tls_client::{Knock, certs, https_get, knock, not_after};
+use integration::{Knobs, Stack};
 
 /// The leaf certificate of a PEM file, as a server presents it.
 fn der(pem: &Path) -> Vec<u8> {
@@ -30,7 +30,7 @@ async fn https_clients_get_the_backends_bytes_over_http1_and_h2() {
         site.path().join("origin.key").display()
     );
     let stack = Stack::start(Knobs { edge_extra, ..Knobs::default() }).await;
-    let set = &sample::generated_sets()[0];
+    let set = &testing::generated_sets()[0];
     let path = format!("/pages/{}", set.name);
     let wire = || async { stack.edge_metrics().await.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]) };
     assert_eq!(wire().await, 0.0);

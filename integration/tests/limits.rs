@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::raw::send;
-use railproxy_integration::raw_h2::{self, Frame, H2Answer};
-use railproxy_integration::{Http, Knobs, Stack};
+use integration::raw::send;
+use integration::raw_h2::{self, Frame, H2Answer};
+use integration::{Http, Knobs, Stack};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn with_limits(limits: &str) -> Knobs {
@@ -50,7 +50,7 @@ async fn slowloris_is_cut_off_at_the_head_timeout_while_others_are_served() {
     assert!(cut >= Duration::from_millis(900) && cut < Duration::from_secs(5), "cut off after {cut:?}");
     assert_eq!(refusals(&stack, "head_timeout").await, 1.0);
     // A kept-alive connection that is idle is not a slow head: it keeps its keep-alive time.
-    let a = railproxy_integration::raw::exchange(
+    let a = integration::raw::exchange(
         edge,
         &[
             b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
@@ -159,7 +159,7 @@ async fn oversized_heads_get_431_and_bodies_413() {
             other => panic!("no 413 for an endless chunked body: {other:?} after {:?}", String::from_utf8_lossy(&back)),
         }
     }
-    let status = railproxy_integration::raw::status_of(&back);
+    let status = integration::raw::status_of(&back);
     eprintln!("{:<28} -> {status:?}", "chunked body over 1 MB");
     assert_eq!(status, Some(413));
     // A body within the limit goes through whole.

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::process::{free_loopback, repo};
-use railproxy_integration::{Http, Knobs, Proc, Stack};
+use delta::testing;
+use integration::process::{free_loopback, repo};
+use integration::{Http, Knobs, Proc, Stack};
 use serde_json::Value;
-use tunnel::sample;
 
 fn tool(name: &str) -> Command {
     assert!(
@@ -115,7 +115,7 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_edge_and_origin_and_every_dashboard_query_runs() {
     let stack = Stack::start(Knobs::default()).await;
-    let versions = &sample::generated_sets()[0].versions;
+    let versions = &testing::generated_sets()[0].versions;
     let http = Http::h1();
     for (v, page) in versions.iter().enumerate().take(5) {
         let r = http.get(&stack.url("/pages/generated-10k"), &[("x-version", &v.to_string())]).await.unwrap();

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use railproxy_integration::fake_origin::{FakeOrigin, tunnel_response};
-use railproxy_integration::process::{bin, free_port};
-use railproxy_integration::stack::{edge_yaml, make_certs, start_proxy};
-use railproxy_integration::tls_client::{Knock, knock, not_after, plain};
-use railproxy_integration::{Http, Knobs, Metrics, Stack};
+use integration::fake_origin::{FakeOrigin, tunnel_response};
+use integration::process::{bin, free_port};
+use integration::stack::{edge_yaml, make_certs, start_proxy};
+use integration::tls_client::{Knock, knock, not_after, plain};
+use integration::{Http, Knobs, Metrics, Stack};
 
 const ORIGIN_NAME: &str = "origin.railproxy.internal";
 
@@ -133,7 +133,7 @@ async fn the_edge_refuses_an_origin_with_the_wrong_ca_name_or_tls_version() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     railproxy(&["certs", "--out", dir.path().join("other").to_str().unwrap()]);
-    let script = || -> railproxy_integration::fake_origin::Script {
+    let script = || -> integration::fake_origin::Script {
         Box::new(|_, _| tunnel_response(None, &[], b"hello from the origin\n".to_vec()))
     };
     let good = FakeOrigin::start(&certs, script()).await;

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use railproxy_integration::{Http, Knobs, Metrics, Redis, Stack};
-use tunnel::sample;
+use delta::testing;
+use integration::{Http, Knobs, Metrics, Redis, Stack};
 
 async fn two_listeners_on(redis: &Redis) -> Stack {
     let stack = Stack::start(Knobs { origins: 2, store: Some(redis.url()), ..Knobs::default() }).await;
@@ -38,7 +38,7 @@ async fn a_version_stored_through_one_listener_gives_deltas_through_the_other() 
     let redis = Redis::start(dir.path());
     let stack = two_listeners_on(&redis).await;
     let before: Vec<(f64, f64)> = listener_hits(&stack).await;
-    let versions = &sample::generated_sets()[1].versions;
+    let versions = &testing::generated_sets()[1].versions;
     // Requests alternate between the two listeners, so each base was stored by the other one.
     // Listeners write to Redis after the response; wait for each write, which is not the point.
     let mut stored = puts_ok(&stack).await;
@@ -89,7 +89,7 @@ async fn with_redis_gone_responses_stay_correct_and_nothing_waits_past_the_timeo
     let dir = tempfile::tempdir().unwrap();
     let mut redis = Redis::start(dir.path());
     let stack = two_listeners_on(&redis).await;
-    let versions = &sample::generated_sets()[1].versions;
+    let versions = &testing::generated_sets()[1].versions;
     let url = stack.url("/pages/generated-100k");
     for (i, v) in versions.iter().enumerate().take(5) {
         assert!(Http::h1().get(&url, &[("x-version", &i.to_string())]).await.unwrap().body == v[..]);

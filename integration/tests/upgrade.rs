@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use railproxy_integration::{Http, Knobs, Stack};
-use tunnel::sample;
+use delta::testing;
+use integration::{Http, Knobs, Stack};
 
 #[derive(Default)]
 struct Tally {
@@ -23,7 +23,7 @@ struct Tally {
 /// unread, hence a reset.
 fn load(stack: &Stack, clients: u64, stop: &Arc<AtomicBool>, tally: &Arc<Tally>) -> Vec<tokio::task::JoinHandle<()>> {
     let versions: Arc<Vec<Bytes>> =
-        Arc::new(sample::generated_sets()[0].versions.iter().map(|v| Bytes::from(v.clone())).collect());
+        Arc::new(testing::generated_sets()[0].versions.iter().map(|v| Bytes::from(v.clone())).collect());
     (0..clients)
         .map(|c| {
             let (url, versions, stop, tally) =

@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 
-use railproxy_integration::fake_origin::{FakeOrigin, Script, tunnel_response};
-use railproxy_integration::stack::{edge_yaml, make_certs, start_proxy};
-use railproxy_integration::{Http, Knobs, Metrics, Proc, assert_right_or_refused};
-use tunnel::codec;
-use tunnel::sample::PageGenerator;
-use tunnel::{Version, VersionId};
+use delta::codec;
+use delta::testing::PageGenerator;
+use delta::{Version, VersionId};
+use integration::fake_origin::{FakeOrigin, Script, tunnel_response};
+use integration::stack::{edge_yaml, make_certs, start_proxy};
+use integration::{Http, Knobs, Metrics, Proc, assert_right_or_refused};
 
 struct Edge {
     _proc: Proc,
@@ -21,7 +21,7 @@ async fn edge_before(origin: impl FnOnce(&std::path::Path) -> Script) -> (Edge, 
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let fake = FakeOrigin::start(&certs, origin(&certs)).await;
-    let port = railproxy_integration::process::free_port;
+    let port = integration::process::free_port;
     let (addr, admin): (SocketAddr, SocketAddr) = (([127, 0, 0, 1], port()).into(), ([127, 0, 0, 1], port()).into());
     let yaml = edge_yaml(dir.path(), &Knobs::default(), addr, admin, &[fake.addr], fake.addr);
     let proc = start_proxy(dir.path(), "edge", "edge", &yaml, admin).await.expect("edge starts");

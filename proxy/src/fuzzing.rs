@@ -13,9 +13,9 @@ pub fn config(data: &[u8]) {
     if let Err(problems) = crate::config::Config::parse(text) {
         explained(&problems);
     }
-    match crate::fleet::Fleet::parse(text, std::path::Path::new("")) {
+    match crate::ops::fleet::Fleet::parse(text, std::path::Path::new("")) {
         Err(problems) => explained(&problems),
-        Ok(fleet) => match crate::fleet::render(&fleet) {
+        Ok(fleet) => match crate::ops::fleet::render(&fleet) {
             Err(problems) => explained(&problems),
             Ok(hosts) => {
                 for h in hosts {

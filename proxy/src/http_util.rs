@@ -118,34 +118,6 @@ pub async fn refuse(session: &mut pingora_proxy::Session, status: u16, message: 
     Ok(true)
 }
 
-/// Removes every header only edge and origin may set.
-pub fn strip_tunnel_headers_req(req: &mut RequestHeader) {
-    let names: Vec<String> = req
-        .headers
-        .keys()
-        .map(|n| n.as_str())
-        .filter(|n| tunnel::protocol::is_tunnel_header(n))
-        .map(str::to_string)
-        .collect();
-    for n in names {
-        req.remove_header(&n);
-    }
-}
-
-/// Removes every header only edge and origin may set.
-pub fn strip_tunnel_headers_resp(resp: &mut ResponseHeader) {
-    let names: Vec<String> = resp
-        .headers
-        .keys()
-        .map(|n| n.as_str())
-        .filter(|n| tunnel::protocol::is_tunnel_header(n))
-        .map(str::to_string)
-        .collect();
-    for n in names {
-        resp.remove_header(&n);
-    }
-}
-
 /// A header as text, if present and valid.
 pub fn header_str(value: Option<&HeaderValue>) -> Option<&str> {
     value.and_then(|v| v.to_str().ok())

@@ -13,7 +13,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use railproxy::config::{Config, Mode};
 use railproxy::exit::{CmdResult, Failure, USAGE};
-use railproxy::{certs, daemon, delta, fleet, logging, run};
+use railproxy::ops::{certs, delta_cli, fleet};
+use railproxy::{daemon, logging, run};
 
 #[derive(Debug, Parser)]
 #[command(name = "railproxy", version, about, long_about = None)]
@@ -64,7 +65,7 @@ enum Command {
     Fleet(fleet::FleetCmd),
     /// The delta codec: encode, decode, measure, explain.
     #[command(subcommand)]
-    Delta(delta::DeltaCmd),
+    Delta(delta_cli::DeltaCmd),
 }
 
 fn unix_now() -> i64 {
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
         (Some(Command::Certs { .. }), _, _) => {
             Err(Failure::new(USAGE, anyhow::anyhow!("railproxy certs: give --out DIR, or `certs issue` (see --help)")))
         }
-        (Some(Command::Delta(cmd)), _, _) => delta::run(cmd),
+        (Some(Command::Delta(cmd)), _, _) => delta_cli::run(cmd),
         (Some(Command::Fleet(cmd)), _, _) => fleet::run(cmd),
         (None, Some(mode), Some(path)) => run_proxy(mode, &path, cli.upgrade, cli.daemon),
         (None, _, _) => Err(Failure::new(

@@ -2,13 +2,14 @@
 
 use std::sync::{Arc, LazyLock};
 
+use delta::codec::Encoding;
+use delta::store::StoreStats;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, register_histogram_vec,
     register_int_counter, register_int_counter_vec, register_int_gauge_vec,
 };
-use tunnel::store::StoreStats;
 
 /// Requests by mode and status class (2xx, 4xx, …).
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -233,7 +234,7 @@ pub fn init(mode: &str) {
     }
     DURATION.with_label_values(&[mode]);
     IN_FLIGHT.with_label_values(&[mode]);
-    for enc in ["dcz", "zstd", "identity"] {
+    for enc in [Encoding::Dcz, Encoding::Zstd, Encoding::Identity].map(Encoding::as_str) {
         RAW_BYTES.with_label_values(&[mode, enc]);
         WIRE_BYTES.with_label_values(&[mode, enc]);
     }

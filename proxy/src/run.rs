@@ -4,20 +4,22 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use delta::VersionId;
+use delta::store::{MemoryStore, VersionStore};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::protocols::http::v2::server::H2Options;
-use tunnel::VersionId;
-use tunnel::store::{MemoryStore, VersionStore};
 
 use crate::admin::{self, Admin};
 use crate::config::origin::StoreKind;
 use crate::config::{EdgeConfig, OriginConfig};
 use crate::edge::Edge;
-use crate::edge::listeners::{Listeners, Prober};
-use crate::limits::{ConnectionCaps, HeadTimeout};
+use crate::edge::limits::{ConnectionCaps, HeadTimeout};
 use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
-use crate::redis_store::RedisStore;
+use crate::origin::redis_store::RedisStore;
+use crate::tunnel::listeners::Listeners;
+use crate::tunnel::probe::Prober;
+use crate::tunnel::{peer, tls as tunnel_tls};
 use crate::{server, tls};
 use pingora_core::services::background::{GenBackgroundService, background_service};
 use pingora_core::services::listening::Service;
@@ -28,9 +30,9 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     metrics::init("edge");
     let config = Arc::new(config);
     let t = &config.tunnel;
-    let peer_tls = tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
+    let peer_tls = tunnel_tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
     peer_tls.in_use();
-    let peer_tls: tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(peer_tls));
+    let peer_tls: tunnel_tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(peer_tls));
     let https = match &config.https {
         Some(h) => Some(tls::ServerCert::load("https", &h.cert, &h.key).context("https certificate")?),
         None => None,
@@ -45,7 +47,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         tls::Reloader::new(what, move || {
             // The tunnel's files first: the HTTPS certificate is swapped as it loads, so nothing
             // is swapped unless both load.
-            let peer = tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
+            let peer = tunnel_tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
             if let Some(h) = &https {
                 h.reload()?;
             }
@@ -110,7 +112,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
 
 /// Runs the origin listener until it is told to stop; never returns on success.
 pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
-    tls::install_origin_provider();
+    tunnel_tls::install_origin_provider();
     metrics::init("origin");
     let config = Arc::new(config);
     let t = &config.tunnel;
@@ -127,10 +129,8 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
         server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));
     }
     let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, origin, "origin");
-    let mut h2 = H2Options::new();
-    h2.max_concurrent_streams(t.max_streams);
-    proxy.app_logic_mut().expect("proxy app").h2_options = Some(h2);
-    let origin_tls = Arc::new(tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
+    proxy.app_logic_mut().expect("proxy app").h2_options = Some(peer::server_options(t.max_streams));
+    let origin_tls = Arc::new(tunnel_tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
     for addr in &t.listen {
         proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
     }

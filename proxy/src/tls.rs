@@ -1,9 +1,7 @@
-//! TLS for the tunnel: mutual TLS 1.3 anchored in the private CA (never the system roots).
-//!
-//! The origin presents its certificate and requires the edge's, issued by the CA and carrying
-//! one of the names the configuration lists; the edge pins the same CA and checks the origin's
-//! name. Both sides reread their files on SIGHUP: new handshakes use them, established tunnel
-//! connections stay up. The edge's HTTPS listeners for clients reload their certificate with it.
+//! Certificate files as both modes use them: loading a chain and key (refused unless the key is
+//! the certificate's), their expiry (metric and warnings), a listener certificate that reloads in
+//! place, and the SIGHUP reloader. The tunnel's own policy (mutual TLS 1.3, the edge's identity)
+//! is in `tunnel::tls`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,32 +12,20 @@ use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use pingora_core::tls::{self, CertificateDer, PrivateKeyDer, RootCertStore, ServerName, UnixTime};
-use pingora_core::utils::tls::{CertKey, WrappedX509, parse_x509};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use pingora_core::tls::{self, CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::metrics;
-
-/// The negotiated version string Pingora reports for TLS 1.3.
-const TLS13: &str = "TLSv1_3";
-
-/// The TLS version a tunnel connection negotiated, when it is not 1.3 (Pingora's connector
-/// offers 1.2 too; the tunnel takes 1.3 only).
-pub fn not_tls13(digest: Option<&pingora_core::protocols::Digest>) -> Option<String> {
-    let version = digest.and_then(|d| d.ssl_digest.as_ref()).map(|s| s.version.to_string());
-    (version.as_deref() != Some(TLS13)).then(|| version.unwrap_or_else(|| "no TLS".into()))
-}
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str().with_context(|| format!("{} is not valid UTF-8", p.display()))
 }
 
-fn certs_and_key(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+pub(crate) fn certs_and_key(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     tls::load_certs_and_key_files(path_str(cert)?, path_str(key)?)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?
@@ -61,7 +47,7 @@ pub fn date_of(unix: i64) -> String {
 /// The earliest expiry among `certs` (a chain, or the CAs of a bundle), for the expiry metric:
 /// the chain stops verifying then. A certificate rustls accepted that the parser
 /// does not is used anyway, unmeasured.
-fn expiry_of(certs: &[CertificateDer<'_>], file: &Path) -> Option<i64> {
+pub(crate) fn expiry_of(certs: &[CertificateDer<'_>], file: &Path) -> Option<i64> {
     certs
         .iter()
         .filter_map(|c| not_after(c).map_err(|e| log::warn!("{}: expiry not measured: {e:#}", file.display())).ok())
@@ -76,14 +62,14 @@ pub fn file_expiry(path: &Path) -> Option<i64> {
 }
 
 /// Publishes when the certificates `cert` (`tunnel`, `https`, `ca`) now in use expire.
-fn publish_expiry(cert: &'static str, not_after: Option<i64>) {
+pub(crate) fn publish_expiry(cert: &'static str, not_after: Option<i64>) {
     if let Some(t) = not_after {
         metrics::TLS_CERT_EXPIRY.with_label_values(&[cert]).set(t);
     }
 }
 
 /// Every certificate in a CA file: one CA, or several while a CA is being rotated.
-fn ca_certs(ca: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn ca_certs(ca: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     use rustls::pki_types::pem::PemObject as _;
     let certs = CertificateDer::pem_file_iter(ca)
         .with_context(|| format!("reading CA {}", ca.display()))?
@@ -93,111 +79,6 @@ fn ca_certs(ca: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
         bail!("{} holds no certificate", ca.display());
     }
     Ok(certs)
-}
-
-/// ring with the TLS 1.3 cipher suites only. Pingora's rustls listener offers TLS 1.2 and 1.3
-/// and has no setting for it, but it builds its config from the process's default provider:
-/// with no TLS 1.2 suite there, TLS 1.2 cannot be negotiated.
-fn tls13_only() -> CryptoProvider {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.retain(|s| s.version() == &rustls::version::TLS13);
-    provider
-}
-
-/// Origin mode: its only TLS listener is the tunnel, so the whole process speaks TLS 1.3 only.
-pub fn install_origin_provider() {
-    // Fails only if a provider is installed already, which would be a startup-order bug.
-    if CryptoProvider::install_default(tls13_only()).is_err() {
-        log::error!("a TLS provider was installed before the tunnel's; TLS 1.2 may be offered");
-    }
-}
-
-/// What the origin checks in an edge's certificate.
-#[derive(Debug)]
-struct EdgePolicy {
-    chain: Arc<dyn ClientCertVerifier>,
-    names: Vec<ServerName<'static>>,
-    ca_not_after: Option<i64>,
-}
-
-/// Verifies edge certificates: issued by the configured CA (WebPKI path validation) and valid
-/// for one of the configured names. TLS 1.2 signatures are refused outright.
-#[derive(Debug)]
-pub struct EdgeVerifier(ArcSwap<EdgePolicy>);
-
-impl EdgeVerifier {
-    fn policy(ca: &Path, names: &[String]) -> anyhow::Result<EdgePolicy> {
-        let mut roots = RootCertStore::empty();
-        let cas = ca_certs(ca)?;
-        let ca_not_after = expiry_of(&cas, ca);
-        for cert in cas {
-            roots.add(cert).with_context(|| format!("{} holds a certificate that is not a CA", ca.display()))?;
-        }
-        let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(tls13_only()))
-            .build()
-            .context("building the client certificate verifier")?;
-        let names = names
-            .iter()
-            .map(|n| ServerName::try_from(n.clone()).with_context(|| format!("{n:?} is not a DNS name or IP address")))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(EdgePolicy { chain, names, ca_not_after })
-    }
-}
-
-fn refused(reason: &'static str, e: rustls::Error) -> rustls::Error {
-    metrics::TUNNEL_AUTH_FAILURES.with_label_values(&[reason]).inc();
-    log::warn!("tunnel: edge certificate refused ({reason}): {e}");
-    e
-}
-
-impl ClientCertVerifier for EdgeVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        // Hints are optional (RFC 8446 §4.2.4) and edges hold one certificate anyway.
-        &[]
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let policy = self.0.load();
-        policy.chain.verify_client_cert(end_entity, intermediates, now).map_err(|e| refused("ca", e))?;
-        let cert = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|_| refused("name", rustls::Error::InvalidCertificate(CertificateError::BadEncoding)))?;
-        if policy.names.iter().any(|n| cert.verify_is_valid_for_subject_name(n).is_ok()) {
-            Ok(ClientCertVerified::assertion())
-        } else {
-            Err(refused("name", rustls::Error::InvalidCertificate(CertificateError::NotValidForName)))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(refused("tls12", rustls::Error::General("the tunnel is TLS 1.3 only".into())))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.load().chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.load().chain.supported_verify_schemes()
-    }
 }
 
 /// A listener's certificate and the files it comes from, swapped in place on reload: the
@@ -219,14 +100,14 @@ pub fn check_pair(cert: &Path, key: &Path) -> anyhow::Result<()> {
 }
 
 /// A loaded chain and key as one, refused unless the key is the certificate's.
-fn certified(
+pub(crate) fn certified(
     chain: Vec<CertificateDer<'static>>,
     key_der: PrivateKeyDer<'static>,
     cert: &Path,
     key: &Path,
 ) -> anyhow::Result<CertifiedKey> {
     // Only the provider's key loader is used here, which all providers share.
-    CertifiedKey::from_der(chain, key_der, &tls13_only())
+    CertifiedKey::from_der(chain, key_der, &rustls::crypto::ring::default_provider())
         .with_context(|| format!("{} and {} do not make a usable certificate", cert.display(), key.display()))
 }
 
@@ -274,90 +155,6 @@ impl ResolvesServerCert for ServerCert {
         Some(self.live.load_full())
     }
 }
-
-/// The origin's side of the tunnel's TLS: its certificate, and the live verifier of edges.
-#[derive(Debug)]
-pub struct OriginTls {
-    ca_path: PathBuf,
-    names: Vec<String>,
-    cert: Arc<ServerCert>,
-    verifier: Arc<EdgeVerifier>,
-}
-
-impl OriginTls {
-    pub fn load(cert: &Path, key: &Path, client_ca: &Path, client_names: &[String]) -> anyhow::Result<Self> {
-        let policy = EdgeVerifier::policy(client_ca, client_names)?;
-        publish_expiry("ca", policy.ca_not_after);
-        Ok(Self {
-            cert: ServerCert::load("tunnel", cert, key)?,
-            verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(policy))),
-            ca_path: client_ca.to_path_buf(),
-            names: client_names.to_vec(),
-        })
-    }
-
-    /// Listener settings: ALPN h2 (HTTP/1.1 allowed, for debugging with curl), the reloadable
-    /// certificate, mutual TLS. Early data stays off (rustls's default: no 0-RTT replays).
-    pub fn settings(&self) -> anyhow::Result<TlsSettings> {
-        let mut settings = self.cert.settings()?;
-        settings.set_client_cert_verifier(self.verifier.clone());
-        Ok(settings)
-    }
-
-    /// Rereads certificate, key and CA; on any error the ones in use stay.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        // The CA first: the certificate is swapped as it loads, so nothing is swapped unless
-        // both load.
-        let policy = EdgeVerifier::policy(&self.ca_path, &self.names)?;
-        self.cert.reload()?;
-        publish_expiry("ca", policy.ca_not_after);
-        self.verifier.0.store(Arc::new(policy));
-        Ok(())
-    }
-}
-
-/// What the edge's peers carry: the CA that must have signed the origin, and the edge's own
-/// client certificate.
-#[derive(Clone)]
-pub struct PeerTls {
-    pub ca: Arc<[WrappedX509]>,
-    pub client: Option<Arc<CertKey>>,
-    not_after: Option<i64>,
-    ca_not_after: Option<i64>,
-}
-
-impl std::fmt::Debug for PeerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerTls").field("client_cert", &self.client.is_some()).finish()
-    }
-}
-
-impl PeerTls {
-    pub fn load(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let cas = ca_certs(ca)?;
-        let ca_not_after = expiry_of(&cas, ca);
-        let ca: Vec<WrappedX509> = cas.into_iter().map(|c| WrappedX509::new(c.to_vec(), parse_x509)).collect();
-        let (chain, key_der) = certs_and_key(cert, key)?;
-        let not_after = expiry_of(&chain, cert);
-        let secret = key_der.secret_der().to_vec();
-        // The pair is checked here, as the origin's is: a client certificate with another key
-        // would load and then fail every tunnel handshake.
-        let chain = certified(chain, key_der, cert, key)?.cert.iter().map(|c| c.to_vec()).collect();
-        let client = Some(Arc::new(CertKey::new(chain, secret)));
-        Ok(PeerTls { ca: ca.into(), client, not_after, ca_not_after })
-    }
-
-    /// Publishes when the client certificate and the CA expire, once these files are the ones in
-    /// use.
-    pub fn in_use(&self) {
-        publish_expiry("tunnel", self.not_after);
-        publish_expiry("ca", self.ca_not_after);
-    }
-}
-
-/// The edge's tunnel TLS, swapped on reload; peers built afterwards (new connections) use the
-/// new files.
-pub type SharedPeerTls = Arc<ArcSwap<PeerTls>>;
 
 /// Rereads TLS files on SIGHUP.
 pub struct Reloader {

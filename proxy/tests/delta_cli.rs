@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tunnel::sample::PageGenerator;
+use delta::testing::PageGenerator;
 
 fn railproxy(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_railproxy")).args(args).output().expect("run railproxy")

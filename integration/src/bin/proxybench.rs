@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use railproxy_integration::bench::{self, Load, NginxRole};
-use railproxy_integration::process::{Backend, Proc, bin, free_loopback};
-use railproxy_integration::stack::{Knobs, edge_yaml, make_certs, origin_yaml, start_proxy_pinned};
-use railproxy_integration::{Http, Metrics};
-use tunnel::sample::{self, VersionSet};
+use delta::corpus::{self, VersionSet};
+use delta::testing;
+use integration::bench::{self, Load, NginxRole};
+use integration::process::{Backend, Proc, bin, free_loopback};
+use integration::stack::{Knobs, edge_yaml, make_certs, origin_yaml, start_proxy_pinned};
+use integration::{Http, Metrics};
 
 const SERVER_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
@@ -243,7 +244,7 @@ fn verdict(ok: bool) -> &'static str {
 /// Page sets for the proxy rows: ~10 KB and ~100 KB pages that change a little every version.
 fn page_sets(corpus: Option<&Path>) -> (VersionSet, VersionSet, String) {
     if let Some(dir) = corpus {
-        let sets = sample::load_version_sets(dir).expect("corpus");
+        let sets = corpus::load_version_sets(dir).expect("corpus");
         let find = |name: &str| sets.iter().find(|s| s.name == name).cloned();
         if let (Some(small), Some(large)) = (find("christiandailyreporter-home"), find("volksstimme-home")) {
             // The 190 KB front page cut to its first 100 KB: its changes are spread through it.
@@ -264,7 +265,7 @@ fn page_sets(corpus: Option<&Path>) -> (VersionSet, VersionSet, String) {
             return (small, large, what);
         }
     }
-    let g = sample::generated_sets();
+    let g = testing::generated_sets();
     (
         VersionSet { name: "page-10k".into(), versions: g[0].versions.clone() },
         VersionSet { name: "page-100k".into(), versions: g[1].versions.clone() },
@@ -567,8 +568,8 @@ fn reference_section(summary: &[(&str, Vec<Row>, Vec<Row>)]) {
 /// 1. Codec: `railproxy delta bench` in process, the Debian CLI tools beside it.
 fn codec_section(bench: &Bench, corpus: Option<&Path>) {
     let codec_sets = match corpus {
-        Some(c) => sample::load_version_sets(c).expect("corpus"),
-        None => sample::generated_sets(),
+        Some(c) => corpus::load_version_sets(c).expect("corpus"),
+        None => testing::generated_sets(),
     };
     eprintln!("codec …");
     let mut delta_bench = Command::new("taskset");

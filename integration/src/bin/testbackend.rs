@@ -11,6 +11,9 @@
 //!   GET  /redirect                302 to /pages/generated-10k
 //!   POST /echo                    the request body back (text/plain)
 //!   GET  /binary/N                N pseudo-random bytes (application/octet-stream)
+//!   GET  /encoded/CODING/N        N pseudo-random bytes of HTML labelled `Content-Encoding:
+//!                                 CODING`, whatever the request accepts (a backend that
+//!                                 compresses although asked for identity)
 //!   GET  /text/N                  N bytes of HTML, with Content-Length
 //!   GET  /chunked/N               N bytes of HTML, chunked (no Content-Length)
 //!   GET  /count                   how many requests this backend has served (text)
@@ -36,12 +39,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use delta::corpus;
+use delta::testing::{self, PageGenerator, Rng};
 use http::{Method, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tunnel::sample::{self, PageGenerator, Rng};
 
 /// A response body given in chunks; without a known length it goes out chunked.
 struct Chunks {
@@ -89,6 +93,12 @@ fn content_type_of(body: &[u8]) -> &'static str {
         Some(b'{') | Some(b'[') => "application/json",
         _ => "text/html; charset=utf-8",
     }
+}
+
+/// `n` pseudo-random bytes, the same for the same `n`.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut rng = Rng::new(n as u64);
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn html_of_len(n: usize) -> Vec<u8> {
@@ -151,10 +161,19 @@ impl Backend {
                 Err(e) => reply(400, "text/plain", full(format!("body: {e}\n"))),
             },
             (Method::GET | Method::HEAD, ["binary", n]) => match number(Some(n)) {
+                Some(n) => reply(200, "application/octet-stream", full(random_bytes(n))),
+                None => reply(400, "text/plain", full("bad length\n")),
+            },
+            (Method::GET | Method::HEAD, ["encoded", coding, n]) => match number(Some(n)) {
                 Some(n) => {
-                    let mut rng = Rng::new(n as u64);
-                    let body: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
-                    reply(200, "application/octet-stream", full(body))
+                    let mut r = reply(200, "text/html; charset=utf-8", full(random_bytes(n)));
+                    match coding.parse() {
+                        Ok(v) => {
+                            r.headers_mut().insert("content-encoding", v);
+                            r
+                        }
+                        Err(_) => reply(400, "text/plain", full("bad coding\n")),
+                    }
                 }
                 None => reply(400, "text/plain", full("bad length\n")),
             },
@@ -249,9 +268,9 @@ async fn main() {
         }
     }
     let mut sets: HashMap<String, Vec<Bytes>> = HashMap::new();
-    let mut all = sample::generated_sets();
+    let mut all = testing::generated_sets();
     if let Some(dir) = corpus {
-        match sample::load_version_sets(std::path::Path::new(&dir)) {
+        match corpus::load_version_sets(std::path::Path::new(&dir)) {
             Ok(found) => all.extend(found),
             Err(e) => {
                 eprintln!("railproxy-testbackend: {e}");

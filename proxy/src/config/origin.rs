@@ -78,10 +78,10 @@ pub enum Effort {
 }
 
 impl Effort {
-    pub fn params(self) -> tunnel::codec::DeltaParams {
+    pub fn params(self) -> delta::codec::DeltaParams {
         match self {
-            Effort::Small => tunnel::codec::DeltaParams::default(),
-            Effort::Fast => tunnel::codec::DeltaParams::fast(),
+            Effort::Small => delta::codec::DeltaParams::default(),
+            Effort::Fast => delta::codec::DeltaParams::fast(),
         }
     }
 }
@@ -99,7 +99,7 @@ impl OriginConfig {
             client_names: if t.has("client_names") {
                 t.req_list("client_names", "names an edge certificate may carry")
             } else {
-                vec![crate::certs::EDGE_NAME.to_string()]
+                vec![crate::ops::certs::EDGE_NAME.to_string()]
             },
             max_streams: t.or("max_streams", 1000u32),
         };
@@ -171,7 +171,7 @@ impl OriginConfig {
             }
         }
         drop(d);
-        let full_level = root.or("full_level", tunnel::codec::FULL_LEVEL);
+        let full_level = root.or("full_level", delta::codec::FULL_LEVEL);
         if !(1..=19).contains(&full_level) {
             root.problem("full_level", "must be a zstd level from 1 to 19");
         }

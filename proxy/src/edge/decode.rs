@@ -1,9 +1,56 @@
-//! The edge's side of a tunnel body: decoded as it arrives, held until verified while it fits,
-//! streamed (and aborted on failure) beyond that.
+//! The edge's side of a tunnel body, the mirror of the origin's `encode`: what the origin's
+//! header says (and whether its base is the one named), then the body, decoded as it arrives,
+//! held until verified while it fits, streamed (and aborted on failure) beyond that.
 
 use bytes::Bytes;
-use tunnel::Version;
-use tunnel::codec::Decoder;
+use delta::codec::{DecodeOptions, Decoder, Encoding};
+use delta::{Version, VersionId};
+use pingora_error::{Error, ErrorType};
+use pingora_http::ResponseHeader;
+
+use crate::config::DeltaSettings;
+use crate::metrics;
+use crate::tunnel::protocol::TunnelResponse;
+
+/// What to do with a tunnel response's body, decided from its header.
+pub enum Start {
+    /// Not encoded for the tunnel: it streams through as it is.
+    Identity,
+    /// Decoded and verified as it arrives.
+    Decode(Box<BodyDecoder>),
+    /// A delta against a base other than the one the edge named: nothing has gone to the client,
+    /// so the request can be sent again without a base.
+    BaseMismatch(Refused),
+}
+
+/// Reads the origin's statement off `resp` (which is the backend's header again afterwards) and
+/// starts the decoder for it. `named` is the base the request named.
+pub fn start(
+    resp: &mut ResponseHeader,
+    named: Option<&Version>,
+    limits: &DeltaSettings,
+) -> pingora_error::Result<Start> {
+    let said = TunnelResponse::take(resp)?;
+    let opts = DecodeOptions { max_output: said.raw_length.unwrap_or(limits.max_decoded), require_checksum: true };
+    let decoder = match said.encoding {
+        Encoding::Identity => return Ok(Start::Identity),
+        Encoding::Zstd => Decoder::zstd(opts),
+        Encoding::Dcz => match named.filter(|b| Some(b.id) == said.base) {
+            Some(base) => Decoder::dcz(base, opts),
+            None => return Ok(Start::BaseMismatch(base_mismatch(named.map(|b| b.id), said.base))),
+        },
+    }
+    .map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel decoder", e))?;
+    Ok(Start::Decode(Box::new(BodyDecoder::new(decoder, limits.max_body, said.raw_length))))
+}
+
+fn base_mismatch(asked: Option<VersionId>, answered: Option<VersionId>) -> Refused {
+    Refused {
+        reason: "base_mismatch",
+        detail: format!("asked against {asked:?}, answered against {answered:?}"),
+        after_output: false,
+    }
+}
 
 /// Why a tunnel body was refused; the label of `railproxy_delta_verify_failures_total`.
 #[derive(Debug)]
@@ -22,8 +69,16 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-fn reason(e: &tunnel::Error) -> &'static str {
-    use tunnel::Error as E;
+impl Refused {
+    /// Counted in `railproxy_delta_verify_failures_total{reason}`, as the request's error.
+    pub fn into_error(self) -> Box<Error> {
+        metrics::VERIFY_FAILURES.with_label_values(&[self.reason]).inc();
+        Error::explain(ErrorType::Custom("tunnel body refused"), format!("{}: {}", self.reason, self.detail))
+    }
+}
+
+fn reason(e: &delta::Error) -> &'static str {
+    use delta::Error as E;
     match e {
         E::BaseMismatch { .. } => "base_mismatch",
         E::BadHeader { .. } => "bad_header",
@@ -48,7 +103,7 @@ pub struct BodyDecoder {
 }
 
 impl BodyDecoder {
-    pub fn new(decoder: Decoder, hold_limit: u64, expect_len: Option<u64>) -> Self {
+    fn new(decoder: Decoder, hold_limit: u64, expect_len: Option<u64>) -> Self {
         // One more than the announced length: the decoder asks for room to see an overrun.
         let capacity = expect_len.map_or(16 * 1024, |n| n + 1).min(hold_limit + 1) as usize;
         BodyDecoder {
@@ -58,6 +113,11 @@ impl BodyDecoder {
             streaming: false,
             expect_len,
         }
+    }
+
+    /// The encoding being decoded.
+    pub fn encoding(&self) -> Encoding {
+        self.decoder.encoding()
     }
 
     fn refuse(&self, reason: &'static str, detail: String) -> Refused {
@@ -105,8 +165,8 @@ pub struct Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tunnel::codec::{self, DecodeOptions};
-    use tunnel::sample::PageGenerator;
+    use delta::codec::{self, DecodeOptions};
+    use delta::testing::PageGenerator;
 
     fn pair() -> (Version, Vec<u8>, Vec<u8>) {
         let v = PageGenerator::versions(21, 50_000, 2);
@@ -133,6 +193,33 @@ mod tests {
     }
 
     #[test]
+    fn the_origins_header_decides_and_another_base_is_a_mismatch() {
+        let (base, new, _) = pair();
+        let limits = DeltaSettings { store_size: 1 << 20, max_body: 1 << 20, max_decoded: 1 << 24 };
+        let said = |encoding, named: Option<VersionId>| {
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            let raw_length = Some(new.len() as u64);
+            TunnelResponse { encoding, base: named, raw_length }.write(&mut resp).unwrap();
+            resp
+        };
+        let mut resp = said(Encoding::Dcz, Some(base.id));
+        assert!(matches!(start(&mut resp, Some(&base), &limits).unwrap(), Start::Decode(_)));
+        assert_eq!(resp.headers.get("content-length").unwrap().to_str().unwrap(), new.len().to_string());
+        let other = VersionId::of(b"another version");
+        for named in [Some(&base), None] {
+            let mut resp = said(Encoding::Dcz, Some(other));
+            match start(&mut resp, named, &limits).unwrap() {
+                Start::BaseMismatch(r) => assert_eq!((r.reason, r.after_output), ("base_mismatch", false)),
+                _ => panic!("a delta against {other:?} decoded with {:?}", named.map(|b| b.id)),
+            }
+        }
+        let mut resp = said(Encoding::Zstd, None);
+        assert!(matches!(start(&mut resp, None, &limits).unwrap(), Start::Decode(_)));
+        let mut resp = said(Encoding::Identity, None);
+        assert!(matches!(start(&mut resp, Some(&base), &limits).unwrap(), Start::Identity));
+    }
+
+    #[test]
     fn holds_until_verified_then_sends_once() {
         let (base, new, delta) = pair();
         let mut d =
@@ -142,13 +229,13 @@ mod tests {
         assert_eq!(sends, 1, "held output goes out in one piece at the end");
         let complete = complete.unwrap();
         assert!(complete.body == new);
-        assert_eq!(complete.id, tunnel::VersionId::of(&new), "hashed at the edge when the origin sent no id");
+        assert_eq!(complete.id, delta::VersionId::of(&new), "hashed at the edge when the origin sent no id");
     }
 
     #[test]
     fn uses_the_version_id_the_origin_sent() {
         let (base, new, mut delta) = pair();
-        let named = tunnel::VersionId::of(b"any id the origin chose");
+        let named = delta::VersionId::of(b"any id the origin chose");
         delta.extend_from_slice(&codec::version_frame(&named));
         let mut d =
             BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, Some(new.len() as u64));

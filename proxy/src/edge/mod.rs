@@ -4,15 +4,16 @@
 
 mod cache;
 mod decode;
-pub mod listeners;
+pub mod limits;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use delta::Version;
+use delta::store::{MemoryStore, VersionStore};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::modules::http::compression::ResponseCompressionBuilder;
 use pingora_core::protocols::Digest;
@@ -20,17 +21,17 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use tunnel::codec::{DecodeOptions, Decoder, Encoding};
-use tunnel::protocol;
-use tunnel::store::{MemoryStore, VersionStore};
-use tunnel::{Version, VersionId};
 
 use crate::config::EdgeConfig;
 use crate::config::edge::Fallback;
+use crate::envelope::Envelope;
 use crate::http_util::{self, header_str};
 use crate::metrics;
-use crate::tls::{self, SharedPeerTls};
-use decode::BodyDecoder;
+use crate::tunnel::listeners::Listeners;
+use crate::tunnel::peer::{self, tunnel_peer};
+use crate::tunnel::protocol::{self, Accepts, TunnelRequest};
+use crate::tunnel::tls::{self, SharedPeerTls};
+use decode::{BodyDecoder, Start};
 
 const MODE: &str = "edge";
 
@@ -38,7 +39,7 @@ pub struct Edge {
     config: Arc<EdgeConfig>,
     tls: SharedPeerTls,
     store: Arc<MemoryStore<String>>,
-    listeners: Arc<listeners::Listeners>,
+    listeners: Arc<Listeners>,
     /// One lock per origin listener, held from `upstream_peer` until the tunnel stream is
     /// acquired. Pingora takes a pooled HTTP/2 connection out of its pool while it opens a
     /// stream, so concurrent requests would otherwise miss it and dial more connections
@@ -62,7 +63,7 @@ impl Edge {
         config: Arc<EdgeConfig>,
         tls: SharedPeerTls,
         store: Arc<MemoryStore<String>>,
-        listeners: Arc<listeners::Listeners>,
+        listeners: Arc<Listeners>,
     ) -> Self {
         let acquire = config
             .origins
@@ -77,9 +78,7 @@ impl Edge {
 
 /// Per-request state.
 pub struct EdgeCtx {
-    start: Instant,
-    /// Dropped with the context, after `logging` recorded this request.
-    _in_flight: metrics::InFlight,
+    envelope: Envelope,
     host: Option<String>,
     /// Version-store key; only GET responses are versions.
     key: Option<String>,
@@ -88,11 +87,8 @@ pub struct EdgeCtx {
     /// Set after a base mismatch: the retry asks without a base.
     without_base: bool,
     body: Option<BodyDecoder>,
-    encoding: Encoding,
-    raw_bytes: u64,
     /// Request body bytes read from the client so far.
     body_in: u64,
-    wire_bytes: u64,
     /// Held while Pingora acquires the tunnel stream for this request.
     acquiring: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// The listener this attempt goes to, and those that failed this request already.
@@ -100,47 +96,6 @@ pub struct EdgeCtx {
     tried: Vec<SocketAddr>,
     /// No listener was up: the request goes straight to the origin.
     direct: bool,
-}
-
-/// GOAWAY(NO_ERROR) or REFUSED_STREAM from the origin: it is closing the connection in order and
-/// did not process the request (RFC 9113 §8.7).
-fn graceful_h2_shutdown(e: &Error) -> bool {
-    e.root_cause().downcast_ref::<h2::Error>().is_some_and(|h2e| {
-        h2e.is_remote()
-            && ((h2e.is_go_away() && h2e.reason() == Some(h2::Reason::NO_ERROR))
-                || (h2e.is_reset() && h2e.reason() == Some(h2::Reason::REFUSED_STREAM)))
-    })
-}
-
-/// Errors that say the tunnel (not the request) failed: connecting, TLS, the connection closing
-/// or resetting, HTTP/2 connection errors and GOAWAY. What a client did (a broken request body,
-/// a reset of its own stream) never marks a listener down: clients cannot take listeners out.
-fn tunnel_failure(e: &Error) -> bool {
-    if *e.esource() == pingora_error::ErrorSource::Downstream {
-        return false;
-    }
-    if let Some(h2e) = e.root_cause().downcast_ref::<h2::Error>() {
-        // A stream reset or a request h2 refused to send concerns one request only.
-        return h2e.is_io() || h2e.is_go_away();
-    }
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectError
-            | ErrorType::TLSHandshakeFailure
-            | ErrorType::TLSHandshakeTimedout
-            | ErrorType::ConnectionClosed
-            | ErrorType::ReadError
-            | ErrorType::WriteError
-            | ErrorType::H2Error
-            | ErrorType::InvalidH2
-    )
-}
-
-fn verify_error(reason: &'static str, detail: &str) -> Box<Error> {
-    metrics::VERIFY_FAILURES.with_label_values(&[reason]).inc();
-    Error::explain(ErrorType::Custom("tunnel body refused"), format!("{reason}: {detail}"))
 }
 
 impl Edge {
@@ -178,19 +133,15 @@ impl ProxyHttp for Edge {
     type CTX = EdgeCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        crate::limits::head_read();
+        limits::head_read();
         EdgeCtx {
-            start: Instant::now(),
-            _in_flight: metrics::InFlight::start(MODE),
+            envelope: Envelope::open(MODE),
             host: None,
             key: None,
             base: None,
             without_base: false,
             body: None,
-            encoding: Encoding::Identity,
-            raw_bytes: 0,
             body_in: 0,
-            wire_bytes: 0,
             acquiring: None,
             listener: None,
             tried: Vec::new(),
@@ -275,7 +226,7 @@ impl ProxyHttp for Edge {
         if self.cache.is_some() {
             let status = cache::status(session.cache.phase());
             metrics::CACHE.with_label_values(&[status]).inc();
-            resp.insert_header("railproxy-cache", status)?;
+            resp.insert_header(protocol::CACHE_STATUS, status)?;
         }
         Ok(())
     }
@@ -312,7 +263,7 @@ impl ProxyHttp for Edge {
             let wait = self.config.tunnel.connect_timeout;
             ctx.acquiring = tokio::time::timeout(wait, lock.clone().lock_owned()).await.ok();
         }
-        Ok(Box::new(listeners::tunnel_peer(&self.config, &self.tls.load(), listener.addr, &listener.server_name)))
+        Ok(Box::new(tunnel_peer(&self.config.tunnel, &self.tls.load(), listener.addr, &listener.server_name)))
     }
 
     async fn connected_to_upstream(
@@ -366,14 +317,14 @@ impl ProxyHttp for Edge {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if session.response_written().is_none() && !ctx.direct && graceful_h2_shutdown(&e) {
+        if session.response_written().is_none() && !ctx.direct && peer::graceful_shutdown(&e) {
             // The listener is shutting down gracefully (an upgrade or a restart) and did not
             // process this request: send it again, on a new connection, without marking it down.
             e.set_retry(true);
             metrics::RETRIES.inc();
             return e;
         }
-        if session.response_written().is_none() && !ctx.direct && tunnel_failure(&e) {
+        if session.response_written().is_none() && !ctx.direct && peer::tunnel_failure(&e) {
             if let Some(addr) = ctx.listener.take() {
                 self.listeners.mark_down(addr, &e.to_string());
                 ctx.tried.push(addr);
@@ -427,13 +378,12 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         // Nothing a client sends may steer the tunnel.
-        http_util::strip_tunnel_headers_req(upstream_request);
+        protocol::strip_request(upstream_request);
+        ctx.base = None;
         if ctx.direct {
             // Straight to the origin: the request as the client sent it, no tunnel encodings.
-            ctx.base = None;
             return Ok(());
         }
-        upstream_request.insert_header(http::header::ACCEPT_ENCODING, protocol::TUNNEL_ACCEPT_ENCODING)?;
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded = match header_str(upstream_request.headers.get("x-forwarded-for")) {
                 Some(prev) => format!("{prev}, {}", client.ip()),
@@ -441,18 +391,12 @@ impl ProxyHttp for Edge {
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
-        ctx.base = None;
         if let Some(key) = ctx.key.as_ref().filter(|_| !ctx.without_base) {
-            match self.store.get(key).await {
-                Some(version) => {
-                    upstream_request.insert_header(protocol::AVAILABLE_DICTIONARY, version.id.to_sf())?;
-                    ctx.base = Some(version);
-                    metrics::BASE.with_label_values(&[MODE, "hit"]).inc();
-                }
-                None => metrics::BASE.with_label_values(&[MODE, "miss"]).inc(),
-            }
+            ctx.base = self.store.get(key).await;
+            let held = if ctx.base.is_some() { "hit" } else { "miss" };
+            metrics::BASE.with_label_values(&[MODE, held]).inc();
         }
-        Ok(())
+        TunnelRequest { base: ctx.base.as_ref().map(|b| b.id), accepts: Accepts::ALL }.write(upstream_request)
     }
 
     async fn request_body_filter(
@@ -484,53 +428,33 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let encoding = header_str(resp.headers.get(http::header::CONTENT_ENCODING)).and_then(Encoding::from_token);
-        let named_base = resp.headers.get(protocol::DELTA_BASE).and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
-        let raw_length = header_str(resp.headers.get(protocol::RAW_LENGTH)).and_then(|v| v.parse::<u64>().ok());
-        http_util::strip_tunnel_headers_resp(resp);
-        let limits = &self.config.delta;
-        let opts = DecodeOptions { max_output: raw_length.unwrap_or(limits.max_decoded), require_checksum: true };
-        let decoder = match encoding {
-            Some(Encoding::Dcz) => {
-                let Some(base) = ctx.base.as_ref().filter(|b| Some(b.id) == named_base) else {
-                    // The origin answered against a base other than the one named: nothing has
-                    // gone to the client yet, so ask once more without a base.
-                    let e = verify_error(
-                        "base_mismatch",
-                        &format!(
-                            "asked against {:?}, answered against {named_base:?}",
-                            ctx.base.as_ref().map(|b| b.id)
-                        ),
-                    );
-                    if let Some(key) = &ctx.key {
-                        self.store.remove(key);
-                    }
-                    if !ctx.without_base {
-                        ctx.without_base = true;
-                        metrics::BASE_RETRIES.inc();
-                        let mut e = e;
-                        e.set_retry(true);
-                        return Err(e);
-                    }
-                    return Err(e);
-                };
-                Decoder::dcz(base, opts)
-            }
-            Some(Encoding::Zstd) => Decoder::zstd(opts),
-            _ => return Ok(()),
+        if ctx.direct {
+            // A backend's response, not the tunnel's: nothing in it is the tunnel's to read.
+            protocol::strip_response(resp);
+            return Ok(());
         }
-        .map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel decoder", e))?;
-        ctx.encoding = decoder.encoding();
-        resp.remove_header(&http::header::CONTENT_ENCODING);
-        // The decoded body's length, also for a HEAD that the cache sent upstream as a GET.
-        match raw_length {
-            Some(n) => resp.insert_header(http::header::CONTENT_LENGTH, n.to_string())?,
-            None => {
-                resp.remove_header(&http::header::CONTENT_LENGTH);
+        match decode::start(resp, ctx.base.as_ref(), &self.config.delta)? {
+            Start::Identity => Ok(()),
+            Start::Decode(decoder) => {
+                ctx.envelope.encoding = decoder.encoding();
+                ctx.body = Some(*decoder);
+                Ok(())
+            }
+            Start::BaseMismatch(refused) => {
+                // Whatever this key held may be what went wrong: drop it, and ask once more
+                // without a base.
+                if let Some(key) = &ctx.key {
+                    self.store.remove(key);
+                }
+                let mut e = refused.into_error();
+                if !ctx.without_base {
+                    ctx.without_base = true;
+                    metrics::BASE_RETRIES.inc();
+                    e.set_retry(true);
+                }
+                Err(e)
             }
         }
-        ctx.body = Some(BodyDecoder::new(decoder, limits.max_body, raw_length));
-        Ok(())
     }
 
     fn upstream_response_body_filter(
@@ -541,14 +465,14 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
         let wire = body.as_ref().map_or(0, |b| b.len() as u64);
-        ctx.wire_bytes += wire;
+        ctx.envelope.wire_bytes += wire;
         let Some(decoder) = ctx.body.as_mut() else {
-            ctx.raw_bytes += wire;
+            ctx.envelope.raw_bytes += wire;
             return Ok(None);
         };
         match decoder.push(body.as_deref(), end_of_stream) {
             Ok(out) => {
-                ctx.raw_bytes += out.send.as_ref().map_or(0, |b| b.len() as u64);
+                ctx.envelope.raw_bytes += out.send.as_ref().map_or(0, |b| b.len() as u64);
                 *body = out.send;
                 if let (Some(complete), Some(key)) = (out.complete, ctx.key.clone()) {
                     let status = session.response_written().map_or(200, |r| r.status.as_u16());
@@ -567,31 +491,12 @@ impl ProxyHttp for Edge {
                     metrics::ABORTED.inc();
                 }
                 *body = None;
-                Err(verify_error(refused.reason, &refused.detail))
+                Err(refused.into_error())
             }
         }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let elapsed = ctx.start.elapsed();
-        metrics::request_done(MODE, if status == 0 { 502 } else { status }, elapsed.as_secs_f64());
-        let enc = ctx.encoding.as_str();
-        metrics::RAW_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.raw_bytes);
-        metrics::WIRE_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.wire_bytes);
-        if let Some(e) = e {
-            metrics::UPSTREAM_ERRORS.with_label_values(&[MODE, crate::proxy_common::error_kind(e)]).inc();
-        }
-        crate::proxy_common::access_log(
-            MODE,
-            session,
-            status,
-            enc,
-            ctx.raw_bytes,
-            ctx.wire_bytes,
-            ctx.base.is_some(),
-            elapsed,
-            e,
-        );
+        ctx.envelope.close(session, e, ctx.base.is_some());
     }
 }

@@ -1,11 +1,14 @@
-//! What the origin does with a backend response, and the encoder that does it.
+//! What the origin does with a backend response, and the encoder that does it; the edge's
+//! `decode` is its mirror.
 
 use bytes::Bytes;
+use delta::Version;
+use delta::codec::{DeltaParams, Encoder, Encoding};
+use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
-use tunnel::codec::{DeltaParams, Encoder, Encoding};
-use tunnel::{Version, protocol};
 
 use crate::http_util::{content_length, header_str};
+use crate::tunnel::protocol::TunnelResponse;
 
 /// How one response crosses the tunnel.
 pub enum Plan<'a> {
@@ -31,7 +34,7 @@ impl<'a> Plan<'a> {
         let has_body = req.method != http::Method::HEAD && status >= 200 && !matches!(status, 204 | 304);
         let content_type = header_str(resp.headers.get(http::header::CONTENT_TYPE)).unwrap_or("");
         let already_encoded = header_str(resp.headers.get(http::header::CONTENT_ENCODING))
-            .is_some_and(|ce| !ce.trim().eq_ignore_ascii_case("identity"));
+            .is_some_and(|ce| !ce.trim().eq_ignore_ascii_case(Encoding::Identity.as_str()));
         let partial = resp.headers.contains_key(http::header::CONTENT_RANGE);
         let within = content_length(resp).is_none_or(|n| n <= max_body);
         if !has_body
@@ -39,7 +42,7 @@ impl<'a> Plan<'a> {
             || already_encoded
             || partial
             || !within
-            || !tunnel::policy::is_compressible(content_type)
+            || !delta::policy::is_compressible(content_type)
         {
             return Plan::Identity;
         }
@@ -58,30 +61,32 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Rewrites the response header for the plan and returns the body encoder, if any.
+    /// Rewrites the response header for the plan (the tunnel's statement of it) and returns the
+    /// body encoder, if any.
     pub fn start(
         &self,
         resp: &mut ResponseHeader,
         params: &DeltaParams,
         full_level: i32,
         max_body: u64,
-    ) -> tunnel::Result<Option<BodyEncoder>> {
+    ) -> pingora_error::Result<Option<BodyEncoder>> {
         let length = content_length(resp);
-        let (encoder, store) = match self {
-            Plan::Identity => return Ok(None),
-            Plan::Full { store } => (Encoder::zstd(full_level, length)?, *store),
-            Plan::Delta { base } => {
-                let _ = resp.insert_header(protocol::DELTA_BASE, base.id.to_sf());
-                (Encoder::dcz(base, params, length)?, true)
-            }
+        let said = TunnelResponse {
+            encoding: self.encoding(),
+            base: match self {
+                Plan::Delta { base } => Some(base.id),
+                _ => None,
+            },
+            raw_length: length,
         };
-        let _ = resp.insert_header(http::header::CONTENT_ENCODING, encoder.encoding().as_str());
-        resp.remove_header(&http::header::CONTENT_LENGTH);
-        if let Some(n) = length {
-            let _ = resp.insert_header(protocol::RAW_LENGTH, n.to_string());
-        }
-        // The encoded body's validators differ from the backend's; the edge restores the body
-        // the validators describe, so they stay as they are.
+        said.write(resp)?;
+        let started = match self {
+            Plan::Identity => return Ok(None),
+            Plan::Full { store } => Encoder::zstd(full_level, length).map(|e| (e, *store)),
+            Plan::Delta { base } => Encoder::dcz(base, params, length).map(|e| (e, true)),
+        };
+        let (encoder, store) =
+            started.map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel encoder", e))?;
         let keep = match store {
             false => Keep::Nothing,
             true if encoder.keeps_body() => Keep::Encoder,
@@ -110,7 +115,11 @@ enum Keep {
 
 impl BodyEncoder {
     /// Takes a backend chunk; returns encoded bytes to send and, at the end, the version to store.
-    pub fn push(&mut self, chunk: Option<Bytes>, end: bool) -> tunnel::Result<(Option<Bytes>, Option<Version>)> {
+    pub fn push(&mut self, chunk: Option<Bytes>, end: bool) -> pingora_error::Result<(Option<Bytes>, Option<Version>)> {
+        self.encode(chunk, end).map_err(|e| Error::because(ErrorType::InternalError, "tunnel encoder", e))
+    }
+
+    fn encode(&mut self, chunk: Option<Bytes>, end: bool) -> delta::Result<(Option<Bytes>, Option<Version>)> {
         let mut out = Vec::new();
         if let Some(chunk) = chunk {
             self.encoder.write(&chunk, &mut out)?;
@@ -131,7 +140,7 @@ impl BodyEncoder {
             };
             // The id this origin computed anyway, so the edge does not hash the body again.
             if let Some(v) = &version {
-                out.extend_from_slice(&tunnel::codec::version_frame(&v.id));
+                out.extend_from_slice(&delta::codec::version_frame(&v.id));
             }
         }
         let out = (!out.is_empty()).then(|| Bytes::from(out));

@@ -3,14 +3,17 @@
 //! full body in zstd.
 
 mod encode;
+pub mod redis_store;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use delta::codec::Encoding;
+use delta::store::VersionStore;
+use delta::{Version, VersionId};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -18,14 +21,12 @@ use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_proxy::{ProxyHttp, Session};
-use tunnel::codec::Encoding;
-use tunnel::protocol;
-use tunnel::store::VersionStore;
-use tunnel::{Version, VersionId};
 
 use crate::config::OriginConfig;
-use crate::http_util::{self, header_str};
+use crate::envelope::Envelope;
+use crate::http_util;
 use crate::metrics;
+use crate::tunnel::protocol::{self, Accepts, Probe, TunnelRequest};
 use encode::{BodyEncoder, Plan};
 
 const MODE: &str = "origin";
@@ -52,7 +53,7 @@ pub struct Origin {
     hosts: HashMap<String, Arc<LoadBalancer<RoundRobin>>>,
     store: Arc<dyn VersionStore<VersionId>>,
     connections: ConnectionTracker,
-    delta_params: tunnel::codec::DeltaParams,
+    delta_params: delta::codec::DeltaParams,
 }
 
 /// A host's backends, health-checked in the background.
@@ -95,19 +96,13 @@ impl Origin {
 
 /// Per-request state.
 pub struct OriginCtx {
-    start: Instant,
-    /// Dropped with the context, after `logging` recorded this request.
-    _in_flight: metrics::InFlight,
+    envelope: Envelope,
     host: Option<String>,
     /// The base the edge named and this origin holds.
     base: Option<Version>,
-    /// The edge accepts dcz / zstd on this request.
-    accepts_dcz: bool,
-    accepts_zstd: bool,
+    /// The encodings the edge accepts on this request.
+    accepts: Accepts,
     body: Option<BodyEncoder>,
-    encoding: Encoding,
-    raw_bytes: u64,
-    wire_bytes: u64,
     /// A health probe from an edge.
     probe: bool,
     /// The backend of this attempt, and those that could not be reached for this request.
@@ -121,16 +116,11 @@ impl ProxyHttp for Origin {
 
     fn new_ctx(&self) -> Self::CTX {
         OriginCtx {
-            start: Instant::now(),
-            _in_flight: metrics::InFlight::start(MODE),
+            envelope: Envelope::open(MODE),
             host: None,
             base: None,
-            accepts_dcz: false,
-            accepts_zstd: false,
+            accepts: Accepts { dcz: false, zstd: false },
             body: None,
-            encoding: Encoding::Identity,
-            raw_bytes: 0,
-            wire_bytes: 0,
             probe: false,
             backend: None,
             tried: Vec::new(),
@@ -138,13 +128,13 @@ impl ProxyHttp for Origin {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        if session.req_header().headers.contains_key(protocol::PROBE) {
+        if Probe::is(session.req_header()) {
             // An edge checking this listener: answered here, no backend involved, not counted.
             ctx.probe = true;
-            let mut resp = ResponseHeader::build(200, Some(2)).expect("static status");
-            resp.insert_header("content-length", "3")?;
+            let mut resp = ResponseHeader::build(200, Some(2))?;
+            resp.insert_header(http::header::CONTENT_LENGTH, Probe::ANSWER.len().to_string())?;
             session.write_response_header(Box::new(resp), false).await?;
-            session.write_response_body(Some(Bytes::from_static(b"ok\n")), true).await?;
+            session.write_response_body(Some(Bytes::from_static(Probe::ANSWER)), true).await?;
             return Ok(true);
         }
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
@@ -166,14 +156,11 @@ impl ProxyHttp for Origin {
             return http_util::refuse(session, 421, &message).await;
         }
         ctx.host = host;
-        let accept = header_str(req.headers.get(http::header::ACCEPT_ENCODING));
-        ctx.accepts_zstd = http_util::accepts(accept, "zstd");
-        ctx.accepts_dcz = http_util::accepts(accept, "dcz");
-        let named =
-            req.headers.get(protocol::AVAILABLE_DICTIONARY).and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
-        let result = match named {
+        let asked = TunnelRequest::read(req);
+        ctx.accepts = asked.accepts;
+        let result = match asked.base {
             None => "none",
-            Some(id) if ctx.accepts_dcz && req.method == http::Method::GET => match self.store.get(&id).await {
+            Some(id) if asked.accepts.dcz && req.method == http::Method::GET => match self.store.get(&id).await {
                 Some(base) => {
                     ctx.base = Some(base);
                     "hit"
@@ -226,10 +213,10 @@ impl ProxyHttp for Origin {
         upstream_request: &mut RequestHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        http_util::strip_tunnel_headers_req(upstream_request);
+        protocol::strip_request(upstream_request);
         // Deltas are made on bodies as the backend renders them; clients get their compression
         // from the edge.
-        upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        upstream_request.insert_header(http::header::ACCEPT_ENCODING, Encoding::Identity.as_str())?;
         // HTTP/2 carries the host in :authority; HTTP/1.1 backends want Host and origin-form.
         if let Some(authority) = upstream_request.uri.authority().map(|a| a.as_str().to_string()) {
             if !upstream_request.headers.contains_key(http::header::HOST) {
@@ -248,18 +235,16 @@ impl ProxyHttp for Origin {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        http_util::strip_tunnel_headers_resp(resp);
+        protocol::strip_response(resp);
         let plan = Plan::decide(
             session.req_header(),
             resp,
             self.config.delta.max_body,
-            ctx.accepts_zstd,
-            ctx.base.as_ref().filter(|_| ctx.accepts_dcz),
+            ctx.accepts.zstd,
+            ctx.base.as_ref().filter(|_| ctx.accepts.dcz),
         );
-        ctx.encoding = plan.encoding();
-        ctx.body = plan
-            .start(resp, &self.delta_params, self.config.full_level, self.config.delta.max_body)
-            .map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel encoder", e))?;
+        ctx.envelope.encoding = plan.encoding();
+        ctx.body = plan.start(resp, &self.delta_params, self.config.full_level, self.config.delta.max_body)?;
         Ok(())
     }
 
@@ -270,17 +255,14 @@ impl ProxyHttp for Origin {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
+        let n = body.as_ref().map_or(0, |b| b.len() as u64);
+        ctx.envelope.raw_bytes += n;
         let Some(encoder) = ctx.body.as_mut() else {
-            let n = body.as_ref().map_or(0, |b| b.len() as u64);
-            ctx.raw_bytes += n;
-            ctx.wire_bytes += n;
+            ctx.envelope.wire_bytes += n;
             return Ok(None);
         };
-        ctx.raw_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        let (out, finished) = encoder
-            .push(body.take(), end_of_stream)
-            .map_err(|e| Error::because(ErrorType::InternalError, "tunnel encoder", e))?;
-        ctx.wire_bytes += out.as_ref().map_or(0, |b| b.len() as u64);
+        let (out, finished) = encoder.push(body.take(), end_of_stream)?;
+        ctx.envelope.wire_bytes += out.as_ref().map_or(0, |b| b.len() as u64);
         *body = out;
         if let Some(version) = finished {
             self.store.put(version.id, version);
@@ -289,28 +271,8 @@ impl ProxyHttp for Origin {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        if ctx.probe {
-            return;
+        if !ctx.probe {
+            ctx.envelope.close(session, e, ctx.base.is_some());
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let elapsed = ctx.start.elapsed();
-        metrics::request_done(MODE, if status == 0 { 502 } else { status }, elapsed.as_secs_f64());
-        let enc = ctx.encoding.as_str();
-        metrics::RAW_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.raw_bytes);
-        metrics::WIRE_BYTES.with_label_values(&[MODE, enc]).inc_by(ctx.wire_bytes);
-        if let Some(e) = e {
-            metrics::UPSTREAM_ERRORS.with_label_values(&[MODE, crate::proxy_common::error_kind(e)]).inc();
-        }
-        crate::proxy_common::access_log(
-            MODE,
-            session,
-            status,
-            enc,
-            ctx.raw_bytes,
-            ctx.wire_bytes,
-            ctx.base.is_some(),
-            elapsed,
-            e,
-        );
     }
 }

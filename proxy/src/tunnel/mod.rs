@@ -1,0 +1,14 @@
+//! The tunnel between edge and origin: HTTP/2 over mutual TLS 1.3, pooled and persistent.
+//!
+//! * [`protocol`]: what edge and origin say to each other (typed, written and read here only).
+//! * [`peer`]: the connection the edge dials, the origin's h2 settings, which errors are the
+//!   tunnel's.
+//! * [`listeners`], [`probe`]: the edge's view of origin listeners (up, down, backoff) and the
+//!   probes that keep it.
+//! * [`tls`]: mutual TLS 1.3 anchored in the private CA.
+
+pub mod listeners;
+pub mod peer;
+pub mod probe;
+pub mod protocol;
+pub mod tls;

@@ -1,4 +1,0 @@
-//! Any bytes as an Available-Dictionary header value: a version id or a refusal, never a panic.
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tunnel::fuzzing::available_dictionary(data));
