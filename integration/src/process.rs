@@ -131,8 +131,17 @@ impl Backend {
 
     /// As [`Backend::start`], pinned to `cpus`.
     pub fn start_pinned(dir: &Path, name: &str, corpus: Option<&Path>, cpus: Option<&str>) -> Backend {
+        Backend::spawn(dir, name, "127.0.0.1:0", corpus, cpus)
+    }
+
+    /// A backend on `addr`, for a test that started what stands in front of it first.
+    pub fn start_at(dir: &Path, name: &str, addr: SocketAddr) -> Backend {
+        Backend::spawn(dir, name, &addr.to_string(), None, None)
+    }
+
+    fn spawn(dir: &Path, name: &str, listen: &str, corpus: Option<&Path>, cpus: Option<&str>) -> Backend {
         let mut cmd = command(&bin("railproxy-testbackend"), cpus);
-        cmd.args(["--listen", "127.0.0.1:0"]);
+        cmd.args(["--listen", listen]);
         if let Some(c) = corpus {
             cmd.arg("--corpus").arg(c);
         }

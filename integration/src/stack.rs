@@ -31,6 +31,10 @@ pub struct Knobs {
     pub store: Option<String>,
     /// More top-level YAML for the edge (e.g. a `limits:` section).
     pub edge_extra: String,
+    /// More keys for the origins' `tunnel:` section, each line indented by two spaces.
+    pub origin_tunnel_extra: String,
+    /// The edge's `tunnel.lanes`.
+    pub lanes: usize,
 }
 
 impl Default for Knobs {
@@ -49,6 +53,8 @@ impl Default for Knobs {
             fallback: "error".into(),
             store: None,
             edge_extra: String::new(),
+            origin_tunnel_extra: String::new(),
+            lanes: 4,
         }
     }
 }
@@ -124,7 +130,7 @@ tunnel:
   cert: {c}/origin.pem
   key: {c}/origin.key
   client_ca: {c}/ca.pem
-hosts:
+{tunnel_extra}hosts:
 {hosts}backend:
   connect_timeout: 1s
   response_timeout: 10s
@@ -139,6 +145,7 @@ delta:
         store = k.origin_store,
         max = k.origin_max_body,
         effort = k.effort,
+        tunnel_extra = k.origin_tunnel_extra,
         shared = k.store.as_ref().map(|s| format!("  store: {s}\n  store_timeout: 100ms\n")).unwrap_or_default(),
     )
 }
@@ -179,6 +186,7 @@ tunnel:
   key: {c}/edge.key
   connect_timeout: 1s
   response_timeout: 10s
+  lanes: {lanes}
 origins:
 {routes}delta:
   store_size: {store}
@@ -196,6 +204,7 @@ failover:
         store = k.edge_store,
         max = k.edge_max_body,
         extra = k.edge_extra,
+        lanes = k.lanes,
     )
 }
 

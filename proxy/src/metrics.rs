@@ -147,6 +147,16 @@ pub static LISTENER_UP: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Edge: lanes (tunnel connections) of each origin listener that take requests.
+pub static LANES_SERVING: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "railproxy_tunnel_lanes_serving",
+        "Edge: lanes of an origin listener that take requests (the listener is down at 0)",
+        &["listener"]
+    )
+    .expect("metric")
+});
+
 /// Edge: times an origin listener was marked down and traffic moved away from it.
 pub static FAILOVERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("railproxy_failovers_total", "Origin listeners marked down by the edge", &["listener"])

@@ -18,7 +18,7 @@ use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
 use crate::origin::redis_store::RedisStore;
 use crate::tunnel::listeners::Listeners;
-use crate::tunnel::probe::Prober;
+use crate::tunnel::probe::{self, Prober};
 use crate::tunnel::{peer, tls as tunnel_tls};
 use crate::{server, tls};
 use pingora_core::services::background::{GenBackgroundService, background_service};
@@ -62,9 +62,10 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
 
     let mut server = server::build(&config.server, upgrade);
     let listeners = Arc::new(Listeners::new(&config));
-    let prober = Prober::new(listeners.clone(), config.clone(), peer_tls.clone());
+    // Probes are handed to the proxy itself and carry this, which no client can know.
+    let probe_secret = format!("{:032x}", rand::random::<u128>());
     let mut app = pingora_proxy::HttpProxy::new(
-        Edge::new(config.clone(), peer_tls, store.clone(), listeners),
+        Edge::new(config.clone(), peer_tls, store.clone(), listeners.clone(), probe_secret.clone()),
         server.configuration.clone(),
     );
     app.handle_init_modules();
@@ -77,6 +78,8 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         .max_pending_accept_reset_streams(l.h2_max_resets)
         .max_local_error_reset_streams(Some(l.h2_max_resets));
     app.h2_options = Some(h2);
+    let app = Arc::new(app);
+    let prober = Prober::new(listeners, config.clone(), probe::serve_with(app.clone()), &probe_secret);
     let app = HeadTimeout::new(app, l.head_timeout, l.keepalive_timeout);
     let mut proxy = Service::new(
         "edge".to_string(),
@@ -129,7 +132,7 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
         server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));
     }
     let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, origin, "origin");
-    proxy.app_logic_mut().expect("proxy app").h2_options = Some(peer::server_options(t.max_streams));
+    proxy.app_logic_mut().expect("proxy app").h2_options = Some(peer::server_options(t));
     let origin_tls = Arc::new(tunnel_tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
     for addr in &t.listen {
         proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);

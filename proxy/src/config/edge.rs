@@ -26,6 +26,8 @@ pub struct TunnelClient {
     pub ping_interval: Duration,
     /// Concurrent requests per tunnel connection before another connection is opened.
     pub max_streams: usize,
+    /// Persistent tunnel connections (lanes) to each origin listener, requests spread over them.
+    pub lanes: usize,
 }
 
 /// What to do when no origin listener of a host is up.
@@ -57,6 +59,8 @@ pub struct FailoverSettings {
     /// min(backoff_cap, backoff_base × 2^failed probes).
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Consecutive failed probes that retire a lane that was serving.
+    pub probe_failures: u32,
     /// Requests with these methods and no body are retried on another listener when the tunnel
     /// fails before their response started.
     pub retry_methods: Vec<String>,
@@ -128,9 +132,13 @@ impl EdgeConfig {
             idle_timeout: t.or("idle_timeout", Secs(Duration::from_secs(600))).0,
             ping_interval: t.or("ping_interval", Secs(Duration::from_secs(30))).0,
             max_streams: t.or("max_streams", 128),
+            lanes: t.or("lanes", 4),
         };
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");
+        }
+        if !(1..=64).contains(&tunnel.lanes) {
+            t.problem("lanes", "must be from 1 to 64");
         }
         drop(t);
         let mut origins: Vec<OriginRoute> = Vec::new();
@@ -194,6 +202,7 @@ impl EdgeConfig {
             probe_timeout: f.or("probe_timeout", Secs(Duration::from_secs(1))).0,
             backoff_base: f.or("backoff_base", Secs(Duration::from_secs(1))).0,
             backoff_cap: f.or("backoff_cap", Secs(Duration::from_secs(30))).0,
+            probe_failures: f.or("probe_failures", 3u32),
             retry_methods: if f.has("retry_methods") {
                 f.list::<String>("retry_methods").into_iter().map(|m| m.to_ascii_uppercase()).collect()
             } else {
@@ -208,6 +217,9 @@ impl EdgeConfig {
             if d.is_zero() {
                 f.problem(key, "must be more than 0");
             }
+        }
+        if failover.probe_failures == 0 {
+            f.problem("probe_failures", "must be at least 1");
         }
         if failover.backoff_cap < failover.backoff_base {
             f.problem("backoff_cap", "must be at least backoff_base");

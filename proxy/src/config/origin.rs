@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::common::{AdminSettings, DeltaSettings, ServerSettings, check_distinct_addresses};
-use super::reader::{Secs, Section};
+use super::reader::{ByteSize, Secs, Section};
 
 /// Where the origin accepts the tunnel.
 #[derive(Debug, Clone)]
@@ -20,7 +20,14 @@ pub struct TunnelListener {
     /// Concurrent HTTP/2 streams allowed per tunnel connection (above the edges' `max_streams`,
     /// so that edges decide when to open another connection).
     pub max_streams: u32,
+    /// HTTP/2 flow-control windows the origin grants edges for request bodies: per stream and per
+    /// connection. One window of data crosses per round trip, so a long link needs them large.
+    pub stream_window: u32,
+    pub connection_window: u32,
 }
+
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
+const MAX_WINDOW: u64 = (1 << 31) - 1;
 
 /// The backends serving one host.
 #[derive(Debug, Clone)]
@@ -86,6 +93,15 @@ impl Effort {
     }
 }
 
+/// A flow-control window: 8 MB by default, as the edge's, within HTTP/2's limits.
+fn window(t: &Section<'_>, key: &str) -> u32 {
+    let n = t.or(key, ByteSize(8 << 20)).0;
+    if !(65_535..=MAX_WINDOW).contains(&n) {
+        t.problem(key, format!("must be from 64K (65535, HTTP/2's default) to {MAX_WINDOW} bytes"));
+    }
+    n.clamp(65_535, MAX_WINDOW) as u32
+}
+
 impl OriginConfig {
     pub fn read(root: &Section<'_>) -> Self {
         let server = ServerSettings::read(&root.section("server"), "origin");
@@ -102,6 +118,8 @@ impl OriginConfig {
                 vec![crate::ops::certs::EDGE_NAME.to_string()]
             },
             max_streams: t.or("max_streams", 1000u32),
+            stream_window: window(&t, "stream_window"),
+            connection_window: window(&t, "connection_window"),
         };
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");

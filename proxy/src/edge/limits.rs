@@ -51,8 +51,9 @@ pub struct HeadTimeout<A> {
 }
 
 impl<A> HeadTimeout<A> {
-    pub fn new(inner: A, head_timeout: Duration, keepalive_timeout: Duration) -> Self {
-        Self { inner: Arc::new(inner), head_timeout, keepalive_timeout }
+    /// `inner` is shared: the edge's prober hands it probes too.
+    pub fn new(inner: Arc<A>, head_timeout: Duration, keepalive_timeout: Duration) -> Self {
+        Self { inner, head_timeout, keepalive_timeout }
     }
 }
 

@@ -3,6 +3,7 @@
 //! bodies are decoded, verified and stored before the client gets them.
 
 mod cache;
+mod coalesce;
 mod decode;
 pub mod limits;
 
@@ -27,9 +28,9 @@ use crate::config::edge::Fallback;
 use crate::envelope::Envelope;
 use crate::http_util::{self, header_str};
 use crate::metrics;
-use crate::tunnel::listeners::Listeners;
+use crate::tunnel::listeners::{LaneUse, Listeners};
 use crate::tunnel::peer::{self, tunnel_peer};
-use crate::tunnel::protocol::{self, Accepts, TunnelRequest};
+use crate::tunnel::protocol::{self, Accepts, LaneProbe, TunnelRequest};
 use crate::tunnel::tls::{self, SharedPeerTls};
 use decode::{BodyDecoder, Start};
 
@@ -40,23 +41,29 @@ pub struct Edge {
     tls: SharedPeerTls,
     store: Arc<MemoryStore<String>>,
     listeners: Arc<Listeners>,
-    /// One lock per origin listener, held from `upstream_peer` until the tunnel stream is
+    /// One lock per lane, held from `upstream_peer` until the tunnel stream is
     /// acquired. Pingora takes a pooled HTTP/2 connection out of its pool while it opens a
     /// stream, so concurrent requests would otherwise miss it and dial more connections
     /// (measured: 14 of 40 bursts of 100 requests opened extra connections without the lock,
     /// 0 of 40 with it). Requests wait for each other's stream (microseconds) or handshake.
-    acquire: HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
+    acquire: HashMap<(SocketAddr, usize), Arc<tokio::sync::Mutex<()>>>,
+    /// What the prober's probes carry (see `LaneProbe`).
+    probe_secret: String,
     cache: Option<cache::EdgeCache>,
 }
 
 impl Edge {
-    /// Whether a request may go to another listener after the tunnel failed: a configured
-    /// method, and no body (which Pingora could not send again).
+    /// Whether a request may go to another lane or listener after the tunnel failed before its
+    /// response: one of the configured methods without a body, or any request whose body the
+    /// edge still holds whole (Pingora keeps up to 64 KB of it to send again).
     fn retryable(&self, session: &Session) -> bool {
         let req = session.req_header();
         let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
             || http_util::header_str(req.headers.get(http::header::CONTENT_LENGTH)).is_some_and(|v| v.trim() != "0");
-        !has_body && self.config.failover.retry_methods.iter().any(|m| m == req.method.as_str())
+        if has_body {
+            return !session.as_ref().retry_buffer_truncated();
+        }
+        self.config.failover.retry_methods.iter().any(|m| m == req.method.as_str())
     }
 
     pub fn new(
@@ -64,15 +71,17 @@ impl Edge {
         tls: SharedPeerTls,
         store: Arc<MemoryStore<String>>,
         listeners: Arc<Listeners>,
+        probe_secret: String,
     ) -> Self {
+        let lanes = config.tunnel.lanes;
         let acquire = config
             .origins
             .iter()
             .flat_map(|o| o.listeners.iter().copied())
-            .map(|a| (a, Arc::new(tokio::sync::Mutex::new(()))))
+            .flat_map(|a| (0..lanes).map(move |lane| ((a, lane), Arc::new(tokio::sync::Mutex::new(())))))
             .collect();
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
-        Edge { config, tls, store, listeners, acquire, cache }
+        Edge { config, tls, store, listeners, acquire, probe_secret, cache }
     }
 }
 
@@ -89,16 +98,34 @@ pub struct EdgeCtx {
     body: Option<BodyDecoder>,
     /// Request body bytes read from the client so far.
     body_in: u64,
+    /// Joins an HTTP/1.x client's small body pieces before they enter the tunnel.
+    joiner: Option<coalesce::Joiner>,
     /// Held while Pingora acquires the tunnel stream for this request.
     acquiring: Option<tokio::sync::OwnedMutexGuard<()>>,
-    /// The listener this attempt goes to, and those that failed this request already.
-    listener: Option<SocketAddr>,
+    /// The lane this attempt goes to, the listeners this request could not connect to, and
+    /// whether it was sent upstream before (panic routing is for a first attempt only).
+    lane: Option<LaneUse>,
     tried: Vec<SocketAddr>,
+    attempts: u32,
+    /// A probe from this edge's prober, for this lane.
+    probe: Option<LaneProbe>,
     /// No listener was up: the request goes straight to the origin.
     direct: bool,
 }
 
 impl Edge {
+    /// The tunnel peer for a lane, once this request holds the lane's acquire lock.
+    async fn lane_peer(&self, lane: &LaneUse, ctx: &mut EdgeCtx) -> Box<HttpPeer> {
+        let l = &lane.listener;
+        if let Some(lock) = self.acquire.get(&(l.addr, lane.lane)) {
+            // Bounded: a listener that does not answer must not queue requests behind each
+            // other's connect timeouts.
+            let wait = self.config.tunnel.connect_timeout;
+            ctx.acquiring = tokio::time::timeout(wait, lock.clone().lock_owned()).await.ok();
+        }
+        Box::new(tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, lane.lane))
+    }
+
     /// A request head beyond `limits`: status, metric label, why.
     fn over_limits(&self, session: &Session) -> Option<(u16, &'static str, String)> {
         let l = &self.config.limits;
@@ -142,9 +169,12 @@ impl ProxyHttp for Edge {
             without_base: false,
             body: None,
             body_in: 0,
+            joiner: None,
             acquiring: None,
-            listener: None,
+            lane: None,
             tried: Vec::new(),
+            attempts: 0,
+            probe: None,
             direct: false,
         }
     }
@@ -158,6 +188,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Some(probe) = LaneProbe::read(session.req_header(), &self.probe_secret) {
+            // From this edge's prober, over an in-process socket: no client checks apply.
+            ctx.probe = Some(probe);
+            return Ok(false);
+        }
         if let Some(problem) = http_util::session_framing_problem(session) {
             return http_util::refuse(session, 400, problem).await;
         }
@@ -170,6 +205,9 @@ impl ProxyHttp for Edge {
             return http_util::refuse(session, status, &problem).await;
         }
         session.set_keepalive(Some(self.config.limits.keepalive_timeout.as_secs()));
+        if session.as_downstream().as_http1().is_some() {
+            ctx.joiner = Some(coalesce::Joiner::default());
+        }
         let req = session.req_header();
         let host = http_util::request_host(req);
         match &host {
@@ -188,8 +226,8 @@ impl ProxyHttp for Edge {
         Ok(false)
     }
 
-    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<()> {
-        if let Some(cache) = &self.cache {
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
+        if let Some(cache) = self.cache.as_ref().filter(|_| ctx.probe.is_none()) {
             cache.enable(session);
         }
         Ok(())
@@ -232,13 +270,24 @@ impl ProxyHttp for Edge {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let first_attempt = ctx.attempts == 0;
+        ctx.attempts += 1;
+        ctx.lane = None;
+        if let Some(probe) = &ctx.probe {
+            let lane = self.listeners.lane(probe.listener, probe.lane).ok_or_else(|| {
+                Error::explain(ErrorType::ConnectNoRoute, format!("no lane {} of {}", probe.lane, probe.listener))
+            })?;
+            let mut peer = self.lane_peer(&lane, ctx).await;
+            peer.options.read_timeout = Some(self.config.failover.probe_timeout);
+            ctx.lane = Some(lane);
+            return Ok(peer);
+        }
         let host = ctx.host.as_deref().unwrap_or_default();
         let route = self
             .config
             .route(host)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no origin for host {host}")))?;
-        let Some(listener) = self.listeners.pick(host, &ctx.tried) else {
-            ctx.listener = None;
+        let Some(lane) = self.listeners.pick(host, &ctx.tried, first_attempt) else {
             return match &route.fallback {
                 Fallback::Direct(addr) => {
                     metrics::FALLBACKS.with_label_values(&["direct"]).inc();
@@ -256,14 +305,9 @@ impl ProxyHttp for Edge {
             };
         };
         ctx.direct = false;
-        ctx.listener = Some(listener.addr);
-        if let Some(lock) = self.acquire.get(&listener.addr) {
-            // Bounded: a listener that does not answer must not queue requests behind each
-            // other's connect timeouts.
-            let wait = self.config.tunnel.connect_timeout;
-            ctx.acquiring = tokio::time::timeout(wait, lock.clone().lock_owned()).await.ok();
-        }
-        Ok(Box::new(tunnel_peer(&self.config.tunnel, &self.tls.load(), listener.addr, &listener.server_name)))
+        let peer = self.lane_peer(&lane, ctx).await;
+        ctx.lane = Some(lane);
+        Ok(peer)
     }
 
     async fn connected_to_upstream(
@@ -271,21 +315,34 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         reused: bool,
         _peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
         digest: Option<&Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.acquiring = None;
-        if ctx.direct || reused {
+        if ctx.direct {
             return Ok(());
         }
-        metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
+        if !reused {
+            metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
+        }
+        // Every use, not only a new connection: Pingora pools an h2 connection before this hook
+        // runs, so a concurrent request may already have taken it up.
         if let Some(version) = tls::not_tls13(digest) {
-            metrics::TUNNEL_AUTH_FAILURES.with_label_values(&["tls12"]).inc();
+            if !reused {
+                metrics::TUNNEL_AUTH_FAILURES.with_label_values(&["tls12"]).inc();
+                // Closed, so that it leaves the pool and no later request finds it there.
+                let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+            }
             return Error::e_explain(
                 ErrorType::TLSHandshakeFailure,
                 format!("origin listener negotiated {version}, the tunnel is TLS 1.3 only"),
             );
+        }
+        // A request got a tunnel connection on its lane: the lane serves (again). A probe's
+        // answer decides for the probe.
+        if let Some(lane) = ctx.lane.as_ref().filter(|_| ctx.probe.is_none()) {
+            self.listeners.connected(lane);
         }
         Ok(())
     }
@@ -298,9 +355,13 @@ impl ProxyHttp for Edge {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.acquiring = None;
-        if let Some(addr) = ctx.listener.take() {
-            self.listeners.mark_down(addr, &e.to_string());
-            ctx.tried.push(addr);
+        if ctx.probe.is_some() {
+            // The prober decides what a failed probe means.
+            return e;
+        }
+        if let Some(lane) = ctx.lane.take() {
+            self.listeners.retire(&lane, &e.to_string());
+            ctx.tried.push(lane.addr());
             // Nothing reached the origin: any request may go to another listener.
             e.set_retry(true);
             metrics::RETRIES.inc();
@@ -317,6 +378,11 @@ impl ProxyHttp for Edge {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.probe.is_some() {
+            // Once more on a new connection if a pooled one failed; the prober decides the rest.
+            e.set_retry(client_reused && ctx.attempts == 1);
+            return e;
+        }
         if session.response_written().is_none() && !ctx.direct && peer::graceful_shutdown(&e) {
             // The listener is shutting down gracefully (an upgrade or a restart) and did not
             // process this request: send it again, on a new connection, without marking it down.
@@ -325,9 +391,10 @@ impl ProxyHttp for Edge {
             return e;
         }
         if session.response_written().is_none() && !ctx.direct && peer::tunnel_failure(&e) {
-            if let Some(addr) = ctx.listener.take() {
-                self.listeners.mark_down(addr, &e.to_string());
-                ctx.tried.push(addr);
+            // The lane's connection failed, not necessarily the listener: the request may go to
+            // another lane of it.
+            if let Some(lane) = ctx.lane.take() {
+                self.listeners.retire(&lane, &e.to_string());
             }
             let retry = self.retryable(session);
             e.set_retry(retry);
@@ -379,6 +446,9 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         // Nothing a client sends may steer the tunnel.
         protocol::strip_request(upstream_request);
+        if ctx.probe.is_some() {
+            return LaneProbe::write(upstream_request);
+        }
         ctx.base = None;
         if ctx.direct {
             // Straight to the origin: the request as the client sent it, no tunnel encodings.
@@ -403,9 +473,13 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(joiner) = ctx.joiner.as_mut() {
+            // Pingora skips an empty piece that does not end the body: nothing goes on yet.
+            *body = Some(joiner.push(body.take(), end_of_stream, std::time::Instant::now()).unwrap_or_default());
+        }
         // Chunked and HTTP/2 bodies announce no length: counted as they come.
         ctx.body_in += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_in > self.config.limits.max_body {
@@ -497,6 +571,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        if ctx.probe.is_some() {
+            return;
+        }
         ctx.envelope.close(session, e, ctx.base.is_some());
     }
 }

@@ -128,6 +128,9 @@ impl ProxyHttp for Origin {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+            self.connections.saw(*peer);
+        }
         if Probe::is(session.req_header()) {
             // An edge checking this listener: answered here, no backend involved, not counted.
             ctx.probe = true;
@@ -136,9 +139,6 @@ impl ProxyHttp for Origin {
             session.write_response_header(Box::new(resp), false).await?;
             session.write_response_body(Some(Bytes::from_static(Probe::ANSWER)), true).await?;
             return Ok(true);
-        }
-        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
-            self.connections.saw(*peer);
         }
         if let Some(problem) = http_util::session_framing_problem(session) {
             return http_util::refuse(session, 400, problem).await;
@@ -177,10 +177,12 @@ impl ProxyHttp for Origin {
         let host = ctx.host.as_deref().unwrap_or_default();
         // Healthy backends only, and not one that already failed this request.
         let tried = &ctx.tried;
-        let backend = self
-            .hosts
-            .get(host)
+        let lb = self.hosts.get(host);
+        // When health checks have every backend down, the first attempt tries one anyway (panic
+        // routing): a backend that came up since the last check serves at once.
+        let backend = lb
             .and_then(|lb| lb.select_with(b"", 256, |b, healthy| healthy && !tried.contains(&b.addr)))
+            .or_else(|| lb.filter(|_| tried.is_empty()).and_then(|lb| lb.select_with(b"", 256, |_, _| true)))
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), format!("no backend of {host} is up")))?;
         ctx.backend = Some(backend.addr.clone());
         let mut peer = HttpPeer::new(backend, false, String::new());

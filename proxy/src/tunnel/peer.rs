@@ -10,15 +10,20 @@ use pingora_error::{Error, ErrorSource, ErrorType};
 
 use super::tls::PeerTls;
 use crate::config::edge::TunnelClient;
+use crate::config::origin::TunnelListener;
 
-/// The tunnel peer for a listener, shared by requests and probes.
-pub fn tunnel_peer(t: &TunnelClient, tls: &PeerTls, addr: SocketAddr, server_name: &str) -> HttpPeer {
+/// The tunnel peer for one lane of a listener, shared by requests and probes. Each lane is its
+/// own Pingora pool (`group_key`), so that a listener is reached over as many connections.
+pub fn tunnel_peer(t: &TunnelClient, tls: &PeerTls, addr: SocketAddr, server_name: &str, lane: usize) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, true, server_name.to_string());
+    peer.group_key = lane as u64;
     peer.options.set_http_version(2, 2);
     peer.options.max_h2_streams = t.max_streams;
     peer.options.h2_ping_interval = Some(t.ping_interval);
     peer.options.idle_timeout = Some(t.idle_timeout);
+    // TCP, and TCP with the TLS handshake: three round trips in all are bounded by this.
     peer.options.connection_timeout = Some(t.connect_timeout);
+    peer.options.total_connection_timeout = Some(t.connect_timeout);
     peer.options.read_timeout = Some(t.response_timeout);
     peer.options.ca = Some(tls.ca.clone());
     peer.client_cert_key = tls.client.clone();
@@ -26,10 +31,21 @@ pub fn tunnel_peer(t: &TunnelClient, tls: &PeerTls, addr: SocketAddr, server_nam
     peer
 }
 
-/// The origin's HTTP/2 server settings for tunnel connections.
-pub fn server_options(max_streams: u32) -> H2Options {
+/// The origin's HTTP/2 server settings for tunnel connections. Its peers are edges that
+/// authenticated with a certificate, not anonymous clients, so the limits are set for throughput
+/// on a long link rather than against a hostile peer:
+/// * windows (`stream_window`, `connection_window`, 8 MB by default as the edge's): request
+///   bodies move one window per round trip; h2's default of 64 KB holds a 2 MB upload to ~30
+///   round trips;
+/// * the budget for small DATA frames (h2 closes the whole connection with ENHANCE_YOUR_CALM once
+///   unread small frames cost more than it): h2 sets it from the connection window, half of it,
+///   which the larger window raises from 32 KB to 4 MB of framing overhead. The edge coalesces
+///   request bodies anyway, so a client's tiny writes reach the tunnel as few frames.
+pub fn server_options(t: &TunnelListener) -> H2Options {
     let mut h2 = H2Options::new();
-    h2.max_concurrent_streams(max_streams);
+    h2.max_concurrent_streams(t.max_streams)
+        .initial_window_size(t.stream_window)
+        .initial_connection_window_size(t.connection_window);
     h2
 }
 
@@ -67,4 +83,38 @@ pub fn tunnel_failure(e: &Error) -> bool {
             | ErrorType::H2Error
             | ErrorType::InvalidH2
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pingora_core::upstreams::peer::Peer as _;
+
+    use super::*;
+
+    #[test]
+    fn each_lane_is_a_pool_of_its_own_and_connecting_is_bounded_whole() {
+        let t = TunnelClient {
+            ca: "ca.pem".into(),
+            cert: "edge.pem".into(),
+            key: "edge.key".into(),
+            server_name: "origin.example".into(),
+            connect_timeout: Duration::from_millis(1500),
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
+            ping_interval: Duration::from_secs(30),
+            max_streams: 128,
+            lanes: 4,
+        };
+        let (tls, addr) = (PeerTls::none(), "127.0.0.1:2408".parse().unwrap());
+        let hashes: Vec<u64> =
+            (0..4).map(|lane| tunnel_peer(&t, &tls, addr, "origin.example", lane).reuse_hash()).collect();
+        for (i, h) in hashes.iter().enumerate() {
+            assert_eq!(hashes.iter().filter(|x| *x == h).count(), 1, "lane {i} shares a pool");
+        }
+        let again = tunnel_peer(&t, &tls, addr, "origin.example", 2);
+        assert_eq!(again.reuse_hash(), hashes[2], "a lane's requests share its connections");
+        assert_eq!(again.options.total_connection_timeout, Some(t.connect_timeout), "TLS handshake bounded too");
+    }
 }

@@ -1,80 +1,93 @@
-//! Probes of origin listeners, sent over the tunnel as requests are: those up every
-//! `probe_interval`, those down on their backoff.
+//! Probes of origin listeners, lane by lane, over the connections requests use: each probe is a
+//! request the prober hands to the edge's own proxy (through an in-process socket pair), which
+//! sends it on the lane it names, through the same Pingora connector and pool as requests. A
+//! probe therefore warms the lane it checks (at start every lane is dialled this way), and a lane
+//! that probes well is one requests can use. Serving lanes are probed every `probe_interval`,
+//! retired ones on their backoff.
+//!
+//! The proxy bounds a probe's connect and TLS handshake by `tunnel.connect_timeout` and its
+//! answer by `failover.probe_timeout`, as it bounds a request's.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::connectors::http::Connector;
+use pingora_core::apps::HttpServerApp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use pingora_core::upstreams::peer::HttpPeer;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::task::JoinSet;
 
 use super::listeners::{Listener, Listeners};
-use super::peer::tunnel_peer;
-use super::protocol::Probe;
-use super::tls::SharedPeerTls;
+use super::protocol::LaneProbe;
 use crate::config::EdgeConfig;
 
-/// Probes listeners over the tunnel: those up every `probe_interval`, those down on their backoff.
+/// What the prober hands probes to: the edge's proxy, serving one session (a connection).
+pub type Serve = Arc<dyn Fn(ServerSession, ShutdownWatch) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// [`Serve`] for a Pingora HTTP app (the edge's `HttpProxy`).
+pub fn serve_with<A: HttpServerApp + Send + Sync + 'static>(app: Arc<A>) -> Serve {
+    Arc::new(move |session, shutdown| {
+        let app = app.clone();
+        Box::pin(async move {
+            app.process_new_http(session, &shutdown).await;
+        })
+    })
+}
+
 pub struct Prober {
-    pub listeners: Arc<Listeners>,
-    pub config: Arc<EdgeConfig>,
-    pub tls: SharedPeerTls,
-    connector: Connector,
+    listeners: Arc<Listeners>,
+    config: Arc<EdgeConfig>,
+    sender: Sender,
+}
+
+/// Sends one probe through the proxy.
+#[derive(Clone)]
+struct Sender {
+    serve: Serve,
+    /// Proves to the proxy that a probe comes from here (see [`LaneProbe`]).
+    secret: Arc<str>,
+    /// The proxy bounds each step; this bounds a proxy that does not answer at all.
+    limit: Duration,
 }
 
 impl Prober {
-    pub fn new(listeners: Arc<Listeners>, config: Arc<EdgeConfig>, tls: SharedPeerTls) -> Self {
-        Prober { listeners, config, tls, connector: Connector::new(None) }
+    pub fn new(listeners: Arc<Listeners>, config: Arc<EdgeConfig>, serve: Serve, secret: &str) -> Self {
+        // A probe that failed on a pooled connection is sent once more on a new one.
+        let limit = (config.tunnel.connect_timeout + config.failover.probe_timeout) * 2 + Duration::from_secs(1);
+        Prober { listeners, config, sender: Sender { serve, secret: secret.into(), limit } }
     }
+}
 
-    /// Ok if the listener answered the probe with 200 over a TLS 1.3 tunnel; otherwise why not.
-    /// A probe that failed on a pooled connection is tried once more on a new one: a listener
-    /// handing over to its upgraded process closes the old connections, and that alone must not
-    /// take it out of rotation.
-    async fn probe(&self, l: &Listener) -> Result<(), String> {
-        let mut peer = tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name);
-        let limit = self.config.failover.probe_timeout;
-        peer.options.read_timeout = Some(limit);
-        peer.options.connection_timeout = Some(limit);
-        match self.probe_with(&self.connector, &peer).await {
-            Err((why, true)) => {
-                log::debug!(
-                    "origin listener {}: probe on a pooled connection failed ({why}); again on a new one",
-                    l.addr
-                );
-                self.probe_with(&Connector::new(None), &peer).await.map_err(|(why, _)| why)
-            }
-            other => other.map_err(|(why, _)| why),
-        }
-    }
-
-    /// One probe; an error says whether the connection came from the pool.
-    async fn probe_with(&self, connector: &Connector, peer: &HttpPeer) -> Result<(), (String, bool)> {
-        let limit = self.config.failover.probe_timeout;
-        let mut reused = false;
-        let attempt = async {
-            let (mut session, pooled) = connector.get_http_session(peer).await.map_err(|e| format!("connect: {e}"))?;
-            reused = pooled;
-            if !pooled && let Some(version) = super::tls::not_tls13(session.digest()) {
-                return Err(format!("negotiated {version}; the tunnel is TLS 1.3 only"));
-            }
-            let req = Probe::request().map_err(|e| e.to_string())?;
-            session.write_request_header(Box::new(req)).await.map_err(|e| format!("request: {e}"))?;
-            session.finish_request_body().await.map_err(|e| format!("request: {e}"))?;
-            session.read_response_header().await.map_err(|e| format!("response: {e}"))?;
-            let status = session.response_header().map(|r| r.status.as_u16());
-            while let Ok(Some(_)) = session.read_response_body().await {}
-            connector.release_http_session(session, peer, self.config.tunnel.idle_timeout.into()).await;
-            match status {
-                Some(200) => Ok(()),
-                other => Err(format!("answered {other:?}")),
-            }
+impl Sender {
+    /// Ok if the listener answered the probe on this lane with 200; otherwise why not.
+    async fn probe(&self, l: &Listener, lane: usize, shutdown: &ShutdownWatch) -> Result<(), String> {
+        let (mut ours, theirs) = tokio::net::UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
+        let session = ServerSession::new_http1(Box::new(Stream::from(theirs)));
+        let served = tokio::spawn((self.serve)(session, shutdown.clone()));
+        let request = LaneProbe { listener: l.addr, lane }.request_bytes(&self.secret);
+        let exchange = async {
+            ours.write_all(request.as_bytes()).await.map_err(|e| format!("writing the probe: {e}"))?;
+            let mut answer = Vec::new();
+            ours.read_to_end(&mut answer).await.map_err(|e| format!("reading the answer: {e}"))?;
+            Ok::<_, String>(answer)
         };
-        let result =
-            tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| Err(format!("no answer within {limit:?}")));
-        result.map_err(|why| (why, reused))
+        let answer = tokio::time::timeout(self.limit, exchange).await;
+        served.abort();
+        let answer = answer.map_err(|_| format!("no answer within {:?}", self.limit))??;
+        let text = String::from_utf8_lossy(&answer);
+        match text.split(' ').nth(1) {
+            Some("200") => Ok(()),
+            _ => {
+                // The edge's error page says why (connect refused, TLS, timeout, …).
+                let why = text.split("\r\n\r\n").nth(1).unwrap_or(&text).trim();
+                Err(if why.is_empty() { "no answer".to_string() } else { why.to_string() })
+            }
+        }
     }
 }
 
@@ -83,11 +96,16 @@ impl BackgroundService for Prober {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let tick = Duration::from_millis(100).min(self.config.failover.probe_interval);
         loop {
-            let now = Instant::now();
-            for l in self.listeners.due(now) {
-                let result = self.probe(l).await;
-                self.listeners.probe_result(l, &result);
+            let mut probes = JoinSet::new();
+            for (l, lane) in self.listeners.due(std::time::Instant::now()) {
+                let (sender, listeners, shutdown) = (self.sender.clone(), self.listeners.clone(), shutdown.clone());
+                probes.spawn(async move {
+                    let result = sender.probe(&l, lane, &shutdown).await;
+                    listeners.probe_result(&l, lane, &result);
+                });
             }
+            // Lanes are probed side by side; the next round starts once every probe answered.
+            while probes.join_next().await.is_some() {}
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => return,

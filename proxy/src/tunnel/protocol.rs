@@ -37,6 +37,9 @@ const DELTA_BASE: &str = "railproxy-delta-base";
 const RAW_LENGTH: &str = "railproxy-raw-length";
 /// Request: a health probe from an edge; the origin answers it itself, without a backend.
 const PROBE: &str = "railproxy-probe";
+/// Inside the edge only: a probe its prober hands its own proxy, naming the lane to probe and the
+/// process's secret (so no client can send one). Stripped before the request leaves the edge.
+const LANE_PROBE: &str = "railproxy-lane-probe";
 /// The `Host` of a probe: no configured host, so a probe can never reach a backend.
 const PROBE_HOST: &str = "railproxy.probe";
 /// Prefix of every railproxy header.
@@ -183,14 +186,6 @@ impl TunnelResponse {
 pub struct Probe;
 
 impl Probe {
-    /// Edge: the probe request.
-    pub fn request() -> Result<RequestHeader> {
-        let mut req = RequestHeader::build("GET", b"/", None)?;
-        req.insert_header(http::header::HOST, PROBE_HOST)?;
-        req.insert_header(PROBE, "1")?;
-        Ok(req)
-    }
-
     /// Origin: whether a request is a probe. Only an edge can send one: the edge strips the
     /// header from clients' requests.
     pub fn is(req: &RequestHeader) -> bool {
@@ -199,6 +194,44 @@ impl Probe {
 
     /// Origin: the answer's body; its header is a 200 with this length.
     pub const ANSWER: &'static [u8] = b"ok\n";
+}
+
+/// The probe an edge's prober hands to the edge's own proxy, so that it crosses the tunnel on the
+/// lane it names, over the connections requests use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneProbe {
+    pub listener: std::net::SocketAddr,
+    pub lane: usize,
+}
+
+impl LaneProbe {
+    /// Prober: the request, as HTTP/1.1 bytes.
+    pub fn request_bytes(&self, secret: &str) -> String {
+        format!(
+            "GET / HTTP/1.1\r\nHost: {PROBE_HOST}\r\n{LANE_PROBE}: {secret} {} {}\r\nConnection: close\r\n\r\n",
+            self.listener, self.lane
+        )
+    }
+
+    /// Edge: the lane probe this request is, if it carries this process's secret.
+    pub fn read(req: &RequestHeader, secret: &str) -> Option<Self> {
+        let value = header_str(req.headers.get(LANE_PROBE))?;
+        let mut words = value.split(' ');
+        let given = words.next()?;
+        // Equal lengths, then every byte: the secret is not learnt from timing either.
+        let same =
+            given.len() == secret.len() && given.bytes().zip(secret.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+        if !same {
+            return None;
+        }
+        Some(LaneProbe { listener: words.next()?.parse().ok()?, lane: words.next()?.parse().ok()? })
+    }
+
+    /// Edge: turns the request into the probe the origin answers (after [`strip_request`]).
+    pub fn write(req: &mut RequestHeader) -> Result<()> {
+        req.insert_header(PROBE, "1")?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -330,12 +363,28 @@ mod tests {
     }
 
     #[test]
-    fn probe() {
-        let req = Probe::request().unwrap();
+    fn lane_probes_need_the_secret_and_never_leave_the_edge() {
+        let probe = LaneProbe { listener: "127.0.0.1:2408".parse().unwrap(), lane: 3 };
+        let bytes = probe.request_bytes("s3cret");
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let line = bytes.lines().find(|l| l.starts_with(LANE_PROBE)).unwrap();
+        let (name, value) = line.split_once(": ").unwrap();
+        req.insert_header(name.to_string(), value).unwrap();
+        assert_eq!(LaneProbe::read(&req, "s3cret"), Some(probe));
+        assert_eq!(LaneProbe::read(&req, "s3crex"), None);
+        assert_eq!(LaneProbe::read(&req, "s3cret2"), None);
+        strip_request(&mut req);
+        LaneProbe::write(&mut req).unwrap();
         assert!(Probe::is(&req));
-        assert_eq!(req.headers.get("host").unwrap(), PROBE_HOST);
-        let mut from_a_client = req;
-        strip_request(&mut from_a_client);
-        assert!(!Probe::is(&from_a_client), "a probe header from a client is stripped");
+        assert_eq!(LaneProbe::read(&req, "s3cret"), None, "stripped before it leaves");
+    }
+
+    #[test]
+    fn probe() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        LaneProbe::write(&mut req).unwrap();
+        assert!(Probe::is(&req));
+        strip_request(&mut req);
+        assert!(!Probe::is(&req), "a probe header from a client is stripped");
     }
 }

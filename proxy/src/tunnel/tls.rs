@@ -209,6 +209,12 @@ impl PeerTls {
         Ok(PeerTls { ca: ca.into(), client, not_after, ca_not_after })
     }
 
+    /// No CA and no client certificate: peers for tests that never connect.
+    #[cfg(test)]
+    pub fn none() -> Self {
+        PeerTls { ca: Arc::new([]), client: None, not_after: None, ca_not_after: None }
+    }
+
     /// Publishes when the client certificate and the CA expire, once these files are the ones in
     /// use.
     pub fn in_use(&self) {

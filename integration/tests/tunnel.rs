@@ -1,0 +1,183 @@
+//! The tunnel as a transport that holds up: one client's request body can never take down the
+//! connection other clients' requests share.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use integration::raw;
+use integration::{Http, Knobs, Stack};
+
+/// A chunked POST of `n` one-byte chunks, written at once: Pingora reads a chunked body a chunk
+/// at a time, so unless the edge joins them, each chunk is one DATA frame on the tunnel.
+fn one_byte_chunks(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut req =
+        b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for b in &body {
+        req.extend_from_slice(b"1\r\n");
+        req.push(*b);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    (req, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_byte_chunk_uploads_do_not_take_the_tunnel_down_for_others() {
+    // The origin's windows at h2's defaults: its budget for small DATA frames is then 32 KB of
+    // framing overhead per connection, which ~130 unread one-byte frames use up. Only the
+    // edge's joining of small pieces keeps the shared connection up here.
+    let knobs =
+        Knobs { origin_tunnel_extra: "  stream_window: 64K\n  connection_window: 64K\n".into(), ..Knobs::default() };
+    let stack = Stack::start(knobs).await;
+    let edge = stack.edge_addr;
+    let stop = Instant::now() + Duration::from_secs(3);
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut getters = Vec::new();
+    for _ in 0..4 {
+        let (ok, failed, url) = (ok.clone(), failed.clone(), stack.url("/text/2000"));
+        getters.push(tokio::spawn(async move {
+            let http = Http::h1();
+            while Instant::now() < stop {
+                match http.get(&url, &[]).await {
+                    Ok(r) if r.status == 200 && r.body.len() == 2000 => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("GET beside the flood: {:?}", other.map(|r| r.status));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        uploads.push(tokio::spawn(async move {
+            let (req, body) = one_byte_chunks(400);
+            let mut done = 0;
+            while Instant::now() < stop {
+                let answer = raw::exchange(edge, &[&req], Duration::ZERO, Duration::from_secs(5)).await;
+                assert_eq!(answer.status, Some(200), "{}", String::from_utf8_lossy(&answer.bytes));
+                assert!(answer.bytes.ends_with(&body), "the echo is not the body sent");
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut posts = 0;
+    for u in uploads {
+        posts += u.await.unwrap();
+    }
+    for g in getters {
+        g.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("{posts} one-byte-chunk uploads; GETs beside them: {ok} answered 200, {failed} not");
+    assert!(posts >= 10, "only {posts} uploads in 3 s");
+    assert!(ok >= 200, "only {ok} GETs in 3 s");
+    assert!(failed * 1000 <= ok + failed, "{failed} of {} GETs failed (at most 0.1 % may)", ok + failed);
+    let m = stack.edge_metrics().await;
+    assert_eq!(m.sum("railproxy_failovers_total", &[]), 0.0, "a listener was marked down");
+}
+
+/// Lanes start dialled: before any client request, the edge's probes opened every lane's
+/// connection, through the pool requests use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lane_is_dialled_and_warm_before_the_first_request() {
+    let stack = Stack::start(Knobs { lanes: 3, ..Knobs::default() }).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let accepted = loop {
+        let m = stack.origin_metrics().await;
+        let n = m.sum("railproxy_tunnel_connections_total", &[("mode", "origin")]);
+        if n >= 3.0 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(accepted, 3.0, "tunnel connections before any request");
+    let edge = stack.edge_metrics().await;
+    assert_eq!(edge.sum("railproxy_tunnel_lanes_serving", &[("listener", &stack.origin_addr.to_string())]), 3.0);
+    // Requests then use those connections: no new one for a burst of them.
+    let url = stack.url("/text/5000");
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move { Http::h1().get(&url, &[]).await.map(|r| r.status) }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+    let m = stack.origin_metrics().await;
+    assert!(m.sum("railproxy_tunnel_connections_total", &[("mode", "origin")]) <= 4.0, "requests dialled their own");
+}
+
+/// The edge's failover settings of these tests, with a backoff long enough that only panic
+/// routing can explain a prompt answer.
+fn slow_backoff(edge_yaml: &str) -> String {
+    edge_yaml.replace("backoff_base: 200ms", "backoff_base: 20s").replace("backoff_cap: 1s", "backoff_cap: 60s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_started_before_its_origin_serves_as_soon_as_the_origin_does() {
+    use integration::process::free_loopback;
+    use integration::stack::{edge_yaml, make_certs, origin_yaml, start_proxy};
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let knobs = Knobs::default();
+    let backend = integration::Backend::start(dir.path(), "backend", None);
+    let (origin_addr, origin_admin, edge_addr, edge_admin) =
+        (free_loopback(), free_loopback(), free_loopback(), free_loopback());
+    let ey = slow_backoff(&edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, &[origin_addr], backend.addr));
+    let _edge = start_proxy(dir.path(), "edge", "edge", &ey, edge_admin).await.expect("edge starts");
+    let url = format!("http://{edge_addr}/text/3000");
+    // No origin yet: the fallback answers, after a try.
+    let r = Http::h1().get(&url, &[]).await.unwrap();
+    assert_eq!(r.status, 502);
+    // Probes retire every lane (three failures in a row each); the backoff is then 0-20 s.
+    let lanes_serving = || async {
+        integration::Metrics::scrape(edge_admin)
+            .await
+            .sum("railproxy_tunnel_lanes_serving", &[("listener", &origin_addr.to_string())])
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lanes_serving().await > 0.0 {
+        assert!(Instant::now() < deadline, "lanes still serving with no origin");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let oy = origin_yaml(dir.path(), &knobs, origin_addr, origin_admin, &[backend.addr], free_loopback());
+    let _origin = start_proxy(dir.path(), "origin", "origin", &oy, origin_admin).await.expect("origin starts");
+    // The origin is up: the very next request is served, though every lane is still retired.
+    let started = Instant::now();
+    let r = Http::h1().get(&url, &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let direct = Http::h1().get(&format!("http://{}/text/3000", backend.addr), &[]).await.unwrap();
+    assert!(r.body == direct.body, "not the backend's bytes");
+    println!("first request after the origin came up: 200 in {:?}", started.elapsed());
+    assert!(lanes_serving().await >= 1.0, "the lane that got through serves again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_started_before_its_backend_serves_as_soon_as_the_backend_does() {
+    use integration::process::free_loopback;
+    use integration::stack::{edge_yaml, make_certs, origin_yaml, start_proxy};
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let knobs = Knobs::default();
+    let backend_addr = free_loopback();
+    let (origin_addr, origin_admin, edge_addr, edge_admin) =
+        (free_loopback(), free_loopback(), free_loopback(), free_loopback());
+    // Checked once at start (the backend is down then), next in a minute.
+    let oy = origin_yaml(dir.path(), &knobs, origin_addr, origin_admin, &[backend_addr], free_loopback())
+        .replace("backend:\n", "backend:\n  health_interval: 60s\n");
+    let _origin = start_proxy(dir.path(), "origin", "origin", &oy, origin_admin).await.expect("origin starts");
+    let ey = edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, &[origin_addr], backend_addr);
+    let _edge = start_proxy(dir.path(), "edge", "edge", &ey, edge_admin).await.expect("edge starts");
+    let url = format!("http://{edge_addr}/text/3000");
+    let r = Http::h1().get(&url, &[]).await.unwrap();
+    assert_eq!(r.status, 502, "no backend yet");
+    let backend = integration::Backend::start_at(dir.path(), "backend", backend_addr);
+    let r = Http::h1().get(&url, &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let direct = Http::h1().get(&format!("http://{}/text/3000", backend.addr), &[]).await.unwrap();
+    assert!(r.body == direct.body, "not the backend's bytes");
+}
