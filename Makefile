@@ -9,9 +9,10 @@ CORPUS     ?= ../shared/corpus/dev
 BIN        := target/release/railproxy
 
 # Debian packages the build needs (cmake: zlib-ng inside Pingora), the tests run (a real Redis,
-# Ansible for the fleet playbook, Prometheus and promtool for the monitoring files) and the demo uses.
+# Ansible for the fleet playbook, Prometheus and promtool for the monitoring files, iproute2 for the
+# emulated long link's namespaces) and the demo uses.
 BUILD_PACKAGES := cmake pkg-config
-TEST_PACKAGES := redis-server ansible-core prometheus
+TEST_PACKAGES := redis-server ansible-core prometheus iproute2
 DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

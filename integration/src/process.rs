@@ -139,8 +139,17 @@ impl Backend {
         Backend::spawn(dir, name, &addr.to_string(), None, None)
     }
 
+    /// A backend run by `cmd` (the test backend's binary behind a wrapper such as
+    /// `ip netns exec`), on its side's loopback.
+    pub fn start_with(dir: &Path, name: &str, cmd: Command) -> Backend {
+        Backend::spawn_with(dir, name, "127.0.0.1:0", None, cmd)
+    }
+
     fn spawn(dir: &Path, name: &str, listen: &str, corpus: Option<&Path>, cpus: Option<&str>) -> Backend {
-        let mut cmd = command(&bin("railproxy-testbackend"), cpus);
+        Backend::spawn_with(dir, name, listen, corpus, command(&bin("railproxy-testbackend"), cpus))
+    }
+
+    fn spawn_with(dir: &Path, name: &str, listen: &str, corpus: Option<&Path>, mut cmd: Command) -> Backend {
         cmd.args(["--listen", listen]);
         if let Some(c) = corpus {
             cmd.arg("--corpus").arg(c);

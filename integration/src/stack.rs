@@ -223,9 +223,21 @@ pub async fn start_proxy_pinned(
     admin: SocketAddr,
     cpus: Option<&str>,
 ) -> Option<Proc> {
+    start_proxy_with(dir, name, mode, yaml, admin, crate::process::command(&bin("railproxy"), cpus)).await
+}
+
+/// As [`start_proxy`], run by `cmd` (the `railproxy` binary, perhaps behind a wrapper such as
+/// `ip netns exec`).
+pub async fn start_proxy_with(
+    dir: &Path,
+    name: &str,
+    mode: &str,
+    yaml: &str,
+    admin: SocketAddr,
+    mut cmd: Command,
+) -> Option<Proc> {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).expect("write config");
-    let mut cmd = crate::process::command(&bin("railproxy"), cpus);
     cmd.args(["--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", "info,access=off");
     let mut proc = Proc::spawn(name, cmd, dir, false);
     wait_ready(&mut proc, admin, Duration::from_secs(30)).await.then_some(proc)
@@ -263,7 +275,8 @@ async fn upgrade(dir: &Path, name: &str, mode: &str, yaml: &str, old: &mut Proc)
 /// Polls `/health` until 200; false if the process exits or the time runs out.
 pub async fn wait_ready(proc: &mut Proc, admin: SocketAddr, limit: Duration) -> bool {
     let mut http = crate::Http::h1();
-    http.timeout = Duration::from_secs(1);
+    // Long enough for an admin listener beyond an emulated long link.
+    http.timeout = Duration::from_secs(5);
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if proc.exited().is_some() {

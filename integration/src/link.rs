@@ -1,0 +1,185 @@
+//! A packet-level link emulator: this kernel has no netem, so a long, thin, lossy link is made
+//! in user space. Two TUN devices, one in this process's network namespace and one in a network
+//! namespace made for the link (`Link::ns`), joined by a forwarder in this process that gives
+//! each direction a one-way delay, a rate (serialisation at the bottleneck), a tail-drop queue
+//! and random loss. Processes started with [`Link::command`] run on the far side; addresses are
+//! a /30 of 198.18.0.0/15 (RFC 2544's benchmarking range) that exists only on the two devices,
+//! so traffic goes nowhere but across the link.
+//!
+//! It needs root and `/dev/net/tun`; [`Link::start`] says why not otherwise, for tests to skip.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+/// One direction's behaviour (both directions get the same).
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    pub one_way_delay: Duration,
+    /// Bottleneck rate, bits per second.
+    pub rate_bps: u64,
+    /// Bytes the bottleneck queue holds before it drops arriving packets.
+    pub queue_bytes: usize,
+    /// Share of packets lost at random, 0.0 to 1.0.
+    pub loss: f64,
+}
+
+impl Profile {
+    /// `rtt` round trip, `mbit` Mbit/s, `loss` in percent; a queue of one bandwidth-delay
+    /// product (at least 64 KB).
+    pub fn new(rtt: Duration, mbit: f64, loss_percent: f64) -> Self {
+        let rate_bps = (mbit * 1e6) as u64;
+        let bdp = (rate_bps as f64 / 8.0 * rtt.as_secs_f64()) as usize;
+        Profile { one_way_delay: rtt / 2, rate_bps, queue_bytes: bdp.max(64 * 1024), loss: loss_percent / 100.0 }
+    }
+}
+
+/// Packets the forwarder dropped, by cause.
+#[derive(Debug, Default)]
+pub struct Drops {
+    pub queue: AtomicU64,
+    pub loss: AtomicU64,
+}
+
+/// A running link; dropping it stops the forwarder and removes the namespace (with the
+/// processes' sockets in it, which callers stop first).
+#[derive(Debug)]
+pub struct Link {
+    /// The far side's namespace.
+    pub ns: String,
+    /// This side's address, and the far side's.
+    pub near: Ipv4Addr,
+    pub far: Ipv4Addr,
+    pub drops: Arc<Drops>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+static LINKS: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl Link {
+    /// Makes the namespace and devices and starts forwarding; `Err` says why it cannot here.
+    pub async fn start(profile: Profile) -> Result<Link, String> {
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            return Err("no /dev/net/tun".into());
+        }
+        let n = LINKS.fetch_add(1, Ordering::Relaxed);
+        let id = std::process::id() % 10_000;
+        let ns = format!("railproxy-link-{id}-{n}");
+        // A /30 per link, so that links of parallel tests do not overlap.
+        let block = (id * 64 + n) % 32_768;
+        let (hi, lo) = ((block / 64) as u8, ((block % 64) * 4) as u8);
+        let near = Ipv4Addr::new(198, 18 + hi / 128, hi % 128, lo + 1);
+        let far = Ipv4Addr::new(198, 18 + hi / 128, hi % 128, lo + 2);
+        let (near_dev, far_dev) = (format!("rpl{id}n{n}"), format!("rpl{id}f{n}"));
+        ip(&["netns", "add", &ns]).map_err(|e| format!("cannot make a network namespace ({e}); run as root"))?;
+        let mut link = Link { ns: ns.clone(), near, far, drops: Arc::default(), tasks: Vec::new() };
+        let build = |name: &str| {
+            DeviceBuilder::new().name(name).mtu(1500).build_async().map_err(|e| format!("TUN device {name}: {e}"))
+        };
+        let (a, b) = (build(&near_dev)?, build(&far_dev)?);
+        ip(&["link", "set", &far_dev, "netns", &ns])?;
+        ip(&["addr", "add", &format!("{near}/30"), "dev", &near_dev])?;
+        ip(&["link", "set", &near_dev, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{far}/30"), "dev", &far_dev])?;
+        ip(&["-n", &ns, "link", "set", &far_dev, "up"])?;
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        link.tasks.extend(direction(a.clone(), b.clone(), profile, link.drops.clone()));
+        link.tasks.extend(direction(b, a, profile, link.drops.clone()));
+        Ok(link)
+    }
+
+    /// `program args…` run on the far side of the link.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
+
+/// A packet on its way: when it leaves the far end of the link.
+struct InFlight {
+    at: Instant,
+    packet: Vec<u8>,
+}
+
+/// One direction: packets read from `from` wait their turn at the bottleneck (rate), then
+/// travel (delay), then are written to `to`. Arrivals that would wait behind more than
+/// `queue_bytes` are dropped, as a router's full queue drops them.
+fn direction(
+    from: Arc<AsyncDevice>,
+    to: Arc<AsyncDevice>,
+    p: Profile,
+    drops: Arc<Drops>,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    let line: Arc<std::sync::Mutex<VecDeque<InFlight>>> = Arc::default();
+    let ready = Arc::new(Notify::new());
+    let reader = {
+        let (line, ready) = (line.clone(), ready.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            // When the bottleneck finishes sending what it has.
+            let mut busy_until = Instant::now();
+            loop {
+                let Ok(n) = from.recv(&mut buf).await else { return };
+                let now = Instant::now();
+                busy_until = busy_until.max(now);
+                let queued = (busy_until - now).as_secs_f64() * p.rate_bps as f64 / 8.0;
+                if queued as usize + n > p.queue_bytes {
+                    drops.queue.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if p.loss > 0.0 && rand::thread_rng().gen_bool(p.loss) {
+                    drops.loss.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                busy_until += Duration::from_secs_f64(n as f64 * 8.0 / p.rate_bps as f64);
+                let at = busy_until + p.one_way_delay;
+                line.lock().unwrap_or_else(|e| e.into_inner()).push_back(InFlight { at, packet: buf[..n].to_vec() });
+                ready.notify_one();
+            }
+        })
+    };
+    let writer = tokio::spawn(async move {
+        loop {
+            let next = line.lock().unwrap_or_else(|e| e.into_inner()).front().map(|f| f.at);
+            match next {
+                None => ready.notified().await,
+                Some(at) if at > Instant::now() => tokio::time::sleep_until(at).await,
+                Some(_) => {
+                    let Some(f) = line.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { continue };
+                    if to.send(&f.packet).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    [reader, writer]
+}
