@@ -259,9 +259,9 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if self.cache.is_some() {
+        if self.cache.is_some() && ctx.probe.is_none() {
             let status = cache::status(session.cache.phase());
             metrics::CACHE.with_label_values(&[status]).inc();
             resp.insert_header(protocol::CACHE_STATUS, status)?;
@@ -273,6 +273,12 @@ impl ProxyHttp for Edge {
         let first_attempt = ctx.attempts == 0;
         ctx.attempts += 1;
         ctx.lane = None;
+        // A retry sends the body read so far again from Pingora's buffer: what was held or
+        // counted for the last attempt is in it.
+        ctx.body_in = 0;
+        if let Some(joiner) = ctx.joiner.as_mut() {
+            *joiner = coalesce::Joiner::default();
+        }
         if let Some(probe) = &ctx.probe {
             let lane = self.listeners.lane(probe.listener, probe.lane).ok_or_else(|| {
                 Error::explain(ErrorType::ConnectNoRoute, format!("no lane {} of {}", probe.lane, probe.listener))
