@@ -16,7 +16,7 @@ TEST_PACKAGES := redis-server ansible-core prometheus iproute2
 DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test lint fmt bench fuzz audit clean help demo demo-stop
+.PHONY: all deps build test lint fmt bench bench-wan fuzz audit clean help demo demo-stop
 
 all: build
 
@@ -26,6 +26,7 @@ help:
 	@echo "make test    build and run every test (what CI runs, with make lint)"
 	@echo "make audit   cargo audit against the RustSec database (and cargo deny when installed)"
 	@echo "make bench   codec figures, then railproxy beside nginx (wrk, ~10 min); reports in target/bench/"
+	@echo "make bench-wan  railproxy beside nginx across an emulated long link (root; ~3 min)"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
 
@@ -80,6 +81,16 @@ bench: build
 	@echo
 	@echo "== proxies: target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS)"
 	@target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS) | tee target/bench/proxies.md
+
+# railproxy beside nginx two hops across an emulated long link (integration/src/link.rs): needs
+# root for the network namespace and TUN devices. About 3 minutes.
+bench-wan: build
+	$(call apt_install,iproute2 procps)
+	@command -v nginx >/dev/null || { echo "installing Debian package: nginx-light"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; }
+	@mkdir -p target/bench
+	@echo "== target/release/railproxy-wanbench"
+	@target/release/railproxy-wanbench | tee target/bench/wan.md
 
 FUZZ_SECONDS ?= 60
 # crate-dir:target. The proxy's targets link the whole proxy (Pingora): the first build is slow.

@@ -175,6 +175,8 @@ http {{
     tcp_nopush off;
     tcp_nodelay on;
     keepalive_requests 1000000;
+    # Uploads of a few MB (the long-link bench); nginx refuses more than 1 MB by default.
+    client_max_body_size 64m;
     proxy_buffers 16 64k;
     proxy_buffer_size 64k;
 {extra_http}    upstream next {{

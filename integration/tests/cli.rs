@@ -67,7 +67,7 @@ fn every_problem_is_listed_with_its_key_and_exit_64() {
         "mode: edge
 listen: [127.0.0.1:notaport]
 admin: {listen: 127.0.0.1:9101, colour: blue}
-tunnel: {ca: /nonexistent/ca.pem, max_streams: 0, connect_timeout: soon}
+tunnel: {ca: /nonexistent/ca.pem, max_streams: 0, connect_timeout: soon, lanes: 0, congestion_control: warp}
 origins:
   example.com: {listeners: []}
 delta: {store_size: 1M, max_body: 8M}
@@ -83,6 +83,8 @@ typo_key: 1
         "admin.colour: unknown key",
         "tunnel.max_streams: must be at least 1",
         "tunnel.connect_timeout: \"soon\" is not a duration",
+        "tunnel.lanes: must be from 1 to 64",
+        "tunnel.congestion_control: \"warp\" is refused by this kernel",
         "origins.example.com.listeners: must not be empty",
         "delta.max_body: 8388608 is more than store_size",
         "typo_key: unknown key",
@@ -90,7 +92,7 @@ typo_key: 1
         // Mutual TLS is not optional: the edge must have a client certificate.
         "tunnel.cert: required",
         "tunnel.key: required",
-        "10 problems",
+        "12 problems",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -100,7 +102,7 @@ typo_key: 1
 fn origin_problems_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("o.yaml");
-    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408, client_names: [edge.example, \"not a name\"]}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\ndelta: {effort: turbo}\n").unwrap();
+    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408, client_names: [edge.example, \"not a name\"], stream_window: 1K, connection_window: 4G}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\ndelta: {effort: turbo}\n").unwrap();
     let o = railproxy(dir.path(), &["check", "-c", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64));
     let out = text(&o);
@@ -112,6 +114,8 @@ fn origin_problems_too() {
         "tunnel.client_names: \"not a name\" is not a DNS name or IP address",
         "hosts.A: host a is listed twice",
         "full_level: must be a zstd level",
+        "tunnel.stream_window: must be from 64K",
+        "tunnel.connection_window: must be from 64K",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -28,6 +28,9 @@ pub struct TunnelClient {
     pub max_streams: usize,
     /// Persistent tunnel connections (lanes) to each origin listener, requests spread over them.
     pub lanes: usize,
+    /// TCP congestion control of the tunnel sockets (`bbr`, `cubic`, …); the kernel's default
+    /// when unset.
+    pub congestion_control: Option<String>,
 }
 
 /// What to do when no origin listener of a host is up.
@@ -133,7 +136,11 @@ impl EdgeConfig {
             ping_interval: t.or("ping_interval", Secs(Duration::from_secs(30))).0,
             max_streams: t.or("max_streams", 128),
             lanes: t.or("lanes", 4),
+            congestion_control: t.opt("congestion_control"),
         };
+        if let Some(Err(e)) = tunnel.congestion_control.as_deref().map(crate::tunnel::congestion::check) {
+            t.problem("congestion_control", e);
+        }
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");
         }

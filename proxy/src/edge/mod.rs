@@ -28,6 +28,7 @@ use crate::config::edge::Fallback;
 use crate::envelope::Envelope;
 use crate::http_util::{self, header_str};
 use crate::metrics;
+use crate::tunnel::congestion;
 use crate::tunnel::listeners::{LaneUse, Listeners};
 use crate::tunnel::peer::{self, tunnel_peer};
 use crate::tunnel::protocol::{self, Accepts, LaneProbe, TunnelRequest};
@@ -49,6 +50,8 @@ pub struct Edge {
     acquire: HashMap<(SocketAddr, usize), Arc<tokio::sync::Mutex<()>>>,
     /// What the prober's probes carry (see `LaneProbe`).
     probe_secret: String,
+    /// Sets `tunnel.congestion_control` on each new tunnel socket.
+    congestion: Option<congestion::Hook>,
     cache: Option<cache::EdgeCache>,
 }
 
@@ -81,7 +84,8 @@ impl Edge {
             .flat_map(|a| (0..lanes).map(move |lane| ((a, lane), Arc::new(tokio::sync::Mutex::new(())))))
             .collect();
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
-        Edge { config, tls, store, listeners, acquire, probe_secret, cache }
+        let congestion = config.tunnel.congestion_control.as_deref().map(congestion::hook);
+        Edge { config, tls, store, listeners, acquire, probe_secret, congestion, cache }
     }
 }
 
@@ -123,7 +127,9 @@ impl Edge {
             let wait = self.config.tunnel.connect_timeout;
             ctx.acquiring = tokio::time::timeout(wait, lock.clone().lock_owned()).await.ok();
         }
-        Box::new(tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, lane.lane))
+        let mut peer = tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, lane.lane);
+        peer.options.upstream_tcp_sock_tweak_hook = self.congestion.clone();
+        Box::new(peer)
     }
 
     /// A request head beyond `limits`: status, metric label, why.

@@ -6,7 +6,9 @@
 //! * [`listeners`], [`probe`]: the edge's view of origin listeners (up, down, backoff) and the
 //!   probes that keep it.
 //! * [`tls`]: mutual TLS 1.3 anchored in the private CA.
+//! * [`congestion`]: the tunnel sockets' congestion control.
 
+pub mod congestion;
 pub mod listeners;
 pub mod peer;
 pub mod probe;

@@ -106,6 +106,7 @@ mod tests {
             ping_interval: Duration::from_secs(30),
             max_streams: 128,
             lanes: 4,
+            congestion_control: None,
         };
         let (tls, addr) = (PeerTls::none(), "127.0.0.1:2408".parse().unwrap());
         let hashes: Vec<u64> =

@@ -1,0 +1,253 @@
+//! `railproxy-wanbench`: railproxy beside nginx two hops (plain, and gzip between the hops) across
+//! the emulated long link of `integration::link`, one run, side by side. The edges (railproxy's
+//! and nginx's) run on this side of the link, origins and the test backend on the far side, so
+//! only what one path sends between its hops crosses the link.
+//!
+//! Prints, per path: a 2 MB upload (and its echo) at 150 ms RTT / 50 Mbit/s; 16 clients fetching
+//! 200 KB bodies that are not delta-coded at 150 ms / 10 Mbit/s / 0.5 % loss, with the far
+//! side's congestion control cubic and then bbr (a host setting there, per network namespace);
+//! and, for railproxy, requests answered in error right after start at 700 ms RTT. Needs root.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use integration::bench::{NginxRole, nginx_conf, start_listening};
+use integration::link::{Link, Profile};
+use integration::process::{Proc, bin, free_loopback, free_port};
+use integration::stack::{edge_yaml, make_certs, origin_yaml, start_proxy, start_proxy_with};
+use integration::{Backend, Http, Knobs};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The paths compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Railproxy,
+    Nginx,
+    NginxGzip,
+}
+
+impl Route {
+    const ALL: [Route; 3] = [Route::Railproxy, Route::Nginx, Route::NginxGzip];
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::Railproxy => "railproxy edge → tunnel → railproxy origin",
+            Route::Nginx => "nginx edge → nginx origin",
+            Route::NginxGzip => "nginx edge → nginx origin, gzip between",
+        }
+    }
+}
+
+/// One path running across one link: where clients connect, and what to stop.
+struct Running {
+    edge: SocketAddr,
+    // Dropped first: the processes, then the backend, then the link.
+    _procs: Vec<Proc>,
+    _backend: Backend,
+    link: Link,
+}
+
+async fn start(path: Route, profile: Profile, dir: &Path) -> Running {
+    let link = Link::start(profile).await.unwrap_or_else(|why| {
+        eprintln!("railproxy-wanbench needs an emulated link, which this machine cannot make: {why}");
+        std::process::exit(2);
+    });
+    let backend = Backend::start_with(dir, "backend", link.command(&bin("railproxy-testbackend")));
+    let origin = SocketAddr::from((link.far, free_port()));
+    let edge = free_loopback();
+    let procs = match path {
+        Route::Railproxy => {
+            let knobs = Knobs::default();
+            let origin_admin = SocketAddr::from((link.far, free_port()));
+            let oy = origin_yaml(dir, &knobs, origin, origin_admin, &[backend.addr], free_loopback());
+            let o = start_proxy_with(dir, "origin", "origin", &oy, origin_admin, link.command(&bin("railproxy")))
+                .await
+                .expect("railproxy origin starts");
+            let edge_admin = free_loopback();
+            // conf/edge.yaml's timeouts, which must fit a long link.
+            let ey = edge_yaml(dir, &knobs, edge, edge_admin, &[origin], backend.addr)
+                .replace("connect_timeout: 1s", "connect_timeout: 2s")
+                .replace("probe_timeout: 500ms", "probe_timeout: 1s");
+            let e = start_proxy(dir, "edge", "edge", &ey, edge_admin).await.expect("railproxy edge starts");
+            vec![e, o]
+        }
+        Route::Nginx | Route::NginxGzip => {
+            let (edge_role, origin_role) = match path {
+                Route::Nginx => (NginxRole::Proxy, NginxRole::Proxy),
+                _ => (NginxRole::GunzipEdge, NginxRole::GzipOrigin),
+            };
+            let oc = nginx_conf(dir, "nginx-origin", origin_role, origin, backend.addr);
+            let o = nginx(dir, "nginx-origin", &oc, origin, Some(&link));
+            let ec = nginx_conf(dir, "nginx-edge", edge_role, edge, origin);
+            let e = nginx(dir, "nginx-edge", &ec, edge, None);
+            vec![e, o]
+        }
+    };
+    Running { edge, _procs: procs, _backend: backend, link }
+}
+
+/// nginx in the foreground, on the far side of `link` when given.
+fn nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, link: Option<&Link>) -> Proc {
+    let file = dir.join(format!("{name}.conf"));
+    std::fs::write(&file, conf).expect("write nginx conf");
+    let mut cmd = match link {
+        Some(l) => l.command(Path::new("/usr/sbin/nginx")),
+        None => Command::new("nginx"),
+    };
+    cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off;"]);
+    start_listening(dir, name, cmd, listen)
+}
+
+/// Sets the far side's default congestion control (the senders of the bodies: both origins);
+/// false where this machine does not allow it (a read-only /proc/sys).
+fn far_congestion_control(link: &Link, algorithm: &str) -> bool {
+    let key = format!("net.ipv4.tcp_congestion_control={algorithm}");
+    Command::new("ip")
+        .args(["netns", "exec", &link.ns, "sysctl", "-q", "-w", &key])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The kernel's default congestion control, which the far side uses unless set.
+fn default_congestion_control() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").map_or("?".into(), |s| s.trim().into())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds for a 2 MB POST and its echo, median of three.
+async fn upload(path: Route, dir: &Path) -> f64 {
+    let run = start(path, Profile::new(Duration::from_millis(150), 50.0, 0.0), dir).await;
+    let body = Bytes::from((0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect::<Vec<_>>());
+    let http = Http::h1();
+    let url = format!("http://{}/echo", run.edge);
+    // A first request opens the connections every path keeps.
+    let _ = http.get(&format!("http://{}/text/1000", run.edge), &[]).await;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = http.send(Method::POST, &url, &[], body.clone()).await.expect("upload");
+        assert!(r.status == 200 && r.body == body, "{}: {} and not the body's echo", path.name(), r.status);
+        times.push(started.elapsed().as_secs_f64());
+    }
+    median(times)
+}
+
+/// Pages per second and p50 / p99 seconds for 16 clients fetching 4 × 200 KB each.
+async fn sixteen(path: Route, algorithm: &str, dir: &Path) -> Option<(f64, f64, f64, u64)> {
+    let run = start(path, Profile::new(Duration::from_millis(150), 10.0, 0.5), dir).await;
+    if algorithm != default_congestion_control() && !far_congestion_control(&run.link, algorithm) {
+        return None;
+    }
+    let url = format!("http://{}/binary/200000", run.edge);
+    let expected = Http::h1().get(&url, &[]).await.expect("first fetch").body;
+    assert_eq!(expected.len(), 200_000);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (url, expected) = (url.clone(), expected.clone());
+        clients.push(tokio::spawn(async move {
+            let http = Http::h1();
+            let mut times = Vec::new();
+            for _ in 0..4 {
+                let t = Instant::now();
+                let r = http.get(&url, &[]).await.expect("fetch");
+                assert!(r.status == 200 && r.body == expected, "other bytes under loss");
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times
+        }));
+    }
+    let mut times = Vec::new();
+    for c in clients {
+        times.extend(c.await.expect("client"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let drops = run.link.drops.loss.load(std::sync::atomic::Ordering::Relaxed);
+    Some((times.len() as f64 / elapsed, p(0.5), p(0.99), drops))
+}
+
+/// Requests not answered 200 among 20 sent right after a fresh railproxy stack started.
+async fn startup_errors(dir: &Path) -> (usize, f64) {
+    let run = start(Route::Railproxy, Profile::new(Duration::from_millis(700), 50.0, 0.0), dir).await;
+    let http = Http::h1();
+    let started = Instant::now();
+    let mut errors = 0;
+    for _ in 0..20 {
+        match http.get(&format!("http://{}/text/10000", run.edge), &[]).await {
+            Ok(r) if r.status == 200 && r.body.len() == 10_000 => {}
+            _ => errors += 1,
+        }
+    }
+    (errors, started.elapsed().as_secs_f64())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    make_certs(dir.path());
+    println!("# railproxy across an emulated long link\n");
+    println!("Edges on this side, origins and the test backend beyond `integration/src/link.rs`'s link");
+    println!("(TUN devices and a forwarder: one-way delay, bottleneck rate, tail-drop queue of one");
+    println!("bandwidth-delay product, random loss). nginx two hops: keep-alive upstreams; gzip between");
+    println!("them: the origin gzips (level 1), the edge gunzips. One run; compare rows within it.\n");
+    println!("## A 2 MB upload and its echo, 150 ms RTT, 50 Mbit/s (median of 3)\n");
+    println!("| path | seconds | vs nginx |\n|---|---:|---:|");
+    let mut up = Vec::new();
+    for p in Route::ALL {
+        up.push((p, upload(p, dir.path()).await));
+    }
+    let nginx = up.iter().find(|(p, _)| *p == Route::Nginx).map_or(1.0, |(_, s)| *s);
+    for (p, s) in &up {
+        println!("| {} | {s:.2} | {:.2}× |", p.name(), s / nginx);
+    }
+    for algorithm in ["cubic", "bbr"] {
+        println!(
+            "\n## 16 clients × 4 pages of 200 KB (not delta-coded), 150 ms RTT, 10 Mbit/s, 0.5 % loss, far side {algorithm}\n"
+        );
+        let mut rows = Vec::new();
+        for p in Route::ALL {
+            match sixteen(p, algorithm, dir.path()).await {
+                Some(r) => rows.push((p, r)),
+                None => break,
+            }
+        }
+        if rows.is_empty() {
+            println!(
+                "Not measured: the far side's default ({}) cannot be changed on this machine (sysctl \
+                 net.ipv4.tcp_congestion_control is read-only here), and origins take the host's default.",
+                default_congestion_control()
+            );
+            continue;
+        }
+        println!(
+            "| path | pages/s | vs nginx | p50 s | p99 s | p99 in RTTs | packets lost |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        let nginx = rows.iter().find(|(p, _)| *p == Route::Nginx).map_or(1.0, |(_, r)| r.0);
+        for (p, (rate, p50, p99, lost)) in &rows {
+            println!(
+                "| {} | {rate:.2} | {:.2}× | {p50:.2} | {p99:.2} | {:.1} | {lost} |",
+                p.name(),
+                rate / nginx,
+                p99 / 0.150
+            );
+        }
+    }
+    let (errors, secs) = startup_errors(dir.path()).await;
+    println!("\n## Start-up at 700 ms RTT\n");
+    println!("railproxy, 20 sequential requests right after both processes started: {errors} errors, {secs:.1} s.");
+    println!("\nTotal: {:.0} s.", started.elapsed().as_secs_f64());
+}
