@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod client;
 pub mod fake_origin;
+pub mod flood;
 pub mod link;
 pub mod metrics;
 pub mod process;

@@ -1,27 +1,9 @@
 //! The tunnel as a transport that holds up: one client's request body can never take down the
 //! connection other clients' requests share.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use integration::raw;
 use integration::{Http, Knobs, Stack};
-
-/// A chunked POST of `n` one-byte chunks, written at once: Pingora reads a chunked body a chunk
-/// at a time, so unless the edge joins them, each chunk is one DATA frame on the tunnel.
-fn one_byte_chunks(n: usize) -> (Vec<u8>, Vec<u8>) {
-    let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut req =
-        b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
-    for b in &body {
-        req.extend_from_slice(b"1\r\n");
-        req.push(*b);
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"0\r\n\r\n");
-    (req, body)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_byte_chunk_uploads_do_not_take_the_tunnel_down_for_others() {
@@ -31,51 +13,12 @@ async fn one_byte_chunk_uploads_do_not_take_the_tunnel_down_for_others() {
     let knobs =
         Knobs { origin_tunnel_extra: "  stream_window: 64K\n  connection_window: 64K\n".into(), ..Knobs::default() };
     let stack = Stack::start(knobs).await;
-    let edge = stack.edge_addr;
-    let stop = Instant::now() + Duration::from_secs(3);
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut getters = Vec::new();
-    for _ in 0..4 {
-        let (ok, failed, url) = (ok.clone(), failed.clone(), stack.url("/text/2000"));
-        getters.push(tokio::spawn(async move {
-            let http = Http::h1();
-            while Instant::now() < stop {
-                match http.get(&url, &[]).await {
-                    Ok(r) if r.status == 200 && r.body.len() == 2000 => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("GET beside the flood: {:?}", other.map(|r| r.status));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
-    let mut uploads = Vec::new();
-    for _ in 0..2 {
-        uploads.push(tokio::spawn(async move {
-            let (req, body) = one_byte_chunks(400);
-            let mut done = 0;
-            while Instant::now() < stop {
-                let answer = raw::exchange(edge, &[&req], Duration::ZERO, Duration::from_secs(5)).await;
-                assert_eq!(answer.status, Some(200), "{}", String::from_utf8_lossy(&answer.bytes));
-                assert!(answer.bytes.ends_with(&body), "the echo is not the body sent");
-                done += 1;
-            }
-            done
-        }));
-    }
-    let mut posts = 0;
-    for u in uploads {
-        posts += u.await.unwrap();
-    }
-    for g in getters {
-        g.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    println!("{posts} one-byte-chunk uploads; GETs beside them: {ok} answered 200, {failed} not");
-    assert!(posts >= 10, "only {posts} uploads in 3 s");
-    assert!(ok >= 200, "only {ok} GETs in 3 s");
-    assert!(failed * 1000 <= ok + failed, "{failed} of {} GETs failed (at most 0.1 % may)", ok + failed);
+    let f = integration::flood::run(stack.edge_addr, Duration::from_secs(3)).await;
+    println!("{f:?}");
+    assert_eq!(f.uploads_failed, 0, "uploads of one-byte chunks failed");
+    assert!(f.uploads >= 10, "only {} uploads in 3 s", f.uploads);
+    assert!(f.gets >= 200, "only {} GETs in 3 s", f.gets);
+    assert!(f.gets_failed * 1000 <= f.gets + f.gets_failed, "{f:?}: more than 0.1 % of GETs failed");
     let m = stack.edge_metrics().await;
     assert_eq!(m.sum("railproxy_failovers_total", &[]), 0.0, "a listener was marked down");
 }

@@ -6,7 +6,8 @@
 //! Prints, per path: a 2 MB upload (and its echo) at 150 ms RTT / 50 Mbit/s; 16 clients fetching
 //! 200 KB bodies that are not delta-coded at 150 ms / 10 Mbit/s / 0.5 % loss, with the far
 //! side's congestion control cubic and then bbr (a host setting there, per network namespace);
-//! and, for railproxy, requests answered in error right after start at 700 ms RTT. Needs root.
+//! for railproxy, requests answered in error right after start at 700 ms RTT; and, on loopback,
+//! GETs answered beside a flood of one-byte-chunk uploads. Needs root.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -179,6 +180,32 @@ async fn sixteen(path: Route, algorithm: &str, dir: &Path) -> Option<(f64, f64, 
     Some((times.len() as f64 / elapsed, p(0.5), p(0.99), drops))
 }
 
+/// The one-byte-chunk upload flood beside GETs, on loopback (no link): railproxy's stack with
+/// its default settings, and nginx two hops.
+async fn flood(path: Route, dir: &Path) -> integration::flood::Flood {
+    let length = Duration::from_secs(5);
+    match path {
+        Route::Railproxy => {
+            let stack = integration::Stack::start(Knobs::default()).await;
+            integration::flood::run(stack.edge_addr, length).await
+        }
+        _ => {
+            let backend = Backend::start(dir, "backend", None);
+            let (origin, edge) = (free_loopback(), free_loopback());
+            let _o = nginx(
+                dir,
+                "nginx-origin",
+                &nginx_conf(dir, "nginx-origin", NginxRole::Proxy, origin, backend.addr),
+                origin,
+                None,
+            );
+            let _e =
+                nginx(dir, "nginx-edge", &nginx_conf(dir, "nginx-edge", NginxRole::Proxy, edge, origin), edge, None);
+            integration::flood::run(edge, length).await
+        }
+    }
+}
+
 /// Requests not answered 200 among 20 sent right after a fresh railproxy stack started.
 async fn startup_errors(dir: &Path) -> (usize, f64) {
     let run = start(Route::Railproxy, Profile::new(Duration::from_millis(700), 50.0, 0.0), dir).await;
@@ -245,6 +272,24 @@ async fn main() {
                 p99 / 0.150
             );
         }
+    }
+    println!(
+        "\n## On loopback: one-byte-chunk uploads beside GETs (5 s; 2 clients upload 400 one-byte chunks, 4 fetch 2 KB)\n"
+    );
+    println!(
+        "| path | GETs answered 200 | GETs failed | share 200 | uploads echoed | uploads failed |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for p in [Route::Railproxy, Route::Nginx] {
+        let f = flood(p, dir.path()).await;
+        let share = 100.0 * f.gets as f64 / (f.gets + f.gets_failed).max(1) as f64;
+        println!(
+            "| {} | {} | {} | {share:.2} % | {} | {} |",
+            p.name(),
+            f.gets,
+            f.gets_failed,
+            f.uploads,
+            f.uploads_failed
+        );
     }
     let (errors, secs) = startup_errors(dir.path()).await;
     println!("\n## Start-up at 700 ms RTT\n");
