@@ -28,8 +28,12 @@ const TLS13: &str = "TLSv1_3";
 /// The TLS version a tunnel connection negotiated, when it is not 1.3 (Pingora's connector
 /// offers 1.2 too; the tunnel takes 1.3 only).
 pub fn not_tls13(digest: Option<&pingora_core::protocols::Digest>) -> Option<String> {
-    let version = digest.and_then(|d| d.ssl_digest.as_ref()).map(|s| s.version.to_string());
-    (version.as_deref() != Some(TLS13)).then(|| version.unwrap_or_else(|| "no TLS".into()))
+    // Checked on every request: allocates only when refusing.
+    match digest.and_then(|d| d.ssl_digest.as_ref()).map(|s| &*s.version) {
+        Some(TLS13) => None,
+        Some(other) => Some(other.to_string()),
+        None => Some("no TLS".into()),
+    }
 }
 
 /// ring with the TLS 1.3 cipher suites only. Pingora's rustls listener offers TLS 1.2 and 1.3
