@@ -59,6 +59,8 @@ pub struct Link {
     pub near: Ipv4Addr,
     pub far: Ipv4Addr,
     pub drops: Arc<Drops>,
+    /// The TUN devices: this side's, and the far side's (in `ns`).
+    devices: (String, String),
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -89,7 +91,8 @@ impl Link {
         let far = Ipv4Addr::new(198, 18 + hi / 128, hi % 128, lo + 2);
         let (near_dev, far_dev) = (format!("rpl{id}n{n}"), format!("rpl{id}f{n}"));
         ip(&["netns", "add", &ns]).map_err(|e| format!("cannot make a network namespace ({e}); run as root"))?;
-        let mut link = Link { ns: ns.clone(), near, far, drops: Arc::default(), tasks: Vec::new() };
+        let devices = (near_dev.clone(), far_dev.clone());
+        let mut link = Link { ns: ns.clone(), near, far, drops: Arc::default(), devices, tasks: Vec::new() };
         let build = |name: &str| {
             DeviceBuilder::new().name(name).mtu(1500).build_async().map_err(|e| format!("TUN device {name}: {e}"))
         };
@@ -111,6 +114,23 @@ impl Link {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns]).arg(program);
         cmd
+    }
+
+    /// Makes every TCP connection across the link, on both sides and whatever process opens or
+    /// accepts it, use `algorithm`: the route's `congctl`, which overrides the host's default
+    /// (a sysctl that a network namespace may not be allowed to change).
+    pub fn congestion_control(&self, algorithm: &str) -> Result<(), String> {
+        let [a, b, c, d] = self.near.octets();
+        let net = format!("{}/30", Ipv4Addr::new(a, b, c, d - 1));
+        let (near, far) = (self.near.to_string(), self.far.to_string());
+        let route = |dev: &str, src: &str| {
+            ["route", "replace", &net, "dev", dev, "proto", "kernel", "scope", "link", "src", src, "congctl", algorithm]
+                .map(String::from)
+        };
+        let near_route = route(&self.devices.0, &near);
+        ip(&near_route.each_ref().map(String::as_str))?;
+        let far_route = [["-n".to_string(), self.ns.clone()].as_slice(), &route(&self.devices.1, &far)].concat();
+        ip(&far_route.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Knobs {
     pub origin_tunnel_extra: String,
     /// The edge's `tunnel.lanes`.
     pub lanes: usize,
+    /// More keys for the edge's `tunnel:` section, each line indented by two spaces.
+    pub edge_tunnel_extra: String,
 }
 
 impl Default for Knobs {
@@ -54,6 +56,7 @@ impl Default for Knobs {
             store: None,
             edge_extra: String::new(),
             origin_tunnel_extra: String::new(),
+            edge_tunnel_extra: String::new(),
             lanes: 4,
         }
     }
@@ -187,7 +190,7 @@ tunnel:
   connect_timeout: 1s
   response_timeout: 10s
   lanes: {lanes}
-origins:
+{tunnel_extra}origins:
 {routes}delta:
   store_size: {store}
   max_body: {max}
@@ -205,6 +208,7 @@ failover:
         max = k.edge_max_body,
         extra = k.edge_extra,
         lanes = k.lanes,
+        tunnel_extra = k.edge_tunnel_extra,
     )
 }
 

@@ -102,7 +102,7 @@ typo_key: 1
 fn origin_problems_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("o.yaml");
-    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408, client_names: [edge.example, \"not a name\"], stream_window: 1K, connection_window: 4G}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\ndelta: {effort: turbo}\n").unwrap();
+    std::fs::write(&file, "mode: origin\nadmin: {}\ntunnel: {listen: 127.0.0.1:2408, client_names: [edge.example, \"not a name\"], stream_window: 1K, connection_window: 4G, congestion_control: warp}\nhosts: {a: {backends: [1.2.3.4:80]}, A: {backends: [1.2.3.4:81]}}\nfull_level: 40\ndelta: {effort: turbo}\n").unwrap();
     let o = railproxy(dir.path(), &["check", "-c", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64));
     let out = text(&o);
@@ -116,6 +116,7 @@ fn origin_problems_too() {
         "full_level: must be a zstd level",
         "tunnel.stream_window: must be from 64K",
         "tunnel.connection_window: must be from 64K",
+        "tunnel.congestion_control: \"warp\" is refused by this kernel",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -124,3 +124,45 @@ async fn an_origin_started_before_its_backend_serves_as_soon_as_the_backend_does
     let direct = Http::h1().get(&format!("http://{}/text/3000", backend.addr), &[]).await.unwrap();
     assert!(r.body == direct.body, "not the backend's bytes");
 }
+
+/// The congestion control of each established TCP socket on this host with `port` at one end:
+/// (local port, peer port, algorithm), as `ss` reports them.
+fn congestion_controls(port: u16) -> Vec<(u16, u16, String)> {
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let out = std::process::Command::new("ss").args(["-tinH", "state", "established", &filter]).output().expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let port_of = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mut found = Vec::new();
+    let mut lines = text.lines();
+    while let (Some(socket), Some(info)) = (lines.next(), lines.next()) {
+        let cols: Vec<&str> = socket.split_whitespace().collect();
+        let algorithm = info.split_whitespace().next().unwrap_or_default().to_string();
+        found.push((port_of(cols[2]), port_of(cols[3]), algorithm));
+    }
+    found
+}
+
+/// `tunnel.congestion_control` in both modes: the edge sets it on the sockets it dials, the
+/// origin on the ones it accepts (which carry the bodies of responses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_end_sets_the_congestion_control_of_its_tunnel_sockets() {
+    // reno is in every kernel and no distribution's default, so only the settings explain it.
+    let default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default();
+    assert_ne!(default.trim(), "reno", "this test needs a host whose default is not reno");
+    let knobs = Knobs {
+        lanes: 2,
+        origin_tunnel_extra: "  congestion_control: reno\n".into(),
+        edge_tunnel_extra: "  congestion_control: reno\n".into(),
+        ..Knobs::default()
+    };
+    let stack = Stack::start(knobs).await;
+    assert_eq!(Http::h1().get(&stack.url("/text/5000"), &[]).await.unwrap().status, 200);
+    let port = stack.origin_addr.port();
+    let sockets = congestion_controls(port);
+    let origin_side: Vec<_> = sockets.iter().filter(|s| s.0 == port).collect();
+    let edge_side: Vec<_> = sockets.iter().filter(|s| s.1 == port).collect();
+    assert!(origin_side.len() >= 2 && edge_side.len() >= 2, "the lanes' sockets: {sockets:?}");
+    for (_, _, algorithm) in origin_side.iter().chain(&edge_side) {
+        assert_eq!(algorithm, "reno", "a tunnel socket not set: {sockets:?}");
+    }
+}

@@ -19,7 +19,7 @@ use crate::origin::Origin;
 use crate::origin::redis_store::RedisStore;
 use crate::tunnel::listeners::Listeners;
 use crate::tunnel::probe::{self, Prober};
-use crate::tunnel::{peer, tls as tunnel_tls};
+use crate::tunnel::{congestion, peer, tls as tunnel_tls};
 use crate::{server, tls};
 use pingora_core::services::background::{GenBackgroundService, background_service};
 use pingora_core::services::listening::Service;
@@ -131,9 +131,11 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     for (host, lb) in backends {
         server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));
     }
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, origin, "origin");
-    proxy.app_logic_mut().expect("proxy app").h2_options = Some(peer::server_options(t));
+    let mut app = pingora_proxy::HttpProxy::new(origin, server.configuration.clone());
+    app.handle_init_modules();
+    app.h2_options = Some(peer::server_options(t));
     let origin_tls = Arc::new(tunnel_tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
+    let mut proxy = Service::new("origin".to_string(), congestion::Accepted::new(app, t.congestion_control.as_deref()));
     for addr in &t.listen {
         proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
     }

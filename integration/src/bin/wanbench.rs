@@ -4,8 +4,9 @@
 //! only what one path sends between its hops crosses the link.
 //!
 //! Prints, per path: a 2 MB upload (and its echo) at 150 ms RTT / 50 Mbit/s; 16 clients fetching
-//! 200 KB bodies that are not delta-coded at 150 ms / 10 Mbit/s / 0.5 % loss, with the far
-//! side's congestion control cubic and then bbr (a host setting there, per network namespace);
+//! 200 KB bodies that are not delta-coded at 150 ms / 10 Mbit/s / 0.5 % loss, with every
+//! connection across the link using cubic and then bbr (the link's routes say which, for every
+//! path alike);
 //! for railproxy, requests answered in error right after start at 700 ms RTT; and, on loopback,
 //! GETs answered beside a flood of one-byte-chunk uploads. Needs root.
 
@@ -55,10 +56,20 @@ struct Running {
 }
 
 async fn start(path: Route, profile: Profile, dir: &Path) -> Running {
+    start_with(path, profile, dir, None).await.expect("the kernel's default congestion control")
+}
+
+/// `start`, with every connection across the link using `algorithm` (set before anything
+/// connects); `None` where this machine refuses it.
+async fn start_with(path: Route, profile: Profile, dir: &Path, algorithm: Option<&str>) -> Option<Running> {
     let link = Link::start(profile).await.unwrap_or_else(|why| {
         eprintln!("railproxy-wanbench needs an emulated link, which this machine cannot make: {why}");
         std::process::exit(2);
     });
+    if let Some(Err(e)) = algorithm.map(|a| link.congestion_control(a)) {
+        eprintln!("congestion control {algorithm:?} not set: {e}");
+        return None;
+    }
     let backend = Backend::start_with(dir, "backend", link.command(&bin("railproxy-testbackend")));
     let origin = SocketAddr::from((link.far, free_port()));
     let edge = free_loopback();
@@ -90,7 +101,7 @@ async fn start(path: Route, profile: Profile, dir: &Path) -> Running {
             vec![e, o]
         }
     };
-    Running { edge, _procs: procs, _backend: backend, link }
+    Some(Running { edge, _procs: procs, _backend: backend, link })
 }
 
 /// nginx in the foreground, on the far side of `link` when given.
@@ -103,22 +114,6 @@ fn nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, link: Option<&L
     };
     cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off;"]);
     start_listening(dir, name, cmd, listen)
-}
-
-/// Sets the far side's default congestion control (the senders of the bodies: both origins);
-/// false where this machine does not allow it (a read-only /proc/sys).
-fn far_congestion_control(link: &Link, algorithm: &str) -> bool {
-    let key = format!("net.ipv4.tcp_congestion_control={algorithm}");
-    Command::new("ip")
-        .args(["netns", "exec", &link.ns, "sysctl", "-q", "-w", &key])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The kernel's default congestion control, which the far side uses unless set.
-fn default_congestion_control() -> String {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").map_or("?".into(), |s| s.trim().into())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -146,10 +141,7 @@ async fn upload(path: Route, dir: &Path) -> f64 {
 
 /// Pages per second and p50 / p99 seconds for 16 clients fetching 4 × 200 KB each.
 async fn sixteen(path: Route, algorithm: &str, dir: &Path) -> Option<(f64, f64, f64, u64)> {
-    let run = start(path, Profile::new(Duration::from_millis(150), 10.0, 0.5), dir).await;
-    if algorithm != default_congestion_control() && !far_congestion_control(&run.link, algorithm) {
-        return None;
-    }
+    let run = start_with(path, Profile::new(Duration::from_millis(150), 10.0, 0.5), dir, Some(algorithm)).await?;
     let url = format!("http://{}/binary/200000", run.edge);
     let expected = Http::h1().get(&url, &[]).await.expect("first fetch").body;
     assert_eq!(expected.len(), 200_000);
@@ -243,7 +235,7 @@ async fn main() {
     }
     for algorithm in ["cubic", "bbr"] {
         println!(
-            "\n## 16 clients × 4 pages of 200 KB (not delta-coded), 150 ms RTT, 10 Mbit/s, 0.5 % loss, far side {algorithm}\n"
+            "\n## 16 clients × 4 pages of 200 KB (not delta-coded), 150 ms RTT, 10 Mbit/s, 0.5 % loss, {algorithm} on every connection across the link\n"
         );
         let mut rows = Vec::new();
         for p in Route::ALL {
@@ -253,11 +245,7 @@ async fn main() {
             }
         }
         if rows.is_empty() {
-            println!(
-                "Not measured: the far side's default ({}) cannot be changed on this machine (sysctl \
-                 net.ipv4.tcp_congestion_control is read-only here), and origins take the host's default.",
-                default_congestion_control()
-            );
+            println!("Not measured: this machine refuses {algorithm} on the link's routes (see the message above).");
             continue;
         }
         println!(

@@ -24,6 +24,9 @@ pub struct TunnelListener {
     /// connection. One window of data crosses per round trip, so a long link needs them large.
     pub stream_window: u32,
     pub connection_window: u32,
+    /// TCP congestion control of the accepted tunnel sockets (`bbr`, `cubic`, …); the kernel's
+    /// default when unset.
+    pub congestion_control: Option<String>,
 }
 
 /// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
@@ -120,7 +123,11 @@ impl OriginConfig {
             max_streams: t.or("max_streams", 1000u32),
             stream_window: window(&t, "stream_window"),
             connection_window: window(&t, "connection_window"),
+            congestion_control: t.opt("congestion_control"),
         };
+        if let Some(Err(e)) = tunnel.congestion_control.as_deref().map(crate::tunnel::congestion::check) {
+            t.problem("congestion_control", e);
+        }
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");
         }

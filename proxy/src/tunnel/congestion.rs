@@ -1,16 +1,19 @@
-//! The congestion control of the edge's tunnel sockets (`tunnel.congestion_control`), set on
-//! each socket before it connects. On a long link with loss the choice matters (cubic halves
-//! its window at every loss; bbr paces to the measured bottleneck), and it is the operator's:
-//! the kernel's default stays unless the key is set.
-//!
-//! The origin's accepted sockets use the host's default, `net.ipv4.tcp_congestion_control`
-//! (per network namespace): Pingora 0.9 offers no hook on the sockets its listeners accept.
+//! The congestion control of the tunnel's sockets (`tunnel.congestion_control`, in both modes).
+//! On a long link with loss the choice matters (cubic halves its window at every loss; bbr
+//! paces to the measured bottleneck), and it is the operator's: the kernel's default stays
+//! unless the key is set. The edge sets it on each socket before it connects; the origin on each
+//! socket it accepts, before the first request (most bytes flow origin → edge, so the origin's
+//! choice is the one downloads feel).
 
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use async_trait::async_trait;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket, sockopt::TcpCongestion};
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
 use tokio::net::TcpSocket;
 
 /// What Pingora calls on each new tunnel socket.
@@ -40,6 +43,49 @@ pub fn hook(algorithm: &str) -> Hook {
         }
         Ok(())
     })
+}
+
+/// Sets the congestion control of every connection the origin accepts (when one is configured),
+/// then serves it as `inner` does. Pingora 0.9 has no option for accepted sockets, so this is done on the socket under the
+/// (TLS) stream, after the handshake: a handful of packets go out with the kernel's default.
+pub struct Accepted<A> {
+    inner: Arc<A>,
+    algorithm: Option<OsString>,
+    warned: AtomicBool,
+}
+
+impl<A> Accepted<A> {
+    pub fn new(inner: A, algorithm: Option<&str>) -> Self {
+        Self { inner: Arc::new(inner), algorithm: algorithm.map(OsString::from), warned: AtomicBool::new(false) }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Accepted<A> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // A TCP stream's id is its descriptor, and a TLS stream's is its TCP stream's; other
+        // streams (tests' in-memory ones) have id 0 and are left alone.
+        if let Some(algorithm) = &self.algorithm
+            && stream.id() > 0
+            && let Err(e) = set_on_stream(&stream, algorithm)
+            && !self.warned.swap(true, Ordering::Relaxed)
+        {
+            log::warn!("tunnel.congestion_control {algorithm:?} not set ({e}); the kernel's default is used");
+        }
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// Pingora's `Stream` gives its descriptor only as a number.
+#[allow(unsafe_code)]
+fn set_on_stream(stream: &Stream, algorithm: &OsString) -> nix::Result<()> {
+    // SAFETY: the descriptor is the socket `stream` owns, and `stream` outlives this borrow.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.id()) };
+    setsockopt(&sock, TcpCongestion, algorithm)
 }
 
 #[cfg(test)]
