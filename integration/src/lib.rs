@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod process;
 pub mod raw;
 pub mod raw_h2;
+pub mod recorder;
 pub mod stack;
 pub mod tls_client;
 

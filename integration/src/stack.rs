@@ -37,6 +37,8 @@ pub struct Knobs {
     pub lanes: usize,
     /// More keys for the edge's `tunnel:` section, each line indented by two spaces.
     pub edge_tunnel_extra: String,
+    /// The origins' backend for every host instead of the test backend (e.g. a `Recorder`).
+    pub backend_override: Option<SocketAddr>,
 }
 
 impl Default for Knobs {
@@ -57,6 +59,7 @@ impl Default for Knobs {
             edge_extra: String::new(),
             origin_tunnel_extra: String::new(),
             edge_tunnel_extra: String::new(),
+            backend_override: None,
             lanes: 4,
         }
     }
@@ -304,7 +307,10 @@ impl Stack {
         let backend = Backend::start(dir.path(), "backend", corpus.as_deref());
         let extra: Vec<Backend> =
             (0..knobs.extra_backends).map(|i| Backend::start(dir.path(), &format!("backend{}", i + 2), None)).collect();
-        let backends: Vec<SocketAddr> = std::iter::once(backend.addr).chain(extra.iter().map(|b| b.addr)).collect();
+        let backends: Vec<SocketAddr> = match knobs.backend_override {
+            Some(addr) => vec![addr],
+            None => std::iter::once(backend.addr).chain(extra.iter().map(|b| b.addr)).collect(),
+        };
         'attempt: for attempt in 1..=3 {
             let dead = free_loopback();
             let mut origins = Vec::new();

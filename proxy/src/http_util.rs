@@ -118,6 +118,18 @@ pub async fn refuse(session: &mut pingora_proxy::Session, status: u16, message: 
     Ok(true)
 }
 
+/// Makes a body's last piece `None` when it carries no bytes. Pingora writes an empty piece to
+/// an HTTP/1.1 upstream as a zero-size chunk, which is the last chunk, and then writes the last
+/// chunk again at the end: the backend would read the second as the start of another request,
+/// and its answer to that as the answer to whichever request comes next on the connection. An
+/// empty last piece arrives with every body that ends on an empty DATA frame (h2 clients, and
+/// the tunnel when a chunked body's end comes alone).
+pub fn no_empty_last_piece(body: &mut Option<bytes::Bytes>, end_of_stream: bool) {
+    if end_of_stream && body.as_ref().is_some_and(bytes::Bytes::is_empty) {
+        *body = None;
+    }
+}
+
 /// A header as text, if present and valid.
 pub fn header_str(value: Option<&HeaderValue>) -> Option<&str> {
     value.and_then(|v| v.to_str().ok())

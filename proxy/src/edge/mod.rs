@@ -492,6 +492,7 @@ impl ProxyHttp for Edge {
             // Pingora skips an empty piece that does not end the body: nothing goes on yet.
             *body = Some(joiner.push(body.take(), end_of_stream, std::time::Instant::now()).unwrap_or_default());
         }
+        http_util::no_empty_last_piece(body, end_of_stream);
         // Chunked and HTTP/2 bodies announce no length: counted as they come.
         ctx.body_in += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_in > self.config.limits.max_body {

@@ -231,6 +231,17 @@ impl ProxyHttp for Origin {
         Ok(())
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        http_util::no_empty_last_piece(body, end_of_stream);
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
