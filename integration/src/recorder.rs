@@ -47,6 +47,8 @@ pub struct Recorder {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Recorded>>>,
     connections: Arc<Mutex<usize>>,
+    /// Requests still to be dropped (see [`Recorder::drop_reused`]).
+    drops: Arc<Mutex<usize>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -62,7 +64,8 @@ impl Recorder {
         let addr = listener.local_addr().expect("recorder address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
-        let (s, c) = (seen.clone(), connections.clone());
+        let drops = Arc::new(Mutex::new(0));
+        let (s, c, d) = (seen.clone(), connections.clone(), drops.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let n = {
@@ -70,10 +73,10 @@ impl Recorder {
                     *c += 1;
                     *c - 1
                 };
-                tokio::spawn(serve(stream, n, s.clone()));
+                tokio::spawn(serve(stream, n, s.clone(), d.clone()));
             }
         });
-        Recorder { addr, seen, connections, task }
+        Recorder { addr, seen, connections, drops, task }
     }
 
     /// Every request read so far, in order.
@@ -84,6 +87,13 @@ impl Recorder {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         *self.connections.lock().unwrap()
+    }
+
+    /// The next `n` requests that come on a connection that already carried one are read and
+    /// then left unanswered, the connection closed: a kept-alive connection the backend closed
+    /// just as a request was sent on it (recorded with the error "dropped").
+    pub fn drop_reused(&self, n: usize) {
+        *self.drops.lock().unwrap() = n;
     }
 
     pub fn clear(&self) {
@@ -135,14 +145,25 @@ impl Input {
     }
 }
 
-async fn serve(stream: TcpStream, connection: usize, seen: Arc<Mutex<Vec<Recorded>>>) {
+async fn serve(stream: TcpStream, connection: usize, seen: Arc<Mutex<Vec<Recorded>>>, drops: Arc<Mutex<usize>>) {
     let mut input = Input { stream, buf: Vec::new() };
+    let mut served = 0;
     loop {
         if input.buf.is_empty() && !input.fill(1).await {
             return;
         }
         let (request, close) = read_request(&mut input, connection).await;
-        let Some(request) = request else { return };
+        let Some(mut request) = request else { return };
+        served += 1;
+        if served > 1 && request.error.is_none() {
+            let mut d = drops.lock().unwrap();
+            if *d > 0 {
+                *d -= 1;
+                request.error = Some("dropped".into());
+                seen.lock().unwrap().push(request);
+                return;
+            }
+        }
         let answer = match &request.error {
             None => {
                 let mut head = format!(

@@ -71,6 +71,7 @@ tunnel: {ca: /nonexistent/ca.pem, max_streams: 0, connect_timeout: soon, lanes: 
 origins:
   example.com: {listeners: []}
 delta: {store_size: 1M, max_body: 8M}
+limits: {methods: [GET, CONNECT, get]}
 typo_key: 1
 ",
     )
@@ -92,7 +93,9 @@ typo_key: 1
         // Mutual TLS is not optional: the edge must have a client certificate.
         "tunnel.cert: required",
         "tunnel.key: required",
-        "12 problems",
+        "limits.methods: CONNECT cannot be allowed",
+        "limits.methods: \"get\" is not a method name",
+        "14 problems",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -108,8 +108,10 @@ async fn every_body_shape_is_one_request_with_exactly_its_bytes() {
     let tcp = tokio::net::TcpStream::connect(stack.edge_addr).await.unwrap();
     let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(conn);
+    // (case, method, content-length, DATA frames with their END_STREAM flag, trailers, expected)
     type Data = (&'static [u8], bool);
-    let h2_cases: Vec<(&str, &str, Option<usize>, Vec<Data>, bool, Expect)> = vec![
+    type H2Case = (&'static str, &'static str, Option<usize>, Vec<Data>, bool, Expect);
+    let h2_cases: Vec<H2Case> = vec![
         (
             "h2 with content-length, END_STREAM on DATA",
             "POST",

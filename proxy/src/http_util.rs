@@ -82,6 +82,10 @@ fn raw_has_header(head: &[u8], name: &[u8]) -> bool {
 
 /// Why a request is refused before routing: methods and targets that would make a reverse proxy
 /// an open one, or let two components disagree on the host.
+///
+/// An HTTP/1.x target in absolute-form names the host and its Host header is replaced by it
+/// ([`absolute_form_to_origin_form`]); over HTTP/2 `:authority` and a Host that disagree are
+/// refused, since hops may read either.
 pub fn target_problem(req: &RequestHeader) -> Option<(u16, &'static str)> {
     if req.method == http::Method::CONNECT {
         return Some((405, "CONNECT is not served: this is a reverse proxy"));
@@ -89,6 +93,9 @@ pub fn target_problem(req: &RequestHeader) -> Option<(u16, &'static str)> {
     let authority = req.uri.authority()?;
     if authority.as_str().contains('@') {
         return Some((400, "user information in the request target"));
+    }
+    if req.version < http::Version::HTTP_2 {
+        return None;
     }
     if let Some(host) = header_str(req.headers.get(http::header::HOST)) {
         let (a, b) = (strip_port(authority.as_str()), strip_port(host.trim()));
@@ -101,16 +108,54 @@ pub fn target_problem(req: &RequestHeader) -> Option<(u16, &'static str)> {
     None
 }
 
+/// RFC 9112 §3.2.2: an HTTP/1.x request in absolute-form is for the target's host, whatever its
+/// Host header says; the Host header is replaced by it and the request goes on in origin-form,
+/// as every hop after this one expects. Call after [`target_problem`].
+pub fn absolute_form_to_origin_form(req: &mut RequestHeader) -> pingora_error::Result<()> {
+    if req.version >= http::Version::HTTP_2 {
+        return Ok(());
+    }
+    // Pingora keeps an HTTP/1.x target's path in `uri` and the target as sent in `raw_path`
+    // (it has already refused user information, and a Host that differs from the authority).
+    let Ok(target) = http::Uri::try_from(req.raw_path()) else { return Ok(()) };
+    let Some(authority) = target.authority().map(|a| a.as_str().to_string()) else { return Ok(()) };
+    let path = target.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    req.insert_header(http::header::HOST, authority)?;
+    let uri = path
+        .parse()
+        .map_err(|_| pingora_error::Error::explain(pingora_error::ErrorType::InvalidHTTPHeader, "bad path"))?;
+    req.set_uri(uri);
+    Ok(())
+}
+
 /// Answers a request railproxy refuses itself (plain text saying why) and closes the connection:
 /// after a framing error nothing more on it can be trusted.
-pub async fn refuse(session: &mut pingora_proxy::Session, status: u16, message: &str) -> pingora_error::Result<bool> {
+/// Counted in `railproxy_refusals_total{reason}`.
+pub async fn refuse(
+    session: &mut pingora_proxy::Session,
+    status: u16,
+    reason: &'static str,
+    message: &str,
+) -> pingora_error::Result<bool> {
+    refuse_with(session, status, reason, message, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS").await
+}
+
+/// [`refuse`], with the `Allow` value a 405 carries.
+pub async fn refuse_with(
+    session: &mut pingora_proxy::Session,
+    status: u16,
+    reason: &'static str,
+    message: &str,
+    allow: &str,
+) -> pingora_error::Result<bool> {
+    crate::metrics::REFUSALS.with_label_values(&[reason]).inc();
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
     let body = bytes::Bytes::from(format!("{status} {reason}: {message}\n"));
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;
     resp.insert_header("content-length", body.len().to_string())?;
     if status == 405 {
-        resp.insert_header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")?;
+        resp.insert_header("allow", allow)?;
     }
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
@@ -128,6 +173,13 @@ pub fn no_empty_last_piece(body: &mut Option<bytes::Bytes>, end_of_stream: bool)
     if end_of_stream && body.as_ref().is_some_and(bytes::Bytes::is_empty) {
         *body = None;
     }
+}
+
+/// Names of header fields holding `_` (see `limits.underscores_in_headers`).
+pub fn underscored_names(req: &RequestHeader) -> Vec<http::HeaderName> {
+    let mut names: Vec<http::HeaderName> = req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+    names.dedup();
+    names
 }
 
 /// A header as text, if present and valid.

@@ -231,6 +231,33 @@ pub static LIMIT_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric")
 });
 
+/// Requests railproxy answered itself with a 4xx before any upstream saw them, by reason
+/// (framing, target, host, method, expectation, limit).
+pub static REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("railproxy_refusals_total", "Requests refused before reaching an upstream", &["reason"])
+        .expect("metric")
+});
+
+/// Edge: request header fields dropped, by reason (underscore: a name holding `_`).
+pub static DROPPED_HEADERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_request_headers_dropped_total",
+        "Request header fields not forwarded",
+        &["reason"]
+    )
+    .expect("metric")
+});
+
+/// Origin: requests sent again on a fresh backend connection after a kept-alive one turned out
+/// dead before any byte of the response came.
+pub static BACKEND_RETRIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "railproxy_backend_retries_total",
+        "Requests retried on a fresh backend connection after a dead kept-alive one"
+    )
+    .expect("metric")
+});
+
 static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("railproxy_build_info", "Version and mode of this process", &["version", "mode"])
         .expect("metric")
@@ -259,6 +286,12 @@ pub fn init(mode: &str) {
         TUNNEL_AUTH_FAILURES.with_label_values(&[reason]);
     }
     UPSTREAM_ERRORS.with_label_values(&[mode, "connect"]);
+    for reason in ["framing", "target", "host"] {
+        REFUSALS.with_label_values(&[reason]);
+    }
+    if mode == "origin" {
+        LazyLock::force(&BACKEND_RETRIES);
+    }
     if mode == "edge" {
         LazyLock::force(&BASE_RETRIES);
         LazyLock::force(&ABORTED);
@@ -273,6 +306,10 @@ pub fn init(mode: &str) {
         for kind in ["direct", "error"] {
             FALLBACKS.with_label_values(&[kind]);
         }
+        for reason in ["method", "expectation", "limit"] {
+            REFUSALS.with_label_values(&[reason]);
+        }
+        DROPPED_HEADERS.with_label_values(&["underscore"]);
     }
 }
 

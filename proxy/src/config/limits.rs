@@ -28,7 +28,19 @@ pub struct Limits {
     /// server may reset for a client's protocol errors, before the connection is closed
     /// (rapid reset, CVE-2023-44487).
     pub h2_max_resets: usize,
+    /// Methods the edge forwards; others get 405 with `Allow` naming these. TRACE is not among
+    /// the defaults (it echoes requests, credentials included) and CONNECT is never served.
+    pub methods: Vec<http::Method>,
+    /// Keep header fields whose names hold `_`; by default they are dropped (nginx's
+    /// `underscores_in_headers off`): a backend may read `X_User` as `X-User`, a name the
+    /// edge and other hops treat as a different field.
+    pub underscores_in_headers: bool,
+    /// The `Allow` value of a 405, from `methods`.
+    pub allow: String,
 }
+
+/// `limits.methods` unless set: what sites use, without TRACE.
+const DEFAULT_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 impl Limits {
     pub fn read(s: &Section<'_>) -> Self {
@@ -42,7 +54,33 @@ impl Limits {
             max_connections_per_ip: s.or("max_connections_per_ip", 1000usize),
             h2_max_streams: s.or("h2_max_streams", 100u32),
             h2_max_resets: s.or("h2_max_resets", 100usize),
+            methods: Vec::new(),
+            underscores_in_headers: s.or("underscores_in_headers", false),
+            allow: String::new(),
         };
+        let mut l = l;
+        let names: Vec<String> = if s.has("methods") {
+            s.list("methods")
+        } else {
+            DEFAULT_METHODS.iter().map(ToString::to_string).collect()
+        };
+        for name in names {
+            match http::Method::from_bytes(name.as_bytes()) {
+                Ok(m) if m == http::Method::CONNECT => {
+                    s.problem("methods", "CONNECT cannot be allowed: this is a reverse proxy");
+                }
+                Ok(m) if name.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') => {
+                    if !l.methods.contains(&m) {
+                        l.methods.push(m);
+                    }
+                }
+                _ => s.problem("methods", format!("{name:?} is not a method name (upper case, e.g. GET)")),
+            }
+        }
+        if s.has("methods") && l.methods.is_empty() {
+            s.problem("methods", "must list at least one method");
+        }
+        l.allow = l.methods.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
         if l.head_timeout.is_zero() {
             s.problem("head_timeout", "must be more than 0");
         }

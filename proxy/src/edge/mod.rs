@@ -200,28 +200,54 @@ impl ProxyHttp for Edge {
             return Ok(false);
         }
         if let Some(problem) = http_util::session_framing_problem(session) {
-            return http_util::refuse(session, 400, problem).await;
+            return http_util::refuse(session, 400, "framing", problem).await;
         }
-        let req = session.req_header();
-        if let Some((status, problem)) = http_util::target_problem(req) {
-            return http_util::refuse(session, status, problem).await;
+        if let Some((status, problem)) = http_util::target_problem(session.req_header()) {
+            return http_util::refuse(session, status, "target", problem).await;
+        }
+        http_util::absolute_form_to_origin_form(session.req_header_mut())?;
+        let limits = &self.config.limits;
+        if !limits.methods.contains(&session.req_header().method) {
+            let why = format!("{} is not allowed here", session.req_header().method);
+            return http_util::refuse_with(session, 405, "method", &why, &limits.allow).await;
         }
         if let Some((status, limit, problem)) = self.over_limits(session) {
             metrics::LIMIT_REFUSALS.with_label_values(&[limit]).inc();
-            return http_util::refuse(session, status, &problem).await;
+            return http_util::refuse(session, status, "limit", &problem).await;
         }
-        session.set_keepalive(Some(self.config.limits.keepalive_timeout.as_secs()));
-        if session.as_downstream().as_http1().is_some() {
+        if !limits.underscores_in_headers {
+            for name in http_util::underscored_names(session.req_header()) {
+                metrics::DROPPED_HEADERS.with_label_values(&["underscore"]).inc();
+                session.req_header_mut().remove_header(&name);
+            }
+        }
+        session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+        let http1 = session.as_downstream().as_http1().is_some();
+        if http1 {
             ctx.joiner = Some(coalesce::Joiner::default());
+            // Requests a client sends before reading earlier answers are answered in order
+            // (RFC 9112 §9.3.2), not dropped with the connection.
+            session.as_downstream_mut().set_pipelining_enabled(true);
         }
         let req = session.req_header();
         let host = http_util::request_host(req);
         match &host {
-            None => return http_util::refuse(session, 400, "no Host").await,
+            None => return http_util::refuse(session, 400, "host", "no Host").await,
             Some(h) if self.config.route(h).is_none() => {
-                return http_util::refuse(session, 421, "this edge does not serve that host").await;
+                return http_util::refuse(session, 421, "host", "this edge does not serve that host").await;
             }
             Some(_) => {}
+        }
+        if let Some(expect) = session.req_header().headers.get(http::header::EXPECT) {
+            // The edge answers the expectation itself (its checks above are the ones a client
+            // waits for); the hops after it get the body without being asked.
+            if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                return http_util::refuse(session, 417, "expectation", "only 100-continue is supported").await;
+            }
+            session.req_header_mut().remove_header(&http::header::EXPECT);
+            if http1 && session.req_header().version == http::Version::HTTP_11 && !session.is_body_done() {
+                session.as_downstream_mut().write_continue_response().await?;
+            }
         }
         let req = session.req_header();
         if req.method == http::Method::GET {
@@ -502,7 +528,7 @@ impl ProxyHttp for Edge {
             *body = None;
             let why = format!("request body over {} bytes", self.config.limits.max_body);
             if session.response_written().is_none() {
-                http_util::refuse(session, 413, &why).await?;
+                http_util::refuse(session, 413, "limit", &why).await?;
             }
             return Error::e_explain(ErrorType::HTTPStatus(413), why);
         }

@@ -141,19 +141,20 @@ impl ProxyHttp for Origin {
             return Ok(true);
         }
         if let Some(problem) = http_util::session_framing_problem(session) {
-            return http_util::refuse(session, 400, problem).await;
+            return http_util::refuse(session, 400, "framing", problem).await;
         }
+        if let Some((status, problem)) = http_util::target_problem(session.req_header()) {
+            return http_util::refuse(session, status, "target", problem).await;
+        }
+        http_util::absolute_form_to_origin_form(session.req_header_mut())?;
         let req = session.req_header();
-        if let Some((status, problem)) = http_util::target_problem(req) {
-            return http_util::refuse(session, status, problem).await;
-        }
         let host = http_util::request_host(req);
         if host.is_none() {
-            return http_util::refuse(session, 400, "no Host").await;
+            return http_util::refuse(session, 400, "host", "no Host").await;
         }
         if !host.as_ref().is_some_and(|h| self.hosts.contains_key(h)) {
             let message = format!("this origin listener does not serve host {:?}", host.as_deref().unwrap_or(""));
-            return http_util::refuse(session, 421, &message).await;
+            return http_util::refuse(session, 421, "host", &message).await;
         }
         ctx.host = host;
         let asked = TunnelRequest::read(req);
@@ -205,6 +206,29 @@ impl ProxyHttp for Origin {
             log::warn!("backend {b} of {} unreachable: {e}", ctx.host.as_deref().unwrap_or_default());
             ctx.tried.push(b);
             e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // Pingora's own policy, counted: a kept-alive backend connection that failed before any
+        // of the answer came is retried once on a fresh one, for idempotent requests whose body
+        // is still held; a POST may have been acted on, so it is not (as nginx).
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if e.retry() {
+            metrics::BACKEND_RETRIES.inc();
         }
         e
     }
