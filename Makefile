@@ -85,7 +85,7 @@ bench: build
 # railproxy beside nginx two hops across an emulated long link (integration/src/link.rs): needs
 # root for the network namespace and TUN devices. About 3 minutes.
 bench-wan: build
-	$(call apt_install,iproute2 procps)
+	$(call apt_install,iproute2 procps slowhttptest)
 	@command -v nginx >/dev/null || { echo "installing Debian package: nginx-light"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; }
 	@mkdir -p target/bench

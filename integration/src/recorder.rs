@@ -49,6 +49,9 @@ pub struct Recorder {
     connections: Arc<Mutex<usize>>,
     /// Requests still to be dropped (see [`Recorder::drop_reused`]).
     drops: Arc<Mutex<usize>>,
+    /// Connections open now that have sent at least one byte (health checks that only
+    /// connect are not counted).
+    busy: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,7 +68,8 @@ impl Recorder {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
         let drops = Arc::new(Mutex::new(0));
-        let (s, c, d) = (seen.clone(), connections.clone(), drops.clone());
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, c, d, b) = (seen.clone(), connections.clone(), drops.clone(), busy.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let n = {
@@ -73,15 +77,20 @@ impl Recorder {
                     *c += 1;
                     *c - 1
                 };
-                tokio::spawn(serve(stream, n, s.clone(), d.clone()));
+                tokio::spawn(serve(stream, n, s.clone(), d.clone(), b.clone()));
             }
         });
-        Recorder { addr, seen, connections, drops, task }
+        Recorder { addr, seen, connections, drops, busy, task }
     }
 
     /// Every request read so far, in order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Connections open now on which a request started.
+    pub fn busy(&self) -> usize {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connections accepted so far.
@@ -145,14 +154,29 @@ impl Input {
     }
 }
 
-async fn serve(stream: TcpStream, connection: usize, seen: Arc<Mutex<Vec<Recorded>>>, drops: Arc<Mutex<usize>>) {
+async fn serve(
+    stream: TcpStream,
+    connection: usize,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    drops: Arc<Mutex<usize>>,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let mut input = Input { stream, buf: Vec::new() };
+    if !input.fill(1).await {
+        return;
+    }
+    busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    serve_requests(&mut input, connection, &seen, &drops).await;
+    busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn serve_requests(input: &mut Input, connection: usize, seen: &Mutex<Vec<Recorded>>, drops: &Mutex<usize>) {
     let mut served = 0;
     loop {
         if input.buf.is_empty() && !input.fill(1).await {
             return;
         }
-        let (request, close) = read_request(&mut input, connection).await;
+        let (request, close) = read_request(input, connection).await;
         let Some(mut request) = request else { return };
         served += 1;
         if served > 1 && request.error.is_none() {

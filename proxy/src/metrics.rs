@@ -306,7 +306,7 @@ pub fn init(mode: &str) {
         for kind in ["direct", "error"] {
             FALLBACKS.with_label_values(&[kind]);
         }
-        for reason in ["method", "expectation", "limit"] {
+        for reason in ["method", "expectation", "limit", "body_timeout", "buffer"] {
             REFUSALS.with_label_values(&[reason]);
         }
         DROPPED_HEADERS.with_label_values(&["underscore"]);

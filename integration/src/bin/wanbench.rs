@@ -8,7 +8,8 @@
 //! connection across the link using cubic and then bbr (the link's routes say which, for every
 //! path alike);
 //! for railproxy, requests answered in error right after start at 700 ms RTT; and, on loopback,
-//! GETs answered beside a flood of one-byte-chunk uploads. Needs root.
+//! GETs answered beside a flood of one-byte-chunk uploads, and the backend connections that
+//! slowhttptest's slow bodies hold. Needs root.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -172,30 +173,80 @@ async fn sixteen(path: Route, algorithm: &str, dir: &Path) -> Option<(f64, f64, 
     Some((times.len() as f64 / elapsed, p(0.5), p(0.99), drops))
 }
 
-/// The one-byte-chunk upload flood beside GETs, on loopback (no link): railproxy's stack with
-/// its default settings, and nginx two hops.
-async fn flood(path: Route, dir: &Path) -> integration::flood::Flood {
-    let length = Duration::from_secs(5);
-    match path {
-        Route::Railproxy => {
-            let stack = integration::Stack::start(Knobs::default()).await;
-            integration::flood::run(stack.edge_addr, length).await
-        }
-        _ => {
-            let backend = Backend::start(dir, "backend", None);
-            let (origin, edge) = (free_loopback(), free_loopback());
-            let _o = nginx(
-                dir,
-                "nginx-origin",
-                &nginx_conf(dir, "nginx-origin", NginxRole::Proxy, origin, backend.addr),
-                origin,
-                None,
-            );
-            let _e =
-                nginx(dir, "nginx-edge", &nginx_conf(dir, "nginx-edge", NginxRole::Proxy, edge, origin), edge, None);
-            integration::flood::run(edge, length).await
+/// A path on loopback (no link): railproxy's stack with its default settings, or nginx two
+/// hops; kept whole until dropped.
+struct Loopback {
+    // Dropped in this order: the proxies, then the backend.
+    _stack: Option<Box<integration::Stack>>,
+    _procs: Vec<Proc>,
+    _backend: Option<Backend>,
+}
+
+impl Loopback {
+    /// The path, where clients connect, and its backend's address.
+    async fn start(path: Route, dir: &Path) -> (Loopback, SocketAddr, SocketAddr) {
+        match path {
+            Route::Railproxy => {
+                let stack = integration::Stack::start(Knobs::default()).await;
+                let (edge, backend) = (stack.edge_addr, stack.backend.addr);
+                (Loopback { _stack: Some(Box::new(stack)), _procs: Vec::new(), _backend: None }, edge, backend)
+            }
+            _ => {
+                let backend = Backend::start(dir, "backend", None);
+                let (origin, edge) = (free_loopback(), free_loopback());
+                let oc = nginx_conf(dir, "nginx-origin", NginxRole::Proxy, origin, backend.addr);
+                let o = nginx(dir, "nginx-origin", &oc, origin, None);
+                let ec = nginx_conf(dir, "nginx-edge", NginxRole::Proxy, edge, origin);
+                let e = nginx(dir, "nginx-edge", &ec, edge, None);
+                let addr = backend.addr;
+                (Loopback { _stack: None, _procs: vec![e, o], _backend: Some(backend) }, edge, addr)
+            }
         }
     }
+}
+
+/// The one-byte-chunk upload flood beside GETs, on loopback.
+async fn flood(path: Route, dir: &Path) -> integration::flood::Flood {
+    let (_running, edge, _) = Loopback::start(path, dir).await;
+    integration::flood::run(edge, Duration::from_secs(5)).await
+}
+
+/// TCP connections established to `port` on this host now.
+fn established_to(port: u16) -> usize {
+    let filter = format!("( dport = :{port} )");
+    Command::new("ss")
+        .args(["-tnH", "state", "established", &filter])
+        .output()
+        .map_or(0, |o| String::from_utf8_lossy(&o.stdout).lines().count())
+}
+
+/// slowhttptest -B (slow bodies, R-U-Dead-Yet) on loopback: 200 clients declaring 8 KB bodies
+/// and sending a few bytes every 5 s, for 15 s. Returns the most backend connections established
+/// meanwhile and the GETs other clients got answered (of those sent, one every 100 ms).
+async fn slow_bodies(path: Route, dir: &Path) -> (usize, usize, usize) {
+    let (_running, edge, backend) = Loopback::start(path, dir).await;
+    let mut attack = Command::new("slowhttptest")
+        .args(["-B", "-c", "200", "-r", "200", "-i", "5", "-s", "8192", "-x", "10", "-l", "15", "-p", "3"])
+        .arg("-u")
+        .arg(format!("http://{edge}/echo"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("slowhttptest (Debian package slowhttptest)");
+    let (mut peak, mut answered, mut sent) = (0, 0, 0);
+    let http = Http::h1();
+    let until = Instant::now() + Duration::from_secs(14);
+    while Instant::now() < until {
+        peak = peak.max(established_to(backend.port()));
+        sent += 1;
+        if http.get(&format!("http://{edge}/text/2000"), &[]).await.is_ok_and(|r| r.status == 200) {
+            answered += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = attack.kill();
+    let _ = attack.wait();
+    (peak, answered, sent)
 }
 
 /// Requests not answered 200 among 20 sent right after a fresh railproxy stack started.
@@ -278,6 +329,12 @@ async fn main() {
             f.uploads,
             f.uploads_failed
         );
+    }
+    println!("\n## On loopback: slowhttptest -B (200 clients declaring 8 KB bodies, a few bytes every 5 s, 15 s)\n");
+    println!("| path | backend connections at most | other clients' GETs answered 200 |\n|---|---:|---:|");
+    for p in [Route::Railproxy, Route::Nginx] {
+        let (peak, answered, sent) = slow_bodies(p, dir.path()).await;
+        println!("| {} | {peak} | {answered} of {sent} |", p.name());
     }
     let (errors, secs) = startup_errors(dir.path()).await;
     println!("\n## Start-up at 700 ms RTT\n");

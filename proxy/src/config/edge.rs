@@ -50,6 +50,8 @@ pub struct OriginRoute {
     pub listeners: Vec<SocketAddr>,
     pub server_name: String,
     pub fallback: Fallback,
+    /// This host's `request_buffering`, when it overrides `limits.request_buffering`.
+    pub request_buffering: Option<bool>,
 }
 
 /// Health checking of origin listeners and retries on another one.
@@ -176,6 +178,7 @@ impl EdgeConfig {
                 server_name: s.or("server_name", tunnel.server_name.clone()),
                 host,
                 fallback,
+                request_buffering: s.opt("request_buffering"),
             };
             if origins.iter().any(|o| o.host == route.host) {
                 s.problem("", format!("host {} is listed twice", route.host));

@@ -37,6 +37,16 @@ pub struct Limits {
     pub underscores_in_headers: bool,
     /// The `Allow` value of a 405, from `methods`.
     pub allow: String,
+    /// Read each request body whole before anything goes upstream (a host's
+    /// `request_buffering` overrides it): slow uploads then hold no backend connection.
+    pub request_buffering: bool,
+    /// Bytes of one body held in memory; the rest of a larger one goes to a temporary file.
+    pub request_buffer_memory: u64,
+    /// Where those files are made (unlinked at once, so nothing is left behind).
+    pub request_buffer_dir: std::path::PathBuf,
+    /// Longest wait for the next piece of a request body being buffered (nginx's
+    /// client_body_timeout); the client then gets 408.
+    pub body_timeout: Duration,
 }
 
 /// `limits.methods` unless set: what sites use, without TRACE.
@@ -57,6 +67,10 @@ impl Limits {
             methods: Vec::new(),
             underscores_in_headers: s.or("underscores_in_headers", false),
             allow: String::new(),
+            request_buffering: s.or("request_buffering", true),
+            request_buffer_memory: s.or("request_buffer_memory", ByteSize(64 << 10)).0,
+            request_buffer_dir: s.or("request_buffer_dir", std::env::temp_dir()),
+            body_timeout: s.or("body_timeout", Secs(Duration::from_secs(60))).0,
         };
         let mut l = l;
         let names: Vec<String> = if s.has("methods") {
@@ -92,6 +106,13 @@ impl Limits {
         }
         if !(1024..=(1 << 20)).contains(&l.max_header_bytes) {
             s.problem("max_header_bytes", "must be from 1k to 1M");
+        }
+        if l.body_timeout.is_zero() {
+            s.problem("body_timeout", "must be more than 0");
+        }
+        if l.request_buffering && !l.request_buffer_dir.is_dir() {
+            let dir = l.request_buffer_dir.display();
+            s.problem("request_buffer_dir", format!("{dir} is not a directory"));
         }
         if l.h2_max_streams == 0 {
             s.problem("h2_max_streams", "must be at least 1");

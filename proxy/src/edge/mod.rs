@@ -2,6 +2,7 @@
 //! over a pooled, multiplexed HTTP/2 + TLS tunnel, naming the version the edge holds; tunnel
 //! bodies are decoded, verified and stored before the client gets them.
 
+mod buffering;
 mod cache;
 mod coalesce;
 mod decode;
@@ -115,6 +116,9 @@ pub struct EdgeCtx {
     probe: Option<LaneProbe>,
     /// No listener was up: the request goes straight to the origin.
     direct: bool,
+    /// The body was buffered and the request handed on as a subrequest, which answers and is
+    /// logged in its own right.
+    handed_off: bool,
 }
 
 impl Edge {
@@ -130,6 +134,16 @@ impl Edge {
         let mut peer = tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, lane.lane);
         peer.options.upstream_tcp_sock_tweak_hook = self.congestion.clone();
         Box::new(peer)
+    }
+
+    /// Whether this request's body is to be read whole here first: buffering is on for its host,
+    /// it has a body, and it is not already the subrequest carrying a buffered one.
+    fn buffers(&self, session: &mut Session, host: Option<&str>) -> bool {
+        let on = host
+            .and_then(|h| self.config.route(h))
+            .and_then(|r| r.request_buffering)
+            .unwrap_or(self.config.limits.request_buffering);
+        on && !replayed(session) && !session.is_upgrade_req() && !session.is_body_done()
     }
 
     /// A request head beyond `limits`: status, metric label, why.
@@ -161,6 +175,11 @@ impl Edge {
     }
 }
 
+/// Whether this is the subrequest carrying a body the edge buffered (see `buffering`).
+fn replayed(session: &Session) -> bool {
+    session.subrequest_ctx.as_ref().and_then(|c| c.user_ctx()).is_some_and(|u| u.is::<buffering::Replayed>())
+}
+
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = EdgeCtx;
@@ -182,7 +201,13 @@ impl ProxyHttp for Edge {
             attempts: 0,
             probe: None,
             direct: false,
+            handed_off: false,
         }
+    }
+
+    fn allow_spawning_subrequest(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        // Buffered request bodies are sent on as subrequests (see `buffering`).
+        true
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
@@ -217,7 +242,10 @@ impl ProxyHttp for Edge {
         }
         if !limits.underscores_in_headers {
             for name in http_util::underscored_names(session.req_header()) {
-                metrics::DROPPED_HEADERS.with_label_values(&["underscore"]).inc();
+                // A subrequest carrying a buffered body reads the client's head again.
+                if !replayed(session) {
+                    metrics::DROPPED_HEADERS.with_label_values(&["underscore"]).inc();
+                }
                 session.req_header_mut().remove_header(&name);
             }
         }
@@ -247,6 +275,20 @@ impl ProxyHttp for Edge {
             session.req_header_mut().remove_header(&http::header::EXPECT);
             if http1 && session.req_header().version == http::Version::HTTP_11 && !session.is_body_done() {
                 session.as_downstream_mut().write_continue_response().await?;
+            }
+        }
+        if self.buffers(session, host.as_deref()) {
+            match buffering::read_whole(session, limits).await {
+                Ok(body) => {
+                    ctx.handed_off = true;
+                    return buffering::replay(session, body).await;
+                }
+                Err(unread) => {
+                    if let buffering::Unread::TooLarge(_) = unread {
+                        metrics::LIMIT_REFUSALS.with_label_values(&["body"]).inc();
+                    }
+                    return http_util::refuse(session, unread.status(), unread.reason(), &unread.message()).await;
+                }
             }
         }
         let req = session.req_header();
@@ -610,7 +652,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        if ctx.probe.is_some() {
+        if ctx.probe.is_some() || ctx.handed_off {
             return;
         }
         ctx.envelope.close(session, e, ctx.base.is_some());

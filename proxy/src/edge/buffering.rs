@@ -1,0 +1,207 @@
+//! Request buffering (`limits.request_buffering`, on by default as in nginx): the edge reads a
+//! request's body whole, checking its framing and declared length as it goes, before anything
+//! goes upstream. A slow upload then holds a client connection and some memory or disk at the
+//! edge, never a tunnel stream or a backend connection; and a body that ends short, breaks its
+//! chunking or disagrees with its content-length reaches no backend at all.
+//!
+//! Pingora opens the upstream stream before it reads a body, and reads it only into that
+//! stream. So the buffered request is handed to the edge's own proxy as a Pingora subrequest
+//! whose body is the buffered one (sent on as one Content-Length body), and the subrequest's
+//! answer is written to the client. Up to `request_buffer_memory` bytes stay in memory; a larger
+//! body goes on to an unlinked temporary file, read back in pieces as the subrequest takes them.
+
+use std::io::SeekFrom;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora_core::protocols::http::HttpTask;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::Session;
+use pingora_proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+
+use crate::config::limits::Limits;
+
+/// What marks a subrequest as one carrying a body the edge already holds whole.
+#[derive(Debug)]
+pub struct Replayed;
+
+/// A request body read whole.
+#[derive(Debug, Default)]
+pub struct Buffered {
+    /// Joined: the pieces a client sent (one byte each, perhaps) go on as one, never as as many
+    /// tiny DATA frames (see `coalesce`).
+    memory: bytes::BytesMut,
+    file: Option<tokio::fs::File>,
+    len: u64,
+}
+
+/// Why a body was not read whole: the answer the client gets (nothing went upstream).
+#[derive(Debug)]
+pub enum Unread {
+    /// Over `limits.max_body`: 413.
+    TooLarge(u64),
+    /// No piece within `limits.body_timeout`: 408.
+    Slow(Duration),
+    /// The client's framing broke or it went away: 400 (if it is still there to read it).
+    Broken(String),
+    /// The temporary file could not be written: 500.
+    Storage(String),
+}
+
+impl Unread {
+    pub fn status(&self) -> u16 {
+        match self {
+            Unread::TooLarge(_) => 413,
+            Unread::Slow(_) => 408,
+            Unread::Broken(_) => 400,
+            Unread::Storage(_) => 500,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unread::TooLarge(_) => "limit",
+            Unread::Slow(_) => "body_timeout",
+            Unread::Broken(_) => "framing",
+            Unread::Storage(_) => "buffer",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Unread::TooLarge(max) => format!("request body over {max} bytes"),
+            Unread::Slow(t) => format!("no request body data for {t:?}"),
+            Unread::Broken(why) => format!("request body not read whole: {why}"),
+            Unread::Storage(why) => format!("request body not buffered: {why}"),
+        }
+    }
+}
+
+impl Buffered {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    async fn push(&mut self, piece: Bytes, limits: &Limits) -> std::result::Result<(), Unread> {
+        self.len += piece.len() as u64;
+        if self.len > limits.max_body {
+            return Err(Unread::TooLarge(limits.max_body));
+        }
+        if self.file.is_none() && self.len <= limits.request_buffer_memory {
+            self.memory.extend_from_slice(&piece);
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let file = tempfile::tempfile_in(&limits.request_buffer_dir).map_err(|e| {
+                Unread::Storage(format!("temporary file in {}: {e}", limits.request_buffer_dir.display()))
+            })?;
+            self.file = Some(tokio::fs::File::from_std(file));
+        }
+        let file = self.file.as_mut().expect("made above");
+        file.write_all(&piece).await.map_err(|e| Unread::Storage(format!("writing the temporary file: {e}")))
+    }
+
+    /// The body again, piece by piece, into `tx`.
+    async fn send(mut self, tx: &tokio::sync::mpsc::Sender<HttpTask>) -> std::io::Result<()> {
+        let memory = std::mem::take(&mut self.memory).freeze();
+        if !memory.is_empty() && tx.send(HttpTask::Body(Some(memory), false)).await.is_err() {
+            return Ok(());
+        }
+        if let Some(mut file) = self.file.take() {
+            file.flush().await?;
+            file.seek(SeekFrom::Start(0)).await?;
+            loop {
+                let mut piece = vec![0u8; 64 << 10];
+                let n = file.read(&mut piece).await?;
+                if n == 0 {
+                    break;
+                }
+                piece.truncate(n);
+                if tx.send(HttpTask::Body(Some(piece.into()), false)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let _ = tx.send(HttpTask::Body(None, true)).await;
+        Ok(())
+    }
+}
+
+/// Reads the request's body whole, within `limits`.
+pub async fn read_whole(session: &mut Session, limits: &Limits) -> std::result::Result<Buffered, Unread> {
+    let mut body = Buffered::default();
+    loop {
+        let piece = tokio::time::timeout(limits.body_timeout, session.downstream_session.read_request_body())
+            .await
+            .map_err(|_| Unread::Slow(limits.body_timeout))?
+            .map_err(|e| Unread::Broken(e.to_string()))?;
+        match piece {
+            Some(piece) => body.push(piece, limits).await?,
+            None => return Ok(body),
+        }
+    }
+}
+
+/// Sends the request with `body` through this edge's own proxy as a subrequest and writes its
+/// answer to the client. Ok(true): the request is answered.
+pub async fn replay(session: &mut Session, body: Buffered) -> Result<bool> {
+    let Some(spawner) = session.subrequest_spawner.as_ref() else {
+        return Error::e_explain(ErrorType::InternalError, "request buffering without a subrequest spawner");
+    };
+    // The subrequest parses its head from this one's, as HTTP/1.1 (an HTTP/2 request is
+    // written out with its version, which no HTTP/1 parser takes, and without a Host), framed
+    // by the length now known.
+    let req = session.downstream_session.req_header_mut();
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    let version = req.version;
+    if version == http::Version::HTTP_2 {
+        if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string())
+            && !req.headers.contains_key(http::header::HOST)
+        {
+            req.insert_header(http::header::HOST, authority)?;
+        }
+        req.set_version(http::Version::HTTP_11);
+    }
+    let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(Replayed)).build();
+    let (subrequest, handle) = spawner.create_subrequest(session.as_downstream(), ctx);
+    session.downstream_session.req_header_mut().set_version(version);
+    let (tx, mut rx, wants_body, mut proxy_error) =
+        (handle.tx, handle.rx, handle.subreq_wants_body, handle.subreq_proxy_error);
+    let run = tokio::spawn(subrequest.run());
+    // The subrequest takes a closed channel for a client gone: `tx` stays open here until
+    // the answer is written, the feed has a copy.
+    let feed_tx = tx.clone();
+    let feed = tokio::spawn(async move {
+        // Only once the subrequest reads (it may answer first, e.g. from a refusal).
+        if wants_body.await.is_ok()
+            && let Err(e) = body.send(&feed_tx).await
+        {
+            log::warn!("buffered request body not read back: {e}");
+        }
+    });
+    let mut done = false;
+    while let Some(task) = rx.recv().await {
+        let mut tasks = vec![task];
+        while let Ok(more) = rx.try_recv() {
+            tasks.push(more);
+        }
+        done = session.write_response_tasks(tasks).await?;
+        if done {
+            break;
+        }
+    }
+    feed.abort();
+    let _ = run.await;
+    drop(tx);
+    if done {
+        return Ok(true);
+    }
+    match proxy_error.try_recv() {
+        Ok(e) => Err(e),
+        Err(_) => {
+            Error::e_explain(ErrorType::InternalError, "the buffered request's subrequest ended without an answer")
+        }
+    }
+}
