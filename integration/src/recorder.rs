@@ -52,6 +52,8 @@ pub struct Recorder {
     /// Connections open now that have sent at least one byte (health checks that only
     /// connect are not counted).
     busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// Milliseconds to wait before each answer.
+    delay: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -69,7 +71,9 @@ impl Recorder {
         let connections = Arc::new(Mutex::new(0));
         let drops = Arc::new(Mutex::new(0));
         let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (s, c, d, b) = (seen.clone(), connections.clone(), drops.clone(), busy.clone());
+        let w = delay.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let n = {
@@ -77,10 +81,10 @@ impl Recorder {
                     *c += 1;
                     *c - 1
                 };
-                tokio::spawn(serve(stream, n, s.clone(), d.clone(), b.clone()));
+                tokio::spawn(serve(stream, n, s.clone(), d.clone(), b.clone(), w.clone()));
             }
         });
-        Recorder { addr, seen, connections, drops, busy, task }
+        Recorder { addr, seen, connections, drops, busy, delay, task }
     }
 
     /// Every request read so far, in order.
@@ -103,6 +107,11 @@ impl Recorder {
     /// just as a request was sent on it (recorded with the error "dropped").
     pub fn drop_reused(&self, n: usize) {
         *self.drops.lock().unwrap() = n;
+    }
+
+    /// Each answer from now on waits `delay` after its request was read.
+    pub fn answer_after(&self, delay: std::time::Duration) {
+        self.delay.store(delay.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn clear(&self) {
@@ -160,17 +169,24 @@ async fn serve(
     seen: Arc<Mutex<Vec<Recorded>>>,
     drops: Arc<Mutex<usize>>,
     busy: Arc<std::sync::atomic::AtomicUsize>,
+    delay: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut input = Input { stream, buf: Vec::new() };
     if !input.fill(1).await {
         return;
     }
     busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    serve_requests(&mut input, connection, &seen, &drops).await;
+    serve_requests(&mut input, connection, &seen, &drops, &delay).await;
     busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn serve_requests(input: &mut Input, connection: usize, seen: &Mutex<Vec<Recorded>>, drops: &Mutex<usize>) {
+async fn serve_requests(
+    input: &mut Input,
+    connection: usize,
+    seen: &Mutex<Vec<Recorded>>,
+    drops: &Mutex<usize>,
+    delay: &std::sync::atomic::AtomicU64,
+) {
     let mut served = 0;
     loop {
         if input.buf.is_empty() && !input.fill(1).await {
@@ -201,6 +217,10 @@ async fn serve_requests(input: &mut Input, connection: usize, seen: &Mutex<Vec<R
         };
         let failed = request.error.is_some();
         seen.lock().unwrap().push(request);
+        let wait = delay.load(std::sync::atomic::Ordering::Relaxed);
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
         if input.stream.write_all(&answer).await.is_err() || failed || close {
             return;
         }

@@ -149,3 +149,34 @@ async fn a_large_body_waits_in_an_unlinked_file_and_arrives_whole() {
     assert!(seen[0].body == body, "the body at the backend differs");
     assert_eq!(deleted_files_in(pid, spool.path()), 0, "the temporary file is still open");
 }
+
+/// A buffered body is sent again like a GET: POSTs in flight on a listener that dies before
+/// they are answered go to the other listener, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffered_body_is_sent_again_when_its_listener_dies_before_the_answer() {
+    let recorder = Recorder::start().await;
+    let knobs = Knobs { backend_override: Some(recorder.addr), origins: 2, ..Knobs::default() };
+    let mut stack = Stack::start(knobs).await;
+    recorder.answer_after(Duration::from_millis(1500));
+    let mut posts = Vec::new();
+    for i in 0..12u8 {
+        let url = stack.url(&format!("/post/{i}"));
+        let body = Bytes::from(vec![b'a' + i; 60_000]);
+        posts.push(tokio::spawn(async move {
+            let r = Http::h1().send(http::Method::POST, &url, &[], body.clone()).await;
+            r.map(|r| r.status == 200 && r.body == body)
+        }));
+    }
+    // Every POST reached the backend through one listener or the other; then one dies.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while recorder.requests().len() < 12 {
+        assert!(Instant::now() < deadline, "the POSTs did not all reach the backend");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stack.kill_origin(1);
+    for p in posts {
+        assert_eq!(p.await.unwrap(), Ok(true), "a POST failed although the other listener was up");
+    }
+    let m = stack.edge_metrics().await;
+    assert!(m.sum("railproxy_retries_total", &[]) >= 1.0, "no POST was in flight on the killed listener");
+}
