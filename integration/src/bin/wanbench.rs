@@ -222,8 +222,9 @@ fn established_to(port: u16) -> usize {
 
 /// slowhttptest -B (slow bodies, R-U-Dead-Yet) on loopback: 200 clients declaring 8 KB bodies
 /// and sending a few bytes every 5 s, for 15 s. Returns the most backend connections established
-/// meanwhile and the GETs other clients got answered (of those sent, one every 100 ms).
-async fn slow_bodies(path: Route, dir: &Path) -> (usize, usize, usize) {
+/// meanwhile, the most client connections the edge held (the attack's, to show it ran), and
+/// the GETs other clients got answered (of those sent, one every 100 ms).
+async fn slow_bodies(path: Route, dir: &Path) -> (usize, usize, usize, usize) {
     let (_running, edge, backend) = Loopback::start(path, dir).await;
     let mut attack = Command::new("slowhttptest")
         .args(["-B", "-c", "200", "-r", "200", "-i", "5", "-s", "8192", "-x", "10", "-l", "15", "-p", "3"])
@@ -233,11 +234,12 @@ async fn slow_bodies(path: Route, dir: &Path) -> (usize, usize, usize) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("slowhttptest (Debian package slowhttptest)");
-    let (mut peak, mut answered, mut sent) = (0, 0, 0);
+    let (mut peak, mut clients, mut answered, mut sent) = (0, 0, 0, 0);
     let http = Http::h1();
     let until = Instant::now() + Duration::from_secs(14);
     while Instant::now() < until {
         peak = peak.max(established_to(backend.port()));
+        clients = clients.max(established_to(edge.port()));
         sent += 1;
         if http.get(&format!("http://{edge}/text/2000"), &[]).await.is_ok_and(|r| r.status == 200) {
             answered += 1;
@@ -246,7 +248,7 @@ async fn slow_bodies(path: Route, dir: &Path) -> (usize, usize, usize) {
     }
     let _ = attack.kill();
     let _ = attack.wait();
-    (peak, answered, sent)
+    (peak, clients, answered, sent)
 }
 
 /// Requests not answered 200 among 20 sent right after a fresh railproxy stack started.
@@ -331,10 +333,12 @@ async fn main() {
         );
     }
     println!("\n## On loopback: slowhttptest -B (200 clients declaring 8 KB bodies, a few bytes every 5 s, 15 s)\n");
-    println!("| path | backend connections at most | other clients' GETs answered 200 |\n|---|---:|---:|");
+    println!(
+        "| path | client connections at the edge, at most | backend connections at most | other clients' GETs answered 200 |\n|---|---:|---:|---:|"
+    );
     for p in [Route::Railproxy, Route::Nginx] {
-        let (peak, answered, sent) = slow_bodies(p, dir.path()).await;
-        println!("| {} | {peak} | {answered} of {sent} |", p.name());
+        let (peak, clients, answered, sent) = slow_bodies(p, dir.path()).await;
+        println!("| {} | {clients} | {peak} | {answered} of {sent} |", p.name());
     }
     let (errors, secs) = startup_errors(dir.path()).await;
     println!("\n## Start-up at 700 ms RTT\n");

@@ -22,9 +22,26 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
 use crate::config::limits::Limits;
 
-/// What marks a subrequest as one carrying a body the edge already holds whole.
+/// What marks a subrequest as one carrying a body the edge already holds whole, and its length.
 #[derive(Debug)]
-pub struct Replayed;
+pub struct Replayed(pub u64);
+
+impl Replayed {
+    /// The buffered body's length, if `session` is a subrequest carrying one.
+    pub fn of(session: &Session) -> Option<u64> {
+        let ctx = session.subrequest_ctx.as_ref()?.user_ctx()?;
+        ctx.downcast_ref::<Replayed>().map(|r| r.0)
+    }
+
+    /// Frames the subrequest's body by its length: it parsed the client's head, which may say
+    /// chunked; the tunnel and the backend get a Content-Length, as from nginx.
+    pub fn frame(session: &mut Session, len: u64) -> Result<()> {
+        let req = session.req_header_mut();
+        req.remove_header(&http::header::TRANSFER_ENCODING);
+        req.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+        Ok(())
+    }
+}
 
 /// A request body read whole.
 #[derive(Debug, Default)]
@@ -164,7 +181,7 @@ pub async fn replay(session: &mut Session, body: Buffered) -> Result<bool> {
         }
         req.set_version(http::Version::HTTP_11);
     }
-    let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(Replayed)).build();
+    let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(Replayed(body.len()))).build();
     let (subrequest, handle) = spawner.create_subrequest(session.as_downstream(), ctx);
     session.downstream_session.req_header_mut().set_version(version);
     let (tx, mut rx, wants_body, mut proxy_error) =

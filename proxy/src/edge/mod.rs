@@ -177,7 +177,7 @@ impl Edge {
 
 /// Whether this is the subrequest carrying a body the edge buffered (see `buffering`).
 fn replayed(session: &Session) -> bool {
-    session.subrequest_ctx.as_ref().and_then(|c| c.user_ctx()).is_some_and(|u| u.is::<buffering::Replayed>())
+    buffering::Replayed::of(session).is_some()
 }
 
 #[async_trait]
@@ -277,7 +277,9 @@ impl ProxyHttp for Edge {
                 session.as_downstream_mut().write_continue_response().await?;
             }
         }
-        if self.buffers(session, host.as_deref()) {
+        if let Some(len) = buffering::Replayed::of(session) {
+            buffering::Replayed::frame(session, len)?;
+        } else if self.buffers(session, host.as_deref()) {
             match buffering::read_whole(session, limits).await {
                 Ok(body) => {
                     ctx.handed_off = true;
