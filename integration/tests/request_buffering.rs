@@ -180,3 +180,26 @@ async fn a_buffered_body_is_sent_again_when_its_listener_dies_before_the_answer(
     let m = stack.edge_metrics().await;
     assert!(m.sum("railproxy_retries_total", &[]) >= 1.0, "no POST was in flight on the killed listener");
 }
+
+/// gRPC bodies are streams a call may answer message by message: never buffered (as nginx's
+/// grpc_pass). They reach the backend as they came, not framed by a length the edge counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bodies_stream_unbuffered() {
+    let (recorder, stack) = recorded_stack("").await;
+    let tcp = tokio::net::TcpStream::connect(stack.edge_addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for (content_type, buffered) in [("application/grpc", false), ("application/octet-stream", true)] {
+        recorder.clear();
+        let req =
+            http::Request::post("http://127.0.0.1/svc.Echo/Say").header("content-type", content_type).body(()).unwrap();
+        let (answer, mut stream) = client.send_request(req, false).unwrap();
+        stream.send_data(Bytes::from_static(b"\0\0\0\0\x05hello"), true).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), answer).await.unwrap().unwrap();
+        assert_eq!(answer.status(), 200);
+        let seen = recorder.requests();
+        assert_eq!(seen.len(), 1);
+        let framed_by_length = seen[0].framing == integration::recorder::Framing::Length(10);
+        assert_eq!(framed_by_length, buffered, "{content_type}: {:?}", seen[0].framing);
+    }
+}

@@ -198,23 +198,27 @@ pub async fn replay(session: &mut Session, body: Buffered) -> Result<bool> {
             log::warn!("buffered request body not read back: {e}");
         }
     });
-    let mut done = false;
-    while let Some(task) = rx.recv().await {
-        let mut tasks = vec![task];
-        while let Ok(more) = rx.try_recv() {
-            tasks.push(more);
+    let answered = async {
+        while let Some(task) = rx.recv().await {
+            let mut tasks = vec![task];
+            while let Ok(more) = rx.try_recv() {
+                tasks.push(more);
+            }
+            if session.write_response_tasks(tasks).await? {
+                return Ok(true);
+            }
         }
-        done = session.write_response_tasks(tasks).await?;
-        if done {
-            break;
-        }
+        Ok::<bool, Box<Error>>(false)
     }
+    .await;
     feed.abort();
-    let _ = run.await;
-    drop(tx);
-    if done {
+    // On an error (the client went away) the subrequest is left to end by itself: its next
+    // write finds the channel closed.
+    if answered? {
+        let _ = run.await;
         return Ok(true);
     }
+    drop(tx);
     match proxy_error.try_recv() {
         Ok(e) => Err(e),
         Err(_) => {

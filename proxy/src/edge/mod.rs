@@ -137,13 +137,17 @@ impl Edge {
     }
 
     /// Whether this request's body is to be read whole here first: buffering is on for its host,
-    /// it has a body, and it is not already the subrequest carrying a buffered one.
+    /// it has a body, and it is not already the subrequest carrying a buffered one. gRPC bodies
+    /// are streams of messages that a call may answer one by one (as nginx's grpc_pass, they
+    /// are never buffered), and upgrades carry no body.
     fn buffers(&self, session: &mut Session, host: Option<&str>) -> bool {
         let on = host
             .and_then(|h| self.config.route(h))
             .and_then(|r| r.request_buffering)
             .unwrap_or(self.config.limits.request_buffering);
-        on && !replayed(session) && !session.is_upgrade_req() && !session.is_body_done()
+        let grpc = http_util::header_str(session.req_header().headers.get(http::header::CONTENT_TYPE))
+            .is_some_and(|t| t.starts_with("application/grpc"));
+        on && !grpc && !replayed(session) && !session.is_upgrade_req() && !session.is_body_done()
     }
 
     /// A request head beyond `limits`: status, metric label, why.
