@@ -305,3 +305,16 @@ async fn read_request(input: &mut Input, connection: usize) -> (Option<Recorded>
     r.raw = raw;
     (Some(r), close)
 }
+
+/// A stack whose origin sends every host to a new recorder, with `edge_extra` in the edge's
+/// configuration (e.g. a `limits:` section).
+pub async fn recorded_stack(edge_extra: &str) -> (Recorder, crate::Stack) {
+    let recorder = Recorder::start().await;
+    let knobs = crate::Knobs {
+        backend_override: Some(recorder.addr),
+        edge_extra: edge_extra.into(),
+        ..crate::Knobs::default()
+    };
+    let stack = crate::Stack::start(knobs).await;
+    (recorder, stack)
+}

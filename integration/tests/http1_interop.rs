@@ -6,16 +6,9 @@
 use std::time::Duration;
 
 use integration::raw::{exchange, send};
-use integration::recorder::Recorder;
+use integration::recorder::recorded_stack;
 use integration::{Http, Knobs, Stack};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-async fn recorded_stack(edge_extra: &str) -> (Recorder, Stack) {
-    let recorder = Recorder::start().await;
-    let knobs = Knobs { backend_override: Some(recorder.addr), edge_extra: edge_extra.into(), ..Knobs::default() };
-    let stack = Stack::start(knobs).await;
-    (recorder, stack)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {

@@ -11,6 +11,8 @@
 //! body goes on to an unlinked temporary file, read back in pieces as the subrequest takes them.
 
 use std::io::SeekFrom;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,26 +24,45 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
 use crate::config::limits::Limits;
 
-/// What marks a subrequest as one carrying a body the edge already holds whole, and its length.
+/// What marks a subrequest as one carrying a body the edge already holds whole.
 #[derive(Debug)]
-pub struct Replayed(pub u64);
+pub struct Replayed {
+    len: u64,
+    /// Set by the subrequest when the tunnel failed before any answer and Pingora cannot send
+    /// the body again itself (it keeps 64 KB of a body for that): the edge, which holds all of
+    /// it, then sends the request again as a new subrequest instead of passing the error on.
+    resend: Option<Arc<AtomicBool>>,
+}
 
 impl Replayed {
-    /// The buffered body's length, if `session` is a subrequest carrying one.
-    pub fn of(session: &Session) -> Option<u64> {
-        let ctx = session.subrequest_ctx.as_ref()?.user_ctx()?;
-        ctx.downcast_ref::<Replayed>().map(|r| r.0)
+    /// The marker, if `session` is a subrequest carrying a buffered body.
+    pub fn of(session: &Session) -> Option<&Replayed> {
+        session.subrequest_ctx.as_ref()?.user_ctx()?.downcast_ref::<Replayed>()
     }
 
     /// Frames the subrequest's body by its length: it parsed the client's head, which may say
     /// chunked; the tunnel and the backend get a Content-Length, as from nginx.
-    pub fn frame(session: &mut Session, len: u64) -> Result<()> {
+    pub fn frame(session: &mut Session) -> Result<()> {
+        let Some(len) = Replayed::of(session).map(|r| r.len) else { return Ok(()) };
         let req = session.req_header_mut();
         req.remove_header(&http::header::TRANSFER_ENCODING);
         req.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
         Ok(())
     }
+
+    /// Whether this try asked to be sent again (its error answer is not the client's).
+    pub fn resending(&self) -> bool {
+        self.resend.as_ref().is_some_and(|r| r.load(Ordering::Acquire))
+    }
+
+    /// Asks for the request to be sent again whole, if another try is left; true if so.
+    pub fn ask_resend(&self) -> bool {
+        self.resend.as_ref().inspect(|r| r.store(true, Ordering::Release)).is_some()
+    }
 }
+
+/// Tries of a buffered request whose tunnel failed before any answer, Pingora's retries aside.
+const SENDS: usize = 3;
 
 /// A request body read whole.
 #[derive(Debug, Default)]
@@ -119,14 +140,36 @@ impl Buffered {
         file.write_all(&piece).await.map_err(|e| Unread::Storage(format!("writing the temporary file: {e}")))
     }
 
-    /// The body again, piece by piece, into `tx`.
-    async fn send(mut self, tx: &tokio::sync::mpsc::Sender<HttpTask>) -> std::io::Result<()> {
-        let memory = std::mem::take(&mut self.memory).freeze();
-        if !memory.is_empty() && tx.send(HttpTask::Body(Some(memory), false)).await.is_err() {
+    /// Made ready to be sent, as often as needed.
+    async fn hold(mut self) -> std::io::Result<Held> {
+        let file = match self.file.take() {
+            Some(mut f) => {
+                f.flush().await?;
+                Some(f.into_std().await)
+            }
+            None => None,
+        };
+        Ok(Held { memory: self.memory.freeze(), file, len: self.len })
+    }
+}
+
+/// A buffered body, ready to be sent.
+#[derive(Debug)]
+struct Held {
+    memory: Bytes,
+    file: Option<std::fs::File>,
+    len: u64,
+}
+
+impl Held {
+    /// The body, piece by piece, into `tx`, then its end.
+    async fn send(&self, tx: &tokio::sync::mpsc::Sender<HttpTask>) -> std::io::Result<()> {
+        if !self.memory.is_empty() && tx.send(HttpTask::Body(Some(self.memory.clone()), false)).await.is_err() {
             return Ok(());
         }
-        if let Some(mut file) = self.file.take() {
-            file.flush().await?;
+        if let Some(file) = &self.file {
+            // A second handle on the same open file, read from its start.
+            let mut file = tokio::fs::File::from_std(file.try_clone()?);
             file.seek(SeekFrom::Start(0)).await?;
             loop {
                 let mut piece = vec![0u8; 64 << 10];
@@ -161,17 +204,39 @@ pub async fn read_whole(session: &mut Session, limits: &Limits) -> std::result::
 }
 
 /// Sends the request with `body` through this edge's own proxy as a subrequest and writes its
-/// answer to the client. Ok(true): the request is answered.
+/// answer to the client (again as a new subrequest when one asks, see [`Replayed`]). Ok(true):
+/// the request is answered.
 pub async fn replay(session: &mut Session, body: Buffered) -> Result<bool> {
-    let Some(spawner) = session.subrequest_spawner.as_ref() else {
-        return Error::e_explain(ErrorType::InternalError, "request buffering without a subrequest spawner");
-    };
-    // The subrequest parses its head from this one's, as HTTP/1.1 (an HTTP/2 request is
-    // written out with its version, which no HTTP/1 parser takes, and without a Host), framed
-    // by the length now known.
+    // The subrequest parses its head from this one's, framed by the length now known.
     let req = session.downstream_session.req_header_mut();
     req.remove_header(&http::header::TRANSFER_ENCODING);
     req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    let held = Arc::new(body.hold().await.map_err(|e| Error::because(ErrorType::InternalError, "request body", e))?);
+    for send in 1..=SENDS {
+        let resend = (send < SENDS).then(|| Arc::new(AtomicBool::new(false)));
+        let marker = Replayed { len: held.len, resend: resend.clone() };
+        match send_once(session, held.clone(), marker, resend.as_deref()).await? {
+            Some(answered) => return Ok(answered),
+            None => crate::metrics::RETRIES.inc(),
+        }
+    }
+    Error::e_explain(ErrorType::InternalError, "a buffered request asked to be sent again after its last try")
+}
+
+/// One subrequest: Some(true) once its answer is written; None when it asked to be sent again
+/// (its error answer is dropped, the client sees nothing of it).
+async fn send_once(
+    session: &mut Session,
+    held: Arc<Held>,
+    marker: Replayed,
+    resend: Option<&AtomicBool>,
+) -> Result<Option<bool>> {
+    let Some(spawner) = session.subrequest_spawner.as_ref() else {
+        return Error::e_explain(ErrorType::InternalError, "request buffering without a subrequest spawner");
+    };
+    // An HTTP/2 request is written out with its version, which no HTTP/1 parser takes, and
+    // without a Host: the subrequest gets HTTP/1.1 and the authority as Host.
+    let req = session.downstream_session.req_header_mut();
     let version = req.version;
     if version == http::Version::HTTP_2 {
         if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string())
@@ -181,7 +246,7 @@ pub async fn replay(session: &mut Session, body: Buffered) -> Result<bool> {
         }
         req.set_version(http::Version::HTTP_11);
     }
-    let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(Replayed(body.len()))).build();
+    let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(marker)).build();
     let (subrequest, handle) = spawner.create_subrequest(session.as_downstream(), ctx);
     session.downstream_session.req_header_mut().set_version(version);
     let (tx, mut rx, wants_body, mut proxy_error) =
@@ -193,36 +258,48 @@ pub async fn replay(session: &mut Session, body: Buffered) -> Result<bool> {
     let feed = tokio::spawn(async move {
         // Only once the subrequest reads (it may answer first, e.g. from a refusal).
         if wants_body.await.is_ok()
-            && let Err(e) = body.send(&feed_tx).await
+            && let Err(e) = held.send(&feed_tx).await
         {
             log::warn!("buffered request body not read back: {e}");
         }
     });
     let answered = async {
+        let mut first = true;
         while let Some(task) = rx.recv().await {
+            if first && resend.is_some_and(|r| r.load(Ordering::Acquire)) {
+                return Ok(None);
+            }
+            first = false;
             let mut tasks = vec![task];
             while let Ok(more) = rx.try_recv() {
                 tasks.push(more);
             }
             if session.write_response_tasks(tasks).await? {
-                return Ok(true);
+                return Ok(Some(true));
             }
         }
-        Ok::<bool, Box<Error>>(false)
+        Ok::<Option<bool>, Box<Error>>(Some(false))
     }
     .await;
     feed.abort();
-    // On an error (the client went away) the subrequest is left to end by itself: its next
-    // write finds the channel closed.
-    if answered? {
-        let _ = run.await;
-        return Ok(true);
-    }
-    drop(tx);
-    match proxy_error.try_recv() {
-        Ok(e) => Err(e),
-        Err(_) => {
-            Error::e_explain(ErrorType::InternalError, "the buffered request's subrequest ended without an answer")
+    // Unless answered, the subrequest is left to end by itself: its next write finds the
+    // channel closed (a client gone, or an error answer nobody reads).
+    drop(rx);
+    match answered? {
+        Some(true) => {
+            let _ = run.await;
+            Ok(Some(true))
+        }
+        None => Ok(None),
+        Some(false) => {
+            drop(tx);
+            match proxy_error.try_recv() {
+                Ok(e) => Err(e),
+                Err(_) => Error::e_explain(
+                    ErrorType::InternalError,
+                    "the buffered request's subrequest ended without an answer",
+                ),
+            }
         }
     }
 }

@@ -281,8 +281,8 @@ impl ProxyHttp for Edge {
                 session.as_downstream_mut().write_continue_response().await?;
             }
         }
-        if let Some(len) = buffering::Replayed::of(session) {
-            buffering::Replayed::frame(session, len)?;
+        if replayed(session) {
+            buffering::Replayed::frame(session)?;
         } else if self.buffers(session, host.as_deref()) {
             match buffering::read_whole(session, limits).await {
                 Ok(body) => {
@@ -486,6 +486,10 @@ impl ProxyHttp for Edge {
             e.set_retry(retry);
             if retry {
                 metrics::RETRIES.inc();
+            } else if let Some(replayed) = buffering::Replayed::of(session) {
+                // A buffered body too large for Pingora to keep: the edge holds it whole and
+                // sends the request again itself.
+                replayed.ask_resend();
             }
             return e;
         }
@@ -658,7 +662,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        if ctx.probe.is_some() || ctx.handed_off {
+        if ctx.probe.is_some() || ctx.handed_off || buffering::Replayed::of(session).is_some_and(|r| r.resending()) {
             return;
         }
         ctx.envelope.close(session, e, ctx.base.is_some());
