@@ -108,9 +108,9 @@ pub fn target_problem(req: &RequestHeader) -> Option<(u16, &'static str)> {
     None
 }
 
-/// RFC 9112 §3.2.2: an HTTP/1.x request in absolute-form is for the target's host, whatever its
-/// Host header says; the Host header is replaced by it and the request goes on in origin-form,
-/// as every hop after this one expects. Call after [`target_problem`].
+/// RFC 9112 §3.2.2: an HTTP/1.x request in absolute-form is for the target's host; the Host
+/// header is set from it and the request goes on in origin-form, as every hop after this one
+/// expects. Call after [`target_problem`].
 pub fn absolute_form_to_origin_form(req: &mut RequestHeader) -> pingora_error::Result<()> {
     if req.version >= http::Version::HTTP_2 {
         return Ok(());
@@ -129,8 +129,8 @@ pub fn absolute_form_to_origin_form(req: &mut RequestHeader) -> pingora_error::R
 }
 
 /// Answers a request railproxy refuses itself (plain text saying why) and closes the connection:
-/// after a framing error nothing more on it can be trusted.
-/// Counted in `railproxy_refusals_total{reason}`.
+/// after a framing error nothing more on it can be trusted. Counted in
+/// `railproxy_refusals_total{reason}`.
 pub async fn refuse(
     session: &mut pingora_proxy::Session,
     status: u16,
@@ -177,9 +177,8 @@ pub fn no_empty_last_piece(body: &mut Option<bytes::Bytes>, end_of_stream: bool)
 
 /// Names of header fields holding `_` (see `limits.underscores_in_headers`).
 pub fn underscored_names(req: &RequestHeader) -> Vec<http::HeaderName> {
-    let mut names: Vec<http::HeaderName> = req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
-    names.dedup();
-    names
+    // `keys` yields a name once, however many fields carry it.
+    req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect()
 }
 
 /// A header as text, if present and valid.

@@ -54,7 +54,7 @@ const DEFAULT_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELE
 
 impl Limits {
     pub fn read(s: &Section<'_>) -> Self {
-        let l = Limits {
+        let mut l = Limits {
             head_timeout: s.or("head_timeout", Secs(Duration::from_secs(10))).0,
             keepalive_timeout: s.or("keepalive_timeout", Secs(Duration::from_secs(60))).0,
             max_headers: s.or("max_headers", 100usize),
@@ -72,7 +72,6 @@ impl Limits {
             request_buffer_dir: s.or("request_buffer_dir", std::env::temp_dir()),
             body_timeout: s.or("body_timeout", Secs(Duration::from_secs(60))).0,
         };
-        let mut l = l;
         let names: Vec<String> = if s.has("methods") {
             s.list("methods")
         } else {
