@@ -5,13 +5,15 @@ use std::time::{Duration, Instant};
 
 use integration::{Http, Knobs, Stack};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_byte_chunk_uploads_do_not_take_the_tunnel_down_for_others() {
-    // The origin's windows at h2's defaults: its budget for small DATA frames is then 32 KB of
-    // framing overhead per connection, which ~130 unread one-byte frames use up. Only the
-    // edge's joining of small pieces keeps the shared connection up here.
-    let knobs =
-        Knobs { origin_tunnel_extra: "  stream_window: 64K\n  connection_window: 64K\n".into(), ..Knobs::default() };
+/// Uploads of one-byte chunks beside GETs, with the origin's windows at h2's defaults: its
+/// budget for small DATA frames is then 32 KB of framing overhead per connection, which ~130
+/// unread one-byte frames use up. `edge_extra` says how the edge holds bodies.
+async fn one_byte_chunk_flood(edge_extra: &str) {
+    let knobs = Knobs {
+        origin_tunnel_extra: "  stream_window: 64K\n  connection_window: 64K\n".into(),
+        edge_extra: edge_extra.into(),
+        ..Knobs::default()
+    };
     let stack = Stack::start(knobs).await;
     let f = integration::flood::run(stack.edge_addr, Duration::from_secs(3)).await;
     println!("{f:?}");
@@ -21,6 +23,19 @@ async fn one_byte_chunk_uploads_do_not_take_the_tunnel_down_for_others() {
     assert!(f.gets_failed * 1000 <= f.gets + f.gets_failed, "{f:?}: more than 0.1 % of GETs failed");
     let m = stack.edge_metrics().await;
     assert_eq!(m.sum("railproxy_failovers_total", &[]), 0.0, "a listener was marked down");
+}
+
+/// Buffered (the default), a body crosses as one piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_byte_chunk_uploads_do_not_take_the_tunnel_down_for_others() {
+    one_byte_chunk_flood("").await;
+}
+
+/// Streamed (buffering off), only the edge's joining of small pieces keeps the shared
+/// connection up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_one_byte_chunk_uploads_are_joined() {
+    one_byte_chunk_flood("limits:\n  request_buffering: false\n").await;
 }
 
 /// Lanes start dialled: before any client request, the edge's probes opened every lane's
