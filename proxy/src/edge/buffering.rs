@@ -67,8 +67,8 @@ const SENDS: usize = 3;
 /// A request body read whole.
 #[derive(Debug, Default)]
 pub struct Buffered {
-    /// Joined: the pieces a client sent (one byte each, perhaps) go on as one, never as as many
-    /// tiny DATA frames (see `coalesce`).
+    /// Joined: the pieces a client sent (one byte each, perhaps) go on as one piece, never as
+    /// that many tiny DATA frames (see `coalesce`).
     memory: bytes::BytesMut,
     file: Option<tokio::fs::File>,
     len: u64,
