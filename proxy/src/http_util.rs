@@ -175,6 +175,16 @@ pub fn no_empty_last_piece(body: &mut Option<bytes::Bytes>, end_of_stream: bool)
     }
 }
 
+/// Pingora's own retry policy after an upstream error: only idempotent requests whose body it
+/// still holds, and only when a kept-alive connection failed (a fresh one may then serve).
+pub fn pingora_retry_policy(session: &pingora_proxy::Session, e: &mut pingora_error::Error, client_reused: bool) {
+    if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+        e.set_retry(false);
+    } else {
+        e.retry.decide_reuse(client_reused);
+    }
+}
+
 /// Names of header fields holding `_` (see `limits.underscores_in_headers`).
 pub fn underscored_names(req: &RequestHeader) -> Vec<http::HeaderName> {
     // `keys` yields a name once, however many fields carry it.

@@ -44,10 +44,7 @@ impl Replayed {
     /// chunked; the tunnel and the backend get a Content-Length, as from nginx.
     pub fn frame(session: &mut Session) -> Result<()> {
         let Some(len) = Replayed::of(session).map(|r| r.len) else { return Ok(()) };
-        let req = session.req_header_mut();
-        req.remove_header(&http::header::TRANSFER_ENCODING);
-        req.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
-        Ok(())
+        frame_by_length(session.req_header_mut(), len)
     }
 
     /// Whether this try asked to be sent again (its error answer is not the client's).
@@ -55,10 +52,19 @@ impl Replayed {
         self.resend.as_ref().is_some_and(|r| r.load(Ordering::Acquire))
     }
 
-    /// Asks for the request to be sent again whole, if another try is left; true if so.
-    pub fn ask_resend(&self) -> bool {
-        self.resend.as_ref().inspect(|r| r.store(true, Ordering::Release)).is_some()
+    /// Asks for the request to be sent again whole, if another try is left.
+    pub fn ask_resend(&self) {
+        if let Some(r) = &self.resend {
+            r.store(true, Ordering::Release);
+        }
     }
+}
+
+/// A request's body framed by its length, which the edge knows once it holds the body.
+fn frame_by_length(req: &mut pingora_http::RequestHeader, len: u64) -> Result<()> {
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    Ok(())
 }
 
 /// Tries of a buffered request whose tunnel failed before any answer, Pingora's retries aside.
@@ -208,9 +214,7 @@ pub async fn read_whole(session: &mut Session, limits: &Limits) -> std::result::
 /// the request is answered.
 pub async fn replay(session: &mut Session, body: Buffered) -> Result<bool> {
     // The subrequest parses its head from this one's, framed by the length now known.
-    let req = session.downstream_session.req_header_mut();
-    req.remove_header(&http::header::TRANSFER_ENCODING);
-    req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    frame_by_length(session.downstream_session.req_header_mut(), body.len())?;
     let held = Arc::new(body.hold().await.map_err(|e| Error::because(ErrorType::InternalError, "request body", e))?);
     for send in 1..=SENDS {
         let resend = (send < SENDS).then(|| Arc::new(AtomicBool::new(false)));

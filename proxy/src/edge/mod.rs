@@ -245,9 +245,10 @@ impl ProxyHttp for Edge {
             return http_util::refuse(session, status, "limit", &problem).await;
         }
         if !limits.underscores_in_headers {
+            // A subrequest carrying a buffered body reads the client's head again: counted once.
+            let count = !replayed(session);
             for name in http_util::underscored_names(session.req_header()) {
-                // A subrequest carrying a buffered body reads the client's head again.
-                if !replayed(session) {
+                if count {
                     metrics::DROPPED_HEADERS.with_label_values(&["underscore"]).inc();
                 }
                 session.req_header_mut().remove_header(&name);
@@ -493,12 +494,7 @@ impl ProxyHttp for Edge {
             }
             return e;
         }
-        // Pingora's policy otherwise: idempotent requests whose body was kept.
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
+        http_util::pingora_retry_policy(session, &mut e, client_reused);
         e
     }
 

@@ -222,11 +222,7 @@ impl ProxyHttp for Origin {
         // of the answer came is retried once on a fresh one, for idempotent requests whose body
         // is still held; a POST may have been acted on, so it is not (as nginx).
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
+        http_util::pingora_retry_policy(session, &mut e, client_reused);
         if e.retry() {
             metrics::BACKEND_RETRIES.inc();
         }
