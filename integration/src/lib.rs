@@ -24,3 +24,14 @@ pub use stack::{Knobs, Stack};
 pub fn corpus() -> Option<std::path::PathBuf> {
     delta::testing::dev_corpus(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Raises this process's soft open files limit to the hard one: a test holding a thousand
+/// sockets must not depend on the limit the shell started it with.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

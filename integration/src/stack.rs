@@ -39,6 +39,10 @@ pub struct Knobs {
     pub edge_tunnel_extra: String,
     /// The origins' backend for every host instead of the test backend (e.g. a `Recorder`).
     pub backend_override: Option<SocketAddr>,
+    /// The edge's `tunnel.response_timeout` and the origins' `backend.response_timeout`.
+    pub response_timeout: String,
+    /// More top-level YAML for the origins (e.g. a `websocket:` section).
+    pub origin_extra: String,
 }
 
 impl Default for Knobs {
@@ -61,6 +65,8 @@ impl Default for Knobs {
             edge_tunnel_extra: String::new(),
             backend_override: None,
             lanes: 4,
+            response_timeout: "10s".into(),
+            origin_extra: String::new(),
         }
     }
 }
@@ -139,12 +145,14 @@ tunnel:
 {tunnel_extra}hosts:
 {hosts}backend:
   connect_timeout: 1s
-  response_timeout: 10s
+  response_timeout: {response_timeout}
 delta:
   store_size: {store}
   max_body: {max}
   effort: {effort}
-{shared}",
+{shared}{extra}",
+        response_timeout = k.response_timeout,
+        extra = k.origin_extra,
         threads = k.threads,
         d = dir.display(),
         c = certs.display(),
@@ -191,7 +199,7 @@ tunnel:
   cert: {c}/edge.pem
   key: {c}/edge.key
   connect_timeout: 1s
-  response_timeout: 10s
+  response_timeout: {response_timeout}
   lanes: {lanes}
 {tunnel_extra}origins:
 {routes}delta:
@@ -212,7 +220,14 @@ failover:
         extra = k.edge_extra,
         lanes = k.lanes,
         tunnel_extra = k.edge_tunnel_extra,
+        response_timeout = k.response_timeout,
     )
+}
+
+/// The proxies' log filter: `TEST_PROXY_LOG` when set (e.g. `info` for access logs,
+/// `info,pingora_proxy=debug`), else what a test's failure report needs.
+fn proxy_log_filter() -> String {
+    std::env::var("TEST_PROXY_LOG").unwrap_or_else(|_| "info,access=off".into())
 }
 
 /// Starts `railproxy --mode MODE -c FILE` and waits until its `/health` says ready; None if the
@@ -245,7 +260,7 @@ pub async fn start_proxy_with(
 ) -> Option<Proc> {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).expect("write config");
-    cmd.args(["--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", "info,access=off");
+    cmd.args(["--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", proxy_log_filter());
     let mut proc = Proc::spawn(name, cmd, dir, false);
     wait_ready(&mut proc, admin, Duration::from_secs(30)).await.then_some(proc)
 }
@@ -264,7 +279,7 @@ async fn upgrade(dir: &Path, name: &str, mode: &str, yaml: &str, old: &mut Proc)
         .expect("upgrade_sock in the config");
     let _ = std::fs::remove_file(&sock);
     let mut cmd = Command::new(bin("railproxy"));
-    cmd.args(["--upgrade", "--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", "info,access=off");
+    cmd.args(["--upgrade", "--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", proxy_log_filter());
     let mut new = Proc::spawn(name, cmd, dir, false);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() {

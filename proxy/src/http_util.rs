@@ -186,6 +186,16 @@ pub fn pingora_retry_policy(session: &pingora_proxy::Session, e: &mut pingora_er
 }
 
 /// Names of header fields holding `_` (see `limits.underscores_in_headers`).
+/// An HTTP/1.1 `GET` asking to switch to WebSocket (RFC 6455 §4.1): the one upgrade railproxy
+/// carries, over an HTTP/1.1 connection of its own on every hop. Other upgrades (h2c, …) are
+/// answered as plain requests, as Pingora strips their `Upgrade`.
+pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req.method == http::Method::GET
+        // Pingora forwards `Upgrade` exactly when it is this one token.
+        && req.headers.get(http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
 pub fn underscored_names(req: &RequestHeader) -> Vec<http::HeaderName> {
     // `keys` yields a name once, however many fields carry it.
     req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect()

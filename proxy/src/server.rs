@@ -29,10 +29,27 @@ fn conf(settings: &ServerSettings) -> ServerConf {
 /// running process through `server.upgrade_sock` instead of being bound anew. Pingora's own
 /// daemon mode stays off: with `--daemon`, [`crate::daemon`] has forked already.
 pub fn build(settings: &ServerSettings, upgrade: bool) -> Server {
+    raise_open_files_limit();
     let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf(settings));
     server.bootstrap();
     server
+}
+
+/// Every client connection, tunnel connection and WebSocket holds a descriptor, and a
+/// WebSocket two (client and tunnel): the soft limit many systems start processes with (1024)
+/// would cap an edge at a few hundred sockets. The soft limit goes up to the hard one, which
+/// stays the operator's (systemd `LimitNOFILE=`, as nginx's `worker_rlimit_nofile`).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::info!("open files limit raised from {soft} to {hard}"),
+            Err(e) => log::warn!("open files limit stays {soft}: raising it to {hard}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => log::warn!("reading the open files limit: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,15 @@
 //!   GET  /cycle/SET[?QUERY]       the next version of SET on every request, round and round;
 //!                                 each distinct QUERY is a page of its own with its own turn
 //!   GET  /cacheable/SET           version 0 of SET with Cache-Control: max-age=3600
+//!   GET  /ws                      a WebSocket echo: text and binary messages come back, `close:CODE`
+//!                                 closes with CODE
+//!   GET  /events?n=N&ms=MS        N server-sent events MS apart (text/event-stream, chunked), each
+//!                                 `data: sent=MICROS` (when it was sent, in µs since the epoch)
+//!   GET  /flush/SET?first=F&ms=MS the next version of SET (as /cycle): its first F bytes (8192),
+//!                                 the rest MS (100) ms later; chunked, or with `length=1` a
+//!                                 Content-Length
+//!   GET  /big/N                   N bytes of application/octet-stream with Content-Length, made
+//!                                 as they are sent (64 KB pieces), so N may be gigabytes
 //!   GET  /tagged/SET?u=N          version N of SET (modulo its length) with `<!-- u=N -->`
 //!                                 appended: a distinct body for every N
 //!
@@ -47,18 +56,26 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-/// A response body given in chunks; without a known length it goes out chunked.
+/// A response body given in chunks, then whatever `later` yields (a body produced over time);
+/// without a known length it goes out chunked.
 struct Chunks {
     chunks: std::collections::VecDeque<Bytes>,
     exact: Option<u64>,
+    later: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 impl http_body::Body for Chunks {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.chunks.pop_front().map(|b| Ok(Frame::data(b))))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(b) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        match self.later.as_mut() {
+            Some(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            None => Poll::Ready(None),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -71,7 +88,23 @@ impl http_body::Body for Chunks {
 
 fn full(body: impl Into<Bytes>) -> Chunks {
     let b: Bytes = body.into();
-    Chunks { exact: Some(b.len() as u64), chunks: [b].into() }
+    Chunks { exact: Some(b.len() as u64), chunks: [b].into(), later: None }
+}
+
+/// A body whose pieces `produce` sends over time (bounded: a slow reader slows it down).
+fn produced<F, Fut>(exact: Option<u64>, produce: F) -> Chunks
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(produce(tx));
+    Chunks { chunks: Default::default(), exact, later: Some(rx) }
+}
+
+/// A query parameter as a number.
+fn param(req: &Request<Incoming>, name: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
 fn reply(status: u16, content_type: &str, body: Chunks) -> Response<Chunks> {
@@ -186,7 +219,7 @@ impl Backend {
                     let body = Bytes::from(html_of_len(n));
                     let chunks =
                         (0..body.len()).step_by(4096).map(|i| body.slice(i..(i + 4096).min(body.len()))).collect();
-                    reply(200, "text/html; charset=utf-8", Chunks { chunks, exact: None })
+                    reply(200, "text/html; charset=utf-8", Chunks { chunks, exact: None, later: None })
                 }
                 None => reply(400, "text/plain", full("bad length\n")),
             },
@@ -242,12 +275,113 @@ impl Backend {
                 }
                 None => reply(404, "text/plain", full(format!("no set {set}\n"))),
             },
+            (Method::GET, ["ws"]) => websocket_echo(req),
+            (Method::GET | Method::HEAD, ["events"]) => {
+                let (n, ms) = (param(&req, "n").unwrap_or(6), param(&req, "ms").unwrap_or(500));
+                let body = produced(None, move |tx| async move {
+                    for i in 0..n {
+                        if i > 0 {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
+                        let sent = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_micros());
+                        let event = format!("id: {i}\ndata: sent={sent}\n\n");
+                        if tx.send(Bytes::from(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut r = reply(200, "text/event-stream", body);
+                r.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-cache"));
+                r
+            }
+            (Method::GET | Method::HEAD, ["flush", set]) => match self.sets.get(*set) {
+                Some(versions) => {
+                    let turn = {
+                        let mut cycles = self.cycles.lock().expect("lock");
+                        let next = cycles.entry(format!("flush/{set}")).or_default();
+                        *next += 1;
+                        *next - 1
+                    };
+                    let body = versions[turn as usize % versions.len()].clone();
+                    let first = (param(&req, "first").unwrap_or(8192) as usize).min(body.len());
+                    let ms = param(&req, "ms").unwrap_or(100);
+                    let exact = (param(&req, "length") == Some(1)).then_some(body.len() as u64);
+                    let content_type = content_type_of(&body);
+                    let body = produced(exact, move |tx| async move {
+                        if tx.send(body.slice(..first)).await.is_ok() {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            let _ = tx.send(body.slice(first..)).await;
+                        }
+                    });
+                    reply(200, content_type, body)
+                }
+                None => reply(404, "text/plain", full(format!("no set {set}\n"))),
+            },
+            (Method::GET | Method::HEAD, ["big", n]) => match number(Some(n)) {
+                Some(n) => reply(
+                    200,
+                    "application/octet-stream",
+                    produced(Some(n as u64), move |tx| async move {
+                        let block = Bytes::from(random_bytes(64 * 1024));
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(block.len());
+                            if tx.send(block.slice(..k)).await.is_err() {
+                                return;
+                            }
+                            left -= k;
+                        }
+                    }),
+                ),
+                None => reply(400, "text/plain", full("bad length\n")),
+            },
             (Method::GET, ["connections"]) => {
                 reply(200, "text/plain", full(format!("{}\n", self.connections.load(Ordering::Relaxed))))
             }
             _ => reply(404, "text/plain", full(format!("no route for {} {path}\n", req.method()))),
         }
     }
+}
+
+/// Accepts a WebSocket (RFC 6455 §4.2.2) and echoes every text and binary message; a text
+/// message `close:CODE` makes it close with that code. Pings are answered by the library.
+fn websocket_echo(req: Request<Incoming>) -> Response<Chunks> {
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        return reply(400, "text/plain", full("not a WebSocket handshake\n"));
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        use futures_util::{SinkExt as _, StreamExt as _};
+        while let Some(Ok(msg)) = ws.next().await {
+            let sent = match msg {
+                Message::Text(t) if t.starts_with("close:") => {
+                    let code = t["close:".len()..].parse::<u16>().unwrap_or(1000);
+                    let frame = CloseFrame { code: code.into(), reason: "asked to".into() };
+                    ws.close(Some(frame)).await
+                }
+                Message::Text(_) | Message::Binary(_) => ws.send(msg).await,
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(Chunks { chunks: Default::default(), exact: Some(0), later: None })
+        .expect("valid response")
 }
 
 fn usage() -> ! {
@@ -257,6 +391,7 @@ fn usage() -> ! {
 
 #[tokio::main]
 async fn main() {
+    integration::raise_open_files_limit();
     let mut listen: SocketAddr = "127.0.0.1:0".parse().expect("static");
     let mut corpus = None;
     let mut args = std::env::args().skip(1);
@@ -320,6 +455,7 @@ async fn main() {
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }

@@ -106,3 +106,21 @@ pub fn check_distinct_addresses(s: &Section<'_>, addrs: &[(&str, SocketAddr)]) {
         }
     }
 }
+
+/// Upgraded connections (WebSocket), which outlive any request's timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketSettings {
+    /// A WebSocket on which either direction is silent this long is closed; it replaces the
+    /// response and body timeouts once the connection is upgraded.
+    pub idle_timeout: Duration,
+}
+
+impl WebSocketSettings {
+    pub fn read(s: &Section<'_>) -> Self {
+        let settings = WebSocketSettings { idle_timeout: s.or("idle_timeout", Secs(Duration::from_secs(300))).0 };
+        if settings.idle_timeout.is_zero() {
+            s.problem("idle_timeout", "must be more than 0");
+        }
+        settings
+    }
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::common::{AdminSettings, DeltaSettings, ServerSettings, check_distinct_addresses};
+use super::common::{AdminSettings, DeltaSettings, ServerSettings, WebSocketSettings, check_distinct_addresses};
 use super::reader::{ByteSize, Secs, Section};
 
 /// How the edge reaches origin listeners.
@@ -107,6 +107,7 @@ pub struct EdgeConfig {
     /// Compression level for clients that accept gzip/br/zstd (0: off).
     pub client_compression: u32,
     pub limits: super::limits::Limits,
+    pub websocket: WebSocketSettings,
 }
 
 impl EdgeConfig {
@@ -246,7 +247,21 @@ impl EdgeConfig {
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
         let limits = super::limits::Limits::read(&root.section("limits"));
-        EdgeConfig { server, listen, https, admin, tunnel, origins, delta, cache, failover, client_compression, limits }
+        let websocket = WebSocketSettings::read(&root.section("websocket"));
+        EdgeConfig {
+            server,
+            listen,
+            https,
+            admin,
+            tunnel,
+            origins,
+            delta,
+            cache,
+            failover,
+            client_compression,
+            limits,
+            websocket,
+        }
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {

@@ -12,7 +12,7 @@ pub mod reader;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use common::{DeltaSettings, ServerSettings};
+pub use common::{DeltaSettings, ServerSettings, WebSocketSettings};
 pub use edge::EdgeConfig;
 pub use origin::OriginConfig;
 use reader::{Problem, Problems, Section};

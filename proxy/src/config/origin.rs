@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::common::{AdminSettings, DeltaSettings, ServerSettings, check_distinct_addresses};
+use super::common::{AdminSettings, DeltaSettings, ServerSettings, WebSocketSettings, check_distinct_addresses};
 use super::reader::{ByteSize, Secs, Section};
 
 /// Where the origin accepts the tunnel.
@@ -67,6 +67,7 @@ pub struct OriginConfig {
     /// How hard deltas are encoded.
     pub effort: Effort,
     pub store: StoreKind,
+    pub websocket: WebSocketSettings,
 }
 
 /// Where the origin keeps versions.
@@ -203,7 +204,8 @@ impl OriginConfig {
         let mut addrs: Vec<(&str, SocketAddr)> = tunnel.listen.iter().map(|a| ("tunnel.listen", *a)).collect();
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort, store }
+        let websocket = WebSocketSettings::read(&root.section("websocket"));
+        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort, store, websocket }
     }
 
     pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {

@@ -119,6 +119,8 @@ pub struct EdgeCtx {
     /// The body was buffered and the request handed on as a subrequest, which answers and is
     /// logged in its own right.
     handed_off: bool,
+    /// A WebSocket upgrade: it crosses on a connection of its own (see `peer::websocket_peer`).
+    websocket: bool,
 }
 
 impl Edge {
@@ -206,6 +208,7 @@ impl ProxyHttp for Edge {
             probe: None,
             direct: false,
             handed_off: false,
+            websocket: false,
         }
     }
 
@@ -282,6 +285,14 @@ impl ProxyHttp for Edge {
                 session.as_downstream_mut().write_continue_response().await?;
             }
         }
+        if http_util::is_websocket_upgrade(session.req_header()) {
+            // Once upgraded, the client's side is read with the socket's idle timeout, not the
+            // 60 s Pingora gives a request body. Its frames go on as they come: the socket has a
+            // tunnel connection of its own, and a message may wait for an answer.
+            ctx.websocket = true;
+            ctx.joiner = None;
+            session.set_read_timeout(Some(self.config.websocket.idle_timeout));
+        }
         if replayed(session) {
             buffering::Replayed::frame(session)?;
         } else if self.buffers(session, host.as_deref()) {
@@ -299,7 +310,7 @@ impl ProxyHttp for Edge {
             }
         }
         let req = session.req_header();
-        if req.method == http::Method::GET {
+        if req.method == http::Method::GET && !ctx.websocket {
             let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
             ctx.key = Some(format!("{}{path}", host.as_deref().unwrap_or_default()));
         }
@@ -382,7 +393,10 @@ impl ProxyHttp for Edge {
                     let t = &self.config.tunnel;
                     let mut peer = HttpPeer::new(*addr, false, String::new());
                     peer.options.connection_timeout = Some(t.connect_timeout);
-                    peer.options.read_timeout = Some(t.response_timeout);
+                    peer.options.read_timeout = Some(match ctx.websocket {
+                        true => self.config.websocket.idle_timeout,
+                        false => t.response_timeout,
+                    });
                     Ok(Box::new(peer))
                 }
                 Fallback::Error => {
@@ -392,7 +406,17 @@ impl ProxyHttp for Edge {
             };
         };
         ctx.direct = false;
-        let peer = self.lane_peer(&lane, ctx).await;
+        let peer = match ctx.websocket {
+            true => {
+                let l = &lane.listener;
+                let idle = self.config.websocket.idle_timeout;
+                let mut peer =
+                    peer::websocket_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, idle);
+                peer.options.upstream_tcp_sock_tweak_hook = self.congestion.clone();
+                Box::new(peer)
+            }
+            false => self.lane_peer(&lane, ctx).await,
+        };
         ctx.lane = Some(lane);
         Ok(peer)
     }

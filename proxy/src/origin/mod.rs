@@ -108,6 +108,8 @@ pub struct OriginCtx {
     /// The backend of this attempt, and those that could not be reached for this request.
     backend: Option<pingora_core::protocols::l4::socket::SocketAddr>,
     tried: Vec<pingora_core::protocols::l4::socket::SocketAddr>,
+    /// A WebSocket upgrade from an edge, on a tunnel connection of its own.
+    websocket: bool,
 }
 
 #[async_trait]
@@ -124,6 +126,7 @@ impl ProxyHttp for Origin {
             probe: false,
             backend: None,
             tried: Vec::new(),
+            websocket: false,
         }
     }
 
@@ -157,6 +160,12 @@ impl ProxyHttp for Origin {
             return http_util::refuse(session, 421, "host", &message).await;
         }
         ctx.host = host;
+        if http_util::is_websocket_upgrade(req) {
+            // Both sides of an upgraded socket wait up to its idle timeout (see `upstream_peer`).
+            ctx.websocket = true;
+            session.set_read_timeout(Some(self.config.websocket.idle_timeout));
+        }
+        let req = session.req_header();
         let asked = TunnelRequest::read(req);
         ctx.accepts = asked.accepts;
         let result = match asked.base {
@@ -189,7 +198,10 @@ impl ProxyHttp for Origin {
         let mut peer = HttpPeer::new(backend, false, String::new());
         let b = &self.config.backend;
         peer.options.connection_timeout = Some(b.connect_timeout);
-        peer.options.read_timeout = Some(b.response_timeout);
+        peer.options.read_timeout = Some(match ctx.websocket {
+            true => self.config.websocket.idle_timeout,
+            false => b.response_timeout,
+        });
         peer.options.idle_timeout = Some(b.idle_timeout);
         Ok(Box::new(peer))
     }
