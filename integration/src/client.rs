@@ -73,3 +73,53 @@ pub fn assert_right_or_refused(result: Result<Resp, String>, expected: &[u8], wh
         Err(e) => eprintln!("{what}: client saw an error, as it should: {e}"),
     }
 }
+
+/// A response read piece by piece, with when each piece arrived.
+#[derive(Debug)]
+pub struct Timed {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// From sending the request to the response head.
+    pub head: Duration,
+    /// Each body piece as it arrived: when (wall clock, and from sending the request), what.
+    pub pieces: Vec<(std::time::SystemTime, Duration, Bytes)>,
+}
+
+impl Timed {
+    pub fn body(&self) -> Vec<u8> {
+        self.pieces.iter().flat_map(|(_, _, b)| b.iter().copied()).collect()
+    }
+
+    /// From sending the request to the first body byte.
+    pub fn first_byte(&self) -> Option<Duration> {
+        self.pieces.first().map(|(_, at, _)| *at)
+    }
+}
+
+impl Http {
+    /// GET, recording when each body piece arrives.
+    pub async fn get_timed(&self, url: &str, headers: &[(&str, &str)]) -> Result<Timed, String> {
+        let mut req = Request::builder().method(Method::GET).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let fut = async {
+            let start = std::time::Instant::now();
+            let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
+            let head = start.elapsed();
+            let (parts, mut body) = resp.into_parts();
+            let mut pieces = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("reading body: {e:?}"))?;
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    pieces.push((std::time::SystemTime::now(), start.elapsed(), data));
+                }
+            }
+            Ok(Timed { status: parts.status, headers: parts.headers, head, pieces })
+        };
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| format!("timed out after {:?}", self.timeout))?
+    }
+}

@@ -15,7 +15,7 @@ pub mod recorder;
 pub mod stack;
 pub mod tls_client;
 
-pub use client::{Http, Resp, assert_right_or_refused};
+pub use client::{Http, Resp, Timed, assert_right_or_refused};
 pub use metrics::Metrics;
 pub use process::{Backend, Proc, Redis};
 pub use stack::{Knobs, Stack};

@@ -186,6 +186,13 @@ pub fn pingora_retry_policy(session: &pingora_proxy::Session, e: &mut pingora_er
 }
 
 /// Names of header fields holding `_` (see `limits.underscores_in_headers`).
+/// A `text/event-stream` response (server-sent events): a stream of messages, each for now.
+pub fn is_event_stream(resp: &ResponseHeader) -> bool {
+    header_str(resp.headers.get(http::header::CONTENT_TYPE))
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
 /// An HTTP/1.1 `GET` asking to switch to WebSocket (RFC 6455 §4.1): the one upgrade railproxy
 /// carries, over an HTTP/1.1 connection of its own on every hop. Other upgrades (h2c, …) are
 /// answered as plain requests, as Pingora strips their `Upgrade`.

@@ -16,6 +16,7 @@ mod encoder;
 mod header;
 mod params;
 mod sampled;
+pub mod segments;
 mod sequences;
 
 pub use decoder::{DecodeOptions, Decoder, decode, decode_with, decompress};

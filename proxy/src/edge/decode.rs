@@ -1,8 +1,12 @@
 //! The edge's side of a tunnel body, the mirror of the origin's `encode`: what the origin's
-//! header says (and whether its base is the one named), then the body, decoded as it arrives,
-//! held until verified while it fits, streamed (and aborted on failure) beyond that.
+//! header says (and whether its base is the one named), then the body, decoded as it arrives
+//! and sent on as it is verified: at the end (zstd's checksum and the announced length), and,
+//! in a segmented body, at each cut the origin made where the backend paused (a hash of the
+//! body so far, see `delta::codec::segments`). Unverified output is held while it fits and
+//! streams (aborted on failure) beyond that, which only an origin that does not cut can cause.
 
 use bytes::Bytes;
+use delta::codec::segments::{self, Piece, RunningHash};
 use delta::codec::{DecodeOptions, Decoder, Encoding};
 use delta::{Version, VersionId};
 use pingora_error::{Error, ErrorType};
@@ -41,7 +45,7 @@ pub fn start(
         },
     }
     .map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel decoder", e))?;
-    Ok(Start::Decode(Box::new(BodyDecoder::new(decoder, limits.max_body, said.raw_length))))
+    Ok(Start::Decode(Box::new(BodyDecoder::new(decoder, limits.max_body, said.raw_length, said.segmented))))
 }
 
 fn base_mismatch(asked: Option<VersionId>, answered: Option<VersionId>) -> Refused {
@@ -94,24 +98,38 @@ fn reason(e: &delta::Error) -> &'static str {
 
 pub struct BodyDecoder {
     decoder: Decoder,
+    /// Decoded bytes not sent on yet.
     out: Vec<u8>,
-    /// Output is held while it stays within this; past it, it streams.
+    /// How many of them are verified (at a segment's cut), and so may go.
+    verified: usize,
+    /// Unverified output is held while it stays within this; past it, it streams (a body from
+    /// an origin that does not cut, larger than `delta.max_body`).
     hold_limit: usize,
     streaming: bool,
+    /// What was sent on, kept to store the body as a version while it stays within
+    /// `hold_limit` (pieces of the same buffers: no copy unless the body came in several).
+    sent: Vec<Bytes>,
+    sent_len: usize,
     /// The length the origin said the backend sent.
     expect_len: Option<u64>,
+    /// A segmented body: its records, and the decoded body hashed so far.
+    segments: Option<(segments::Reader, RunningHash)>,
 }
 
 impl BodyDecoder {
-    fn new(decoder: Decoder, hold_limit: u64, expect_len: Option<u64>) -> Self {
+    fn new(decoder: Decoder, hold_limit: u64, expect_len: Option<u64>, segmented: bool) -> Self {
         // One more than the announced length: the decoder asks for room to see an overrun.
         let capacity = expect_len.map_or(16 * 1024, |n| n + 1).min(hold_limit + 1) as usize;
         BodyDecoder {
             decoder,
             out: Vec::with_capacity(capacity),
+            verified: 0,
             hold_limit: hold_limit as usize,
             streaming: false,
+            sent: Vec::new(),
+            sent_len: 0,
             expect_len,
+            segments: segmented.then(Default::default),
         }
     }
 
@@ -121,39 +139,103 @@ impl BodyDecoder {
     }
 
     fn refuse(&self, reason: &'static str, detail: String) -> Refused {
-        Refused { reason, detail, after_output: self.streaming }
+        Refused { reason, detail, after_output: !self.sent.is_empty() || self.sent_len > 0 }
     }
 
-    /// Takes a tunnel chunk; returns decoded bytes to send on, if any. At the end, returns the
-    /// whole verified body when it was held (so it can be stored), as `complete`.
+    /// Decodes a tunnel chunk into `out`. In a segmented body, a cut whose check holds marks
+    /// everything decoded so far verified; one that does not refuses the body.
+    fn take(&mut self, chunk: &[u8]) -> Result<(), Refused> {
+        let Some((reader, body)) = self.segments.as_mut() else {
+            return self.decoder.write(chunk, &mut self.out).map_err(|e| self.refuse(reason(&e), e.to_string()));
+        };
+        let (decoder, out, verified) = (&mut self.decoder, &mut self.out, &mut self.verified);
+        let mut failed = None;
+        let fed = reader.feed(chunk, |piece| {
+            match piece {
+                Piece::Encoded(encoded) => {
+                    let before = out.len();
+                    decoder.write(encoded, out)?;
+                    body.update(&out[before..]);
+                }
+                Piece::Check { len, hash } => {
+                    if !segments::verifies(body, len, &hash) {
+                        let detail = format!("the body's first {len} bytes do not hash as the origin said");
+                        failed = Some(("segment", detail));
+                        return Err(delta::Error::ChecksumMismatch);
+                    }
+                    // Enforced here: only bytes up to a cut that verified become sendable.
+                    *verified = out.len();
+                }
+            }
+            Ok(())
+        });
+        match (fed, failed) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some((reason, detail))) => Err(self.refuse(reason, detail)),
+            (Err(e), None) => Err(self.refuse(reason(&e), e.to_string())),
+        }
+    }
+
+    /// Takes a tunnel chunk; returns decoded bytes to send on, if any: verified bytes as soon as
+    /// they are (at the end, or at each cut of a segmented body), or everything past the hold
+    /// limit. At the end, returns the whole verified body when it was kept (so it can be
+    /// stored), as `complete`.
     pub fn push(&mut self, chunk: Option<&[u8]>, end: bool) -> Result<Output, Refused> {
         if let Some(chunk) = chunk {
-            self.decoder.write(chunk, &mut self.out).map_err(|e| self.refuse(reason(&e), e.to_string()))?;
+            self.take(chunk)?;
         }
         let produced = self.decoder.produced();
         if let Some(n) = self.expect_len.filter(|n| produced > *n) {
             return Err(self.refuse("length", format!("decoded {produced} bytes, origin announced {n}")));
         }
-        if !self.streaming && self.out.len() > self.hold_limit {
+        if !self.streaming && self.out.len() - self.verified > self.hold_limit {
             self.streaming = true;
         }
         if end {
             self.decoder.finish().map_err(|e| self.refuse(reason(&e), e.to_string()))?;
+            if self.segments.as_ref().is_some_and(|(r, _)| !r.at_boundary()) {
+                return Err(self.refuse("truncated", "the body ended inside a segment record".into()));
+            }
             if let Some(n) = self.expect_len.filter(|n| produced != *n) {
                 return Err(self.refuse("length", format!("decoded {produced} bytes, origin announced {n}")));
             }
-            let body = Bytes::from(std::mem::take(&mut self.out));
-            // The id the origin sent, else computed here.
-            let complete = (!self.streaming).then(|| match self.decoder.version_id() {
-                Some(id) => Version { id, body: body.clone() },
-                None => Version::new(body.clone()),
-            });
-            return Ok(Output { send: Some(body), complete });
+            let last = self.release(self.out.len());
+            let complete = self.complete();
+            return Ok(Output { send: Some(last), complete });
         }
-        if self.streaming && !self.out.is_empty() {
-            return Ok(Output { send: Some(Bytes::from(std::mem::take(&mut self.out))), complete: None });
+        let ready = if self.streaming { self.out.len() } else { self.verified };
+        let send = (ready > 0).then(|| self.release(ready));
+        Ok(Output { send, complete: None })
+    }
+
+    /// Takes the first `n` bytes of `out` to send, keeping them to store while the body fits.
+    fn release(&mut self, n: usize) -> Bytes {
+        let rest = self.out.split_off(n);
+        let piece = Bytes::from(std::mem::replace(&mut self.out, rest));
+        self.verified = self.verified.saturating_sub(n);
+        self.sent_len += piece.len();
+        if !self.streaming && self.sent_len <= self.hold_limit {
+            self.sent.push(piece.clone());
+        } else {
+            self.sent.clear();
         }
-        Ok(Output { send: None, complete: None })
+        piece
+    }
+
+    /// The whole body, verified, as a version; `None` if it was streamed or too large to keep.
+    fn complete(&mut self) -> Option<Version> {
+        if self.streaming || self.sent_len > self.hold_limit {
+            return None;
+        }
+        let body = match self.sent.len() {
+            1 => self.sent.pop().expect("one piece"),
+            _ => Bytes::from(self.sent.concat()),
+        };
+        // The id the origin sent, else computed here.
+        Some(match self.decoder.version_id() {
+            Some(id) => Version { id, body },
+            None => Version::new(body),
+        })
     }
 }
 
@@ -199,7 +281,7 @@ mod tests {
         let said = |encoding, named: Option<VersionId>| {
             let mut resp = ResponseHeader::build(200, None).unwrap();
             let raw_length = Some(new.len() as u64);
-            TunnelResponse { encoding, base: named, raw_length }.write(&mut resp).unwrap();
+            TunnelResponse { encoding, base: named, raw_length, segmented: false }.write(&mut resp).unwrap();
             resp
         };
         let mut resp = said(Encoding::Dcz, Some(base.id));
@@ -222,8 +304,12 @@ mod tests {
     #[test]
     fn holds_until_verified_then_sends_once() {
         let (base, new, delta) = pair();
-        let mut d =
-            BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, Some(new.len() as u64));
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(new.len() as u64),
+            false,
+        );
         let (sent, complete, sends) = run(&mut d, &delta, 7).unwrap();
         assert!(sent == new);
         assert_eq!(sends, 1, "held output goes out in one piece at the end");
@@ -237,8 +323,12 @@ mod tests {
         let (base, new, mut delta) = pair();
         let named = delta::VersionId::of(b"any id the origin chose");
         delta.extend_from_slice(&codec::version_frame(&named));
-        let mut d =
-            BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, Some(new.len() as u64));
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(new.len() as u64),
+            false,
+        );
         let (sent, complete, _) = run(&mut d, &delta, 1000).unwrap();
         assert!(sent == new);
         assert_eq!(complete.unwrap().id, named);
@@ -249,8 +339,12 @@ mod tests {
         let (base, new, mut delta) = pair();
         let n = delta.len();
         delta[n - 3] ^= 0x40; // in the checksum
-        let mut d =
-            BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, Some(new.len() as u64));
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(new.len() as u64),
+            false,
+        );
         let mut sent = 0;
         let mut err = None;
         for (i, piece) in delta.chunks(5).enumerate() {
@@ -274,7 +368,7 @@ mod tests {
         let v = PageGenerator::versions(22, 400_000, 2);
         let (base, new) = (Version::new(v[0].clone()), v[1].clone());
         let delta = codec::encode(&v[0], &v[1]).unwrap();
-        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None);
+        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None, false);
         let (sent, complete, _) = run(&mut d, &delta, 64).unwrap();
         assert!(sent == new);
         assert!(complete.is_none(), "a streamed body is not stored");
@@ -282,7 +376,7 @@ mod tests {
         let mut bad = delta.clone();
         let n = bad.len();
         bad[n - 2] ^= 1;
-        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None);
+        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None, false);
         let err = run(&mut d, &bad, 64).expect_err("refused");
         assert!(err.after_output, "failure after streamed output must abort the response");
     }
@@ -294,13 +388,91 @@ mod tests {
             Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
             1 << 20,
             Some(new.len() as u64 - 1),
+            false,
         );
         assert_eq!(run(&mut d, &delta, 1 << 20).err().unwrap().reason, "length");
         let mut d = BodyDecoder::new(
             Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
             1 << 20,
             Some(new.len() as u64 + 1),
+            false,
         );
         assert_eq!(run(&mut d, &delta, 1 << 20).err().unwrap().reason, "length");
+    }
+
+    /// A body cut after `cut` bytes, as the origin sends it when the backend paused there.
+    fn segmented(base: &Version, new: &[u8], cut: usize) -> Vec<u8> {
+        let mut enc = delta::codec::Encoder::dcz(base, &delta::codec::DeltaParams::default(), None).unwrap();
+        let (mut wire, mut hash, mut run) = (Vec::new(), RunningHash::default(), Vec::new());
+        enc.write(&new[..cut], &mut run).unwrap();
+        enc.flush(&mut run).unwrap();
+        hash.update(&new[..cut]);
+        segments::write_data(&run, &mut wire);
+        segments::write_check(&hash, &mut wire);
+        run.clear();
+        enc.write(&new[cut..], &mut run).unwrap();
+        enc.finish(&mut run).unwrap();
+        segments::write_data(&run, &mut wire);
+        wire
+    }
+
+    fn feed(d: &mut BodyDecoder, wire: &[u8], step: usize) -> (Vec<Vec<u8>>, Option<Version>, Option<Refused>) {
+        let (mut sent, mut complete) = (Vec::new(), None);
+        let pieces: Vec<&[u8]> = wire.chunks(step).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            match d.push(Some(piece), i + 1 == pieces.len()) {
+                Ok(o) => {
+                    sent.extend(o.send.map(|b| b.to_vec()));
+                    complete = complete.or(o.complete);
+                }
+                Err(e) => return (sent, complete, Some(e)),
+            }
+        }
+        (sent, complete, None)
+    }
+
+    #[test]
+    fn a_segment_goes_out_at_its_cut_once_verified() {
+        let (base, new, _) = pair();
+        let wire = segmented(&base, &new, 8192);
+        for step in [1, 7, 1000, wire.len()] {
+            let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, None, true);
+            let (sent, complete, err) = feed(&mut d, &wire, step);
+            assert!(err.is_none(), "{err:?}");
+            if step < wire.len() {
+                assert_eq!(sent[0], new[..8192], "step {step}: the head goes out at the cut, alone");
+            }
+            assert!(sent.concat() == new);
+            assert!(complete.expect("stored").body == new);
+        }
+    }
+
+    #[test]
+    fn no_byte_of_a_segment_goes_out_unless_its_check_holds() {
+        let (base, new, _) = pair();
+        let wire = segmented(&base, &new, 8192);
+        // The check's hash altered: nothing at all goes out.
+        let check_at = wire.iter().position(|&b| b == b'C').filter(|&i| {
+            let len = u32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize;
+            i == 5 + len
+        });
+        let at = check_at.expect("the check follows the first data record");
+        let mut bad = wire.clone();
+        bad[at + 12] ^= 1;
+        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, None, true);
+        let (sent, _, err) = feed(&mut d, &bad, 64);
+        let err = err.expect("refused");
+        assert_eq!((err.reason, err.after_output, sent.len()), ("segment", false, 0));
+        // The second segment corrupt: the verified head went out, nothing of the rest did,
+        // and the failure says output went (the response is aborted, not retried).
+        let mut bad = wire.clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0x40;
+        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, None, true);
+        let (sent, complete, err) = feed(&mut d, &bad, 64);
+        let err = err.expect("refused");
+        assert!(err.after_output);
+        assert!(complete.is_none());
+        assert_eq!(sent.concat(), new[..8192]);
     }
 }

@@ -353,6 +353,17 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if http_util::is_event_stream(resp) {
+            // Client compression (Pingora's module) holds output until its block fills, which
+            // would hold events back: event streams go to clients as they are (as nginx's
+            // default gzip_types, which leave them out).
+            use pingora_core::modules::http::compression::ResponseCompression;
+            if let Some(c) = session.downstream_modules_ctx.get_mut::<ResponseCompression>()
+                && c.is_header_phase()
+            {
+                c.adjust_level(0);
+            }
+        }
         if self.cache.is_some() && ctx.probe.is_none() {
             let status = cache::status(session.cache.phase());
             metrics::CACHE.with_label_values(&[status]).inc();
@@ -576,7 +587,8 @@ impl ProxyHttp for Edge {
             let held = if ctx.base.is_some() { "hit" } else { "miss" };
             metrics::BASE.with_label_values(&[MODE, held]).inc();
         }
-        TunnelRequest { base: ctx.base.as_ref().map(|b| b.id), accepts: Accepts::ALL }.write(upstream_request)
+        TunnelRequest { base: ctx.base.as_ref().map(|b| b.id), accepts: Accepts::ALL, segments: true }
+            .write(upstream_request)
     }
 
     async fn request_body_filter(

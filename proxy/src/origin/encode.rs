@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use delta::Version;
+use delta::codec::segments::{self, RunningHash};
 use delta::codec::{DeltaParams, Encoder, Encoding};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -38,6 +39,8 @@ impl<'a> Plan<'a> {
         let partial = resp.headers.contains_key(http::header::CONTENT_RANGE);
         let within = content_length(resp).is_none_or(|n| n <= max_body);
         if !has_body
+            // A stream of messages, each for now: never held, stored or a base.
+            || crate::http_util::is_event_stream(resp)
             || !accepts_zstd
             || already_encoded
             || partial
@@ -63,14 +66,18 @@ impl<'a> Plan<'a> {
 
     /// Rewrites the response header for the plan (the tunnel's statement of it) and returns the
     /// body encoder, if any.
+    /// `segmented`: the edge reads segmented bodies (see `delta::codec::segments`), so the
+    /// body is cut where the backend pauses.
     pub fn start(
         &self,
         resp: &mut ResponseHeader,
         params: &DeltaParams,
         full_level: i32,
         max_body: u64,
+        segmented: bool,
     ) -> pingora_error::Result<Option<BodyEncoder>> {
         let length = content_length(resp);
+        let segmented = segmented && !matches!(self, Plan::Identity);
         let said = TunnelResponse {
             encoding: self.encoding(),
             base: match self {
@@ -78,6 +85,7 @@ impl<'a> Plan<'a> {
                 _ => None,
             },
             raw_length: length,
+            segmented,
         };
         said.write(resp)?;
         let started = match self {
@@ -89,10 +97,13 @@ impl<'a> Plan<'a> {
             started.map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel encoder", e))?;
         let keep = match store {
             false => Keep::Nothing,
-            true if encoder.keeps_body() => Keep::Encoder,
+            // A cut makes the sampled index hand over to zstd's streaming encoder, which keeps
+            // no body: a body that may be cut keeps its own copy.
+            true if encoder.keeps_body() && !segmented => Keep::Encoder,
             true => Keep::Copy(Vec::with_capacity(length.unwrap_or(16 * 1024).min(max_body) as usize)),
         };
-        Ok(Some(BodyEncoder { encoder, keep, max_body: max_body as usize }))
+        let segments = segmented.then(RunningHash::default);
+        Ok(Some(BodyEncoder { encoder, keep, max_body: max_body as usize, segments, cut: 0 }))
     }
 }
 
@@ -101,7 +112,15 @@ pub struct BodyEncoder {
     encoder: Encoder,
     keep: Keep,
     max_body: usize,
+    /// The body hashed so far, when it goes out segmented.
+    segments: Option<RunningHash>,
+    /// Body bytes before the last cut.
+    cut: u64,
 }
+
+/// A segmented body is cut at least this often, so that an edge holds at most this much
+/// decoded output before it can verify and release it.
+const MAX_SEGMENT: u64 = 1 << 20;
 
 /// Where the body to store is kept.
 enum Keep {
@@ -115,8 +134,46 @@ enum Keep {
 
 impl BodyEncoder {
     /// Takes a backend chunk; returns encoded bytes to send and, at the end, the version to store.
-    pub fn push(&mut self, chunk: Option<Bytes>, end: bool) -> pingora_error::Result<(Option<Bytes>, Option<Version>)> {
-        self.encode(chunk, end).map_err(|e| Error::because(ErrorType::InternalError, "tunnel encoder", e))
+    /// `paused`: the backend has sent nothing more yet, so what it sent is cut off (when the
+    /// body is segmented) and reaches the client now rather than with the rest.
+    pub fn push(
+        &mut self,
+        chunk: Option<Bytes>,
+        end: bool,
+        paused: bool,
+    ) -> pingora_error::Result<(Option<Bytes>, Option<Version>)> {
+        let result = match self.segments.is_some() {
+            true => self.encode_segmented(chunk, end, paused),
+            false => self.encode(chunk, end),
+        };
+        result.map_err(|e| Error::because(ErrorType::InternalError, "tunnel encoder", e))
+    }
+
+    /// As `encode`, in records, with a cut (a flush of the encoder and a check of the body so
+    /// far) where the backend paused or the segment grew long.
+    fn encode_segmented(
+        &mut self,
+        chunk: Option<Bytes>,
+        end: bool,
+        paused: bool,
+    ) -> delta::Result<(Option<Bytes>, Option<Version>)> {
+        let body = self.segments.as_mut().expect("segmented");
+        if let Some(c) = &chunk {
+            body.update(c);
+        }
+        let (encoded, version) = self.encode(chunk, end)?;
+        let body = self.segments.as_ref().expect("segmented");
+        let mut out = Vec::new();
+        segments::write_data(encoded.as_deref().unwrap_or_default(), &mut out);
+        let uncut = body.len() - self.cut;
+        if !end && uncut > 0 && (paused || uncut >= MAX_SEGMENT) {
+            let mut flushed = Vec::new();
+            self.encoder.flush(&mut flushed)?;
+            segments::write_data(&flushed, &mut out);
+            segments::write_check(body, &mut out);
+            self.cut = body.len();
+        }
+        Ok(((!out.is_empty()).then(|| Bytes::from(out)), version))
     }
 
     fn encode(&mut self, chunk: Option<Bytes>, end: bool) -> delta::Result<(Option<Bytes>, Option<Version>)> {

@@ -3,6 +3,7 @@
 //! full body in zstd.
 
 mod encode;
+mod pause;
 pub mod redis_store;
 
 use std::collections::HashMap;
@@ -110,6 +111,10 @@ pub struct OriginCtx {
     tried: Vec<pingora_core::protocols::l4::socket::SocketAddr>,
     /// A WebSocket upgrade from an edge, on a tunnel connection of its own.
     websocket: bool,
+    /// The edge reads segmented bodies.
+    segments: bool,
+    /// The backend connection of this attempt, asked whether the backend paused.
+    backend_fd: Option<std::os::unix::io::RawFd>,
 }
 
 #[async_trait]
@@ -127,6 +132,8 @@ impl ProxyHttp for Origin {
             backend: None,
             tried: Vec::new(),
             websocket: false,
+            segments: false,
+            backend_fd: None,
         }
     }
 
@@ -168,6 +175,7 @@ impl ProxyHttp for Origin {
         let req = session.req_header();
         let asked = TunnelRequest::read(req);
         ctx.accepts = asked.accepts;
+        ctx.segments = asked.segments;
         let result = match asked.base {
             None => "none",
             Some(id) if asked.accepts.dcz && req.method == http::Method::GET => match self.store.get(&id).await {
@@ -204,6 +212,19 @@ impl ProxyHttp for Origin {
         });
         peer.options.idle_timeout = Some(b.idle_timeout);
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        ctx.backend_fd = Some(fd);
+        Ok(())
     }
 
     fn fail_to_connect(
@@ -289,7 +310,8 @@ impl ProxyHttp for Origin {
             ctx.base.as_ref().filter(|_| ctx.accepts.dcz),
         );
         ctx.envelope.encoding = plan.encoding();
-        ctx.body = plan.start(resp, &self.delta_params, self.config.full_level, self.config.delta.max_body)?;
+        let (level, max_body) = (self.config.full_level, self.config.delta.max_body);
+        ctx.body = plan.start(resp, &self.delta_params, level, max_body, ctx.segments)?;
         Ok(())
     }
 
@@ -306,7 +328,8 @@ impl ProxyHttp for Origin {
             ctx.envelope.wire_bytes += n;
             return Ok(None);
         };
-        let (out, finished) = encoder.push(body.take(), end_of_stream)?;
+        let paused = !end_of_stream && ctx.backend_fd.and_then(pause::bytes_waiting) == Some(0);
+        let (out, finished) = encoder.push(body.take(), end_of_stream, paused)?;
         ctx.envelope.wire_bytes += out.as_ref().map_or(0, |b| b.len() as u64);
         *body = out;
         if let Some(version) = finished {

@@ -35,6 +35,9 @@ const DELTA_BASE: &str = "railproxy-delta-base";
 /// Response: the length of the body as the backend sent it, when the backend gave one; the edge
 /// restores `Content-Length` from it and checks the decoded length against it.
 const RAW_LENGTH: &str = "railproxy-raw-length";
+/// Request: the edge reads segmented bodies (`delta::codec::segments`). Response: this body is
+/// segmented. An edge of an earlier release does not ask, and gets one unsegmented frame.
+const SEGMENTS: &str = "railproxy-segments";
 /// Request: a health probe from an edge; the origin answers it itself, without a backend.
 const PROBE: &str = "railproxy-probe";
 /// Inside the edge only: a probe its prober hands its own proxy, naming the lane to probe and the
@@ -104,6 +107,8 @@ pub struct TunnelRequest {
     /// The version the edge holds for this URL (RFC 9842 `Available-Dictionary`).
     pub base: Option<VersionId>,
     pub accepts: Accepts,
+    /// The edge reads segmented bodies.
+    pub segments: bool,
 }
 
 impl TunnelRequest {
@@ -112,6 +117,9 @@ impl TunnelRequest {
         req.insert_header(ACCEPT_ENCODING, self.accepts.header_value())?;
         if let Some(base) = &self.base {
             req.insert_header(AVAILABLE_DICTIONARY, base.to_sf())?;
+        }
+        if self.segments {
+            req.insert_header(SEGMENTS, "1")?;
         }
         Ok(())
     }
@@ -125,6 +133,7 @@ impl TunnelRequest {
                 dcz: accepts(accept, Encoding::Dcz.as_str()),
                 zstd: accepts(accept, Encoding::Zstd.as_str()),
             },
+            segments: req.headers.get(SEGMENTS).is_some_and(|v| v.as_bytes() == b"1"),
         }
     }
 }
@@ -137,6 +146,8 @@ pub struct TunnelResponse {
     pub base: Option<VersionId>,
     /// The body's length as the backend sent it, when it said.
     pub raw_length: Option<u64>,
+    /// The body is segmented (an encoded body only).
+    pub segmented: bool,
 }
 
 impl TunnelResponse {
@@ -156,6 +167,9 @@ impl TunnelResponse {
         if let Some(n) = self.raw_length {
             resp.insert_header(RAW_LENGTH, n.to_string())?;
         }
+        if self.segmented {
+            resp.insert_header(SEGMENTS, "1")?;
+        }
         Ok(())
     }
 
@@ -170,6 +184,8 @@ impl TunnelResponse {
             .unwrap_or(Encoding::Identity);
         let base = resp.headers.get(DELTA_BASE).and_then(|v| VersionId::parse_sf(v.as_bytes()).ok());
         let raw_length = header_str(resp.headers.get(RAW_LENGTH)).and_then(|v| v.parse::<u64>().ok());
+        let segmented =
+            stated != Encoding::Identity && resp.headers.get(SEGMENTS).is_some_and(|v| v.as_bytes() == b"1");
         strip_response(resp);
         if stated != Encoding::Identity {
             resp.remove_header(&CONTENT_ENCODING);
@@ -180,7 +196,7 @@ impl TunnelResponse {
                 }
             }
         }
-        Ok(TunnelResponse { encoding: stated, base, raw_length })
+        Ok(TunnelResponse { encoding: stated, base, raw_length, segmented })
     }
 }
 
@@ -274,10 +290,10 @@ mod tests {
     #[test]
     fn request_round_trip() {
         for sent in [
-            TunnelRequest { base: Some(id(b"held")), accepts: Accepts::ALL },
-            TunnelRequest { base: None, accepts: Accepts::ALL },
-            TunnelRequest { base: None, accepts: Accepts { dcz: false, zstd: true } },
-            TunnelRequest { base: Some(id(b"x")), accepts: Accepts { dcz: true, zstd: false } },
+            TunnelRequest { base: Some(id(b"held")), accepts: Accepts::ALL, segments: true },
+            TunnelRequest { base: None, accepts: Accepts::ALL, segments: false },
+            TunnelRequest { base: None, accepts: Accepts { dcz: false, zstd: true }, segments: true },
+            TunnelRequest { base: Some(id(b"x")), accepts: Accepts { dcz: true, zstd: false }, segments: false },
         ] {
             let mut req = request(&[("host", "a.example")]);
             sent.write(&mut req).unwrap();
@@ -295,17 +311,22 @@ mod tests {
         }
         // What the edge has always sent.
         let mut req = request(&[]);
-        TunnelRequest { base: None, accepts: Accepts::ALL }.write(&mut req).unwrap();
+        TunnelRequest { base: None, accepts: Accepts::ALL, segments: true }.write(&mut req).unwrap();
         assert_eq!(req.headers.get("accept-encoding").unwrap(), "dcz, zstd");
     }
 
     #[test]
     fn response_round_trip() {
         for sent in [
-            TunnelResponse { encoding: Encoding::Dcz, base: Some(id(b"base")), raw_length: Some(190_000) },
-            TunnelResponse { encoding: Encoding::Zstd, base: None, raw_length: Some(7) },
-            TunnelResponse { encoding: Encoding::Zstd, base: None, raw_length: None },
-            TunnelResponse { encoding: Encoding::Identity, base: None, raw_length: None },
+            TunnelResponse {
+                encoding: Encoding::Dcz,
+                base: Some(id(b"base")),
+                raw_length: Some(190_000),
+                segmented: true,
+            },
+            TunnelResponse { encoding: Encoding::Zstd, base: None, raw_length: Some(7), segmented: false },
+            TunnelResponse { encoding: Encoding::Zstd, base: None, raw_length: None, segmented: true },
+            TunnelResponse { encoding: Encoding::Identity, base: None, raw_length: None, segmented: false },
         ] {
             let mut resp = response(&[("content-type", "text/html"), ("content-length", "190000"), ("etag", "\"v1\"")]);
             sent.write(&mut resp).unwrap();
@@ -342,8 +363,8 @@ mod tests {
         assert!(!Probe::is(&req));
         assert_eq!(TunnelRequest::read(&req).base, None);
         // The edge then says what it holds: only that reaches the origin.
-        TunnelRequest { base: None, accepts: Accepts::ALL }.write(&mut req).unwrap();
-        assert_eq!(TunnelRequest::read(&req), TunnelRequest { base: None, accepts: Accepts::ALL });
+        TunnelRequest { base: None, accepts: Accepts::ALL, segments: true }.write(&mut req).unwrap();
+        assert_eq!(TunnelRequest::read(&req), TunnelRequest { base: None, accepts: Accepts::ALL, segments: true });
         assert!(req.headers.get_all("available-dictionary").iter().next().is_none());
     }
 
@@ -357,11 +378,17 @@ mod tests {
             ("railproxy-encoding", "dcz"),
             ("railproxy-delta-base", &id(b"b").to_sf()),
             ("railproxy-raw-length", "99"),
+            ("railproxy-segments", "1"),
         ]);
         strip_response(&mut resp);
-        TunnelResponse { encoding: Encoding::Identity, base: None, raw_length: None }.write(&mut resp).unwrap();
+        TunnelResponse { encoding: Encoding::Identity, base: None, raw_length: None, segmented: false }
+            .write(&mut resp)
+            .unwrap();
         let got = TunnelResponse::take(&mut resp).unwrap();
-        assert_eq!(got, TunnelResponse { encoding: Encoding::Identity, base: None, raw_length: None });
+        assert_eq!(
+            got,
+            TunnelResponse { encoding: Encoding::Identity, base: None, raw_length: None, segmented: false }
+        );
         assert_eq!(resp.headers.get("content-encoding").unwrap(), "zstd", "the backend's own encoding stays");
         assert_eq!(resp.headers.get("content-length").unwrap(), "42");
     }
