@@ -137,7 +137,7 @@ async fn a_gigabyte_download_streams_in_bounded_memory() {
         (0..64 * 1024).map(|_| rng.next_u64() as u8).collect()
     };
     let (mut total, mut peak, mut next_sample) = (0u64, base, 0u64);
-    let mut check = |data: &[u8], total: &mut u64| {
+    let check = |data: &[u8], total: &mut u64| {
         let mut data = data;
         while !data.is_empty() {
             let at = (*total % block.len() as u64) as usize;
