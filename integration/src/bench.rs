@@ -257,6 +257,34 @@ pub fn logged_bytes(path: &Path) -> (u64, u64) {
     (sum, n)
 }
 
+/// `GET path` over one plain TCP connection (`Connection: close`), the body read and dropped as
+/// fast as it comes: body bytes, and seconds from the request to the last byte.
+pub async fn download(addr: SocketAddr, path: &str) -> (u64, f64) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let start = std::time::Instant::now();
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).await.expect("request");
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut head, mut body) = (Vec::new(), 0u64);
+    loop {
+        let n = sock.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        if body == 0 && !head.ends_with(b"\r\n\r\n") {
+            head.extend_from_slice(&buf[..n]);
+            if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                body = (head.len() - p - 4) as u64;
+                head.truncate(p + 4);
+            }
+            continue;
+        }
+        body += n as u64;
+    }
+    (body, start.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// What the fake origin saw of one request.
@@ -88,7 +90,8 @@ impl FakeOrigin {
                         async move {
                             if req.headers().contains_key("railproxy-probe") {
                                 // Edges probe their listeners; answered like the real origin does.
-                                return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+                                let ok = Full::new(Bytes::from_static(b"ok\n")).boxed();
+                                return Ok::<_, Infallible>(Response::new(ok));
                             }
                             let s = Seen { path: req.uri().path().to_string(), headers: req.headers().clone() };
                             let _ = req.into_body().collect().await;
@@ -97,7 +100,7 @@ impl FakeOrigin {
                                 all.push(s.clone());
                                 all.len() - 1
                             };
-                            Ok::<_, Infallible>(script(&s, n))
+                            Ok::<_, Infallible>(paused(script(&s, n)).await)
                         }
                     });
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -119,6 +122,35 @@ impl Drop for FakeOrigin {
         self.task.abort();
     }
 }
+
+/// A script's response as sent: whole, or — when it carries [`PAUSE_AT`] — in pieces cut at
+/// the given offsets, 100 ms apart (as an origin flushing a segment when its backend pauses).
+async fn paused(response: Response<Full<Bytes>>) -> Response<BoxBody<Bytes, Infallible>> {
+    let (mut parts, body) = response.into_parts();
+    let Some(at) = parts.headers.remove(PAUSE_AT) else {
+        return Response::from_parts(parts, body.boxed());
+    };
+    let cuts: Vec<usize> = at.to_str().unwrap().split(',').map(|a| a.parse().expect("byte offsets")).collect();
+    let mut rest = body.collect().await.unwrap_or_else(|e: Infallible| match e {}).to_bytes();
+    let (mut pieces, mut done) = (Vec::new(), 0);
+    for cut in cuts {
+        pieces.push(rest.split_to(cut.clamp(done, done + rest.len()) - done));
+        done = cut.max(done);
+    }
+    pieces.push(rest);
+    let first = pieces.len();
+    let frames = futures_util::stream::iter(pieces).enumerate().then(move |(i, piece)| async move {
+        if i > 0 && i < first {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok::<_, Infallible>(hyper::body::Frame::data(piece))
+    });
+    Response::from_parts(parts, http_body_util::BodyExt::boxed(StreamBody::new(frames)))
+}
+
+/// A response header (removed before sending) asking the fake origin to send the body in
+/// pieces cut at these byte offsets (`8192,8217`), pausing between them.
+pub const PAUSE_AT: &str = "fake-pause-at";
 
 /// A tunnel response: status 200, text/html, the given encoding and extra headers.
 pub fn tunnel_response(encoding: Option<&str>, headers: &[(&str, String)], body: Vec<u8>) -> Response<Full<Bytes>> {

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use integration::bench::rss_bytes as rss;
 use integration::{Http, Knobs, Stack, Timed};
 
 /// The most an event may lag behind its backend on loopback (the bound).
@@ -86,20 +87,28 @@ async fn the_head_of_a_page_flushed_early_reaches_the_client_early() {
             timed.pieces.iter().filter(|(_, at, _)| *at < Duration::from_millis(400)).map(|p| p.2.len()).sum();
         assert_eq!(early, 8192, "turn {turn}: what came before the pause");
     }
-    // Turns 1 and 3 had the turn before them as a base (turn 2's URL is another page).
+    // A browser's request: the head, compressed for it, is out as early, and decodes alone.
+    let url = stack.url("/flush/generated-100k?first=8192&ms=500");
+    let timed = http.get_timed(&url, &[("accept-encoding", "gzip")]).await.expect("page");
+    assert_eq!(timed.headers.get("content-encoding").unwrap(), "gzip");
+    let first = timed.first_byte().expect("a body");
+    assert!(first < Duration::from_millis(250), "compressed: first byte after {first:?}");
+    let early: Vec<u8> =
+        timed.pieces.iter().filter(|(_, at, _)| *at < Duration::from_millis(400)).flat_map(|p| p.2.to_vec()).collect();
+    let head = {
+        use std::io::Write as _;
+        let mut d = flate2::write::GzDecoder::new(Vec::new());
+        d.write_all(&early).unwrap();
+        d.flush().unwrap();
+        d.get_ref().clone()
+    };
+    assert!(head == v[4][..8192], "the early gzip bytes decode to the page's first 8 KB");
+    let mut whole = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&timed.body()[..]), &mut whole).unwrap();
+    assert!(whole == v[4], "the gzip body decodes to the backend's page");
+    // Turns 1, 3 and 4 had the turn before them as a base (turn 2's URL is another page).
     let m = stack.origin_metrics().await;
-    assert_eq!(m.sum("railproxy_delta_base_total", &[("mode", "origin"), ("result", "hit")]), 2.0, "deltas were made");
-}
-
-/// Resident memory of a process, bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
+    assert_eq!(m.sum("railproxy_delta_base_total", &[("mode", "origin"), ("result", "hit")]), 3.0, "deltas were made");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,3 +218,91 @@ async fn a_decompression_bomb_is_refused() {
     })
     .await;
 }
+
+/// `new` as an origin sends it when its backend paused after `cut` bytes: a dcz against `base`,
+/// flushed there, in segment records with a check of the head.
+fn segmented(base: &Version, new: &[u8], cut: usize) -> Vec<u8> {
+    use delta::codec::segments::{RunningHash, write_check, write_data};
+    let mut enc = codec::Encoder::dcz(base, &codec::DeltaParams::default(), None).unwrap();
+    let (mut wire, mut head, mut run) = (Vec::new(), RunningHash::default(), Vec::new());
+    enc.write(&new[..cut], &mut run).unwrap();
+    enc.flush(&mut run).unwrap();
+    head.update(&new[..cut]);
+    write_data(&run, &mut wire);
+    write_check(&head, &mut wire);
+    run.clear();
+    enc.write(&new[cut..], &mut run).unwrap();
+    enc.finish(&mut run).unwrap();
+    write_data(&run, &mut wire);
+    wire
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segmented_body_goes_out_only_as_far_as_it_verifies() {
+    const CUT: usize = 8192;
+    // What is corrupted, the failure it is counted as, and how much of the body may go out.
+    for (what, reason, verified) in
+        [("nothing", None, 60_000), ("the check", Some("segment"), 0), ("the rest", Some("checksum"), CUT)]
+    {
+        let v = pages();
+        let v2 = v.clone();
+        let (edge, _fake) = edge_before(move |_| {
+            Box::new(move |seen, n| match n {
+                0 => tunnel_response(Some("zstd"), &[], full(&v2[0])),
+                _ => {
+                    assert_eq!(seen.headers.get("railproxy-segments").unwrap(), "1", "the edge reads segments");
+                    let base = Version::new(v2[0].clone());
+                    let mut wire = segmented(&base, &v2[1], CUT);
+                    match what {
+                        // The hash in the check, which follows the first data record.
+                        "the check" => {
+                            let first = u32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize;
+                            wire[5 + first + 1 + 8] ^= 1;
+                        }
+                        // zstd's content checksum, at the end of the frame.
+                        "the rest" => {
+                            let n = wire.len();
+                            wire[n - 2] ^= 0x40;
+                        }
+                        _ => {}
+                    }
+                    let mut headers = dcz_headers(&base);
+                    headers.push(("railproxy-segments", "1".into()));
+                    // Each part apart: the first segment, its check, the rest, zstd's checksum;
+                    // so nothing unverified can hide behind a failure in the same piece.
+                    let first = u32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize;
+                    let cuts = [5 + first, 5 + first + 25, wire.len() - 4].map(|c| c.to_string()).join(",");
+                    headers.push((integration::fake_origin::PAUSE_AT, cuts));
+                    headers.push(("railproxy-raw-length", v2[1].len().to_string()));
+                    tunnel_response(Some("dcz"), &headers, wire)
+                }
+            })
+        })
+        .await;
+        let http = Http::h1();
+        assert!(http.get(&format!("http://{}/page", edge.addr), &[]).await.unwrap().body == v[0][..]);
+        let answer =
+            integration::raw::send(edge.addr, "GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .await;
+        let split = answer.bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+        let body = &answer.bytes[split..];
+        let status = answer.status.expect("a status");
+        if status == 200 {
+            assert!(body == &v[1][..body.len().min(v[1].len())], "{what}: bytes that are not the page went out");
+        }
+        match reason {
+            None => assert_eq!((status, body.len()), (200, v[1].len()), "{what}"),
+            Some(reason) => {
+                // What verified went out as it came, and the response was cut short after it.
+                if verified == 0 {
+                    // The head may have gone out while the first segment was awaited; no body did.
+                    assert!(status >= 500 || body.is_empty(), "{what}: {status} with {} bytes", body.len());
+                } else {
+                    assert_eq!((status, body.len()), (200, verified), "{what}: the head verified at the cut");
+                }
+                let m = Metrics::settled(edge.admin).await;
+                assert_eq!(m.sum("railproxy_delta_verify_failures_total", &[("reason", reason)]), 1.0, "{what}");
+            }
+        }
+    }
+}

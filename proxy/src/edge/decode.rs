@@ -465,7 +465,7 @@ mod tests {
         assert_eq!((err.reason, err.after_output, sent.len()), ("segment", false, 0));
         // The second segment corrupt: the verified head went out, nothing of the rest did,
         // and the failure says output went (the response is aborted, not retried).
-        let mut bad = wire.clone();
+        let mut bad = wire;
         let n = bad.len();
         bad[n - 3] ^= 0x40;
         let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1 << 20, None, true);

@@ -4,6 +4,7 @@
 
 mod buffering;
 mod cache;
+mod client_compression;
 mod coalesce;
 mod decode;
 pub mod limits;
@@ -17,7 +18,6 @@ use bytes::Bytes;
 use delta::Version;
 use delta::store::{MemoryStore, VersionStore};
 use pingora_core::modules::http::HttpModules;
-use pingora_core::modules::http::compression::ResponseCompressionBuilder;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -221,7 +221,7 @@ impl ProxyHttp for Edge {
         // Clients get gzip, br or zstd per their Accept-Encoding; what crosses the tunnel and
         // what is stored stays independent of that.
         if self.config.client_compression > 0 {
-            modules.add_module(ResponseCompressionBuilder::enable(self.config.client_compression));
+            modules.add_module(client_compression::Builder::enable(self.config.client_compression));
         }
     }
 
@@ -353,17 +353,6 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if http_util::is_event_stream(resp) {
-            // Client compression (Pingora's module) holds output until its block fills, which
-            // would hold events back: event streams go to clients as they are (as nginx's
-            // default gzip_types, which leave them out).
-            use pingora_core::modules::http::compression::ResponseCompression;
-            if let Some(c) = session.downstream_modules_ctx.get_mut::<ResponseCompression>()
-                && c.is_header_phase()
-            {
-                c.adjust_level(0);
-            }
-        }
         if self.cache.is_some() && ctx.probe.is_none() {
             let status = cache::status(session.cache.phase());
             metrics::CACHE.with_label_values(&[status]).inc();

@@ -1,0 +1,110 @@
+//! `--only streams`: what streams cost. Time to first byte of a page whose backend flushes its
+//! first 8 KB and the rest 100 ms later, and the speed of a large download, each beside the
+//! backend directly and one Pingora hop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use integration::Http;
+use integration::bench::{self, download, rss_bytes};
+use integration::process::free_loopback;
+
+use super::{Bench, SERVER_CPU, one_thread, verdict};
+
+/// Sequential fetches per path for the time to first byte.
+const FETCHES: usize = 40;
+/// The download's size.
+const DOWNLOAD: u64 = 1 << 30;
+
+/// Median and largest of durations, in ms.
+fn ms(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let f = |d: Duration| d.as_secs_f64() * 1e3;
+    (f(v[v.len() / 2]), f(*v.last().expect("fetches")))
+}
+
+struct Path {
+    name: &'static str,
+    addr: SocketAddr,
+    pids: Vec<u32>,
+}
+
+pub fn section(bench: &Bench, page_set: &str) {
+    eprintln!("streams …");
+    let dir = bench.dir.path();
+    let pingora_listen = free_loopback();
+    let pingora = bench::start_pingora_reference(
+        dir,
+        "pingora-one-hop",
+        pingora_listen,
+        bench.backend.addr,
+        false,
+        None,
+        Some(SERVER_CPU),
+    );
+    let (origin, edge, listen, _, _) = bench.railproxy(&one_thread("fast"));
+    let paths = [
+        Path { name: "backend directly", addr: bench.backend.addr, pids: vec![] },
+        Path { name: "Pingora alone, one hop", addr: pingora_listen, pids: vec![pingora.pid()] },
+        Path {
+            name: "railproxy edge → tunnel → railproxy origin", addr: listen, pids: vec![edge.pid(), origin.pid()]
+        },
+    ];
+
+    println!("\n## Streams\n");
+    println!(
+        "Time to first byte of the {page_set} page, whose backend sends its first 8 KB at once and the rest \
+         100 ms later (`/flush/{page_set}?first=8192&ms=100`, a new version on every fetch, so railproxy sends \
+         deltas): {FETCHES} fetches one after another per path.\n"
+    );
+    println!("| path | first byte p50 ms | first byte max ms | last byte p50 ms |\n|---|---:|---:|---:|");
+    let mut first_p50 = Vec::new();
+    for p in &paths {
+        let url = format!("http://{}/flush/{page_set}?first=8192&ms=100", p.addr);
+        let (first, last): (Vec<Duration>, Vec<Duration>) = bench.rt.block_on(async {
+            let http = Http::h1();
+            let mut times = Vec::new();
+            for _ in 0..FETCHES {
+                let t = http.get_timed(&url, &[]).await.expect("page");
+                assert_eq!(t.status, 200, "{}", p.name);
+                times.push((t.first_byte().expect("a body"), t.pieces.last().expect("a body").1));
+            }
+            times.into_iter().unzip()
+        });
+        let ((f50, fmax), (l50, _)) = (ms(first), ms(last));
+        println!("| {} | {f50:.2} | {fmax:.2} | {l50:.1} |", p.name);
+        first_p50.push(f50);
+    }
+    let added = first_p50[2] - first_p50[0];
+    println!(
+        "\n- railproxy's first byte p50 over the backend's: {added:+.2} ms (goal ≤ 5 ms: {})",
+        verdict(added <= 5.0)
+    );
+
+    println!(
+        "\nA {} MiB download (`/big/N`, application/octet-stream with Content-Length), one connection, read \
+         as fast as it comes; CPU of the proxy processes, and how much their resident memory grew.\n",
+        DOWNLOAD >> 20
+    );
+    println!("| path | MB/s | proxy CPU s | RSS growth MiB |\n|---|---:|---:|---:|");
+    let mut speed = Vec::new();
+    for p in &paths {
+        let rss0: Vec<u64> = p.pids.iter().map(|&pid| rss_bytes(pid)).collect();
+        let cpu0 = bench::cpu_seconds(&p.pids);
+        let (bytes, secs) = bench.rt.block_on(download(p.addr, &format!("/big/{DOWNLOAD}")));
+        assert_eq!(bytes, DOWNLOAD, "{}: the whole body", p.name);
+        let cpu = bench::cpu_seconds(&p.pids) - cpu0;
+        let grew: u64 = p.pids.iter().zip(&rss0).map(|(&pid, &r)| rss_bytes(pid).saturating_sub(r)).sum();
+        let mbs = bytes as f64 / secs / 1e6;
+        println!("| {} | {mbs:.0} | {cpu:.2} | {:.1} |", p.name, grew as f64 / (1 << 20) as f64);
+        speed.push(mbs);
+    }
+    let ratio = speed[2] / speed[1];
+    println!(
+        "\n- railproxy's download speed over one Pingora hop: {ratio:.2}× (goal ≥ 0.5×: {})",
+        verdict(ratio >= 0.5)
+    );
+    drop(edge);
+    drop(origin);
+    drop(pingora);
+}
