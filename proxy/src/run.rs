@@ -79,7 +79,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         .max_local_error_reset_streams(Some(l.h2_max_resets));
     app.h2_options = Some(h2);
     let app = Arc::new(app);
-    let prober = Prober::new(listeners, config.clone(), probe::serve_with(app.clone()), &probe_secret);
+    let probed = app.clone();
     let app = HeadTimeout::new(app, l.head_timeout, l.keepalive_timeout);
     let mut proxy = Service::new(
         "edge".to_string(),
@@ -100,6 +100,8 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         let store = store.clone();
         Arc::new(move || store.corrupt_bodies_for_testing()) as admin::Fault
     });
+    let (proxy, runtime) = probe::OnProxyRuntime::new(proxy);
+    let prober = Prober::new(listeners, config.clone(), probe::serve_with(probed), &probe_secret, runtime);
     server.add_service(proxy);
     server.add_service(background_service("origin listener probes", prober));
     server.add_service(background_service("TLS reload", reloader));

@@ -18,8 +18,12 @@ use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream;
 use pingora_core::server::ShutdownWatch;
+use pingora_core::server::{ListenFds, RuntimeOpts};
+use pingora_core::services::Service;
 use pingora_core::services::background::BackgroundService;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::listeners::{Listener, Listeners};
@@ -39,10 +43,58 @@ pub fn serve_with<A: HttpServerApp + Send + Sync + 'static>(app: Arc<A>) -> Serv
     })
 }
 
+/// The proxy's service, telling the prober which runtime it runs on. Probes are served there, so
+/// the tunnel connections they dial (and the tasks that drive them) live beside the requests that
+/// use them: served on the prober's own thread, every lane dialled at start would have all its
+/// frames encrypted, decrypted and handed across threads by that one thread.
+pub struct OnProxyRuntime<S> {
+    inner: S,
+    runtime: watch::Sender<Option<Handle>>,
+}
+
+impl<S> OnProxyRuntime<S> {
+    pub fn new(inner: S) -> (Self, watch::Receiver<Option<Handle>>) {
+        let (runtime, rx) = watch::channel(None);
+        (OnProxyRuntime { inner, runtime }, rx)
+    }
+}
+
+#[async_trait]
+impl<S: Service> Service for OnProxyRuntime<S> {
+    async fn start_service(
+        &mut self,
+        #[cfg(unix)] fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        self.runtime.send_replace(Some(Handle::current()));
+        self.inner.start_service(fds, shutdown, listeners_per_fd).await
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
+
 pub struct Prober {
     listeners: Arc<Listeners>,
     config: Arc<EdgeConfig>,
-    sender: Sender,
+    serve: Serve,
+    secret: Arc<str>,
+    limit: Duration,
+    runtime: watch::Receiver<Option<Handle>>,
 }
 
 /// Sends one probe through the proxy.
@@ -53,13 +105,22 @@ struct Sender {
     secret: Arc<str>,
     /// The proxy bounds each step; this bounds a proxy that does not answer at all.
     limit: Duration,
+    /// Where probes are served: the proxy's runtime.
+    runtime: Handle,
 }
 
 impl Prober {
-    pub fn new(listeners: Arc<Listeners>, config: Arc<EdgeConfig>, serve: Serve, secret: &str) -> Self {
+    /// `runtime` says where the proxy runs (see [`OnProxyRuntime`]); probing starts once it does.
+    pub fn new(
+        listeners: Arc<Listeners>,
+        config: Arc<EdgeConfig>,
+        serve: Serve,
+        secret: &str,
+        runtime: watch::Receiver<Option<Handle>>,
+    ) -> Self {
         // A probe that failed on a pooled connection is sent once more on a new one.
         let limit = (config.tunnel.connect_timeout + config.failover.probe_timeout) * 2 + Duration::from_secs(1);
-        Prober { listeners, config, sender: Sender { serve, secret: secret.into(), limit } }
+        Prober { listeners, config, serve, secret: secret.into(), limit, runtime }
     }
 }
 
@@ -68,7 +129,7 @@ impl Sender {
     async fn probe(&self, l: &Listener, lane: usize, shutdown: &ShutdownWatch) -> Result<(), String> {
         let (mut ours, theirs) = tokio::net::UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
         let session = ServerSession::new_http1(Box::new(Stream::from(theirs)));
-        let served = tokio::spawn((self.serve)(session, shutdown.clone()));
+        let served = self.runtime.spawn((self.serve)(session, shutdown.clone()));
         let request = LaneProbe { listener: l.addr, lane }.request_bytes(&self.secret);
         let exchange = async {
             ours.write_all(request.as_bytes()).await.map_err(|e| format!("writing the probe: {e}"))?;
@@ -95,10 +156,23 @@ impl Sender {
 impl BackgroundService for Prober {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let tick = Duration::from_millis(100).min(self.config.failover.probe_interval);
+        let mut runtime = self.runtime.clone();
+        let sender = tokio::select! {
+            r = runtime.wait_for(Option::is_some) => match r {
+                Ok(handle) => Sender {
+                    serve: self.serve.clone(),
+                    secret: self.secret.clone(),
+                    limit: self.limit,
+                    runtime: handle.clone().expect("waited for"),
+                },
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         loop {
             let mut probes = JoinSet::new();
             for (l, lane) in self.listeners.due(std::time::Instant::now()) {
-                let (sender, listeners, shutdown) = (self.sender.clone(), self.listeners.clone(), shutdown.clone());
+                let (sender, listeners, shutdown) = (sender.clone(), self.listeners.clone(), shutdown.clone());
                 probes.spawn(async move {
                     let result = sender.probe(&l, lane, &shutdown).await;
                     listeners.probe_result(&l, lane, &result);
