@@ -4,10 +4,12 @@
 
 pub mod bench;
 pub mod client;
+pub mod dns;
 pub mod fake_origin;
 pub mod flood;
 pub mod link;
 pub mod metrics;
+pub mod named;
 pub mod process;
 pub mod raw;
 pub mod raw_h2;

@@ -43,6 +43,17 @@ pub struct Knobs {
     pub response_timeout: String,
     /// More top-level YAML for the origins (e.g. a `websocket:` section).
     pub origin_extra: String,
+    /// The origins' whole `hosts:` section instead of the generated one (each line indented by
+    /// two spaces), for tests that bring backends of their own.
+    pub origin_hosts: String,
+    /// More keys of the edge's `origins:` (e.g. `*.example.test`, `default`), each sent to every
+    /// origin listener like the standard hosts.
+    pub edge_origins: Vec<String>,
+    /// More keys for the origins' `backend:` section, each line indented by two spaces.
+    pub origin_backend_extra: String,
+    /// The edge names its origin listeners by this host name (e.g. `localhost`) instead of
+    /// their IP address.
+    pub listener_host: Option<String>,
 }
 
 impl Default for Knobs {
@@ -67,6 +78,10 @@ impl Default for Knobs {
             lanes: 4,
             response_timeout: "10s".into(),
             origin_extra: String::new(),
+            origin_hosts: String::new(),
+            edge_origins: Vec::new(),
+            listener_host: None,
+            origin_backend_extra: String::new(),
         }
     }
 }
@@ -127,6 +142,9 @@ pub fn origin_yaml(
         hosts.push_str(&format!("  {h}:\n    backends: [{list}]\n"));
     }
     hosts.push_str(&format!("  {DOWN_HOST}:\n    backends: [{dead}]\n"));
+    if !k.origin_hosts.is_empty() {
+        hosts = k.origin_hosts.clone();
+    }
     format!(
         "mode: origin
 server:
@@ -146,12 +164,13 @@ tunnel:
 {hosts}backend:
   connect_timeout: 1s
   response_timeout: {response_timeout}
-delta:
+{backend_extra}delta:
   store_size: {store}
   max_body: {max}
   effort: {effort}
 {shared}{extra}",
         response_timeout = k.response_timeout,
+        backend_extra = k.origin_backend_extra,
         extra = k.origin_extra,
         threads = k.threads,
         d = dir.display(),
@@ -173,14 +192,20 @@ pub fn edge_yaml(
     direct: SocketAddr,
 ) -> String {
     let certs = dir.join("certs");
-    let list: Vec<String> = origins.iter().map(ToString::to_string).collect();
+    let list: Vec<String> = origins
+        .iter()
+        .map(|a| match &k.listener_host {
+            Some(name) => format!("{name}:{}", a.port()),
+            None => a.to_string(),
+        })
+        .collect();
     let fallback = match k.fallback.as_str() {
         "direct" => format!("    fallback: direct\n    direct: http://{direct}\n"),
         other => format!("    fallback: {other}\n"),
     };
     let mut routes = String::new();
-    for h in HOSTS.iter().chain([&DOWN_HOST]) {
-        routes.push_str(&format!("  {h}:\n    listeners: [{}]\n{fallback}", list.join(", ")));
+    for h in HOSTS.iter().chain([&DOWN_HOST]).map(|h| h.to_string()).chain(k.edge_origins.iter().cloned()) {
+        routes.push_str(&format!("  \"{h}\":\n    listeners: [{}]\n{fallback}", list.join(", ")));
     }
     format!(
         "mode: edge

@@ -21,7 +21,12 @@ pub struct Admin {
     pub ready_probe: Vec<SocketAddr>,
     /// `POST /debug/corrupt-store`, when fault injection is enabled.
     pub corrupt_store: Option<Fault>,
+    /// For `/ready`: whether every configured host has an upstream that is up, or why not.
+    pub readiness: Option<Readiness>,
 }
+
+/// Ok when every host has an upstream that is up; otherwise one line per host that has none.
+pub type Readiness = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
     let body = body.into();
@@ -57,6 +62,25 @@ impl Admin {
         }
         reply(StatusCode::OK, "text/plain", "ok\n")
     }
+
+    /// Liveness (`/health`) and, past it, whether this process can serve every host it is
+    /// configured for: what a load balancer or orchestrator should route by.
+    async fn ready(&self) -> Response<Vec<u8>> {
+        let live = self.health().await;
+        if live.status() != StatusCode::OK {
+            return live;
+        }
+        match self.readiness.as_ref().map_or(Ok(()), |r| r()) {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
+            Err(reasons) => {
+                let mut body = String::from("not ready:\n");
+                for r in reasons {
+                    body.push_str(&format!("  {r}\n"));
+                }
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -67,6 +91,7 @@ impl ServeHttp for Admin {
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render()),
             (Method::GET, "/health") => self.health().await,
+            (Method::GET, "/ready") => self.ready().await,
             (Method::POST, "/debug/corrupt-store") => match &self.corrupt_store {
                 Some(fault) => {
                     let n = fault();
@@ -75,7 +100,7 @@ impl ServeHttp for Admin {
                 }
                 None => reply(StatusCode::NOT_FOUND, "text/plain", "fault injection is disabled\n"),
             },
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /health\n"),
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /health or /ready\n"),
         }
     }
 }

@@ -15,11 +15,13 @@ mod envelope;
 pub mod exit;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
+pub mod hosts;
 mod http_util;
 pub mod logging;
 mod metrics;
 pub mod ops;
 mod origin;
+mod resolve;
 pub mod run;
 mod server;
 mod tls;

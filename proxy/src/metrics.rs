@@ -258,6 +258,17 @@ pub static BACKEND_RETRIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| 
     .expect("metric")
 });
 
+/// Lookups of configured names (backends, listeners), by result: ok, empty (no address),
+/// failed (no answer; the last good one is kept).
+pub static DNS_LOOKUPS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "railproxy_dns_lookups_total",
+        "Lookups of configured backend and listener names, by result",
+        &["result"]
+    )
+    .expect("metric")
+});
+
 static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("railproxy_build_info", "Version and mode of this process", &["version", "mode"])
         .expect("metric")

@@ -16,12 +16,13 @@ use crate::edge::Edge;
 use crate::edge::limits::{ConnectionCaps, HeadTimeout};
 use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
+use crate::origin::backends::Upstreams;
 use crate::origin::redis_store::RedisStore;
 use crate::tunnel::listeners::Listeners;
 use crate::tunnel::probe::{self, Prober};
 use crate::tunnel::{congestion, peer, tls as tunnel_tls};
 use crate::{server, tls};
-use pingora_core::services::background::{GenBackgroundService, background_service};
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
 /// Runs the edge until it is told to stop; never returns on success.
@@ -62,6 +63,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
 
     let mut server = server::build(&config.server, upgrade);
     let listeners = Arc::new(Listeners::new(&config));
+    let ready_listeners = listeners.clone();
     // Probes are handed to the proxy itself and carry this, which no client can know.
     let probe_secret = format!("{:032x}", rand::random::<u128>());
     let mut app = pingora_proxy::HttpProxy::new(
@@ -105,7 +107,14 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(proxy);
     server.add_service(background_service("origin listener probes", prober));
     server.add_service(background_service("TLS reload", reloader));
-    server.add_service(admin::service(config.admin.listen, Admin { ready_probe: probe, corrupt_store: corrupt }));
+    server.add_service(admin::service(
+        config.admin.listen,
+        Admin {
+            ready_probe: probe,
+            corrupt_store: corrupt,
+            readiness: Some(Arc::new(move || ready_listeners.readiness())),
+        },
+    ));
     log::info!(
         "edge: clients on {:?}, admin on {}, {} hosts",
         config.listen,
@@ -129,10 +138,10 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     StoreCollector::register("origin", Arc::new(move || stats.stats()));
 
     let mut server = server::build(&config.server, upgrade);
-    let (origin, backends) = Origin::new(config.clone(), store)?;
-    for (host, lb) in backends {
-        server.add_service(GenBackgroundService::new(format!("health checks for {host}"), lb));
-    }
+    let names = Arc::new(crate::resolve::Names::new(&config.dns)?);
+    let upstreams = Arc::new(Upstreams::new(&config.hosts, &config.backend, &names)?);
+    let pools = server.add_service(background_service("backends", upstreams.service()));
+    let origin = Origin::new(config.clone(), store, upstreams.clone());
     let mut app = pingora_proxy::HttpProxy::new(origin, server.configuration.clone());
     app.handle_init_modules();
     app.h2_options = Some(peer::server_options(t));
@@ -141,13 +150,20 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     for addr in &t.listen {
         proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
     }
-    server.add_service(proxy);
+    // Requests are taken once every name has had its first answer.
+    server.add_service(proxy).add_dependency(&pools);
     server.add_service(background_service(
         "TLS reload",
         tls::Reloader::new("tunnel certificate and client CA", move || origin_tls.reload()),
     ));
-    server
-        .add_service(admin::service(config.admin.listen, Admin { ready_probe: t.listen.clone(), corrupt_store: None }));
+    server.add_service(admin::service(
+        config.admin.listen,
+        Admin {
+            ready_probe: t.listen.clone(),
+            corrupt_store: None,
+            readiness: Some(Arc::new(move || upstreams.readiness())),
+        },
+    ));
     log::info!("origin: tunnel on {:?}, admin on {}, {} hosts", t.listen, config.admin.listen, config.hosts.len());
     server.run_forever()
 }

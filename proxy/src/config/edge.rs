@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::common::{AdminSettings, DeltaSettings, ServerSettings, WebSocketSettings, check_distinct_addresses};
+use super::origin::Balance;
 use super::reader::{ByteSize, Secs, Section};
+use super::upstream::{DnsSettings, HostPort};
+use crate::hosts::{self, HostPattern};
 
 /// How the edge reaches origin listeners.
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct TunnelClient {
     /// TCP congestion control of the tunnel sockets (`bbr`, `cubic`, …); the kernel's default
     /// when unset.
     pub congestion_control: Option<String>,
+    /// How a request picks one of a host's listeners that are up.
+    pub balance: Balance,
 }
 
 /// What to do when no origin listener of a host is up.
@@ -42,11 +47,13 @@ pub enum Fallback {
     Direct(SocketAddr),
 }
 
-/// The origin listeners serving one host.
+/// The origin listeners serving one host (or a wildcard of hosts, or every other host).
 #[derive(Debug, Clone)]
 pub struct OriginRoute {
-    /// Host name as clients send it, lower case, without port.
-    pub host: String,
+    pub pattern: HostPattern,
+    /// As configured: IP literals or names.
+    pub listener_names: Vec<HostPort>,
+    /// The addresses they stand for (names resolved at start, each address a listener).
     pub listeners: Vec<SocketAddr>,
     pub server_name: String,
     pub fallback: Fallback,
@@ -108,6 +115,7 @@ pub struct EdgeConfig {
     pub client_compression: u32,
     pub limits: super::limits::Limits,
     pub websocket: WebSocketSettings,
+    pub dns: DnsSettings,
 }
 
 impl EdgeConfig {
@@ -140,6 +148,7 @@ impl EdgeConfig {
             max_streams: t.or("max_streams", 128),
             lanes: t.or("lanes", 4),
             congestion_control: t.opt("congestion_control"),
+            balance: Balance::read(&t, "balance"),
         };
         if let Some(Err(e)) = tunnel.congestion_control.as_deref().map(crate::tunnel::congestion::check) {
             t.problem("congestion_control", e);
@@ -153,7 +162,9 @@ impl EdgeConfig {
         drop(t);
         let mut origins: Vec<OriginRoute> = Vec::new();
         for (name, s) in root.entries("origins") {
-            let host = name.trim().to_ascii_lowercase();
+            let Ok(pattern) = HostPattern::parse(&name).map_err(|e| s.problem("", e)) else {
+                continue;
+            };
             let fallback = match s.or("fallback", "error".to_string()).as_str() {
                 "error" => Fallback::Error,
                 "direct" => match s.req::<String>("direct") {
@@ -174,15 +185,17 @@ impl EdgeConfig {
             if fallback == Fallback::Error && s.has("direct") {
                 s.problem("direct", "only used with fallback: direct");
             }
+            let listener_names: Vec<HostPort> = s.req_list("listeners", "origin listeners: host:port");
             let route = OriginRoute {
-                listeners: s.req_list("listeners", "origin listener addresses"),
+                listeners: listener_names.iter().filter_map(HostPort::literal).collect(),
+                listener_names,
                 server_name: s.or("server_name", tunnel.server_name.clone()),
-                host,
+                pattern,
                 fallback,
                 request_buffering: s.opt("request_buffering"),
             };
-            if origins.iter().any(|o| o.host == route.host) {
-                s.problem("", format!("host {} is listed twice", route.host));
+            if origins.iter().any(|o| o.pattern == route.pattern) {
+                s.problem("", format!("host {} is listed twice", route.pattern));
             }
             origins.push(route);
         }
@@ -248,6 +261,7 @@ impl EdgeConfig {
         check_distinct_addresses(root, &addrs);
         let limits = super::limits::Limits::read(&root.section("limits"));
         let websocket = WebSocketSettings::read(&root.section("websocket"));
+        let dns = DnsSettings::read(&root.section("dns"));
         EdgeConfig {
             server,
             listen,
@@ -261,7 +275,14 @@ impl EdgeConfig {
             client_compression,
             limits,
             websocket,
+            dns,
         }
+    }
+
+    /// Every listener name that must resolve at start, with the key it is configured under.
+    pub fn names(&self) -> Vec<(String, HostPort)> {
+        let key = |o: &OriginRoute| format!("origins.{}.listeners", o.pattern);
+        self.origins.iter().flat_map(|o| o.listener_names.iter().map(move |n| (key(o), n.clone()))).collect()
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
@@ -284,9 +305,9 @@ impl EdgeConfig {
         p
     }
 
-    /// The route for a request's host (lower case, port stripped).
+    /// The route for a request's host (lower case, port stripped): the most specific pattern.
     pub fn route(&self, host: &str) -> Option<&OriginRoute> {
-        self.origins.iter().find(|o| o.host == host)
+        hosts::best(self.origins.iter().map(|o| (&o.pattern, o)), host)
     }
 }
 

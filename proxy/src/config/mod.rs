@@ -8,6 +8,7 @@ mod expiry;
 pub mod limits;
 pub mod origin;
 pub mod reader;
+pub mod upstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -64,7 +65,37 @@ impl Config {
         })?;
         // Absolute, so that paths stay right when a daemon changes its working directory.
         let base = std::path::absolute(path.parent().unwrap_or(Path::new(""))).unwrap_or_default();
-        Self::parse_in(&text, &base).map_err(|problems| ConfigError { file: path.display().to_string(), problems })
+        let error = |problems| ConfigError { file: path.display().to_string(), problems };
+        let mut config = Self::parse_in(&text, &base).map_err(error)?;
+        let problems = config.resolve_names();
+        if problems.is_empty() { Ok(config) } else { Err(error(problems)) }
+    }
+
+    /// Resolves every configured name once: a name that does not resolve (and is not marked
+    /// optional) is a problem. The edge's listeners become the addresses their names stand for.
+    fn resolve_names(&mut self) -> Vec<Problem> {
+        let (dns, names) = match self {
+            Config::Edge(e) => (&e.dns, e.names()),
+            Config::Origin(o) => (&o.dns, o.names()),
+        };
+        let mut problems: Vec<Problem> = crate::resolve::Names::check_blocking(dns, &names)
+            .into_iter()
+            .map(|(path, message)| Problem { path, message })
+            .collect();
+        if let Config::Edge(e) = self
+            && problems.is_empty()
+        {
+            let dns = e.dns.clone();
+            for route in &mut e.origins {
+                match crate::resolve::Names::resolve_all_blocking(&dns, &route.listener_names) {
+                    Ok(addrs) => route.listeners = addrs,
+                    Err(message) => {
+                        problems.push(Problem { path: format!("origins.{}.listeners", route.pattern), message })
+                    }
+                }
+            }
+        }
+        problems
     }
 
     /// Parses and validates YAML text; relative paths are relative to the working directory.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::common::{AdminSettings, DeltaSettings, ServerSettings, WebSocketSettings, check_distinct_addresses};
 use super::reader::{ByteSize, Secs, Section};
+use super::upstream::{BackendSpec, BackendTls, DnsSettings, HostPort, Scheme};
+use crate::hosts::HostPattern;
 
 /// Where the origin accepts the tunnel.
 #[derive(Debug, Clone)]
@@ -32,12 +34,53 @@ pub struct TunnelListener {
 /// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
 const MAX_WINDOW: u64 = (1 << 31) - 1;
 
-/// The backends serving one host.
+/// The backends serving one host (or a wildcard of hosts, or every other host).
 #[derive(Debug, Clone)]
 pub struct HostRoute {
-    /// Host name as clients send it, lower case, without port.
-    pub host: String,
-    pub backends: Vec<SocketAddr>,
+    pub pattern: HostPattern,
+    /// For requests no route takes; may be empty when routes cover every path the host serves.
+    pub backends: Vec<BackendSpec>,
+    /// Path prefixes with backends of their own; the longest matching prefix wins.
+    pub routes: Vec<PathRoute>,
+    /// TLS to this host's `https://` backends.
+    pub tls: BackendTls,
+}
+
+#[derive(Debug, Clone)]
+pub struct PathRoute {
+    /// Starts with `/`; a request whose path starts with it goes to these backends.
+    pub prefix: String,
+    pub backends: Vec<BackendSpec>,
+}
+
+impl HostRoute {
+    /// Every backend list of this host, with the key it was configured under.
+    pub fn pools(&self) -> impl Iterator<Item = (Option<&str>, &[BackendSpec])> {
+        let own = (!self.backends.is_empty()).then_some((None, self.backends.as_slice()));
+        own.into_iter().chain(self.routes.iter().map(|r| (Some(r.prefix.as_str()), r.backends.as_slice())))
+    }
+}
+
+/// How a request picks one of several healthy backends (or listeners).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// In turn, in proportion to weights.
+    RoundRobin,
+    /// The one with the fewest requests in flight per unit of weight (ties in turn).
+    LeastRequests,
+}
+
+impl Balance {
+    pub fn read(s: &Section<'_>, key: &str) -> Self {
+        match s.or(key, "round_robin".to_string()).as_str() {
+            "round_robin" => Balance::RoundRobin,
+            "least_requests" => Balance::LeastRequests,
+            other => {
+                s.problem(key, format!("{other:?} is not a balance (round_robin or least_requests)"));
+                Balance::RoundRobin
+            }
+        }
+    }
 }
 
 /// How the origin talks to its backends (HTTP/1.1, keep-alive).
@@ -52,6 +95,7 @@ pub struct BackendSettings {
     pub health_interval: Duration,
     /// `None`: a TCP connect; `Some(path)`: `GET path` must answer 200.
     pub health_path: Option<String>,
+    pub balance: Balance,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +112,7 @@ pub struct OriginConfig {
     pub effort: Effort,
     pub store: StoreKind,
     pub websocket: WebSocketSettings,
+    pub dns: DnsSettings,
 }
 
 /// Where the origin keeps versions.
@@ -140,12 +185,22 @@ impl OriginConfig {
         drop(t);
         let mut hosts: Vec<HostRoute> = Vec::new();
         for (name, s) in root.entries("hosts") {
-            let route = HostRoute {
-                host: name.trim().to_ascii_lowercase(),
-                backends: s.req_list("backends", "backend addresses"),
+            let Ok(pattern) = HostPattern::parse(&name).map_err(|e| s.problem("", e)) else {
+                continue;
             };
-            if hosts.iter().any(|h| h.host == route.host) {
-                s.problem("", format!("host {} is listed twice", route.host));
+            let routes = read_routes(&s);
+            let backends = if routes.is_empty() || s.has("backends") {
+                s.req_list("backends", "backends: host:port, http://, https:// or h2c://host:port")
+            } else {
+                Vec::new()
+            };
+            let route = HostRoute { pattern, backends, routes, tls: BackendTls::read(&s.section("tls")) };
+            if hosts.iter().any(|h| h.pattern == route.pattern) {
+                s.problem("", format!("host {} is listed twice", route.pattern));
+            }
+            let https = route.pools().any(|(_, b)| b.iter().any(|b| b.scheme == Scheme::Https));
+            if !https && route.tls != BackendTls::default() {
+                s.problem("tls", "only used with https:// backends");
             }
             hosts.push(route);
         }
@@ -159,6 +214,7 @@ impl OriginConfig {
             idle_timeout: b.or("idle_timeout", Secs(Duration::from_secs(60))).0,
             health_interval: b.or("health_interval", Secs(Duration::from_secs(2))).0,
             health_path: b.opt("health_path"),
+            balance: Balance::read(&b, "balance"),
         };
         if backend.health_interval.is_zero() {
             b.problem("health_interval", "must be more than 0");
@@ -205,21 +261,72 @@ impl OriginConfig {
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
         let websocket = WebSocketSettings::read(&root.section("websocket"));
-        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort, store, websocket }
+        let dns = DnsSettings::read(&root.section("dns"));
+        OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort, store, websocket, dns }
+    }
+
+    /// Every backend name that must resolve at start, with the key it is configured under.
+    pub fn names(&self) -> Vec<(String, HostPort)> {
+        let mut names = Vec::new();
+        for h in &self.hosts {
+            for (prefix, pool) in h.pools() {
+                let key = match prefix {
+                    None => format!("hosts.{}.backends", h.pattern),
+                    Some(p) => format!("hosts.{}.routes[{p}].backends", h.pattern),
+                };
+                names.extend(pool.iter().filter(|b| !b.optional).map(|b| (key.clone(), b.at.clone())));
+            }
+        }
+        names
     }
 
     pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let t = &mut self.tunnel;
         let mut p = vec![&mut t.cert, &mut t.key, &mut t.client_ca];
         p.extend(self.server.paths_mut());
+        for h in &mut self.hosts {
+            p.extend(h.tls.paths_mut());
+        }
         p
     }
 
     pub fn files(&self) -> Vec<(&'static str, &Path)> {
-        vec![
+        let mut f: Vec<(&'static str, &Path)> = vec![
             ("tunnel.cert", &self.tunnel.cert),
             ("tunnel.key", &self.tunnel.key),
             ("tunnel.client_ca", &self.tunnel.client_ca),
-        ]
+        ];
+        for h in &self.hosts {
+            let t = &h.tls;
+            f.extend(t.ca.as_deref().map(|p| ("hosts.*.tls.ca", p)));
+            f.extend(t.cert.as_deref().map(|p| ("hosts.*.tls.cert", p)));
+            f.extend(t.key.as_deref().map(|p| ("hosts.*.tls.key", p)));
+        }
+        f
     }
+}
+
+/// A host's `routes:`, in order: `{ path: /prefix/, backends: [...] }`.
+fn read_routes(s: &Section<'_>) -> Vec<PathRoute> {
+    let Some(v) = s.value("routes") else {
+        return Vec::new();
+    };
+    let serde_yaml::Value::Sequence(items) = v else {
+        s.problem("routes", "expected a list of { path: /prefix/, backends: [...] }");
+        return Vec::new();
+    };
+    let mut routes: Vec<PathRoute> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let r = s.item("routes", i, item);
+        let prefix: String = r.req("path").unwrap_or_default();
+        if !prefix.starts_with('/') {
+            r.problem("path", format!("{prefix:?} must start with /"));
+        }
+        if routes.iter().any(|o| o.prefix == prefix) {
+            r.problem("path", format!("{prefix} is routed twice"));
+        }
+        let backends = r.req_list("backends", "the backends of this path");
+        routes.push(PathRoute { prefix, backends });
+    }
+    routes
 }

@@ -175,6 +175,11 @@ impl<'a> Section<'a> {
         items
     }
 
+    /// The `i`th item of the list under `key`, as a section of its own.
+    pub fn item(&self, key: &str, i: usize, value: &'a Value) -> Section<'a> {
+        Section::at(format!("{}[{i}]", join(&self.path, key)), Some(value), self.problems)
+    }
+
     /// The entries of a map whose keys are names chosen by the user (hosts, listeners).
     pub fn entries(&self, key: &str) -> Vec<(String, Section<'a>)> {
         let path = join(&self.path, key);

@@ -2,11 +2,11 @@
 //! HTTP/1.1 keep-alive, and answers with a dcz delta against the base the edge named, or the
 //! full body in zstd.
 
+pub mod backends;
 mod encode;
 mod pause;
 pub mod redis_store;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -18,9 +18,6 @@ use delta::{Version, VersionId};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_load_balancing::LoadBalancer;
-use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
-use pingora_load_balancing::selection::RoundRobin;
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::config::OriginConfig;
@@ -28,6 +25,7 @@ use crate::envelope::Envelope;
 use crate::http_util;
 use crate::metrics;
 use crate::tunnel::protocol::{self, Accepts, Probe, TunnelRequest};
+use backends::{InFlight, Pool, Upstreams};
 use encode::{BodyEncoder, Plan};
 
 const MODE: &str = "origin";
@@ -51,47 +49,16 @@ impl ConnectionTracker {
 
 pub struct Origin {
     config: Arc<OriginConfig>,
-    hosts: HashMap<String, Arc<LoadBalancer<RoundRobin>>>,
+    upstreams: Arc<Upstreams>,
     store: Arc<dyn VersionStore<VersionId>>,
     connections: ConnectionTracker,
     delta_params: delta::codec::DeltaParams,
 }
 
-/// A host's backends, health-checked in the background.
-pub type Backends = Arc<LoadBalancer<RoundRobin>>;
-
 impl Origin {
-    /// The proxy and, per host, the load balancer whose health checks must run as a service.
-    pub fn new(
-        config: Arc<OriginConfig>,
-        store: Arc<dyn VersionStore<VersionId>>,
-    ) -> anyhow::Result<(Self, Vec<(String, Backends)>)> {
-        let mut hosts = HashMap::new();
-        let mut checked = Vec::new();
-        let b = &config.backend;
-        for route in &config.hosts {
-            let mut lb = LoadBalancer::try_from_iter(route.backends.iter().map(ToString::to_string))
-                .map_err(|e| anyhow::anyhow!("backends of {}: {e}", route.host))?;
-            match &b.health_path {
-                None => {
-                    let mut hc = TcpHealthCheck::new();
-                    hc.peer_template.options.connection_timeout = Some(b.connect_timeout);
-                    lb.set_health_check(hc);
-                }
-                Some(path) => {
-                    let mut hc = HttpHealthCheck::new(&route.host, false);
-                    hc.req.set_uri(path.parse().map_err(|_| anyhow::anyhow!("backend.health_path {path:?}"))?);
-                    hc.peer_template.options.connection_timeout = Some(b.connect_timeout);
-                    lb.set_health_check(Box::new(hc));
-                }
-            }
-            lb.health_check_frequency = Some(b.health_interval);
-            let lb = Arc::new(lb);
-            checked.push((route.host.clone(), lb.clone()));
-            hosts.insert(route.host.clone(), lb);
-        }
+    pub fn new(config: Arc<OriginConfig>, store: Arc<dyn VersionStore<VersionId>>, upstreams: Arc<Upstreams>) -> Self {
         let delta_params = config.effort.params();
-        Ok((Origin { config, hosts, store, connections: ConnectionTracker::new(), delta_params }, checked))
+        Origin { config, upstreams, store, connections: ConnectionTracker::new(), delta_params }
     }
 }
 
@@ -106,9 +73,12 @@ pub struct OriginCtx {
     body: Option<BodyEncoder>,
     /// A health probe from an edge.
     probe: bool,
-    /// The backend of this attempt, and those that could not be reached for this request.
-    backend: Option<pingora_core::protocols::l4::socket::SocketAddr>,
-    tried: Vec<pingora_core::protocols::l4::socket::SocketAddr>,
+    /// The backends this request's host and path go to.
+    pool: Option<Arc<Pool>>,
+    /// The backend of this attempt (held while in flight), and those that could not be reached
+    /// for this request.
+    backend: Option<(pingora_load_balancing::Backend, InFlight)>,
+    tried: Vec<SocketAddr>,
     /// A WebSocket upgrade from an edge, on a tunnel connection of its own.
     websocket: bool,
     /// The edge reads segmented bodies.
@@ -125,6 +95,7 @@ impl ProxyHttp for Origin {
         OriginCtx {
             envelope: Envelope::open(MODE),
             host: None,
+            pool: None,
             base: None,
             accepts: Accepts { dcz: false, zstd: false },
             body: None,
@@ -162,10 +133,17 @@ impl ProxyHttp for Origin {
         if host.is_none() {
             return http_util::refuse(session, 400, "host", "no Host").await;
         }
-        if !host.as_ref().is_some_and(|h| self.hosts.contains_key(h)) {
-            let message = format!("this origin listener does not serve host {:?}", host.as_deref().unwrap_or(""));
+        let pool = host.as_deref().and_then(|h| self.upstreams.pool(h, req.uri.path()));
+        let Some(pool) = pool else {
+            let host = host.as_deref().unwrap_or("");
+            if self.upstreams.serves(host) {
+                let message = format!("no route of host {host:?} takes this path");
+                return http_util::refuse(session, 404, "route", &message).await;
+            }
+            let message = format!("this origin listener does not serve host {host:?}");
             return http_util::refuse(session, 421, "host", &message).await;
-        }
+        };
+        ctx.pool = Some(pool.clone());
         ctx.host = host;
         if http_util::is_websocket_upgrade(req) {
             // Both sides of an upgraded socket wait up to its idle timeout (see `upstream_peer`).
@@ -193,17 +171,13 @@ impl ProxyHttp for Origin {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let host = ctx.host.as_deref().unwrap_or_default();
+        let pool = ctx.pool.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
         // Healthy backends only, and not one that already failed this request.
-        let tried = &ctx.tried;
-        let lb = self.hosts.get(host);
-        // When health checks have every backend down, the first attempt tries one anyway (panic
-        // routing): a backend that came up since the last check serves at once.
-        let backend = lb
-            .and_then(|lb| lb.select_with(b"", 256, |b, healthy| healthy && !tried.contains(&b.addr)))
-            .or_else(|| lb.filter(|_| tried.is_empty()).and_then(|lb| lb.select_with(b"", 256, |_, _| true)))
+        let (backend, held) = pool
+            .select(&ctx.tried)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), format!("no backend of {host} is up")))?;
-        ctx.backend = Some(backend.addr.clone());
-        let mut peer = HttpPeer::new(backend, false, String::new());
+        let mut peer = pool.peer(&backend, ctx.websocket);
+        ctx.backend = Some((backend, held));
         let b = &self.config.backend;
         peer.options.connection_timeout = Some(b.connect_timeout);
         peer.options.read_timeout = Some(match ctx.websocket {
@@ -235,9 +209,12 @@ impl ProxyHttp for Origin {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached that backend: try another of the host's, while there is one.
-        if let Some(b) = ctx.backend.take() {
-            log::warn!("backend {b} of {} unreachable: {e}", ctx.host.as_deref().unwrap_or_default());
-            ctx.tried.push(b);
+        if let Some((b, _)) = ctx.backend.take() {
+            log::warn!("backend {} of {} unreachable: {e}", b.addr, ctx.host.as_deref().unwrap_or_default());
+            if let (Some(pool), Some(addr)) = (&ctx.pool, b.addr.as_inet()) {
+                pool.failed(&b);
+                ctx.tried.push(*addr);
+            }
             e.set_retry(true);
         }
         e

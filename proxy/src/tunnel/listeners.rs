@@ -13,7 +13,6 @@
 //! * Requests go, per host, round robin over the listeners that serve, and within a listener to
 //!   the serving lane with the fewest requests in flight.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,8 @@ use rand::Rng as _;
 
 use crate::config::EdgeConfig;
 use crate::config::edge::FailoverSettings;
+use crate::config::origin::Balance;
+use crate::hosts::{self, HostPattern};
 use crate::metrics;
 
 /// One tunnel connection's worth of state (Pingora may open more than one connection for a lane
@@ -61,6 +62,10 @@ impl Listener {
 
     fn label(&self) -> String {
         self.addr.to_string()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.lanes.iter().map(|l| l.in_flight.load(Ordering::Relaxed)).sum()
     }
 
     /// The serving lane with the fewest requests in flight; ties go to a lane chosen at random,
@@ -122,15 +127,16 @@ impl Drop for LaneUse {
 /// The listeners of every host, shared by the proxy and the prober.
 #[derive(Debug)]
 pub struct Listeners {
-    by_host: HashMap<String, (Vec<Arc<Listener>>, AtomicUsize)>,
+    by_host: Vec<(HostPattern, Vec<Arc<Listener>>, AtomicUsize)>,
     all: Vec<Arc<Listener>>,
     settings: FailoverSettings,
+    balance: Balance,
 }
 
 impl Listeners {
     pub fn new(config: &EdgeConfig) -> Self {
         let mut all: Vec<Arc<Listener>> = Vec::new();
-        let mut by_host = HashMap::new();
+        let mut by_host = Vec::new();
         for route in &config.origins {
             let mut list = Vec::new();
             for addr in &route.listeners {
@@ -154,22 +160,41 @@ impl Listeners {
                 };
                 list.push(l);
             }
-            by_host.insert(route.host.clone(), (list, AtomicUsize::new(0)));
+            by_host.push((route.pattern.clone(), list, AtomicUsize::new(0)));
         }
-        Listeners { by_host, all, settings: config.failover.clone() }
+        Listeners { by_host, all, settings: config.failover.clone(), balance: config.tunnel.balance }
+    }
+
+    /// Ready when every host has a listener that is up; otherwise why not, per host.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let down: Vec<String> = self
+            .by_host
+            .iter()
+            .filter(|(_, list, _)| !list.iter().any(|l| l.is_up()))
+            .map(|(pattern, list, _)| {
+                let addrs: Vec<String> = list.iter().map(|l| l.addr.to_string()).collect();
+                format!("origins.{pattern}: no origin listener is up ({})", addrs.join(", "))
+            })
+            .collect();
+        if down.is_empty() { Ok(()) } else { Err(down) }
     }
 
     /// A lane for a request to `host`: the next listener (round robin) that serves and is not in
     /// `tried`, on its least busy lane. When none serves, a lane of one of them anyway if this is
     /// the request's first attempt (panic routing); else `None`, and the fallback answers.
     pub fn pick(&self, host: &str, tried: &[SocketAddr], first_attempt: bool) -> Option<LaneUse> {
-        let (list, next) = self.by_host.get(host)?;
+        let (_, list, next) = hosts::best(self.by_host.iter().map(|e| (&e.0, e)), host)?;
         let start = next.fetch_add(1, Ordering::Relaxed);
         let order = (0..list.len()).map(|i| &list[(start + i) % list.len()]);
-        for l in order.clone().filter(|l| !tried.contains(&l.addr)) {
-            if let Some(lane) = l.least_busy() {
-                return Some(LaneUse::new(l.clone(), lane));
-            }
+        let mut usable = order.clone().filter(|l| !tried.contains(&l.addr)).filter_map(|l| Some((l, l.least_busy()?)));
+        let chosen = match self.balance {
+            // The next listener in turn that serves.
+            Balance::RoundRobin => usable.next(),
+            // The one with the fewest requests in flight over all its lanes (ties in turn).
+            Balance::LeastRequests => usable.min_by_key(|(l, _)| l.in_flight()),
+        };
+        if let Some((l, lane)) = chosen {
+            return Some(LaneUse::new(l.clone(), lane));
         }
         if !first_attempt {
             return None;

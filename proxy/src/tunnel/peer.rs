@@ -130,6 +130,7 @@ mod tests {
             max_streams: 128,
             lanes: 4,
             congestion_control: None,
+            balance: crate::config::origin::Balance::RoundRobin,
         };
         let (tls, addr) = (PeerTls::none(), "127.0.0.1:2408".parse().unwrap());
         let hashes: Vec<u64> =
