@@ -63,8 +63,22 @@ fn the_example_fleet_renders_and_every_config_checks() {
         // Checked again here by the binary as an operator runs it, from another folder: the
         // paths inside are relative to the file.
         let config = out.join(host).join(format!("{mode}.yaml"));
-        let o = railproxy(Path::new("/"), &["check", "-c", config.to_str().unwrap()]);
+        // The example's backend and listener names resolve only inside its data centres.
+        let o = railproxy(Path::new("/"), &["check", "--no-resolve", "-c", config.to_str().unwrap()]);
         assert!(o.status.success() && text(&o).contains(&format!("ok ({mode} configuration)")), "{}", text(&o));
+        if host == "origin-dc1-a" {
+            let o = railproxy(Path::new("/"), &["check", "-c", config.to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+            assert!(text(&o).contains("app-2.dc1.internal does not resolve"), "{}", text(&o));
+            let yaml = std::fs::read_to_string(&config).unwrap();
+            for rendered in ["https://shop-api.dc1.internal:8443", "weight: 2", "http://app-2.dc1.internal:8080"] {
+                assert!(yaml.contains(rendered), "{rendered:?} not in:\n{yaml}");
+            }
+        }
+        if host == "edge-fra-1" {
+            let yaml = std::fs::read_to_string(&config).unwrap();
+            assert!(yaml.contains("origin-dc1-b.example.net:2408"), "edges dial a named listener by name:\n{yaml}");
+        }
         let unit = std::fs::read_to_string(out.join(host).join(format!("railproxy-{mode}.service"))).unwrap();
         for line in [
             "Type=forking",

@@ -49,6 +49,10 @@ enum Command {
     Check {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
+        /// Do not resolve the names the file configures (checking on a machine other than the
+        /// one it is for); everything else is checked.
+        #[arg(long)]
+        no_resolve: bool,
     },
     /// Create a private CA and the origin and edge certificates the tunnel uses; `certs issue`
     /// issues one host's certificate from an existing CA.
@@ -73,7 +77,11 @@ fn unix_now() -> i64 {
 }
 
 fn load(path: &Path) -> Result<Config, Failure> {
-    Config::load(path).map_err(|e| Failure::new(USAGE, e))
+    load_with(path, true)
+}
+
+fn load_with(path: &Path, resolve: bool) -> Result<Config, Failure> {
+    Config::load_with(path, resolve).map_err(|e| Failure::new(USAGE, e))
 }
 
 fn run_proxy(mode: Mode, path: &Path, upgrade: bool, daemon: bool) -> CmdResult {
@@ -105,7 +113,7 @@ fn run_proxy(mode: Mode, path: &Path, upgrade: bool, daemon: bool) -> CmdResult 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.command, cli.mode, cli.config) {
-        (Some(Command::Check { config }), _, _) => load(&config).map(|c| {
+        (Some(Command::Check { config, no_resolve }), _, _) => load_with(&config, !no_resolve).map(|c| {
             for w in c.certificate_warnings(unix_now()) {
                 println!("warning: {w}");
             }

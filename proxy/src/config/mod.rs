@@ -58,7 +58,14 @@ impl Config {
     }
 
     /// Reads and validates a file.
+    /// Reads and checks a file, resolving the names it configures.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, true)
+    }
+
+    /// As [`Config::load`]; `resolve: false` checks everything but whether names resolve here
+    /// (`fleet render`: backends' names resolve where the listeners run, not where one renders).
+    pub fn load_with(path: &Path, resolve: bool) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
             problems: vec![Problem { path: String::new(), message: format!("cannot read: {e}") }],
@@ -67,6 +74,9 @@ impl Config {
         let base = std::path::absolute(path.parent().unwrap_or(Path::new(""))).unwrap_or_default();
         let error = |problems| ConfigError { file: path.display().to_string(), problems };
         let mut config = Self::parse_in(&text, &base).map_err(error)?;
+        if !resolve {
+            return Ok(config);
+        }
         let problems = config.resolve_names();
         if problems.is_empty() { Ok(config) } else { Err(error(problems)) }
     }

@@ -18,7 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
 use rand::Rng as _;
+
+use crate::config::upstream::HostPort;
+use crate::resolve::Names;
 
 use crate::config::EdgeConfig;
 use crate::config::edge::FailoverSettings;
@@ -37,6 +44,10 @@ pub struct Lane {
     failures: AtomicU32,
     next_probe: Mutex<Instant>,
     in_flight: AtomicUsize,
+    /// Held while Pingora acquires a stream on this lane: Pingora takes a pooled HTTP/2
+    /// connection out of its pool while it opens a stream, so requests that arrive together
+    /// would each dial a connection of their own.
+    pub acquire: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Lane {
@@ -49,6 +60,8 @@ impl Lane {
 #[derive(Debug)]
 pub struct Listener {
     pub addr: SocketAddr,
+    /// The configured name this address came from, when it was a name.
+    pub name: Option<String>,
     pub server_name: String,
     pub lanes: Vec<Lane>,
     /// Whether the listener was up when last looked at, for its metric and log lines.
@@ -124,56 +137,146 @@ impl Drop for LaneUse {
     }
 }
 
+/// The listeners of one `origins:` key.
+#[derive(Debug)]
+struct Route {
+    pattern: HostPattern,
+    names: Vec<HostPort>,
+    server_name: String,
+    list: ArcSwap<Vec<Arc<Listener>>>,
+    next: AtomicUsize,
+}
+
 /// The listeners of every host, shared by the proxy and the prober.
 #[derive(Debug)]
 pub struct Listeners {
-    by_host: Vec<(HostPattern, Vec<Arc<Listener>>, AtomicUsize)>,
-    all: Vec<Arc<Listener>>,
+    routes: Vec<Route>,
+    all: ArcSwap<Vec<Arc<Listener>>>,
     settings: FailoverSettings,
     balance: Balance,
+    lanes: usize,
+    /// Looks names up again; `None` where the configuration names none (and in unit tests).
+    names: Option<Arc<Names>>,
 }
 
 impl Listeners {
-    pub fn new(config: &EdgeConfig) -> Self {
+    pub fn new(config: &EdgeConfig, names: Option<Arc<Names>>) -> Self {
         let mut all: Vec<Arc<Listener>> = Vec::new();
-        let mut by_host = Vec::new();
+        let mut routes = Vec::new();
         for route in &config.origins {
-            let mut list = Vec::new();
-            for addr in &route.listeners {
-                // A listener serving several hosts is one listener, with one health state.
-                let l = match all.iter().find(|l| l.addr == *addr) {
-                    Some(l) => l.clone(),
-                    None => {
-                        let l = Arc::new(Listener {
-                            addr: *addr,
-                            server_name: route.server_name.clone(),
-                            lanes: (0..config.tunnel.lanes).map(Lane::new).collect(),
-                            up: AtomicBool::new(true),
-                        });
-                        metrics::LISTENER_UP.with_label_values(&[&l.label()]).set(1);
-                        metrics::LANES_SERVING.with_label_values(&[&l.label()]).set(l.lanes.len() as i64);
-                        // From zero, so that increase() sees the first failover.
-                        metrics::FAILOVERS.with_label_values(&[&l.label()]);
-                        all.push(l.clone());
-                        l
-                    }
-                };
+            let named: Vec<(SocketAddr, Option<String>)> = route.listeners.iter().map(|a| (*a, None)).collect();
+            let list = Self::listeners_for(&named, &route.server_name, config.tunnel.lanes, &mut all);
+            routes.push(Route {
+                pattern: route.pattern.clone(),
+                names: route.listener_names.clone(),
+                server_name: route.server_name.clone(),
+                list: ArcSwap::from_pointee(list),
+                next: AtomicUsize::new(0),
+            });
+        }
+        Listeners {
+            routes,
+            all: ArcSwap::from_pointee(all),
+            settings: config.failover.clone(),
+            balance: config.tunnel.balance,
+            lanes: config.tunnel.lanes,
+            names,
+        }
+    }
+
+    /// The listener of each address: the one in `all` (a listener serving several hosts is one
+    /// listener, with one health state), else a new one, added to `all`.
+    fn listeners_for(
+        addrs: &[(SocketAddr, Option<String>)],
+        server_name: &str,
+        lanes: usize,
+        all: &mut Vec<Arc<Listener>>,
+    ) -> Vec<Arc<Listener>> {
+        let mut list = Vec::new();
+        for (addr, name) in addrs {
+            let l = match all.iter().find(|l| l.addr == *addr && l.server_name == server_name) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = Arc::new(Listener {
+                        addr: *addr,
+                        name: name.clone(),
+                        server_name: server_name.to_string(),
+                        lanes: (0..lanes).map(Lane::new).collect(),
+                        up: AtomicBool::new(true),
+                    });
+                    metrics::LISTENER_UP.with_label_values(&[&l.label()]).set(1);
+                    metrics::LANES_SERVING.with_label_values(&[&l.label()]).set(l.lanes.len() as i64);
+                    // From zero, so that increase() sees the first failover.
+                    metrics::FAILOVERS.with_label_values(&[&l.label()]);
+                    all.push(l.clone());
+                    l
+                }
+            };
+            if !list.iter().any(|x: &Arc<Listener>| Arc::ptr_eq(x, &l)) {
                 list.push(l);
             }
-            by_host.push((route.pattern.clone(), list, AtomicUsize::new(0)));
         }
-        Listeners { by_host, all, settings: config.failover.clone(), balance: config.tunnel.balance }
+        list
+    }
+
+    /// Looks the listeners' names up again (each when its answer is due) and, where a name now
+    /// stands for other addresses, serves the new ones (dialled by the prober like any) and
+    /// drops the ones it no longer has once no host uses them.
+    pub async fn refresh(&self) {
+        let Some(names) = &self.names else { return };
+        let mut changed = false;
+        let mut all: Vec<Arc<Listener>> = self.all.load().as_ref().clone();
+        for route in self.routes.iter().filter(|r| r.names.iter().any(|n| n.literal().is_none())) {
+            let mut addrs: Vec<(SocketAddr, Option<String>)> = Vec::new();
+            for n in &route.names {
+                let name = n.literal().is_none().then(|| n.host.clone());
+                match names.addresses(n).await {
+                    Ok(found) => addrs.extend(found.into_iter().map(|a| (a, name.clone()))),
+                    // Not answered now: what it stood for stays.
+                    Err(_) => addrs.extend(
+                        route.list.load().iter().filter(|l| l.name == name).map(|l| (l.addr, name.clone())),
+                    ),
+                }
+            }
+            let now: Vec<SocketAddr> = route.list.load().iter().map(|l| l.addr).collect();
+            let wanted: Vec<SocketAddr> = addrs.iter().map(|(a, _)| *a).collect();
+            if addrs.is_empty() || now == wanted {
+                continue;
+            }
+            log::info!("origin listeners of {} are now {wanted:?} (were {now:?})", route.pattern);
+            let list = Self::listeners_for(&addrs, &route.server_name, self.lanes, &mut all);
+            route.list.store(Arc::new(list));
+            changed = true;
+        }
+        if changed {
+            let used = |l: &Arc<Listener>| self.routes.iter().any(|r| r.list.load().iter().any(|x| Arc::ptr_eq(x, l)));
+            all.retain(|l| {
+                let keep = used(l);
+                if !keep {
+                    for m in [&*metrics::LISTENER_UP, &*metrics::LANES_SERVING] {
+                        let _ = m.remove_label_values(&[&l.label()]);
+                    }
+                }
+                keep
+            });
+            self.all.store(Arc::new(all));
+        }
+    }
+
+    /// Refreshes the listeners' names every second (see [`Listeners::refresh`]).
+    pub fn resolver(self: &Arc<Self>) -> ListenerNames {
+        ListenerNames(self.clone())
     }
 
     /// Ready when every host has a listener that is up; otherwise why not, per host.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let down: Vec<String> = self
-            .by_host
+            .routes
             .iter()
-            .filter(|(_, list, _)| !list.iter().any(|l| l.is_up()))
-            .map(|(pattern, list, _)| {
-                let addrs: Vec<String> = list.iter().map(|l| l.addr.to_string()).collect();
-                format!("origins.{pattern}: no origin listener is up ({})", addrs.join(", "))
+            .filter(|r| !r.list.load().iter().any(|l| l.is_up()))
+            .map(|r| {
+                let addrs: Vec<String> = r.list.load().iter().map(|l| l.addr.to_string()).collect();
+                format!("origins.{}: no origin listener is up ({})", r.pattern, addrs.join(", "))
             })
             .collect();
         if down.is_empty() { Ok(()) } else { Err(down) }
@@ -183,7 +286,11 @@ impl Listeners {
     /// `tried`, on its least busy lane. When none serves, a lane of one of them anyway if this is
     /// the request's first attempt (panic routing); else `None`, and the fallback answers.
     pub fn pick(&self, host: &str, tried: &[SocketAddr], first_attempt: bool) -> Option<LaneUse> {
-        let (_, list, next) = hosts::best(self.by_host.iter().map(|e| (&e.0, e)), host)?;
+        let route = hosts::best(self.routes.iter().map(|r| (&r.pattern, r)), host)?;
+        let (list, next) = (route.list.load(), &route.next);
+        if list.is_empty() {
+            return None;
+        }
         let start = next.fetch_add(1, Ordering::Relaxed);
         let order = (0..list.len()).map(|i| &list[(start + i) % list.len()]);
         let mut usable = order.clone().filter(|l| !tried.contains(&l.addr)).filter_map(|l| Some((l, l.least_busy()?)));
@@ -207,7 +314,8 @@ impl Listeners {
 
     /// A lane named by a probe.
     pub fn lane(&self, addr: SocketAddr, lane: usize) -> Option<LaneUse> {
-        let l = self.all.iter().find(|l| l.addr == addr && lane < l.lanes.len())?;
+        let all = self.all.load();
+        let l = all.iter().find(|l| l.addr == addr && lane < l.lanes.len())?;
         Some(LaneUse::new(l.clone(), lane))
     }
 
@@ -224,6 +332,10 @@ impl Listeners {
             *state.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + self.backoff(0);
             log::warn!("origin listener {} lane {lane}: retired: {why}", l.addr);
             l.publish(why);
+        }
+        // The name may have moved: asked again soon.
+        if let (Some(names), Some(name)) = (&self.names, &l.name) {
+            names.failed(name);
         }
     }
 
@@ -253,7 +365,7 @@ impl Listeners {
     /// Every lane whose probe is due at `now`, as (listener, lane).
     pub(super) fn due(&self, now: Instant) -> Vec<(Arc<Listener>, usize)> {
         let mut due = Vec::new();
-        for l in &self.all {
+        for l in self.all.load().iter() {
             for lane in &l.lanes {
                 if *lane.next_probe.lock().unwrap_or_else(|p| p.into_inner()) <= now {
                     due.push((l.clone(), lane.index));
@@ -298,6 +410,26 @@ impl Lane {
             failures: AtomicU32::new(0),
             next_probe: Mutex::new(Instant::now()),
             in_flight: AtomicUsize::new(0),
+            acquire: Arc::default(),
+        }
+    }
+}
+
+/// Looks the origin listeners' names up again as their answers age.
+pub struct ListenerNames(Arc<Listeners>);
+
+#[async_trait]
+impl BackgroundService for ListenerNames {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if self.0.names.is_none() {
+            return;
+        }
+        loop {
+            self.0.refresh().await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }
@@ -314,7 +446,7 @@ mod tests {
              failover: {{backoff_base: 1s, backoff_cap: 30s, probe_failures: 3}}\n"
         );
         let crate::config::Config::Edge(c) = crate::config::Config::parse(&yaml).unwrap() else { unreachable!() };
-        Listeners::new(&c)
+        Listeners::new(&c, None)
     }
 
     fn addr(s: &str) -> SocketAddr {

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+
+use crate::config::upstream::{BackendSpec, HostPort};
 use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
@@ -54,7 +56,11 @@ pub struct Https {
 pub struct Listener {
     pub name: String,
     pub address: String,
+    /// Where the listener binds its tunnel.
     pub tunnel: SocketAddr,
+    /// Where edges connect: `tunnel`, or the listener's name and the tunnel's port when its
+    /// address is a DNS name.
+    pub connect: HostPort,
     pub admin: SocketAddr,
     pub config: Mapping,
 }
@@ -68,7 +74,7 @@ pub struct Site {
     /// `redis://…` shared by the site's listeners; none: each keeps its own versions.
     pub store: Option<String>,
     /// Host -> backends.
-    pub hosts: Vec<(String, Vec<SocketAddr>)>,
+    pub hosts: Vec<(String, Vec<BackendSpec>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,10 +165,21 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
                 .into_iter()
                 .map(|(lname, l)| {
                     let address: String = l.req("address").unwrap_or_default();
-                    let tunnel = l.opt("tunnel").or_else(|| default_addr(&l, &address, 2408)).unwrap_or(UNSET);
+                    let named = !address.is_empty() && address.parse::<std::net::IpAddr>().is_err();
+                    // A listener known by name binds every address and is dialled by name.
+                    let tunnel = match l.opt("tunnel") {
+                        Some(t) => t,
+                        None if named => SocketAddr::from(([0, 0, 0, 0], 2408)),
+                        None => default_addr(&l, &address, 2408).unwrap_or(UNSET),
+                    };
+                    let connect = match l.opt::<HostPort>("connect") {
+                        Some(c) => c,
+                        None if named => HostPort { host: address.to_ascii_lowercase(), port: tunnel.port() },
+                        None => HostPort { host: tunnel.ip().to_string(), port: tunnel.port() },
+                    };
                     let admin = l.opt("admin").or_else(|| default_addr(&l, &address, 9102)).unwrap_or(UNSET);
                     let config = mapping(&l, "config");
-                    Listener { name: lname, address, tunnel, admin, config }
+                    Listener { name: lname, address, tunnel, connect, admin, config }
                 })
                 .collect::<Vec<_>>();
             if listeners.is_empty() {
@@ -173,7 +190,8 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
                 .entries("hosts")
                 .into_iter()
                 .map(|(host, h)| {
-                    let backends = h.req_list("backends", "backend addresses such as 10.0.0.5:8080");
+                    let backends =
+                        h.req_list("backends", "backends such as 10.0.0.5:8080, app.internal:8080 or https://api:8443");
                     (host.to_ascii_lowercase(), backends)
                 })
                 .collect::<Vec<_>>();

@@ -1,6 +1,7 @@
 //! What each host of a fleet gets: its edge.yaml or origin.yaml and its systemd unit, as text.
 //! Pure: certificates and files are written by the caller.
 
+use crate::config::upstream::BackendSpec;
 use serde_yaml::{Mapping, Value};
 
 use super::inventory::{Defaults, Fleet};
@@ -52,7 +53,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
         let mut origins = Mapping::new();
         for h in &e.hosts {
             let Some(site) = fleet.site_of(h) else { continue };
-            let listeners: Vec<Value> = site.listeners.iter().map(|l| addr(l.tunnel)).collect();
+            let listeners: Vec<Value> = site.listeners.iter().map(|l| l.connect.to_string().into()).collect();
             origins.insert(
                 h.as_str().into(),
                 map([("listeners", listeners.into()), ("server_name", site.server_name.as_str().into())]),
@@ -107,9 +108,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
         let backends: Mapping = s
             .hosts
             .iter()
-            .map(|(h, b)| {
-                (h.as_str().into(), map([("backends", b.iter().map(|a| addr(*a)).collect::<Vec<_>>().into())]))
-            })
+            .map(|(h, b)| (h.as_str().into(), map([("backends", b.iter().map(backend).collect::<Vec<_>>().into())])))
             .collect();
         for l in &s.listeners {
             let mut generated = map([
@@ -150,6 +149,20 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
 
 fn addr(a: std::net::SocketAddr) -> Value {
     a.to_string().into()
+}
+
+/// A backend as `conf/origin.yaml` takes it: its URL, or a map when it has a weight or is optional.
+fn backend(b: &BackendSpec) -> Value {
+    if b.weight == 1 && !b.optional {
+        return b.to_string().into();
+    }
+    let mut m = Mapping::new();
+    m.insert("address".into(), b.to_string().into());
+    m.insert("weight".into(), (b.weight as u64).into());
+    if b.optional {
+        m.insert("optional".into(), true.into());
+    }
+    Value::Mapping(m)
 }
 
 fn tls(name: &str, ext: &str) -> Value {
