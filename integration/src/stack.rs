@@ -97,7 +97,7 @@ pub struct OriginNode {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     name: String,
-    yaml: String,
+    pub yaml: String,
 }
 
 #[allow(missing_debug_implementations)]

@@ -358,3 +358,42 @@ mod grpc {
         assert!(m.sum("railproxy_delta_raw_bytes_total", &[("encoding", "identity")]) > 0.0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_follows_its_listener_name_to_a_new_address() {
+    let dns = Dns::start().await;
+    dns.set("listeners.test", &[Ipv4Addr::LOCALHOST], 1);
+    let mut stack = Stack::start(Knobs {
+        listener_host: Some("listeners.test".into()),
+        edge_extra: dns_section(&dns),
+        ..Knobs::default()
+    })
+    .await;
+    assert_eq!(get(&stack, "localhost", "/health").await.0, 200);
+    // A second origin listener on the same port of another loopback address, found only by
+    // the name's new answer.
+    let port = stack.origin_addr.port();
+    let admin = integration::process::free_loopback();
+    let yaml = stack.origins[0]
+        .yaml
+        .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.2:{port}"))
+        .replace(&stack.origin_admin.to_string(), &admin.to_string())
+        .replace("origin-upgrade.sock", "origin2-upgrade.sock")
+        .replace("origin.pid", "origin2.pid");
+    let _moved = integration::stack::start_proxy(stack.dir.path(), "moved", "origin", &yaml, admin)
+        .await
+        .expect("the second origin listener starts");
+    stack.kill_origin(0);
+    dns.set("listeners.test", &[Ipv4Addr::new(127, 0, 0, 2)], 1);
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get(&stack, "localhost", "/health").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "still {status} {body} 15 s after the name moved");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = Http::h1().get(&format!("http://{}/ready", stack.edge_admin), &[]).await.unwrap();
+    assert_eq!(r.status.as_u16(), 200, "{}", String::from_utf8_lossy(&r.body));
+}

@@ -62,8 +62,12 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
 
     let mut server = server::build(&config.server, upgrade);
-    let listeners = Arc::new(Listeners::new(&config));
+    // Listener names were resolved when the file was read; looked up again as answers age.
+    let named = config.origins.iter().any(|o| o.listener_names.iter().any(|n| n.literal().is_none()));
+    let names = if named { Some(Arc::new(crate::resolve::Names::new(&config.dns)?)) } else { None };
+    let listeners = Arc::new(Listeners::new(&config, names));
     let ready_listeners = listeners.clone();
+    let listeners_resolver = listeners.resolver();
     // Probes are handed to the proxy itself and carry this, which no client can know.
     let probe_secret = format!("{:032x}", rand::random::<u128>());
     let mut app = pingora_proxy::HttpProxy::new(
@@ -106,6 +110,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     let prober = Prober::new(listeners, config.clone(), probe::serve_with(probed), &probe_secret, runtime);
     server.add_service(proxy);
     server.add_service(background_service("origin listener probes", prober));
+    server.add_service(background_service("origin listener names", listeners_resolver));
     server.add_service(background_service("TLS reload", reloader));
     server.add_service(admin::service(
         config.admin.listen,

@@ -9,7 +9,6 @@ mod coalesce;
 mod decode;
 pub mod limits;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -43,12 +42,6 @@ pub struct Edge {
     tls: SharedPeerTls,
     store: Arc<MemoryStore<String>>,
     listeners: Arc<Listeners>,
-    /// One lock per lane, held from `upstream_peer` until the tunnel stream is
-    /// acquired. Pingora takes a pooled HTTP/2 connection out of its pool while it opens a
-    /// stream, so concurrent requests would otherwise miss it and dial more connections
-    /// (measured: 14 of 40 bursts of 100 requests opened extra connections without the lock,
-    /// 0 of 40 with it). Requests wait for each other's stream (microseconds) or handshake.
-    acquire: HashMap<(SocketAddr, usize), Arc<tokio::sync::Mutex<()>>>,
     /// What the prober's probes carry (see `LaneProbe`).
     probe_secret: String,
     /// Sets `tunnel.congestion_control` on each new tunnel socket.
@@ -77,16 +70,9 @@ impl Edge {
         listeners: Arc<Listeners>,
         probe_secret: String,
     ) -> Self {
-        let lanes = config.tunnel.lanes;
-        let acquire = config
-            .origins
-            .iter()
-            .flat_map(|o| o.listeners.iter().copied())
-            .flat_map(|a| (0..lanes).map(move |lane| ((a, lane), Arc::new(tokio::sync::Mutex::new(())))))
-            .collect();
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
         let congestion = config.tunnel.congestion_control.as_deref().map(congestion::hook);
-        Edge { config, tls, store, listeners, acquire, probe_secret, congestion, cache }
+        Edge { config, tls, store, listeners, probe_secret, congestion, cache }
     }
 }
 
@@ -127,12 +113,11 @@ impl Edge {
     /// The tunnel peer for a lane, once this request holds the lane's acquire lock.
     async fn lane_peer(&self, lane: &LaneUse, ctx: &mut EdgeCtx) -> Box<HttpPeer> {
         let l = &lane.listener;
-        if let Some(lock) = self.acquire.get(&(l.addr, lane.lane)) {
-            // Bounded: a listener that does not answer must not queue requests behind each
-            // other's connect timeouts.
-            let wait = self.config.tunnel.connect_timeout;
-            ctx.acquiring = tokio::time::timeout(wait, lock.clone().lock_owned()).await.ok();
-        }
+        // Bounded: a listener that does not answer must not queue requests behind each
+        // other's connect timeouts.
+        let wait = self.config.tunnel.connect_timeout;
+        let lock = l.lanes[lane.lane].acquire.clone();
+        ctx.acquiring = tokio::time::timeout(wait, lock.lock_owned()).await.ok();
         let mut peer = tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, lane.lane);
         peer.options.upstream_tcp_sock_tweak_hook = self.congestion.clone();
         Box::new(peer)

@@ -44,9 +44,11 @@ pub struct Lane {
     failures: AtomicU32,
     next_probe: Mutex<Instant>,
     in_flight: AtomicUsize,
-    /// Held while Pingora acquires a stream on this lane: Pingora takes a pooled HTTP/2
-    /// connection out of its pool while it opens a stream, so requests that arrive together
-    /// would each dial a connection of their own.
+    /// Held from `upstream_peer` until the tunnel stream is acquired. Pingora takes a pooled
+    /// HTTP/2 connection out of its pool while it opens a stream, so concurrent requests would
+    /// otherwise miss it and dial more connections (measured: 14 of 40 bursts of 100 requests
+    /// opened extra connections without the lock, 0 of 40 with it). Requests wait for each
+    /// other's stream (microseconds) or handshake.
     pub acquire: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -233,9 +235,8 @@ impl Listeners {
                 match names.addresses(n).await {
                     Ok(found) => addrs.extend(found.into_iter().map(|a| (a, name.clone()))),
                     // Not answered now: what it stood for stays.
-                    Err(_) => addrs.extend(
-                        route.list.load().iter().filter(|l| l.name == name).map(|l| (l.addr, name.clone())),
-                    ),
+                    Err(_) => addrs
+                        .extend(route.list.load().iter().filter(|l| l.name == name).map(|l| (l.addr, name.clone()))),
                 }
             }
             let now: Vec<SocketAddr> = route.list.load().iter().map(|l| l.addr).collect();
@@ -439,9 +440,13 @@ mod tests {
     use super::*;
 
     fn listeners(lanes: usize) -> Listeners {
+        listeners_balanced(lanes, "round_robin")
+    }
+
+    fn listeners_balanced(lanes: usize, balance: &str) -> Listeners {
         let yaml = format!(
             "mode: edge\nlisten: [127.0.0.1:1]\nadmin: {{listen: 127.0.0.1:2}}\n\
-             tunnel: {{ca: /dev/null, cert: /dev/null, key: /dev/null, lanes: {lanes}}}\n\
+             tunnel: {{ca: /dev/null, cert: /dev/null, key: /dev/null, lanes: {lanes}, balance: {balance}}}\n\
              origins:\n  a: {{listeners: [127.0.0.1:10, 127.0.0.1:11]}}\n  b: {{listeners: [127.0.0.1:11]}}\n\
              failover: {{backoff_base: 1s, backoff_cap: 30s, probe_failures: 3}}\n"
         );
@@ -466,6 +471,22 @@ mod tests {
     }
 
     #[test]
+    fn least_requests_goes_to_the_listener_with_fewer_in_flight() {
+        let l = listeners_balanced(2, "least_requests");
+        let held: Vec<LaneUse> = (0..3).map(|_| l.lane(addr("127.0.0.1:10"), 0).unwrap()).collect();
+        assert!((0..6).all(|_| l.pick("a", &[], true).unwrap().addr() == addr("127.0.0.1:11")));
+        drop(held);
+        let eleven: Vec<LaneUse> = (0..2).map(|_| l.lane(addr("127.0.0.1:11"), 1).unwrap()).collect();
+        assert_eq!(l.pick("a", &[], true).unwrap().addr(), addr("127.0.0.1:10"));
+        drop(eleven);
+        // Round robin, for contrast, alternates whatever is in flight.
+        let rr = listeners(2);
+        let _held = rr.lane(addr("127.0.0.1:10"), 0).unwrap();
+        let picks: Vec<SocketAddr> = (0..4).map(|_| rr.pick("a", &[], true).unwrap().addr()).collect();
+        assert!(picks.contains(&addr("127.0.0.1:10")));
+    }
+
+    #[test]
     fn round_robin_over_listeners_and_shared_health() {
         let l = listeners(1);
         let a: Vec<SocketAddr> = (0..4).map(|_| l.pick("a", &[], true).unwrap().addr()).collect();
@@ -485,7 +506,7 @@ mod tests {
         let retired = first.lane;
         l.retire(&first, "GOAWAY");
         drop(first);
-        let listener = &l.all[1];
+        let listener = &l.all.load()[1].clone();
         assert!(listener.is_up(), "three lanes still serve");
         for _ in 0..20 {
             assert_ne!(l.pick("b", &[], true).unwrap().lane, retired, "a retired lane takes no requests");
@@ -505,13 +526,13 @@ mod tests {
         lanes.sort_unstable();
         assert_eq!(lanes, [0, 1, 2, 3]);
         drop(held);
-        assert!(l.all[1].lanes.iter().all(|lane| lane.in_flight.load(Ordering::Relaxed) == 0));
+        assert!(l.all.load()[1].lanes.iter().all(|lane| lane.in_flight.load(Ordering::Relaxed) == 0));
     }
 
     #[test]
     fn with_every_listener_down_a_request_still_tries_one() {
         let l = listeners(2);
-        for listener in l.all.clone() {
+        for listener in l.all.load().iter() {
             for lane in 0..2 {
                 l.retire(&LaneUse::new(listener.clone(), lane), "refused");
             }
@@ -525,7 +546,7 @@ mod tests {
     #[test]
     fn probes_retire_a_lane_after_failures_in_a_row() {
         let l = listeners(1);
-        let listener = l.all[0].clone();
+        let listener = l.all.load()[0].clone();
         let err = Err("no answer".to_string());
         l.probe_result(&listener, 0, &err);
         l.probe_result(&listener, 0, &Ok(()));
