@@ -51,8 +51,8 @@ pub struct Knobs {
     pub edge_origins: Vec<String>,
     /// More keys for the origins' `backend:` section, each line indented by two spaces.
     pub origin_backend_extra: String,
-    /// The edge names its origin listeners by this host name (e.g. `localhost`) instead of
-    /// their IP address.
+    /// The edge names its origin listeners and its `direct` fallback by this host name (e.g.
+    /// `localhost`) instead of their IP address.
     pub listener_host: Option<String>,
 }
 
@@ -199,6 +199,10 @@ pub fn edge_yaml(
             None => a.to_string(),
         })
         .collect();
+    let direct = match &k.listener_host {
+        Some(name) => format!("{name}:{}", direct.port()),
+        None => direct.to_string(),
+    };
     let fallback = match k.fallback.as_str() {
         "direct" => format!("    fallback: direct\n    direct: http://{direct}\n"),
         other => format!("    fallback: {other}\n"),

@@ -397,3 +397,34 @@ async fn the_edge_follows_its_listener_name_to_a_new_address() {
     let r = Http::h1().get(&format!("http://{}/ready", stack.edge_admin), &[]).await.unwrap();
     assert_eq!(r.status.as_u16(), 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_fallback_by_name_is_looked_up_when_used() {
+    let dns = Dns::start().await;
+    dns.set("listeners.test", &[Ipv4Addr::LOCALHOST], 1);
+    let mut stack = Stack::start(Knobs {
+        listener_host: Some("listeners.test".into()),
+        fallback: "direct".into(),
+        edge_extra: dns_section(&dns),
+        ..Knobs::default()
+    })
+    .await;
+    stack.kill_origin(0);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = stack.edge_metrics().await;
+        let (status, _) = get(&stack, "localhost", "/health").await;
+        if status == 200 && m.sum("railproxy_fallbacks_total", &[("kind", "direct")]) > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < until, "no direct answer 10 s after the origin died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The name moves where nothing listens: the fallback follows it, and says why it fails.
+    dns.set("listeners.test", &[Ipv4Addr::new(127, 0, 0, 3)], 1);
+    let until = Instant::now() + Duration::from_secs(10);
+    while get(&stack, "localhost", "/health").await.0 == 200 {
+        assert!(Instant::now() < until, "the direct fallback never looked its name up again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

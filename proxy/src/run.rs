@@ -62,16 +62,15 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
 
     let mut server = server::build(&config.server, upgrade);
-    // Listener names were resolved when the file was read; looked up again as answers age.
-    let named = config.origins.iter().any(|o| o.listener_names.iter().any(|n| n.literal().is_none()));
-    let names = if named { Some(Arc::new(crate::resolve::Names::new(&config.dns)?)) } else { None };
-    let listeners = Arc::new(Listeners::new(&config, names));
+    // Names were resolved when the file was read; looked up again as answers age.
+    let names = Arc::new(crate::resolve::Names::new(&config.dns)?);
+    let listeners = Arc::new(Listeners::new(&config, Some(names.clone())));
     let ready_listeners = listeners.clone();
     let listeners_resolver = listeners.resolver();
     // Probes are handed to the proxy itself and carry this, which no client can know.
     let probe_secret = format!("{:032x}", rand::random::<u128>());
     let mut app = pingora_proxy::HttpProxy::new(
-        Edge::new(config.clone(), peer_tls, store.clone(), listeners.clone(), probe_secret.clone()),
+        Edge::new(config.clone(), peer_tls, store.clone(), listeners.clone(), probe_secret.clone(), names),
         server.configuration.clone(),
     );
     app.handle_init_modules();

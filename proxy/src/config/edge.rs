@@ -43,8 +43,9 @@ pub struct TunnelClient {
 pub enum Fallback {
     /// Answer 502 at once, with a body that says why.
     Error,
-    /// Go straight to the origin over HTTP/1.1, without deltas (as Railgun did).
-    Direct(SocketAddr),
+    /// Go straight to the origin over HTTP/1.1, without deltas (as Railgun did); a name is
+    /// looked up as `dns:` says, when the fallback is used.
+    Direct(HostPort),
 }
 
 /// The origin listeners serving one host (or a wildcard of hosts, or every other host).
@@ -169,7 +170,7 @@ impl EdgeConfig {
                 "error" => Fallback::Error,
                 "direct" => match s.req::<String>("direct") {
                     Some(url) => match parse_direct(&url) {
-                        Ok(addr) => Fallback::Direct(addr),
+                        Ok(at) => Fallback::Direct(at),
                         Err(e) => {
                             s.problem("direct", e);
                             Fallback::Error
@@ -282,15 +283,23 @@ impl EdgeConfig {
     /// Every listener name that must resolve at start, with the key it is configured under.
     pub fn names(&self) -> Vec<(String, HostPort)> {
         let key = |o: &OriginRoute| format!("origins.{}.listeners", o.pattern);
-        self.origins.iter().flat_map(|o| o.listener_names.iter().map(move |n| (key(o), n.clone()))).collect()
+        let mut names: Vec<(String, HostPort)> =
+            self.origins.iter().flat_map(|o| o.listener_names.iter().map(move |n| (key(o), n.clone()))).collect();
+        for o in &self.origins {
+            if let Fallback::Direct(at) = &o.fallback {
+                names.push((format!("origins.{}.direct", o.pattern), at.clone()));
+            }
+        }
+        names
     }
 
-    pub fn files(&self) -> Vec<(&'static str, &Path)> {
-        let mut f: Vec<(&'static str, &Path)> =
-            vec![("tunnel.ca", &self.tunnel.ca), ("tunnel.cert", &self.tunnel.cert), ("tunnel.key", &self.tunnel.key)];
+    pub fn files(&self) -> Vec<(String, &Path)> {
+        let t = &self.tunnel;
+        let mut f: Vec<(String, &Path)> =
+            vec![("tunnel.ca".into(), &t.ca), ("tunnel.cert".into(), &t.cert), ("tunnel.key".into(), &t.key)];
         if let Some(h) = &self.https {
-            f.push(("https.cert", &h.cert));
-            f.push(("https.key", &h.key));
+            f.push(("https.cert".into(), &h.cert));
+            f.push(("https.key".into(), &h.key));
         }
         f
     }
@@ -311,17 +320,12 @@ impl EdgeConfig {
     }
 }
 
-/// `http://host:port` (or `host:port`) of an origin reached directly, as an address.
-fn parse_direct(url: &str) -> Result<SocketAddr, String> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+/// `http://host:port` (or `host:port`) of an origin reached directly.
+fn parse_direct(url: &str) -> Result<HostPort, String> {
     if url.starts_with("https://") {
         return Err(format!("{url:?}: direct fallback speaks plain HTTP/1.1 (http://host:port)"));
     }
+    let rest = url.strip_prefix("http://").unwrap_or(url);
     let authority = rest.split('/').next().unwrap_or(rest);
-    use std::net::ToSocketAddrs as _;
-    authority
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("{url:?} is not http://host:port with a host that resolves"))
+    HostPort::parse(authority).map_err(|e| format!("{url:?} is not http://host:port: {e}"))
 }

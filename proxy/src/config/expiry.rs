@@ -16,7 +16,7 @@ impl Config {
             Config::Origin(o) => o.files(),
         };
         let mut warnings = Vec::new();
-        let certificates = |(k, f): &(&str, &std::path::Path)| {
+        let certificates = |(k, f): &(String, &std::path::Path)| {
             (k.ends_with(".cert") || k.ends_with("ca")) && std::fs::metadata(f).is_ok_and(|m| m.is_file())
         };
         for (key, file) in files.into_iter().filter(certificates) {

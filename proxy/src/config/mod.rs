@@ -151,7 +151,7 @@ impl Config {
 
     /// Checks that need the file system: certificates and keys must be readable.
     fn validate(&self, problems: &Problems) {
-        let files: Vec<(&str, &Path)> = match self {
+        let files: Vec<(String, &Path)> = match self {
             Config::Edge(e) => e.files(),
             Config::Origin(o) => o.files(),
         };
@@ -160,7 +160,7 @@ impl Config {
         for (key, file) in files.into_iter().filter(|(_, f)| !f.as_os_str().is_empty()) {
             match std::fs::File::open(file) {
                 Ok(_) => readable.push((key, file)),
-                Err(e) => problems.add(key, format!("cannot read {}: {e}", file.display())),
+                Err(e) => problems.add(&key, format!("cannot read {}: {e}", file.display())),
             }
         }
         // A certificate and the key beside it must make a pair, or the process would fail to
@@ -168,7 +168,7 @@ impl Config {
         // files of a certificate's size are read: a device or a huge file is left to fail at
         // start rather than stall `check`.
         let small_file = |f: &Path| std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.len() <= 1 << 20);
-        for &(cert_key, cert) in readable.iter().filter(|(k, f)| k.ends_with(".cert") && small_file(f)) {
+        for (cert_key, cert) in readable.iter().filter(|(k, f)| k.ends_with(".cert") && small_file(f)) {
             let key_key = cert_key.replace(".cert", ".key");
             let Some(&(_, key)) = readable.iter().find(|(k, f)| *k == key_key && small_file(f)) else { continue };
             if let Err(e) = crate::tls::check_pair(cert, key) {

@@ -290,17 +290,17 @@ impl OriginConfig {
         p
     }
 
-    pub fn files(&self) -> Vec<(&'static str, &Path)> {
-        let mut f: Vec<(&'static str, &Path)> = vec![
-            ("tunnel.cert", &self.tunnel.cert),
-            ("tunnel.key", &self.tunnel.key),
-            ("tunnel.client_ca", &self.tunnel.client_ca),
+    pub fn files(&self) -> Vec<(String, &Path)> {
+        let mut f: Vec<(String, &Path)> = vec![
+            ("tunnel.cert".into(), &self.tunnel.cert),
+            ("tunnel.key".into(), &self.tunnel.key),
+            ("tunnel.client_ca".into(), &self.tunnel.client_ca),
         ];
         for h in &self.hosts {
             let t = &h.tls;
-            f.extend(t.ca.as_deref().map(|p| ("hosts.*.tls.ca", p)));
-            f.extend(t.cert.as_deref().map(|p| ("hosts.*.tls.cert", p)));
-            f.extend(t.key.as_deref().map(|p| ("hosts.*.tls.key", p)));
+            for (key, path) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
+                f.extend(path.as_deref().map(|p| (format!("hosts.{}.tls.{key}", h.pattern), p)));
+            }
         }
         f
     }

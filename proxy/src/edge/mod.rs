@@ -28,6 +28,7 @@ use crate::config::edge::Fallback;
 use crate::envelope::Envelope;
 use crate::http_util::{self, header_str};
 use crate::metrics;
+use crate::resolve::Names;
 use crate::tunnel::congestion;
 use crate::tunnel::listeners::{LaneUse, Listeners};
 use crate::tunnel::peer::{self, tunnel_peer};
@@ -47,6 +48,8 @@ pub struct Edge {
     /// Sets `tunnel.congestion_control` on each new tunnel socket.
     congestion: Option<congestion::Hook>,
     cache: Option<cache::EdgeCache>,
+    /// Looks up the `direct` fallback's name.
+    names: Arc<Names>,
 }
 
 impl Edge {
@@ -69,10 +72,11 @@ impl Edge {
         store: Arc<MemoryStore<String>>,
         listeners: Arc<Listeners>,
         probe_secret: String,
+        names: Arc<Names>,
     ) -> Self {
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
         let congestion = config.tunnel.congestion_control.as_deref().map(congestion::hook);
-        Edge { config, tls, store, listeners, probe_secret, congestion, cache }
+        Edge { config, tls, store, listeners, probe_secret, congestion, cache, names }
     }
 }
 
@@ -372,11 +376,18 @@ impl ProxyHttp for Edge {
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no origin for host {host}")))?;
         let Some(lane) = self.listeners.pick(host, &ctx.tried, first_attempt) else {
             return match &route.fallback {
-                Fallback::Direct(addr) => {
+                Fallback::Direct(at) => {
                     metrics::FALLBACKS.with_label_values(&["direct"]).inc();
                     ctx.direct = true;
+                    let addr = match self.names.addresses(at).await {
+                        Ok(addrs) if !addrs.is_empty() => addrs[rand::random::<usize>() % addrs.len()],
+                        _ => {
+                            let why = format!("no origin listener for {host} is up, and {at} does not resolve");
+                            return Err(Error::explain(ErrorType::HTTPStatus(502), why));
+                        }
+                    };
                     let t = &self.config.tunnel;
-                    let mut peer = HttpPeer::new(*addr, false, String::new());
+                    let mut peer = HttpPeer::new(addr, false, String::new());
                     peer.options.connection_timeout = Some(t.connect_timeout);
                     peer.options.read_timeout = Some(match ctx.websocket {
                         true => self.config.websocket.idle_timeout,

@@ -422,7 +422,8 @@ pub struct ListenerNames(Arc<Listeners>);
 #[async_trait]
 impl BackgroundService for ListenerNames {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if self.0.names.is_none() {
+        let named = self.0.routes.iter().any(|r| r.names.iter().any(|n| n.literal().is_none()));
+        if self.0.names.is_none() || !named {
             return;
         }
         loop {
