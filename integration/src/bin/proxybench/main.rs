@@ -149,6 +149,16 @@ impl Bench {
 
     /// Starts origin and edge (one thread each, like one nginx worker each).
     fn railproxy(&self, knobs: &Knobs) -> (Proc, Proc, SocketAddr, SocketAddr, SocketAddr) {
+        self.railproxy_on(knobs, SERVER_CPU, SERVER_CPU)
+    }
+
+    /// As [`Bench::railproxy`], the origin and the edge pinned to the given CPUs.
+    fn railproxy_on(
+        &self,
+        knobs: &Knobs,
+        origin_cpu: &str,
+        edge_cpu: &str,
+    ) -> (Proc, Proc, SocketAddr, SocketAddr, SocketAddr) {
         let dir = self.dir.path();
         let (o_listen, o_admin, e_listen, e_admin) =
             (free_loopback(), free_loopback(), free_loopback(), free_loopback());
@@ -156,8 +166,8 @@ impl Bench {
         let ey = edge_yaml(dir, knobs, e_listen, e_admin, &[o_listen], self.backend.addr);
         self.rt.block_on(async {
             let origin =
-                start_proxy_pinned(dir, "rp-origin", "origin", &oy, o_admin, Some(SERVER_CPU)).await.expect("origin");
-            let edge = start_proxy_pinned(dir, "rp-edge", "edge", &ey, e_admin, Some(SERVER_CPU)).await.expect("edge");
+                start_proxy_pinned(dir, "rp-origin", "origin", &oy, o_admin, Some(origin_cpu)).await.expect("origin");
+            let edge = start_proxy_pinned(dir, "rp-edge", "edge", &ey, e_admin, Some(edge_cpu)).await.expect("edge");
             (origin, edge, e_listen, o_admin, e_admin)
         })
     }
