@@ -193,13 +193,14 @@ async fn wildcards_default_and_path_routes_pick_the_most_specific() {
     let hosts = format!(
         "  a.wild.test:\n    backends: [{e}]\n\
          \x20 \"*.wild.test\":\n    backends: [{w}]\n    routes:\n      - {{ path: /api/, backends: [{a}] }}\n\
-         \x20 default:\n    backends: [{d}]\n",
+         \x20 default:\n    backends: [{d}]\n\
+         \x20 routes.test:\n    routes:\n      - {{ path: /api/, backends: [{a}] }}\n",
         e = exact.addr,
         w = wild.addr,
         a = api.addr,
         d = deflt.addr,
     );
-    let stack = stack_with(hosts, &["*.wild.test", "default"], String::new()).await;
+    let stack = stack_with(hosts, &["*.wild.test", "default", "routes.test"], String::new()).await;
     for (host, path, want) in [
         ("a.wild.test", "/x", "exact"),
         ("a.wild.test", "/api/x", "exact"),
@@ -213,6 +214,11 @@ async fn wildcards_default_and_path_routes_pick_the_most_specific() {
         let (status, body) = get(&stack, host, path).await;
         assert_eq!((status, body.split(' ').next().unwrap()), (200, want), "{host}{path}: {body}");
     }
+    // A host served only by routes: its other paths are nobody's.
+    assert_eq!(get(&stack, "routes.test", "/api/x").await.1, "api HTTP/1.1 /api/x\n");
+    let (status, body) = get(&stack, "routes.test", "/other").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no route"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
-//! Origin mode: terminates the tunnel (TLS 1.3, HTTP/2), routes by Host to local backends over
-//! HTTP/1.1 keep-alive, and answers with a dcz delta against the base the edge named, or the
-//! full body in zstd.
+//! Origin mode: terminates the tunnel (TLS 1.3, HTTP/2), routes by Host (exact, wildcard or
+//! default) and path prefix to pools of backends (HTTP/1.1, TLS or h2c; see `backends`), and
+//! answers with a dcz delta against the base the edge named, or the full body in zstd.
 
 pub mod backends;
 mod encode;
