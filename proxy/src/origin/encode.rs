@@ -103,7 +103,7 @@ impl<'a> Plan<'a> {
             true => Keep::Copy(Vec::with_capacity(length.unwrap_or(16 * 1024).min(max_body) as usize)),
         };
         let segments = segmented.then(RunningHash::default);
-        Ok(Some(BodyEncoder { encoder, keep, max_body: max_body as usize, segments, cut: 0 }))
+        Ok(Some(BodyEncoder { encoder, keep, max_body: max_body as usize, segments, cut: 0, length }))
     }
 }
 
@@ -116,6 +116,8 @@ pub struct BodyEncoder {
     segments: Option<RunningHash>,
     /// Body bytes before the last cut.
     cut: u64,
+    /// The backend's Content-Length, if it sent one.
+    length: Option<u64>,
 }
 
 /// A segmented body is cut at least this often, so that an edge holds at most this much
@@ -166,7 +168,11 @@ impl BodyEncoder {
         let mut out = Vec::new();
         segments::write_data(encoded.as_deref().unwrap_or_default(), &mut out);
         let uncut = body.len() - self.cut;
-        if !end && uncut > 0 && (paused || uncut >= MAX_SEGMENT) {
+        // A body that has all its announced bytes is not paused, only not yet ended (Pingora
+        // may hand over the last piece before it says the body is done): a cut there would
+        // cost a flushed block and a check on every page.
+        let whole = self.length == Some(body.len());
+        if !end && !whole && uncut > 0 && (paused || uncut >= MAX_SEGMENT) {
             let mut flushed = Vec::new();
             self.encoder.flush(&mut flushed)?;
             segments::write_data(&flushed, &mut out);
