@@ -305,7 +305,7 @@ impl ProxyHttp for Origin {
             ctx.envelope.wire_bytes += n;
             return Ok(None);
         };
-        let paused = !end_of_stream && ctx.backend_fd.and_then(pause::bytes_waiting) == Some(0);
+        let paused = !end_of_stream && pause::paused(ctx.backend_fd, n);
         let (out, finished) = encoder.push(body.take(), end_of_stream, paused)?;
         ctx.envelope.wire_bytes += out.as_ref().map_or(0, |b| b.len() as u64);
         *body = out;
