@@ -18,10 +18,23 @@ nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
 /// cut after its first 64 KiB, at ~130 bytes a cut, before this rule).
 pub const FULL_READ: u64 = 64 * 1024;
 
+/// How long an empty socket must stay empty to be a pause. Between a fast backend's writes the
+/// socket is empty for microseconds (more so on a loaded machine); a backend that flushed the
+/// head of a page and is rendering the rest is silent for milliseconds. A cut on a mere gap
+/// costs ~130 bytes of a delta; waiting this long on a real pause costs its first byte 0.2 ms.
+const SETTLE: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// Whether the backend paused after a read of `n` body bytes: the read did not fill Pingora's
-/// buffer and nothing more is waiting on the socket.
+/// buffer, nothing more is waiting on the socket, and nothing came within `SETTLE`.
 pub fn paused(fd: Option<RawFd>, n: u64) -> bool {
-    n < FULL_READ && fd.and_then(bytes_waiting) == Some(0)
+    let empty = || fd.and_then(bytes_waiting) == Some(0);
+    if n >= FULL_READ || !empty() {
+        return false;
+    }
+    // Pingora's body filters are not async: this holds the worker thread, only where a read
+    // emptied the socket before its body ended (a few times a response at most).
+    std::thread::sleep(SETTLE);
+    empty()
 }
 
 /// Bytes received on the socket and not read yet; `None` when the socket cannot say.
