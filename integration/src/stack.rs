@@ -291,7 +291,12 @@ pub async fn start_proxy_with(
     std::fs::write(&file, yaml).expect("write config");
     cmd.args(["--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", proxy_log_filter());
     let mut proc = Proc::spawn(name, cmd, dir, false);
-    wait_ready(&mut proc, admin, Duration::from_secs(30)).await.then_some(proc)
+    if wait_ready(&mut proc, admin, Duration::from_secs(30)).await {
+        return Some(proc);
+    }
+    // The caller may try again (a port taken meanwhile); a failure that repeats says why here.
+    eprintln!("{name} exited before it was ready ({:?}):\n{}", proc.exited(), proc.log());
+    None
 }
 
 /// Starts `railproxy --upgrade` with `yaml`, lets it take over from `old` (SIGQUIT), and waits

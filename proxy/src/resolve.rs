@@ -39,7 +39,20 @@ impl std::fmt::Debug for Names {
 impl Names {
     pub fn new(settings: &DnsSettings) -> anyhow::Result<Self> {
         let mut builder = if settings.servers.is_empty() {
-            Resolver::builder_tokio().map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?
+            match Resolver::builder_tokio() {
+                Ok(b) => b,
+                // A process whose names are all in the hosts file (or that has none) must not
+                // fail to start over a resolv.conf it cannot read.
+                Err(e) => {
+                    log::warn!(
+                        "the system's DNS configuration cannot be read ({e}): names resolve from the hosts file only"
+                    );
+                    Resolver::builder_with_config(
+                        ResolverConfig::from_parts(None, vec![], vec![]),
+                        TokioRuntimeProvider::default(),
+                    )
+                }
+            }
         } else {
             let servers = settings
                 .servers
