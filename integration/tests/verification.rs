@@ -297,6 +297,10 @@ async fn a_segmented_body_goes_out_only_as_far_as_it_verifies() {
                 if verified == 0 {
                     // The head may have gone out while the first segment was awaited; no body did.
                     assert!(status >= 500 || body.is_empty(), "{what}: {status} with {} bytes", body.len());
+                    // The error page says why, and nothing of the tunnel's peer.
+                    let page = String::from_utf8_lossy(body);
+                    assert!(status == 200 || page.contains("segment"), "{what}: {page}");
+                    assert!(!page.contains("Peer:") && !page.contains("client cert"), "{what}: {page}");
                 } else {
                     assert_eq!((status, body.len()), (200, verified), "{what}: the head verified at the cut");
                 }

@@ -80,6 +80,22 @@ impl Edge {
     }
 }
 
+/// Why a request failed, for the client's error page: the innermost reason given, never the
+/// peer description Pingora's hooks add (the origin listener's address, SNI and this edge's
+/// client certificate are for the log, not for anyone who can send a request).
+fn reason_for_client(e: &Error) -> String {
+    let mut at = e;
+    loop {
+        match at.context.as_ref().map(|c| c.as_str()) {
+            Some(c) if !c.starts_with("Peer: ") => return c.to_string(),
+            _ => match at.cause.as_deref().and_then(|c| c.downcast_ref::<Error>()) {
+                Some(inner) => at = inner,
+                None => return at.etype().as_str().to_string(),
+            },
+        }
+    }
+}
+
 /// Per-request state.
 pub struct EdgeCtx {
     envelope: Envelope,
@@ -536,7 +552,7 @@ impl ProxyHttp for Edge {
             let detail = if *e.esource() == pingora_error::ErrorSource::Downstream {
                 format!("the request could not be read ({})", e.etype().as_str())
             } else {
-                e.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default()
+                reason_for_client(e)
             };
             let body = Bytes::from(format!("{code} {reason}: {detail}\n"));
             let _ = session.respond_error_with_body(code, body).await;
