@@ -1,12 +1,14 @@
 //! Version stores: where edge and origin keep the bodies deltas are made against.
 //!
 //! The edge keeps the latest verified body per URL; the origin keeps bodies by version id so
-//! that any edge holding any recent version gets a delta. Both are byte-bounded LRUs in memory;
-//! the trait lets a shared store (Redis) stand in for the origin's.
+//! that any edge holding any recent version gets a delta. Both are byte-bounded LRUs in memory
+//! whose entries expire a while after they were stored; the trait lets a shared store (Redis)
+//! stand in for the origin's.
 
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -26,6 +28,8 @@ pub struct StoreStats {
     pub entries: u64,
     /// Entries evicted to make room, since start.
     pub evictions: u64,
+    /// Entries dropped because they outlived the store's time to live, since start.
+    pub expirations: u64,
 }
 
 /// A store of versions under keys of type `K`.
@@ -42,26 +46,68 @@ pub trait VersionStore<K>: Send + Sync + fmt::Debug {
     fn stats(&self) -> StoreStats;
 }
 
-/// An in-process LRU bounded in bytes.
+/// An in-process LRU bounded in bytes, whose entries expire `ttl` after they were stored (a use
+/// does not extend it: a version lives on only by being stored again).
 pub struct MemoryStore<K: Hash + Eq> {
     inner: Mutex<Inner<K>>,
     capacity: u64,
+    ttl: Duration,
 }
 
 struct Inner<K: Hash + Eq> {
-    lru: lru::LruCache<K, Version>,
+    lru: lru::LruCache<K, Entry>,
     bytes: u64,
     evictions: u64,
+    expirations: u64,
+}
+
+struct Entry {
+    version: Version,
+    stored: Instant,
 }
 
 fn weight(v: &Version) -> u64 {
     (v.body.len() + ENTRY_OVERHEAD) as u64
 }
 
+/// What [`MemoryStore::new`] keeps entries for: long enough never to matter.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl<K: Hash + Eq> MemoryStore<K> {
-    /// A store holding at most `capacity` bytes (bodies plus [`ENTRY_OVERHEAD`] each).
+    /// A store holding at most `capacity` bytes (bodies plus [`ENTRY_OVERHEAD`] each), whose
+    /// entries do not expire.
     pub fn new(capacity: u64) -> Self {
-        MemoryStore { inner: Mutex::new(Inner { lru: lru::LruCache::unbounded(), bytes: 0, evictions: 0 }), capacity }
+        Self::with_ttl(capacity, FOREVER)
+    }
+
+    /// As [`new`](Self::new), each entry dropped `ttl` after it was stored.
+    pub fn with_ttl(capacity: u64, ttl: Duration) -> Self {
+        let inner = Inner { lru: lru::LruCache::unbounded(), bytes: 0, evictions: 0, expirations: 0 };
+        MemoryStore { inner: Mutex::new(inner), capacity, ttl }
+    }
+
+    fn expired(&self, e: &Entry, now: Instant) -> bool {
+        now.saturating_duration_since(e.stored) >= self.ttl
+    }
+
+    /// Drops every entry that outlived the time to live; returns how many. Lookups never return
+    /// such an entry anyway: this frees its memory, and makes the figures true, without waiting
+    /// for a lookup of that key.
+    pub fn expire(&self) -> usize {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let (mut gone, mut freed) = (0, 0);
+        inner.lru.retain(|_, e| {
+            let keep = !self.expired(e, now);
+            if !keep {
+                gone += 1;
+                freed += weight(&e.version);
+            }
+            keep
+        });
+        inner.bytes -= freed;
+        inner.expirations += gone as u64;
+        gone
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K>> {
@@ -72,7 +118,19 @@ impl<K: Hash + Eq> MemoryStore<K> {
 
     /// The version under `key` without waiting (the in-memory store never does).
     pub fn get_now(&self, key: &K) -> Option<Version> {
-        self.lock().lru.get(key).cloned()
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.lru.get(key) {
+            Some(e) if self.expired(e, now) => {
+                if let Some(e) = inner.lru.pop(key) {
+                    inner.bytes -= weight(&e.version);
+                    inner.expirations += 1;
+                }
+                None
+            }
+            Some(e) => Some(e.version.clone()),
+            None => None,
+        }
     }
 
     /// Fault injection for tests: flips a byte in the middle of every stored body while keeping
@@ -80,7 +138,7 @@ impl<K: Hash + Eq> MemoryStore<K> {
     pub fn corrupt_bodies_for_testing(&self) -> usize {
         let mut inner = self.lock();
         let mut n = 0;
-        for (_, v) in inner.lru.iter_mut() {
+        for (_, Entry { version: v, .. }) in inner.lru.iter_mut() {
             if !v.body.is_empty() {
                 let mut body = v.body.to_vec();
                 let mid = body.len() / 2;
@@ -108,14 +166,14 @@ where
             return;
         }
         let mut inner = self.lock();
-        if let Some(old) = inner.lru.put(key, version) {
-            inner.bytes -= weight(&old);
+        if let Some(old) = inner.lru.put(key, Entry { version, stored: Instant::now() }) {
+            inner.bytes -= weight(&old.version);
         }
         inner.bytes += w;
         while inner.bytes > self.capacity {
             match inner.lru.pop_lru() {
                 Some((_, evicted)) => {
-                    inner.bytes -= weight(&evicted);
+                    inner.bytes -= weight(&evicted.version);
                     inner.evictions += 1;
                 }
                 None => break,
@@ -126,7 +184,7 @@ where
     fn remove(&self, key: &K) {
         let mut inner = self.lock();
         if let Some(old) = inner.lru.pop(key) {
-            inner.bytes -= weight(&old);
+            inner.bytes -= weight(&old.version);
         }
     }
 
@@ -137,13 +195,14 @@ where
             capacity: self.capacity,
             entries: inner.lru.len() as u64,
             evictions: inner.evictions,
+            expirations: inner.expirations,
         }
     }
 }
 
 impl<K: Hash + Eq> fmt::Debug for MemoryStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStore").field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("MemoryStore").field("capacity", &self.capacity).field("ttl", &self.ttl).finish_non_exhaustive()
     }
 }
 
@@ -199,6 +258,27 @@ mod tests {
         let store = MemoryStore::new(1000);
         store.put("big", v(2000, 1));
         assert_eq!(store.stats().entries, 0);
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl_from_when_they_were_stored() {
+        let ttl = Duration::from_millis(50);
+        let store = MemoryStore::with_ttl(1 << 20, ttl);
+        store.put("read", v(100, 1));
+        store.put("idle", v(100, 2));
+        let start = Instant::now();
+        // Reading does not keep an entry alive; storing it again does.
+        while start.elapsed() < ttl * 3 / 4 {
+            assert!(block_on(store.get(&"read")).is_some());
+        }
+        store.put("again", v(100, 3));
+        std::thread::sleep(ttl - start.elapsed().min(ttl) + Duration::from_millis(5));
+        store.put("again", v(100, 3));
+        assert!(block_on(store.get(&"read")).is_none(), "read often, but stored longer ago than the ttl");
+        assert_eq!(store.expire(), 1, "idle is dropped by the sweep");
+        let s = store.stats();
+        assert_eq!((s.entries, s.bytes, s.expirations), (1, (100 + ENTRY_OVERHEAD) as u64, 2));
+        assert!(block_on(store.get(&"again")).is_some());
     }
 
     #[test]

@@ -205,21 +205,56 @@ pub fn free_loopback() -> SocketAddr {
 pub struct Redis {
     pub proc: Proc,
     pub addr: SocketAddr,
+    /// TLS only: the folder of `make_certs` (the server presents origin.pem, clients must
+    /// present a certificate from its CA), and the AUTH password.
+    tls: Option<(PathBuf, String)>,
 }
 
 impl Redis {
     pub fn start(dir: &Path) -> Redis {
+        Self::start_with(dir, None)
+    }
+
+    /// TLS only (no plain port), a client certificate required, AUTH with `password`. `certs`
+    /// holds `make_certs`'s files: the server's is origin.pem (valid for 127.0.0.1).
+    pub fn start_tls(dir: &Path, certs: &Path, password: &str) -> Redis {
+        Self::start_with(dir, Some(&(certs.to_path_buf(), password.to_string())))
+    }
+
+    fn start_with(dir: &Path, tls: Option<&(PathBuf, String)>) -> Redis {
         for attempt in 1..=3 {
             let port = free_port();
             let mut cmd = Command::new("redis-server");
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            match tls {
+                None => cmd.args(["--port", &port.to_string()]),
+                Some((c, password)) => cmd
+                    .args(["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "yes"])
+                    .arg("--tls-cert-file")
+                    .arg(c.join("origin.pem"))
+                    .arg("--tls-key-file")
+                    .arg(c.join("origin.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(c.join("ca.pem"))
+                    .args(["--requirepass", password]),
+            };
             cmd.args(["--dir"]).arg(dir);
             let mut proc = Proc::spawn(&format!("redis{attempt}"), cmd, dir, false);
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let redis = |proc| Redis { proc, addr, tls: tls.cloned() };
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while std::time::Instant::now() < deadline && proc.exited().is_none() {
-                if ping(addr) {
-                    return Redis { proc, addr };
+                let up = match tls {
+                    None => ping(addr),
+                    Some(_) => std::net::TcpStream::connect(addr).is_ok(),
+                };
+                if up {
+                    let r = redis(proc);
+                    if tls.is_some() {
+                        // The port is open once the server listens; it answers once TLS is up.
+                        assert_eq!(r.cli(&["PING"]), "PONG", "redis-server over TLS:\n{}", r.proc.log());
+                    }
+                    return r;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -228,7 +263,25 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{}/0", self.addr)
+        match &self.tls {
+            None => format!("redis://{}/0", self.addr),
+            Some(_) => format!("rediss://{}/0", self.addr),
+        }
+    }
+
+    /// A command's answer, by `redis-cli` (with TLS, the edge certificate and the password when
+    /// the server wants them).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string(), "--no-auth-warning"]);
+        if let Some((c, password)) = &self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(c.join("ca.pem"));
+            cmd.arg("--cert").arg(c.join("edge.pem")).arg("--key").arg(c.join("edge.key"));
+            cmd.args(["-a", password]);
+        }
+        let out = cmd.args(args).output().expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 

@@ -54,6 +54,14 @@ pub struct Knobs {
     /// The edge names its origin listeners and its `direct` fallback by this host name (e.g.
     /// `localhost`) instead of their IP address.
     pub listener_host: Option<String>,
+    /// More keys for the edge's and the origins' `delta:` sections, each line indented by two
+    /// spaces.
+    pub edge_delta_extra: String,
+    pub origin_delta_extra: String,
+    /// More keys for a host of the edge's `origins:` (host, lines indented by four spaces).
+    pub edge_route_extra: Vec<(String, String)>,
+    /// The origins write their access logs (to their log, [`Proc::log`]).
+    pub access_log: bool,
 }
 
 impl Default for Knobs {
@@ -82,6 +90,10 @@ impl Default for Knobs {
             edge_origins: Vec::new(),
             listener_host: None,
             origin_backend_extra: String::new(),
+            edge_delta_extra: String::new(),
+            origin_delta_extra: String::new(),
+            access_log: false,
+            edge_route_extra: Vec::new(),
         }
     }
 }
@@ -168,7 +180,8 @@ tunnel:
   store_size: {store}
   max_body: {max}
   effort: {effort}
-{shared}{extra}",
+{shared}{delta_extra}{extra}",
+        delta_extra = k.origin_delta_extra,
         response_timeout = k.response_timeout,
         backend_extra = k.origin_backend_extra,
         extra = k.origin_extra,
@@ -210,6 +223,9 @@ pub fn edge_yaml(
     let mut routes = String::new();
     for h in HOSTS.iter().chain([&DOWN_HOST]).map(|h| h.to_string()).chain(k.edge_origins.iter().cloned()) {
         routes.push_str(&format!("  \"{h}\":\n    listeners: [{}]\n{fallback}", list.join(", ")));
+        for (_, extra) in k.edge_route_extra.iter().filter(|(host, _)| *host == h) {
+            routes.push_str(extra);
+        }
     }
     format!(
         "mode: edge
@@ -234,7 +250,7 @@ tunnel:
 {routes}delta:
   store_size: {store}
   max_body: {max}
-failover:
+{delta_extra}failover:
   probe_interval: 200ms
   probe_timeout: 500ms
   backoff_base: 200ms
@@ -250,6 +266,7 @@ failover:
         lanes = k.lanes,
         tunnel_extra = k.edge_tunnel_extra,
         response_timeout = k.response_timeout,
+        delta_extra = k.edge_delta_extra,
     )
 }
 
@@ -289,7 +306,10 @@ pub async fn start_proxy_with(
 ) -> Option<Proc> {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).expect("write config");
-    cmd.args(["--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", proxy_log_filter());
+    cmd.args(["--mode", mode, "-c"]).arg(&file);
+    if !cmd.get_envs().any(|(k, _)| k == "RAILPROXY_LOG") {
+        cmd.env("RAILPROXY_LOG", proxy_log_filter());
+    }
     let mut proc = Proc::spawn(name, cmd, dir, false);
     if wait_ready(&mut proc, admin, Duration::from_secs(30)).await {
         return Some(proc);
@@ -367,7 +387,11 @@ impl Stack {
                 let (addr, admin) = (free_loopback(), free_loopback());
                 let name = format!("origin{}-{attempt}", i + 1);
                 let yaml = origin_yaml(dir.path(), &knobs, addr, admin, &backends, dead);
-                let Some(proc) = start_proxy(dir.path(), &name, "origin", &yaml, admin).await else {
+                let mut cmd = Command::new(bin("railproxy"));
+                if knobs.access_log {
+                    cmd.env("RAILPROXY_LOG", "info");
+                }
+                let Some(proc) = start_proxy_with(dir.path(), &name, "origin", &yaml, admin, cmd).await else {
                     continue 'attempt;
                 };
                 origins.push(OriginNode { proc: Some(proc), addr, admin, name, yaml });

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use delta::VersionId;
 use delta::codec::Encoding;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::Session;
@@ -35,9 +36,10 @@ impl Envelope {
     }
 
     /// Records the finished request: metrics, and one access log line with method, host and
-    /// path, status, tunnel encoding, body bytes before and after the tunnel, whether a base was
-    /// used, duration, and the error if any.
-    pub fn close(&self, session: &Session, error: Option<&Error>, base: bool) {
+    /// path, status, tunnel encoding, body bytes before and after the tunnel, the base named
+    /// (edge) or used (origin) as the first 12 hex digits of its SHA-256, or `no`, duration, and
+    /// the error if any.
+    pub fn close(&self, session: &Session, error: Option<&Error>, base: Option<&VersionId>) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = self.start.elapsed();
         let mode = self.mode;
@@ -62,7 +64,7 @@ impl Envelope {
             req.uri.path_and_query().map_or("/", |p| p.as_str()),
             self.raw_bytes,
             self.wire_bytes,
-            if base { "yes" } else { "no" },
+            base.map_or_else(|| "no".to_string(), |b| b.to_hex()[..12].to_string()),
             elapsed.as_secs_f64() * 1000.0,
         );
     }

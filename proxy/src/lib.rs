@@ -27,3 +27,4 @@ mod server;
 mod tls;
 mod tunnel;
 mod units;
+mod versions;

@@ -86,6 +86,28 @@ pub static BASE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Page versions by whose they are (`crate::versions::Keep::class`): stored for everyone
+/// (`anonymous`), stored for one user (`per_user`), or not stored because the response said so
+/// (`refused`: no-store, or private/Set-Cookie without a user's key).
+pub static VERSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_versions_stored_total",
+        "Page versions stored, by class (anonymous, per_user), or refused by the response's Cache-Control",
+        &["mode", "class"]
+    )
+    .expect("metric")
+});
+
+/// Delta-coded responses by whose base they were made against (`anonymous` or `per_user`).
+pub static DELTAS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_deltas_total",
+        "Responses sent (origin) or received (edge) as deltas, by the class of their base",
+        &["mode", "class"]
+    )
+    .expect("metric")
+});
+
 /// Edge: tunnel bodies that failed verification, by reason; none of their bytes were served.
 pub static VERIFY_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -289,6 +311,12 @@ pub fn init(mode: &str) {
     for result in ["hit", "miss", "none"] {
         BASE.with_label_values(&[mode, result]);
     }
+    for class in ["anonymous", "per_user", "refused"] {
+        VERSIONS.with_label_values(&[mode, class]);
+    }
+    for class in ["anonymous", "per_user"] {
+        DELTAS.with_label_values(&[mode, class]);
+    }
     TUNNEL_CONNECTIONS.with_label_values(&[mode]);
     for result in ["ok", "error"] {
         TLS_RELOADS.with_label_values(&[result]);
@@ -369,11 +397,18 @@ impl StoreCollector {
         )
         .expect("metric");
         evictions.inc_by(s.evictions);
+        let expirations = IntCounter::with_opts(
+            Opts::new("railproxy_store_expired_total", "Versions dropped after delta.version_ttl")
+                .const_label("mode", mode),
+        )
+        .expect("metric");
+        expirations.inc_by(s.expirations);
         vec![
             gauge("railproxy_store_bytes", "Bytes held by the version store", s.bytes),
             gauge("railproxy_store_capacity_bytes", "Configured version store size", s.capacity),
             gauge("railproxy_store_entries", "Versions held by the version store", s.entries),
             Box::new(evictions),
+            Box::new(expirations),
         ]
     }
 }

@@ -22,8 +22,39 @@ use crate::tunnel::listeners::Listeners;
 use crate::tunnel::probe::{self, Prober};
 use crate::tunnel::{congestion, peer, tls as tunnel_tls};
 use crate::{server, tls};
-use pingora_core::services::background::background_service;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::{BackgroundService, background_service};
 use pingora_core::services::listening::Service;
+use std::time::Duration;
+
+/// Drops versions that outlived `delta.version_ttl` from an in-memory store, so that they are
+/// not held (nor counted) until their key is asked for again.
+struct Sweeper<K: std::hash::Hash + Eq> {
+    store: Arc<MemoryStore<K>>,
+    every: Duration,
+}
+
+impl<K: std::hash::Hash + Eq> Sweeper<K> {
+    fn new(store: Arc<MemoryStore<K>>, ttl: Duration) -> Self {
+        // An entry outlives its ttl by at most a tenth of it (10 s at most).
+        Sweeper { store, every: (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(10)) }
+    }
+}
+
+#[async_trait::async_trait]
+impl<K: std::hash::Hash + Eq + Send + Sync + 'static> BackgroundService for Sweeper<K> {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.store.expire();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
 
 /// Runs the edge until it is told to stop; never returns on success.
 pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
@@ -57,9 +88,10 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
             Ok(())
         })
     };
-    let store = Arc::new(MemoryStore::<String>::new(config.delta.store_size));
+    let store = Arc::new(MemoryStore::<String>::with_ttl(config.delta.store_size, config.delta.version_ttl));
     let stats = store.clone();
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
+    let sweeper = Sweeper::new(store.clone(), config.delta.version_ttl);
 
     let mut server = server::build(&config.server, upgrade);
     // Names were resolved when the file was read; looked up again as answers age.
@@ -110,6 +142,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(proxy);
     server.add_service(background_service("origin listener probes", prober));
     server.add_service(background_service("origin listener names", listeners_resolver));
+    server.add_service(background_service("expired versions", sweeper));
     server.add_service(background_service("TLS reload", reloader));
     server.add_service(admin::service(
         config.admin.listen,
@@ -134,14 +167,24 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     metrics::init("origin");
     let config = Arc::new(config);
     let t = &config.tunnel;
+    let ttl = config.delta.version_ttl;
+    let mut sweeper = None;
     let store: Arc<dyn VersionStore<VersionId>> = match &config.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new(config.delta.store_size)),
-        StoreKind::Redis { url, ttl, timeout } => Arc::new(RedisStore::new(url, *ttl, *timeout)?),
+        StoreKind::Memory => {
+            let memory = Arc::new(MemoryStore::with_ttl(config.delta.store_size, ttl));
+            sweeper = Some(Sweeper::new(memory.clone(), ttl));
+            memory
+        }
+        // Redis expires what it holds itself (SET EX).
+        StoreKind::Redis(redis) => Arc::new(RedisStore::new(redis, ttl)?),
     };
     let stats = store.clone();
     StoreCollector::register("origin", Arc::new(move || stats.stats()));
 
     let mut server = server::build(&config.server, upgrade);
+    if let Some(sweeper) = sweeper {
+        server.add_service(background_service("expired versions", sweeper));
+    }
     let names = Arc::new(crate::resolve::Names::new(&config.dns)?);
     let upstreams = Arc::new(Upstreams::new(&config.hosts, &config.backend, &names)?);
     let pools = server.add_service(background_service("backends", upstreams.service()));

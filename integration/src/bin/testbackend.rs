@@ -33,6 +33,9 @@
 //!                                 Content-Length
 //!   GET  /big/N                   N bytes of application/octet-stream with Content-Length, made
 //!                                 as they are sent (64 KB pieces), so N may be gigabytes
+//!   GET  /personal/SET            version `x-version: N` of SET with `<!-- for COOKIE -->` (the
+//!                                 request's Cookie, or `anonymous`) appended, and the request's
+//!                                 `x-cc` as its Cache-Control (e.g. `no-store`, `private`)
 //!   GET  /tagged/SET?u=N          version N of SET (modulo its length) with `<!-- u=N -->`
 //!                                 appended: a distinct body for every N
 //!
@@ -172,6 +175,22 @@ impl Backend {
                 match self.sets.get(*set).and_then(|v| v.get(version)) {
                     Some(body) => reply(200, content_type_of(body), full(body.clone())),
                     None => reply(404, "text/plain", full(format!("no version {version} of {set}\n"))),
+                }
+            }
+            (Method::GET | Method::HEAD, ["personal", set]) => {
+                let version = req.headers().get("x-version").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+                match self.sets.get(*set).and_then(|v| v.get(version.unwrap_or(0))) {
+                    Some(body) => {
+                        let who = req.headers().get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("anonymous");
+                        let mut page = body.to_vec();
+                        page.extend_from_slice(format!("<!-- for {who} -->\n").as_bytes());
+                        let mut r = reply(200, content_type_of(body), full(page));
+                        if let Some(cc) = req.headers().get("x-cc") {
+                            r.headers_mut().insert("cache-control", cc.clone());
+                        }
+                        r
+                    }
+                    None => reply(404, "text/plain", full(format!("no version of {set}\n"))),
                 }
             }
             (Method::GET | Method::HEAD, ["status", code]) => {

@@ -79,6 +79,9 @@ pub struct DeltaSettings {
     pub max_body: u64,
     /// Edge: largest decoded body accepted when the origin announced no length (bomb limit).
     pub max_decoded: u64,
+    /// A version is dropped this long after it was stored (in memory, and in Redis), unless
+    /// stored again.
+    pub version_ttl: Duration,
 }
 
 impl DeltaSettings {
@@ -87,7 +90,11 @@ impl DeltaSettings {
             store_size: s.or("store_size", ByteSize(default_store)).0,
             max_body: s.or("max_body", ByteSize(8 << 20)).0,
             max_decoded: 0,
+            version_ttl: s.or("version_ttl", Secs(Duration::from_secs(600))).0,
         };
+        if d.version_ttl < Duration::from_secs(1) {
+            s.problem("version_ttl", "must be at least 1s");
+        }
         if d.max_body == 0 {
             s.problem("max_body", "must be more than 0");
         }

@@ -60,6 +60,56 @@ pub struct OriginRoute {
     pub fallback: Fallback,
     /// This host's `request_buffering`, when it overrides `limits.request_buffering`.
     pub request_buffering: Option<bool>,
+    /// This host's session cookies, when they override `credentials.cookies`.
+    pub cookies: Option<Vec<String>>,
+    /// Path prefixes whose pages are the same for every user: requests with credentials share
+    /// the URL's version there.
+    pub shared_bases: Vec<String>,
+    /// Keep `Cache-Control: no-store` responses as versions (both ends).
+    pub store_no_store: bool,
+}
+
+impl OriginRoute {
+    /// Whether requests for `path` share the URL's version whatever their credentials.
+    pub fn shared_base(&self, path: &str) -> bool {
+        self.shared_bases.iter().any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// What makes a request a user's (see `crate::versions`).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Request headers that carry credentials besides Cookie and Authorization.
+    pub headers: Vec<http::HeaderName>,
+    /// The cookies that identify a user; empty: every cookie does.
+    pub cookies: Vec<String>,
+}
+
+impl Credentials {
+    fn read(s: &Section<'_>) -> Self {
+        let mut headers = Vec::new();
+        for name in s.list::<String>("headers") {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) if h == http::header::COOKIE || h == http::header::AUTHORIZATION => {
+                    s.problem("headers", format!("{name}: always a credential, list only others"));
+                }
+                Ok(h) => headers.push(h),
+                Err(_) => s.problem("headers", format!("{name:?} is not a header name")),
+            }
+        }
+        Credentials { headers, cookies: read_cookie_names(s) }
+    }
+}
+
+/// A `cookies:` list: names as they appear before `=`.
+fn read_cookie_names(s: &Section<'_>) -> Vec<String> {
+    let names = s.list::<String>("cookies");
+    for n in &names {
+        if n.is_empty() || n.contains([';', '=', ',', ' ']) {
+            s.problem("cookies", format!("{n:?} is not a cookie name"));
+        }
+    }
+    names
 }
 
 /// Health checking of origin listeners and retries on another one.
@@ -117,6 +167,7 @@ pub struct EdgeConfig {
     pub limits: super::limits::Limits,
     pub websocket: WebSocketSettings,
     pub dns: DnsSettings,
+    pub credentials: Credentials,
 }
 
 impl EdgeConfig {
@@ -194,7 +245,13 @@ impl EdgeConfig {
                 pattern,
                 fallback,
                 request_buffering: s.opt("request_buffering"),
+                cookies: s.has("cookies").then(|| read_cookie_names(&s)),
+                shared_bases: s.list("shared_bases"),
+                store_no_store: s.or("store_no_store", false),
             };
+            if let Some(p) = route.shared_bases.iter().find(|p| !p.starts_with('/')) {
+                s.problem("shared_bases", format!("{p:?} must start with /"));
+            }
             if origins.iter().any(|o| o.pattern == route.pattern) {
                 s.problem("", format!("host {} is listed twice", route.pattern));
             }
@@ -263,6 +320,7 @@ impl EdgeConfig {
         let limits = super::limits::Limits::read(&root.section("limits"));
         let websocket = WebSocketSettings::read(&root.section("websocket"));
         let dns = DnsSettings::read(&root.section("dns"));
+        let credentials = Credentials::read(&root.section("credentials"));
         EdgeConfig {
             server,
             listen,
@@ -277,6 +335,7 @@ impl EdgeConfig {
             limits,
             websocket,
             dns,
+            credentials,
         }
     }
 

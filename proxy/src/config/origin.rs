@@ -121,7 +121,67 @@ pub enum StoreKind {
     /// In this process, bounded by `delta.store_size`.
     Memory,
     /// Shared by every listener pointed at it.
-    Redis { url: String, ttl: Duration, timeout: Duration },
+    Redis(RedisSettings),
+}
+
+/// A shared store: `redis://` or `rediss://` (TLS), with AUTH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// As configured, without a password (one is refused there).
+    pub url: String,
+    /// Longest wait per call.
+    pub timeout: Duration,
+    /// `rediss://`: the CAs that may sign the server's certificate (default: the system roots),
+    /// and a client certificate for a server that asks for one.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// AUTH: an ACL user (default: Redis's `default`) and the file holding the password.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl RedisSettings {
+    fn read(d: &Section<'_>, url: String) -> Self {
+        let t = d.section("store_tls");
+        let r = RedisSettings {
+            timeout: d.or("store_timeout", Secs(Duration::from_millis(100))).0,
+            ca: t.opt("ca"),
+            cert: t.opt("cert"),
+            key: t.opt("key"),
+            user: d.opt("store_user"),
+            password_file: d.opt("store_password_file"),
+            url,
+        };
+        match redis::IntoConnectionInfo::into_connection_info(r.url.as_str()) {
+            Err(e) => d.problem("store", format!("{:?} is not a Redis URL: {e}", r.url)),
+            Ok(info) => {
+                if info.redis_settings().password().is_some() {
+                    d.problem("store", "holds a password: put it in store_password_file, never in this file");
+                }
+                if info.redis_settings().username().is_some() && r.user.is_some() {
+                    d.problem("store_user", "the URL names a user already");
+                }
+            }
+        }
+        if d.has("store_tls") && !r.url.starts_with("rediss://") {
+            d.problem("store_tls", "only used with store: rediss://…");
+        }
+        if r.cert.is_some() != r.key.is_some() {
+            t.problem(if r.cert.is_some() { "key" } else { "cert" }, "cert and key go together");
+        }
+        r
+    }
+
+    fn paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        [&mut self.ca, &mut self.cert, &mut self.key, &mut self.password_file].into_iter().flatten()
+    }
+
+    fn files(&self) -> impl Iterator<Item = (String, &Path)> {
+        let tls = [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)];
+        let tls = tls.into_iter().filter_map(|(k, p)| p.as_deref().map(|p| (format!("delta.store_tls.{k}"), p)));
+        tls.chain(self.password_file.as_deref().map(|p| ("delta.store_password_file".to_string(), p)))
+    }
 }
 
 /// Delta encoding effort: smallest deltas, or cheapest encoding (the default).
@@ -235,20 +295,21 @@ impl OriginConfig {
         };
         let store = match d.or("store", "memory".to_string()) {
             m if m == "memory" => StoreKind::Memory,
-            url if url.starts_with("redis://") => StoreKind::Redis {
-                url,
-                ttl: d.or("store_ttl", Secs(Duration::from_secs(24 * 3600))).0,
-                timeout: d.or("store_timeout", Secs(Duration::from_millis(100))).0,
-            },
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreKind::Redis(RedisSettings::read(&d, url))
+            }
             other => {
-                d.problem("store", format!("{other:?} is not a store (memory or redis://host:port/db)"));
+                d.problem("store", format!("{other:?} is not a store (memory, redis://host:port/db or rediss://…)"));
                 StoreKind::Memory
             }
         };
+        if d.has("store_ttl") {
+            d.problem("store_ttl", "replaced by delta.version_ttl, which both stores keep versions for");
+        }
         if store == StoreKind::Memory {
-            for key in ["store_ttl", "store_timeout"] {
+            for key in ["store_timeout", "store_tls", "store_user", "store_password_file"] {
                 if d.has(key) {
-                    d.problem(key, "only used with store: redis://…");
+                    d.problem(key, "only used with store: redis://… or rediss://…");
                 }
             }
         }
@@ -287,6 +348,9 @@ impl OriginConfig {
         for h in &mut self.hosts {
             p.extend(h.tls.paths_mut());
         }
+        if let StoreKind::Redis(r) = &mut self.store {
+            p.extend(r.paths_mut());
+        }
         p
     }
 
@@ -301,6 +365,9 @@ impl OriginConfig {
             for (key, path) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
                 f.extend(path.as_deref().map(|p| (format!("hosts.{}.tls.{key}", h.pattern), p)));
             }
+        }
+        if let StoreKind::Redis(r) = &self.store {
+            f.extend(r.files());
         }
         f
     }

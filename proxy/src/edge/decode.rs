@@ -277,7 +277,12 @@ mod tests {
     #[test]
     fn the_origins_header_decides_and_another_base_is_a_mismatch() {
         let (base, new, _) = pair();
-        let limits = DeltaSettings { store_size: 1 << 20, max_body: 1 << 20, max_decoded: 1 << 24 };
+        let limits = DeltaSettings {
+            store_size: 1 << 20,
+            max_body: 1 << 20,
+            max_decoded: 1 << 24,
+            version_ttl: std::time::Duration::from_secs(600),
+        };
         let said = |encoding, named: Option<VersionId>| {
             let mut resp = ResponseHeader::build(200, None).unwrap();
             let raw_length = Some(new.len() as u64);

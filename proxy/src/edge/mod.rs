@@ -34,6 +34,7 @@ use crate::tunnel::listeners::{LaneUse, Listeners};
 use crate::tunnel::peer::{self, tunnel_peer};
 use crate::tunnel::protocol::{self, Accepts, LaneProbe, TunnelRequest};
 use crate::tunnel::tls::{self, SharedPeerTls};
+use crate::versions::{self, Keep, Scope, UserKeys, Versions};
 use decode::{BodyDecoder, Start};
 
 const MODE: &str = "edge";
@@ -50,6 +51,8 @@ pub struct Edge {
     cache: Option<cache::EdgeCache>,
     /// Looks up the `direct` fallback's name.
     names: Arc<Names>,
+    /// Tells users apart, for versions of their own.
+    users: UserKeys,
 }
 
 impl Edge {
@@ -76,7 +79,8 @@ impl Edge {
     ) -> Self {
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
         let congestion = config.tunnel.congestion_control.as_deref().map(congestion::hook);
-        Edge { config, tls, store, listeners, probe_secret, congestion, cache, names }
+        let users = UserKeys::new(&config.credentials.headers);
+        Edge { config, tls, store, listeners, probe_secret, congestion, cache, names, users }
     }
 }
 
@@ -100,8 +104,13 @@ fn reason_for_client(e: &Error) -> String {
 pub struct EdgeCtx {
     envelope: Envelope,
     host: Option<String>,
-    /// Version-store key; only GET responses are versions.
+    /// Version-store key (the URL's, or the URL's and the user's); only GET responses are
+    /// versions, and only those the response lets be kept.
     key: Option<String>,
+    /// Whose this request's version is, as the origin is told.
+    versions: Versions,
+    /// Where the response is kept, once its header is in.
+    keep: Option<Keep>,
     /// The version named in `Available-Dictionary`.
     base: Option<Version>,
     /// Set after a base mismatch: the retry asks without a base.
@@ -186,6 +195,27 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// The version-store key of a GET, and whose version it is: a request with credentials has
+    /// its own, unless its path is one the operator declared the same for every user.
+    fn key_versions(&self, req: &RequestHeader, host: &str, ctx: &mut EdgeCtx) {
+        let route = self.config.route(host);
+        let cookies = route.and_then(|r| r.cookies.as_deref()).unwrap_or(&self.config.credentials.cookies);
+        let shared = route.is_some_and(|r| r.shared_base(req.uri.path()));
+        let user = if shared { None } else { self.users.user(req, cookies) };
+        ctx.versions = Versions {
+            scope: if user.is_some() { Scope::User } else { Scope::Shared },
+            keep_no_store: route.is_some_and(|r| r.store_no_store),
+        };
+        let url = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        // A request target holds no space, so no URL's key is another's user key.
+        ctx.key = Some(match user {
+            Some(user) => format!("{host}{url} user={user}"),
+            None => format!("{host}{url}"),
+        });
+    }
+}
+
 /// Whether this is the subrequest carrying a body the edge buffered (see `buffering`).
 fn replayed(session: &Session) -> bool {
     buffering::Replayed::of(session).is_some()
@@ -201,6 +231,8 @@ impl ProxyHttp for Edge {
             envelope: Envelope::open(MODE),
             host: None,
             key: None,
+            versions: Versions::default(),
+            keep: None,
             base: None,
             without_base: false,
             body: None,
@@ -314,10 +346,8 @@ impl ProxyHttp for Edge {
                 }
             }
         }
-        let req = session.req_header();
-        if req.method == http::Method::GET && !ctx.websocket {
-            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            ctx.key = Some(format!("{}{path}", host.as_deref().unwrap_or_default()));
+        if session.req_header().method == http::Method::GET && !ctx.websocket {
+            self.key_versions(session.req_header(), host.as_deref().unwrap_or_default(), ctx);
         }
         ctx.host = host;
         Ok(false)
@@ -588,8 +618,8 @@ impl ProxyHttp for Edge {
             let held = if ctx.base.is_some() { "hit" } else { "miss" };
             metrics::BASE.with_label_values(&[MODE, held]).inc();
         }
-        TunnelRequest { base: ctx.base.as_ref().map(|b| b.id), accepts: Accepts::ALL, segments: true }
-            .write(upstream_request)
+        let base = ctx.base.as_ref().map(|b| b.id);
+        TunnelRequest { base, accepts: Accepts::ALL, segments: true, versions: ctx.versions }.write(upstream_request)
     }
 
     async fn request_body_filter(
@@ -635,6 +665,22 @@ impl ProxyHttp for Edge {
             Start::Identity => Ok(()),
             Start::Decode(decoder) => {
                 ctx.envelope.encoding = decoder.encoding();
+                let keep = versions::keep(ctx.versions, resp);
+                if let Some(key) = ctx.key.take_if(|_| !keep.stores()) {
+                    // Nothing of this page stays here, not even the version before it.
+                    self.store.remove(&key);
+                    if resp.status == http::StatusCode::OK {
+                        metrics::VERSIONS.with_label_values(&[MODE, keep.class()]).inc();
+                    }
+                }
+                if decoder.encoding() == delta::codec::Encoding::Dcz {
+                    let class = match ctx.versions.scope {
+                        Scope::Shared => Keep::Anonymous,
+                        Scope::User => Keep::PerUser,
+                    };
+                    metrics::DELTAS.with_label_values(&[MODE, class.class()]).inc();
+                }
+                ctx.keep = Some(keep);
                 ctx.body = Some(*decoder);
                 Ok(())
             }
@@ -676,6 +722,8 @@ impl ProxyHttp for Edge {
                     let status = session.response_written().map_or(200, |r| r.status.as_u16());
                     if status == 200 {
                         self.store.put(key, complete);
+                        let class = ctx.keep.map_or("anonymous", Keep::class);
+                        metrics::VERSIONS.with_label_values(&[MODE, class]).inc();
                     }
                 }
                 Ok(None)
@@ -698,6 +746,6 @@ impl ProxyHttp for Edge {
         if ctx.probe.is_some() || ctx.handed_off || buffering::Replayed::of(session).is_some_and(|r| r.resending()) {
             return;
         }
-        ctx.envelope.close(session, e, ctx.base.is_some());
+        ctx.envelope.close(session, e, ctx.base.as_ref().map(|b| &b.id));
     }
 }

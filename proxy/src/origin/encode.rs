@@ -10,26 +10,30 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::http_util::{content_length, header_str};
 use crate::tunnel::protocol::TunnelResponse;
+use crate::versions::Keep;
 
 /// How one response crosses the tunnel.
 pub enum Plan<'a> {
     /// Streams through as the backend sent it.
     Identity,
-    /// zstd of the full body; `store` keeps it as a version.
-    Full { store: bool },
+    /// zstd of the full body; `store` keeps it as a version; `refused`: it would have been one,
+    /// but the response said not to keep it.
+    Full { store: bool, refused: bool },
     /// dcz against `base`; the new body is stored.
     Delta { base: &'a Version },
 }
 
 impl<'a> Plan<'a> {
     /// Only GET/POST… responses with a body of a compressible type, not already encoded and not
-    /// over the size limit, are encoded; only 200s are stored and delta-encoded.
+    /// over the size limit, are encoded; only 200s to GETs that `keep` lets be kept are stored
+    /// and delta-encoded (a response kept nowhere is never made from a base either).
     pub fn decide(
         req: &RequestHeader,
         resp: &ResponseHeader,
         max_body: u64,
         accepts_zstd: bool,
         base: Option<&'a Version>,
+        keep: Keep,
     ) -> Plan<'a> {
         let status = resp.status.as_u16();
         let has_body = req.method != http::Method::HEAD && status >= 200 && !matches!(status, 204 | 304);
@@ -49,10 +53,11 @@ impl<'a> Plan<'a> {
         {
             return Plan::Identity;
         }
-        let store = status == 200 && req.method == http::Method::GET;
+        let version = status == 200 && req.method == http::Method::GET;
+        let store = version && keep.stores();
         match base {
             Some(base) if store => Plan::Delta { base },
-            _ => Plan::Full { store },
+            _ => Plan::Full { store, refused: version && !store },
         }
     }
 
@@ -90,17 +95,17 @@ impl<'a> Plan<'a> {
         said.write(resp)?;
         let started = match self {
             Plan::Identity => return Ok(None),
-            Plan::Full { store } => Encoder::zstd(full_level, length).map(|e| (e, *store)),
+            Plan::Full { store, .. } => Encoder::zstd(full_level, length).map(|e| (e, *store)),
             Plan::Delta { base } => Encoder::dcz(base, params, length).map(|e| (e, true)),
         };
         let (encoder, store) =
             started.map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel encoder", e))?;
         let keep = match store {
-            false => Keep::Nothing,
+            false => Held::Nothing,
             // A cut makes the sampled index hand over to zstd's streaming encoder, which keeps
             // no body: a body that may be cut keeps its own copy.
-            true if encoder.keeps_body() && !segmented => Keep::Encoder,
-            true => Keep::Copy(Vec::with_capacity(length.unwrap_or(16 * 1024).min(max_body) as usize)),
+            true if encoder.keeps_body() && !segmented => Held::Encoder,
+            true => Held::Copy(Vec::with_capacity(length.unwrap_or(16 * 1024).min(max_body) as usize)),
         };
         let segments = segmented.then(RunningHash::default);
         Ok(Some(BodyEncoder { encoder, keep, max_body: max_body as usize, segments, cut: 0, length }))
@@ -110,7 +115,7 @@ impl<'a> Plan<'a> {
 /// Encodes one body as it streams, keeping it to store when it is a version.
 pub struct BodyEncoder {
     encoder: Encoder,
-    keep: Keep,
+    keep: Held,
     max_body: usize,
     /// The body hashed so far, when it goes out segmented.
     segments: Option<RunningHash>,
@@ -125,7 +130,7 @@ pub struct BodyEncoder {
 const MAX_SEGMENT: u64 = 1 << 20;
 
 /// Where the body to store is kept.
-enum Keep {
+enum Held {
     /// Not a version, or too large after all (chunked responses have no length up front).
     Nothing,
     /// A copy made here, as it streams.
@@ -188,18 +193,18 @@ impl BodyEncoder {
             self.encoder.write(&chunk, &mut out)?;
             let within = self.encoder.bytes_in() as usize <= self.max_body;
             match &mut self.keep {
-                Keep::Copy(raw) if within => raw.extend_from_slice(&chunk),
-                Keep::Encoder if within => {}
-                _ => self.keep = Keep::Nothing,
+                Held::Copy(raw) if within => raw.extend_from_slice(&chunk),
+                Held::Encoder if within => {}
+                _ => self.keep = Held::Nothing,
             }
         }
         let mut version = None;
         if end {
             self.encoder.finish(&mut out)?;
-            version = match std::mem::replace(&mut self.keep, Keep::Nothing) {
-                Keep::Nothing => None,
-                Keep::Copy(raw) => Some(Version::new(raw)),
-                Keep::Encoder => self.encoder.take_body().map(Version::new),
+            version = match std::mem::replace(&mut self.keep, Held::Nothing) {
+                Held::Nothing => None,
+                Held::Copy(raw) => Some(Version::new(raw)),
+                Held::Encoder => self.encoder.take_body().map(Version::new),
             };
             // The id this origin computed anyway, so the edge does not hash the body again.
             if let Some(v) = &version {

@@ -25,6 +25,7 @@ use crate::envelope::Envelope;
 use crate::http_util;
 use crate::metrics;
 use crate::tunnel::protocol::{self, Accepts, Probe, TunnelRequest};
+use crate::versions::{self, Keep, Versions};
 use backends::{InFlight, Pool, Upstreams};
 use encode::{BodyEncoder, Plan};
 
@@ -66,8 +67,13 @@ impl Origin {
 pub struct OriginCtx {
     envelope: Envelope,
     host: Option<String>,
-    /// The base the edge named and this origin holds.
+    /// The base the edge named and this origin holds; once the response is in, only if the
+    /// body is a delta against it.
     base: Option<Version>,
+    /// Whose version the response is, as the edge said.
+    versions: Versions,
+    /// Where the response is kept, once its header is in.
+    keep: Option<Keep>,
     /// The encodings the edge accepts on this request.
     accepts: Accepts,
     body: Option<BodyEncoder>,
@@ -97,6 +103,8 @@ impl ProxyHttp for Origin {
             host: None,
             pool: None,
             base: None,
+            versions: Versions::default(),
+            keep: None,
             accepts: Accepts { dcz: false, zstd: false },
             body: None,
             probe: false,
@@ -154,6 +162,7 @@ impl ProxyHttp for Origin {
         let asked = TunnelRequest::read(req);
         ctx.accepts = asked.accepts;
         ctx.segments = asked.segments;
+        ctx.versions = asked.versions;
         let result = match asked.base {
             None => "none",
             Some(id) if asked.accepts.dcz && req.method == http::Method::GET => match self.store.get(&id).await {
@@ -279,16 +288,27 @@ impl ProxyHttp for Origin {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         protocol::strip_response(resp);
+        let keep = versions::keep(ctx.versions, resp);
         let plan = Plan::decide(
             session.req_header(),
             resp,
             self.config.delta.max_body,
             ctx.accepts.zstd,
             ctx.base.as_ref().filter(|_| ctx.accepts.dcz),
+            keep,
         );
         ctx.envelope.encoding = plan.encoding();
         let (level, max_body) = (self.config.full_level, self.config.delta.max_body);
         ctx.body = plan.start(resp, &self.delta_params, level, max_body, ctx.segments)?;
+        match plan {
+            Plan::Delta { .. } => metrics::DELTAS.with_label_values(&[MODE, keep.class()]).inc(),
+            Plan::Full { refused: true, .. } => metrics::VERSIONS.with_label_values(&[MODE, keep.class()]).inc(),
+            _ => {}
+        }
+        if !matches!(plan, Plan::Delta { .. }) {
+            ctx.base = None;
+        }
+        ctx.keep = Some(keep);
         Ok(())
     }
 
@@ -311,13 +331,15 @@ impl ProxyHttp for Origin {
         *body = out;
         if let Some(version) = finished {
             self.store.put(version.id, version);
+            let class = ctx.keep.map_or("anonymous", Keep::class);
+            metrics::VERSIONS.with_label_values(&[MODE, class]).inc();
         }
         Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         if !ctx.probe {
-            ctx.envelope.close(session, e, ctx.base.is_some());
+            ctx.envelope.close(session, e, ctx.base.as_ref().map(|b| &b.id));
         }
     }
 }

@@ -3,16 +3,21 @@
 //! Redis is an optimisation, never a dependency: every call is bounded by a timeout, and a miss,
 //! an error or a timeout all mean "no base here", so the response goes out in full. Bodies read
 //! back are hashed before use, so a stale or damaged entry costs a full response, not a wrong one.
+//! `rediss://` speaks TLS through the process's rustls, verified against `store_tls.ca` (or the
+//! system roots), with a client certificate when one is configured; the AUTH password is read
+//! from its file at start and kept nowhere else.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use delta::store::{StoreStats, VersionStore};
 use delta::{Version, VersionId};
-use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands as _, IntoConnectionInfo as _};
 
+use crate::config::origin::RedisSettings;
 use crate::metrics;
 
 /// Seconds between attempts to connect while Redis is unreachable.
@@ -50,16 +55,47 @@ fn count(op: &str, result: &str) {
 }
 
 impl RedisStore {
-    /// A store for `url` (`redis://host:port/db`); the connection is made in the background.
-    pub fn new(url: &str, ttl: Duration, timeout: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("delta.store {url:?}: {e}"))?;
+    /// A store as `settings` say, whose values expire `ttl` after they were written; the
+    /// connection is made in the background.
+    pub fn new(settings: &RedisSettings, ttl: Duration) -> anyhow::Result<Self> {
+        let url = &settings.url;
+        let mut info = url.as_str().into_connection_info().with_context(|| format!("delta.store {url:?}"))?;
+        let mut auth = info.redis_settings().clone();
+        if let Some(user) = &settings.user {
+            auth = auth.set_username(user);
+        }
+        if let Some(file) = &settings.password_file {
+            let password = std::fs::read_to_string(file)
+                .with_context(|| format!("delta.store_password_file: reading {}", file.display()))?;
+            // A file written with `echo` ends in a newline, which is no part of the password.
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "delta.store_password_file: {} is empty", file.display());
+            auth = auth.set_password(password);
+        }
+        info = info.set_redis_settings(auth);
+        let client = match url.starts_with("rediss://") {
+            true => {
+                let read = |key: &str, p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+                    p.as_ref()
+                        .map(|p| std::fs::read(p).with_context(|| format!("delta.store_tls.{key}: {}", p.display())))
+                        .transpose()
+                };
+                let client_tls = match (read("cert", &settings.cert)?, read("key", &settings.key)?) {
+                    (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig { client_cert, client_key }),
+                    _ => None,
+                };
+                let certs = redis::TlsCertificates { client_tls, root_cert: read("ca", &settings.ca)? };
+                redis::Client::build_with_tls(info, certs).with_context(|| format!("delta.store {url:?}"))?
+            }
+            false => redis::Client::open(info).with_context(|| format!("delta.store {url:?}"))?,
+        };
         Ok(RedisStore {
             client,
             url: url.to_string(),
             conn: Arc::new(Mutex::new(None)),
             connecting: Mutex::new(None),
             ttl: ttl.as_secs().max(1),
-            timeout,
+            timeout: settings.timeout,
             failures: std::sync::atomic::AtomicU32::new(0),
             broken_until: Mutex::new(None),
         })

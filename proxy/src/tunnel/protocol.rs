@@ -20,6 +20,7 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::http_util::{accepts, header_str};
+use crate::versions::{self, Versions};
 
 /// RFC 9842: the SHA-256 of the body the edge holds for this URL, as `:base64:`.
 const AVAILABLE_DICTIONARY: &str = "available-dictionary";
@@ -38,6 +39,9 @@ const RAW_LENGTH: &str = "railproxy-raw-length";
 /// Request: the edge reads segmented bodies (`delta::codec::segments`). Response: this body is
 /// segmented. An edge of an earlier release does not ask, and gets one unsegmented frame.
 const SEGMENTS: &str = "railproxy-segments";
+/// Request: whose version this request's is (`shared` or `user`), and whether the operator
+/// opted its host into keeping `no-store` responses (`, no-store`); see `crate::versions`.
+const VERSIONS: &str = "railproxy-versions";
 /// Request: a health probe from an edge; the origin answers it itself, without a backend.
 const PROBE: &str = "railproxy-probe";
 /// Inside the edge only: a probe its prober hands its own proxy, naming the lane to probe and the
@@ -109,6 +113,8 @@ pub struct TunnelRequest {
     pub accepts: Accepts,
     /// The edge reads segmented bodies.
     pub segments: bool,
+    /// Whose version the response is, as the edge keys it.
+    pub versions: Versions,
 }
 
 impl TunnelRequest {
@@ -121,6 +127,7 @@ impl TunnelRequest {
         if self.segments {
             req.insert_header(SEGMENTS, "1")?;
         }
+        req.insert_header(VERSIONS, versions::header_value(self.versions))?;
         Ok(())
     }
 
@@ -134,6 +141,7 @@ impl TunnelRequest {
                 zstd: accepts(accept, Encoding::Zstd.as_str()),
             },
             segments: req.headers.get(SEGMENTS).is_some_and(|v| v.as_bytes() == b"1"),
+            versions: versions::parse_header(req.headers.get(VERSIONS)),
         }
     }
 }
@@ -256,6 +264,7 @@ impl LaneProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::versions::Scope;
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
         let mut req = RequestHeader::build("GET", b"/page", None).unwrap();
@@ -287,13 +296,21 @@ mod tests {
         }
     }
 
+    const SHARED: Versions = Versions { scope: Scope::Shared, keep_no_store: false };
+    const USER: Versions = Versions { scope: Scope::User, keep_no_store: false };
+
     #[test]
     fn request_round_trip() {
         for sent in [
-            TunnelRequest { base: Some(id(b"held")), accepts: Accepts::ALL, segments: true },
-            TunnelRequest { base: None, accepts: Accepts::ALL, segments: false },
-            TunnelRequest { base: None, accepts: Accepts { dcz: false, zstd: true }, segments: true },
-            TunnelRequest { base: Some(id(b"x")), accepts: Accepts { dcz: true, zstd: false }, segments: false },
+            TunnelRequest { base: Some(id(b"held")), accepts: Accepts::ALL, segments: true, versions: USER },
+            TunnelRequest { base: None, accepts: Accepts::ALL, segments: false, versions: SHARED },
+            TunnelRequest { base: None, accepts: Accepts { dcz: false, zstd: true }, segments: true, versions: SHARED },
+            TunnelRequest {
+                base: Some(id(b"x")),
+                accepts: Accepts { dcz: true, zstd: false },
+                segments: false,
+                versions: Versions { scope: Scope::User, keep_no_store: true },
+            },
         ] {
             let mut req = request(&[("host", "a.example")]);
             sent.write(&mut req).unwrap();
@@ -311,7 +328,7 @@ mod tests {
         }
         // What the edge has always sent.
         let mut req = request(&[]);
-        TunnelRequest { base: None, accepts: Accepts::ALL, segments: true }.write(&mut req).unwrap();
+        TunnelRequest { base: None, accepts: Accepts::ALL, segments: true, versions: SHARED }.write(&mut req).unwrap();
         assert_eq!(req.headers.get("accept-encoding").unwrap(), "dcz, zstd");
     }
 
@@ -358,13 +375,16 @@ mod tests {
             ("railproxy-probe", "1"),
             ("RailProxy-Delta-Base", &id(b"b").to_sf()),
             ("accept-encoding", "gzip"),
+            ("railproxy-versions", "shared, no-store"),
         ]);
         strip_request(&mut req);
         assert!(!Probe::is(&req));
         assert_eq!(TunnelRequest::read(&req).base, None);
+        assert_eq!(TunnelRequest::read(&req).versions, Versions::default());
         // The edge then says what it holds: only that reaches the origin.
-        TunnelRequest { base: None, accepts: Accepts::ALL, segments: true }.write(&mut req).unwrap();
-        assert_eq!(TunnelRequest::read(&req), TunnelRequest { base: None, accepts: Accepts::ALL, segments: true });
+        let said = TunnelRequest { base: None, accepts: Accepts::ALL, segments: true, versions: USER };
+        said.write(&mut req).unwrap();
+        assert_eq!(TunnelRequest::read(&req), said);
         assert!(req.headers.get_all("available-dictionary").iter().next().is_none());
     }
 
