@@ -126,6 +126,58 @@ fn origin_problems_too() {
 }
 
 #[test]
+fn version_keeping_and_store_problems_name_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = dir.path().join("e.yaml");
+    std::fs::write(
+        &edge,
+        "mode: edge\nlisten: [127.0.0.1:1]\nadmin: {listen: 127.0.0.1:2}\ntunnel: {ca: a, cert: b, key: c}\n\
+         origins:\n  a.example: {listeners: [127.0.0.1:3], shared_bases: [news/], cookies: [\"a=b\"]}\n\
+         delta: {version_ttl: 0}\ncredentials: {headers: [Cookie, \"not a name\"]}\n",
+    )
+    .unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", edge.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let out = text(&o);
+    for expected in [
+        "origins.a.example.shared_bases: \"news/\" must start with /",
+        "origins.a.example.cookies: \"a=b\" is not a cookie name",
+        "delta.version_ttl: must be at least 1s",
+        "credentials.headers: Cookie: always a credential",
+        "credentials.headers: \"not a name\" is not a header name",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let origin = dir.path().join("o.yaml");
+    let head = "mode: origin\nadmin: {listen: 127.0.0.1:1}\ntunnel: {listen: [127.0.0.1:2], cert: a, key: b, client_ca: c}\n\
+                hosts: {a.example: {backends: [127.0.0.1:3]}}\n";
+    for (delta, expected) in [
+        ("{store: \"redis://:hunter2@127.0.0.1:6379/0\"}", "delta.store: holds a password"),
+        ("{store: \"redis://127.0.0.1:6379/0\", store_ttl: 24h}", "delta.store_ttl: replaced by delta.version_ttl"),
+        (
+            "{store: \"redis://127.0.0.1:6379/0\", store_tls: {ca: c}}",
+            "delta.store_tls: only used with store: rediss://",
+        ),
+        ("{store: memory, store_password_file: p}", "delta.store_password_file: only used with store: redis://"),
+        (
+            "{store: \"rediss://127.0.0.1:6379/0\", store_tls: {cert: a}}",
+            "delta.store_tls.key: cert and key go together",
+        ),
+        (
+            "{store: \"rediss://127.0.0.1:6379/0\", store_password_file: /nonexistent/pw}",
+            "delta.store_password_file: cannot read",
+        ),
+    ] {
+        std::fs::write(&origin, format!("{head}delta: {delta}\n")).unwrap();
+        let o = railproxy(dir.path(), &["check", "-c", origin.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(64), "{delta}: {}", text(&o));
+        let out = text(&o);
+        assert!(out.contains(expected), "{delta}: missing {expected:?} in:\n{out}");
+        assert!(!out.contains("hunter2"), "the password is repeated:\n{out}");
+    }
+}
+
+#[test]
 fn syntax_errors_missing_mode_and_mode_mismatch_exit_64() {
     let dir = demo_dir();
     let bad = dir.path().join("syntax.yaml");
