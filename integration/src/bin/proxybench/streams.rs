@@ -44,17 +44,14 @@ struct Path {
 
 pub fn section(bench: &Bench, page_set: &str) {
     eprintln!("streams …");
-    let dir = bench.dir.path();
-    let pingora_listen = free_loopback();
-    let pingora = bench::start_pingora_reference(
-        dir,
-        "pingora-one-hop",
-        pingora_listen,
-        bench.backend.addr,
-        false,
-        None,
-        Some(SERVER_CPU),
-    );
+    // The one-hop reference, on a CPU of its own choosing; it listens where it says.
+    let start_pingora = |name: &str, cpu: &str| {
+        let listen = free_loopback();
+        let proc =
+            bench::start_pingora_reference(bench.dir.path(), name, listen, bench.backend.addr, false, None, Some(cpu));
+        (proc, listen)
+    };
+    let (pingora, pingora_listen) = start_pingora("pingora-one-hop", SERVER_CPU);
     let (origin, edge, listen, _, _) = bench.railproxy(&one_thread("fast"));
     let paths = [
         Path { name: "backend directly", addr: bench.backend.addr, pids: vec![] },
@@ -107,16 +104,7 @@ pub fn section(bench: &Bench, page_set: &str) {
     drop(edge);
     drop(origin);
     drop(pingora);
-    let pingora_listen = free_loopback();
-    let pingora = bench::start_pingora_reference(
-        dir,
-        "pingora-own-core",
-        pingora_listen,
-        bench.backend.addr,
-        false,
-        None,
-        Some(LOAD_CPU),
-    );
+    let (pingora, pingora_listen) = start_pingora("pingora-own-core", LOAD_CPU);
     let (origin, edge, listen, _, _) = bench.railproxy_on(&one_thread("fast"), SERVER_CPU, LOAD_CPU);
     let per_hop = [
         download_row(bench, "Pingora alone, one hop, own core", pingora_listen, &[pingora.pid()]),
