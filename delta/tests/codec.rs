@@ -509,3 +509,51 @@ fn the_fast_encoder_hands_over_its_body_and_streams_past_its_buffer_limit() {
     let huge = Version::new(Bytes::from(body));
     assert!(!Encoder::dcz(&huge, &DeltaParams::fast(), None).unwrap().keeps_body());
 }
+
+#[test]
+fn an_unchanged_frame_decodes_to_the_base_it_names_and_nothing_else() {
+    let v = PageGenerator::versions(31, 60_000, 2);
+    let base = Version::new(Bytes::from(v[0].clone()));
+    let frame = codec::unchanged_frame(&base.id);
+    assert_eq!(frame.len(), codec::UNCHANGED_LEN);
+    for step in [1, 7, codec::UNCHANGED_LEN] {
+        let mut d = Decoder::dcz(&base, opts()).unwrap();
+        let mut out = Vec::new();
+        for piece in frame.chunks(step) {
+            d.write(piece, &mut out).unwrap();
+        }
+        d.finish().unwrap();
+        assert!(out == v[0], "step {step}: the output is the base");
+        assert!(d.unchanged());
+        assert_eq!((d.produced(), d.version_id()), (v[0].len() as u64, Some(base.id)));
+    }
+    // A full delta is not unchanged.
+    let delta = codec::encode(&v[0], &v[1]).unwrap();
+    let mut d = Decoder::dcz(&base, opts()).unwrap();
+    d.write(&delta, &mut Vec::new()).unwrap();
+    assert!(!d.unchanged());
+
+    // Naming another base: a mismatch, before any output.
+    let other = codec::unchanged_frame(&VersionId::of(&v[1]));
+    let mut out = Vec::new();
+    let e = Decoder::dcz(&base, opts()).unwrap().write(&other, &mut out).unwrap_err();
+    assert!(matches!(e, Error::BaseMismatch { .. }), "{e:?}");
+    assert!(out.is_empty());
+    // Anything after it: refused.
+    let mut trailing = frame.to_vec();
+    trailing.push(0);
+    let e = codec::decode_with(&base, &trailing, opts()).unwrap_err();
+    assert!(matches!(e, Error::TrailingData(_)), "{e:?}");
+    let mut trailing = frame.to_vec();
+    trailing.extend_from_slice(&codec::version_frame(&base.id));
+    assert!(codec::decode_with(&base, &trailing, opts()).is_err(), "not even a version frame");
+    // Cut short: not a body.
+    let mut d = Decoder::dcz(&base, opts()).unwrap();
+    d.write(&frame[..codec::UNCHANGED_LEN - 1], &mut Vec::new()).unwrap();
+    assert!(matches!(d.finish(), Err(Error::Truncated)));
+    // Over the output limit: refused.
+    let small = DecodeOptions { max_output: v[0].len() as u64 - 1, require_checksum: true };
+    assert!(matches!(codec::decode_with(&base, &frame, small), Err(Error::TooLarge { .. })));
+    // Without a base (a zstd body), it is no zstd frame.
+    assert!(codec::decompress(&frame, opts()).is_err());
+}

@@ -108,6 +108,18 @@ pub static DELTAS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Delta responses whose body was the base itself, sent (origin) or served from the stored
+/// copy (edge) as the 40-byte unchanged frame: nothing encoded, sent or decoded. A subset of
+/// `railproxy_deltas_total`.
+pub static UNCHANGED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_unchanged_total",
+        "Delta responses whose body equalled the base, crossing as the unchanged frame",
+        &["mode"]
+    )
+    .expect("metric")
+});
+
 /// Edge: tunnel bodies that failed verification, by reason; none of their bytes were served.
 pub static VERIFY_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -318,6 +330,7 @@ pub fn init(mode: &str) {
         DELTAS.with_label_values(&[mode, class]);
     }
     TUNNEL_CONNECTIONS.with_label_values(&[mode]);
+    UNCHANGED.with_label_values(&[mode]);
     for result in ["ok", "error"] {
         TLS_RELOADS.with_label_values(&[result]);
     }

@@ -6,8 +6,8 @@ use zstd_safe::{InBuffer, OutBuffer};
 use super::Encoding;
 use super::context::{Bounded, DecompressCtx};
 use super::header::{
-    DCZ_HEADER_LEN, FramePeek, VERSION_FRAME_LEN, VERSION_FRAME_MAGIC, ZSTD_FRAME_HEADER_MAX, ZSTD_FRAME_PREFIX,
-    frame_header_len, parse_dcz_header, parse_version_frame, peek_frame,
+    DCZ_HEADER_LEN, FramePeek, UNCHANGED_LEN, VERSION_FRAME_LEN, VERSION_FRAME_MAGIC, ZSTD_FRAME_HEADER_MAX,
+    ZSTD_FRAME_PREFIX, frame_header_len, parse_dcz_header, parse_unchanged_frame, parse_version_frame, peek_frame,
 };
 use super::params::{ZSTD_MAX_WINDOW_LOG, dcz_decoder_window_log, dcz_window_limit};
 use crate::error::{Error, Result};
@@ -44,6 +44,10 @@ pub struct Decoder {
     ctx: DecompressCtx,
     encoding: Encoding,
     expected_base: Option<VersionId>,
+    /// The base's body, the output of an unchanged frame.
+    base_body: Option<Bytes>,
+    /// The body was an unchanged frame.
+    unchanged: bool,
     opts: DecodeOptions,
     window_limit: u64,
     stage: Stage,
@@ -76,7 +80,9 @@ impl Decoder {
     pub fn dcz(base: &Version, opts: DecodeOptions) -> Result<Self> {
         let log = dcz_decoder_window_log(base.body.len());
         let ctx = DecompressCtx::new(Some(base.body.clone()), log)?;
-        Ok(Self::with(ctx, Encoding::Dcz, Some(base.id), opts, dcz_window_limit(base.body.len())))
+        let mut d = Self::with(ctx, Encoding::Dcz, Some(base.id), opts, dcz_window_limit(base.body.len()));
+        d.base_body = Some(base.body.clone());
+        Ok(d)
     }
 
     /// A decoder for a full zstd body.
@@ -97,6 +103,8 @@ impl Decoder {
             ctx,
             encoding,
             expected_base,
+            base_body: None,
+            unchanged: false,
             opts,
             window_limit,
             stage,
@@ -127,7 +135,13 @@ impl Decoder {
         self.stage == Stage::Done && (self.trailer_filled == 0 || self.version_id.is_some())
     }
 
-    /// The id of the decoded body, when the encoder sent it in a version frame.
+    /// The body was the unchanged frame: the output is the base.
+    pub fn unchanged(&self) -> bool {
+        self.unchanged
+    }
+
+    /// The id of the decoded body, when the encoder sent it in a version frame (or an
+    /// unchanged frame).
     pub fn version_id(&self) -> Option<VersionId> {
         self.version_id
     }
@@ -159,9 +173,13 @@ impl Decoder {
             if n < DCZ_HEADER_LEN {
                 return Ok(());
             }
+            let expected = self.expected_base.expect("dcz decoders have a base");
+            const _: () = assert!(UNCHANGED_LEN == DCZ_HEADER_LEN, "one header buffer reads both");
+            if let Some(found) = parse_unchanged_frame(&self.header) {
+                return self.take_unchanged(expected, found, input, out);
+            }
             let found =
                 parse_dcz_header(&self.header).ok_or(Error::BadHeader { encoding: "dcz", detail: "no dcz magic" })?;
-            let expected = self.expected_base.expect("dcz decoders have a base");
             if found != expected {
                 return Err(Error::BaseMismatch { expected, found });
             }
@@ -204,6 +222,23 @@ impl Decoder {
             Stage::Failed => Err(Error::Finished("failed")),
             Stage::DczHeader | Stage::FramePeek => unreachable!("handled above"),
         }
+    }
+
+    /// The body is the base: nothing follows the frame, and it must name the base held.
+    fn take_unchanged(&mut self, expected: VersionId, found: VersionId, rest: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if found != expected {
+            return Err(Error::BaseMismatch { expected, found });
+        }
+        let base = self.base_body.as_ref().expect("dcz decoders have a base");
+        if base.len() as u64 > self.opts.max_output {
+            return Err(Error::TooLarge { limit: self.opts.max_output });
+        }
+        out.extend_from_slice(base);
+        self.produced = base.len() as u64;
+        self.unchanged = true;
+        self.version_id = Some(expected);
+        self.stage = Stage::Done;
+        self.take_trailer(rest)
     }
 
     fn decompress(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {

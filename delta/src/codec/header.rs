@@ -33,6 +33,32 @@ pub fn parse_version_frame(frame: &[u8; VERSION_FRAME_LEN]) -> Option<VersionId>
     Some(VersionId::from_bytes(id))
 }
 
+/// A zstd skippable frame (magic `0x184D2A5D`) that stands instead of a whole dcz body: "the new
+/// body is byte for byte the base named here". The origin sends it when the backend's body
+/// equals the version the edge named, so nothing is encoded, sent or decoded but these 40
+/// bytes. Only a railproxy edge holding that base reads it; it is never a client's body.
+pub const UNCHANGED_MAGIC: [u8; 8] = [0x5d, 0x2a, 0x4d, 0x18, 0x20, 0x00, 0x00, 0x00];
+/// Length of the unchanged frame: magic, size, the base's id (the same as a dcz header's).
+pub const UNCHANGED_LEN: usize = UNCHANGED_MAGIC.len() + VERSION_ID_LEN;
+
+/// The unchanged frame for a body equal to `base`.
+pub fn unchanged_frame(base: &VersionId) -> [u8; UNCHANGED_LEN] {
+    let mut f = [0u8; UNCHANGED_LEN];
+    f[..UNCHANGED_MAGIC.len()].copy_from_slice(&UNCHANGED_MAGIC);
+    f[UNCHANGED_MAGIC.len()..].copy_from_slice(base.as_bytes());
+    f
+}
+
+/// The base an unchanged frame names, or `None` if `frame` is not one.
+pub fn parse_unchanged_frame(frame: &[u8; UNCHANGED_LEN]) -> Option<VersionId> {
+    if frame[..UNCHANGED_MAGIC.len()] != UNCHANGED_MAGIC {
+        return None;
+    }
+    let mut id = [0u8; VERSION_ID_LEN];
+    id.copy_from_slice(&frame[UNCHANGED_MAGIC.len()..]);
+    Some(VersionId::from_bytes(id))
+}
+
 /// Magic number of a zstd frame (RFC 8878 §3.1.1), little-endian.
 pub(crate) const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Bytes of a zstd frame that say how long its header is: magic and descriptor.
@@ -125,5 +151,8 @@ mod tests {
         let mut bad = h;
         bad[3] ^= 1;
         assert_eq!(parse_dcz_header(&bad), None);
+        let u = unchanged_frame(&id);
+        assert_eq!((parse_unchanged_frame(&u), parse_dcz_header(&u)), (Some(id), None));
+        assert_eq!(parse_unchanged_frame(&h), None);
     }
 }

@@ -9,6 +9,9 @@
 //! the frame ends and nothing follows it but, optionally, a version frame (a zstd skippable
 //! frame naming the decoded body's SHA-256, which standard decoders skip), and that the output
 //! stays under a limit.
+//!
+//! In place of a dcz body, a decoder against a base also takes the 40-byte unchanged frame
+//! naming that base (see [`UNCHANGED_MAGIC`]): its output is the base itself.
 
 mod context;
 mod decoder;
@@ -22,8 +25,8 @@ mod sequences;
 pub use decoder::{DecodeOptions, Decoder, decode, decode_with, decompress};
 pub use encoder::{Encoder, compress, encode, encode_with};
 pub use header::{
-    DCZ_HEADER_LEN, DCZ_MAGIC, VERSION_FRAME_LEN, VERSION_FRAME_MAGIC, dcz_header, parse_dcz_header,
-    parse_version_frame, version_frame,
+    DCZ_HEADER_LEN, DCZ_MAGIC, UNCHANGED_LEN, UNCHANGED_MAGIC, VERSION_FRAME_LEN, VERSION_FRAME_MAGIC, dcz_header,
+    parse_dcz_header, parse_unchanged_frame, parse_version_frame, unchanged_frame, version_frame,
 };
 pub use params::{DeltaParams, Strategy, Tuning, dcz_window_limit};
 

@@ -19,6 +19,7 @@
 use ring::digest::{Context, SHA256};
 
 use crate::error::{Error, Result};
+use crate::version::{VERSION_ID_LEN, VersionId};
 
 /// A run of the encoded stream.
 const DATA: u8 = b'D';
@@ -62,6 +63,14 @@ impl RunningHash {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The SHA-256 of everything hashed: the body's version id, once the body is whole.
+    pub fn finish(self) -> VersionId {
+        let digest = self.ctx.finish();
+        let mut id = [0; VERSION_ID_LEN];
+        id.copy_from_slice(digest.as_ref());
+        VersionId::from_bytes(id)
     }
 
     /// The check for the body so far (the hash goes on).

@@ -30,7 +30,7 @@
 //!                                 `data: sent=MICROS` (when it was sent, in µs since the epoch)
 //!   GET  /flush/SET?first=F&ms=MS the next version of SET (as /cycle): its first F bytes (8192),
 //!                                 the rest MS (100) ms later; chunked, or with `length=1` a
-//!                                 Content-Length
+//!                                 Content-Length; `version=N`: always version N
 //!   GET  /big/N                   N bytes of application/octet-stream with Content-Length, made
 //!                                 as they are sent (64 KB pieces), so N may be gigabytes
 //!   GET  /personal/SET            version `x-version: N` of SET with `<!-- for COOKIE -->` (the
@@ -323,6 +323,7 @@ impl Backend {
                         *next += 1;
                         *next - 1
                     };
+                    let turn = param(&req, "version").unwrap_or(turn);
                     let body = versions[turn as usize % versions.len()].clone();
                     let first = (param(&req, "first").unwrap_or(8192) as usize).min(body.len());
                     let ms = param(&req, "ms").unwrap_or(100);

@@ -114,6 +114,10 @@ pub struct BodyDecoder {
     expect_len: Option<u64>,
     /// A segmented body: its records, and the decoded body hashed so far.
     segments: Option<(segments::Reader, RunningHash)>,
+    /// Where in `out` the bytes not hashed yet begin: a segmented body is hashed only as far
+    /// as a check needs (or before it streams on unverified), so a body the origin did not cut
+    /// is never hashed here.
+    unhashed: usize,
 }
 
 impl BodyDecoder {
@@ -130,12 +134,18 @@ impl BodyDecoder {
             sent_len: 0,
             expect_len,
             segments: segmented.then(Default::default),
+            unhashed: 0,
         }
     }
 
     /// The encoding being decoded.
     pub fn encoding(&self) -> Encoding {
         self.decoder.encoding()
+    }
+
+    /// The body is the base the request named, sent as the unchanged frame.
+    pub fn unchanged(&self) -> bool {
+        self.decoder.unchanged()
     }
 
     fn refuse(&self, reason: &'static str, detail: String) -> Refused {
@@ -148,16 +158,15 @@ impl BodyDecoder {
         let Some((reader, body)) = self.segments.as_mut() else {
             return self.decoder.write(chunk, &mut self.out).map_err(|e| self.refuse(reason(&e), e.to_string()));
         };
-        let (decoder, out, verified) = (&mut self.decoder, &mut self.out, &mut self.verified);
+        let (decoder, out, verified, unhashed) =
+            (&mut self.decoder, &mut self.out, &mut self.verified, &mut self.unhashed);
         let mut failed = None;
         let fed = reader.feed(chunk, |piece| {
             match piece {
-                Piece::Encoded(encoded) => {
-                    let before = out.len();
-                    decoder.write(encoded, out)?;
-                    body.update(&out[before..]);
-                }
+                Piece::Encoded(encoded) => decoder.write(encoded, out)?,
                 Piece::Check { len, hash } => {
+                    body.update(&out[*unhashed..]);
+                    *unhashed = out.len();
                     if !segments::verifies(body, len, &hash) {
                         let detail = format!("the body's first {len} bytes do not hash as the origin said");
                         failed = Some(("segment", detail));
@@ -199,17 +208,24 @@ impl BodyDecoder {
             if let Some(n) = self.expect_len.filter(|n| produced != *n) {
                 return Err(self.refuse("length", format!("decoded {produced} bytes, origin announced {n}")));
             }
-            let last = self.release(self.out.len());
+            let last = self.release(self.out.len(), true);
             let complete = self.complete();
             return Ok(Output { send: Some(last), complete });
         }
         let ready = if self.streaming { self.out.len() } else { self.verified };
-        let send = (ready > 0).then(|| self.release(ready));
+        let send = (ready > 0).then(|| self.release(ready, false));
         Ok(Output { send, complete: None })
     }
 
     /// Takes the first `n` bytes of `out` to send, keeping them to store while the body fits.
-    fn release(&mut self, n: usize) -> Bytes {
+    /// Unless `last`, a segmented body's bytes are hashed first, for the checks still to come.
+    fn release(&mut self, n: usize, last: bool) -> Bytes {
+        if let Some((_, body)) = self.segments.as_mut().filter(|_| !last) {
+            if n > self.unhashed {
+                body.update(&self.out[self.unhashed..n]);
+            }
+            self.unhashed = self.unhashed.max(n) - n;
+        }
         let rest = self.out.split_off(n);
         let piece = Bytes::from(std::mem::replace(&mut self.out, rest));
         self.verified = self.verified.saturating_sub(n);
@@ -407,18 +423,73 @@ mod tests {
 
     /// A body cut after `cut` bytes, as the origin sends it when the backend paused there.
     fn segmented(base: &Version, new: &[u8], cut: usize) -> Vec<u8> {
+        segmented_at(base, new, &[cut])
+    }
+
+    fn segmented_at(base: &Version, new: &[u8], cuts: &[usize]) -> Vec<u8> {
         let mut enc = delta::codec::Encoder::dcz(base, &delta::codec::DeltaParams::default(), None).unwrap();
-        let (mut wire, mut hash, mut run) = (Vec::new(), RunningHash::default(), Vec::new());
-        enc.write(&new[..cut], &mut run).unwrap();
-        enc.flush(&mut run).unwrap();
-        hash.update(&new[..cut]);
-        segments::write_data(&run, &mut wire);
-        segments::write_check(&hash, &mut wire);
-        run.clear();
-        enc.write(&new[cut..], &mut run).unwrap();
+        let (mut wire, mut hash, mut run, mut from) = (Vec::new(), RunningHash::default(), Vec::new(), 0);
+        for &cut in cuts {
+            enc.write(&new[from..cut], &mut run).unwrap();
+            enc.flush(&mut run).unwrap();
+            hash.update(&new[from..cut]);
+            segments::write_data(&run, &mut wire);
+            segments::write_check(&hash, &mut wire);
+            run.clear();
+            from = cut;
+        }
+        enc.write(&new[from..], &mut run).unwrap();
         enc.finish(&mut run).unwrap();
         segments::write_data(&run, &mut wire);
         wire
+    }
+
+    #[test]
+    fn checks_hold_when_output_streamed_on_before_them() {
+        // Past the hold limit, decoded bytes go before the next check: they are hashed first.
+        let (base, new, _) = pair();
+        let wire = segmented_at(&base, &new, &[8192, 30_000, 41_000]);
+        for step in [1, 7, 1000, wire.len()] {
+            let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None, true);
+            let (sent, complete, err) = feed(&mut d, &wire, step);
+            assert!(err.is_none(), "step {step}: {err:?}");
+            assert!(sent.concat() == new);
+            assert!(complete.is_none(), "streamed, so not stored");
+        }
+        // And a corrupt later check is still caught.
+        let mut bad = segmented_at(&base, &new, &[8192, 30_000]);
+        let at = bad.windows(9).rposition(|w| w[0] == b'C' && w[1..9] == 30_000u64.to_be_bytes()).expect("check");
+        bad[at + 12] ^= 1;
+        let mut d = BodyDecoder::new(Decoder::dcz(&base, DecodeOptions::default()).unwrap(), 1000, None, true);
+        let (_, _, err) = feed(&mut d, &bad, 64);
+        assert_eq!(err.expect("refused").reason, "segment");
+    }
+
+    #[test]
+    fn an_unchanged_frame_sends_the_base_and_stores_it_again() {
+        let (base, _, _) = pair();
+        let mut wire = Vec::new();
+        segments::write_data(&delta::codec::unchanged_frame(&base.id), &mut wire);
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(base.body.len() as u64),
+            true,
+        );
+        let (sent, complete, err) = feed(&mut d, &wire, 3);
+        assert!(err.is_none(), "{err:?}");
+        assert!(d.unchanged());
+        assert!(sent.concat() == base.body);
+        assert_eq!(complete.expect("stored").id, base.id);
+        // Announced as another length: refused.
+        let mut d = BodyDecoder::new(
+            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
+            1 << 20,
+            Some(base.body.len() as u64 + 1),
+            true,
+        );
+        let (sent, _, err) = feed(&mut d, &wire, 3);
+        assert_eq!((err.expect("refused").reason, sent.len()), ("length", 0));
     }
 
     fn feed(d: &mut BodyDecoder, wire: &[u8], step: usize) -> (Vec<Vec<u8>>, Option<Version>, Option<Refused>) {

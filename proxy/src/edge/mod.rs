@@ -718,6 +718,9 @@ impl ProxyHttp for Edge {
             Ok(out) => {
                 ctx.envelope.raw_bytes += out.send.as_ref().map_or(0, |b| b.len() as u64);
                 *body = out.send;
+                if end_of_stream && decoder.unchanged() {
+                    metrics::UNCHANGED.with_label_values(&[MODE]).inc();
+                }
                 if let (Some(complete), Some(key)) = (out.complete, ctx.key.clone()) {
                     let status = session.response_written().map_or(200, |r| r.status.as_u16());
                     if status == 200 {

@@ -108,7 +108,24 @@ impl<'a> Plan<'a> {
             true => Held::Copy(Vec::with_capacity(length.unwrap_or(16 * 1024).min(max_body) as usize)),
         };
         let segments = segmented.then(RunningHash::default);
-        Ok(Some(BodyEncoder { encoder, keep, max_body: max_body as usize, segments, cut: 0, length }))
+        // A delta's body may turn out to be its base again: compared before anything is encoded.
+        let same = match self {
+            Plan::Delta { base } if length.is_none_or(|n| n == base.body.len() as u64) => {
+                Some(SameSoFar { base: (*base).clone(), matched: 0 })
+            }
+            _ => None,
+        };
+        Ok(Some(BodyEncoder {
+            encoder,
+            keep,
+            max_body: max_body as usize,
+            segments,
+            seen: 0,
+            cut: 0,
+            length,
+            same,
+            unchanged: false,
+        }))
     }
 }
 
@@ -119,10 +136,23 @@ pub struct BodyEncoder {
     max_body: usize,
     /// The body hashed so far, when it goes out segmented.
     segments: Option<RunningHash>,
-    /// Body bytes before the last cut.
+    /// Body bytes from the backend so far, and before the last cut.
+    seen: u64,
     cut: u64,
     /// The backend's Content-Length, if it sent one.
     length: Option<u64>,
+    /// A delta's body while it is still byte for byte its base: nothing of it is encoded or
+    /// hashed until it differs (or must be cut), and a body that ends equal crosses as the
+    /// 40-byte unchanged frame.
+    same: Option<SameSoFar>,
+    /// The body crossed as the unchanged frame.
+    unchanged: bool,
+}
+
+struct SameSoFar {
+    base: Version,
+    /// The body so far is `base.body[..matched]`.
+    matched: usize,
 }
 
 /// A segmented body is cut at least this often, so that an edge holds at most this much
@@ -151,9 +181,14 @@ impl BodyEncoder {
     ) -> pingora_error::Result<(Option<Bytes>, Option<Version>)> {
         let result = match self.segments.is_some() {
             true => self.encode_segmented(chunk, end, paused),
-            false => self.encode(chunk, end),
+            false => self.encode(chunk, end, false),
         };
         result.map_err(|e| Error::because(ErrorType::InternalError, "tunnel encoder", e))
+    }
+
+    /// The body ended equal to the base the edge named, and crossed as the unchanged frame.
+    pub fn unchanged(&self) -> bool {
+        self.unchanged
     }
 
     /// As `encode`, in records, with a cut (a flush of the encoder and a check of the body so
@@ -164,48 +199,78 @@ impl BodyEncoder {
         end: bool,
         paused: bool,
     ) -> delta::Result<(Option<Bytes>, Option<Version>)> {
-        let body = self.segments.as_mut().expect("segmented");
-        if let Some(c) = &chunk {
-            body.update(c);
-        }
-        let (encoded, version) = self.encode(chunk, end)?;
-        let body = self.segments.as_ref().expect("segmented");
-        let mut out = Vec::new();
-        segments::write_data(encoded.as_deref().unwrap_or_default(), &mut out);
-        let uncut = body.len() - self.cut;
+        let seen = self.seen + chunk.as_ref().map_or(0, |c| c.len() as u64);
+        let uncut = seen - self.cut;
         // A body that has all its announced bytes is not paused, only not yet ended (Pingora
         // may hand over the last piece before it says the body is done): a cut there would
         // cost a flushed block and a check on every page.
-        let whole = self.length == Some(body.len());
-        if !end && !whole && uncut > 0 && (paused || uncut >= MAX_SEGMENT) {
+        let whole = self.length == Some(seen);
+        let cut = !end && !whole && uncut > 0 && (paused || uncut >= MAX_SEGMENT);
+        let (encoded, version) = self.encode(chunk, end, cut)?;
+        let mut out = Vec::new();
+        segments::write_data(encoded.as_deref().unwrap_or_default(), &mut out);
+        if cut {
             let mut flushed = Vec::new();
             self.encoder.flush(&mut flushed)?;
             segments::write_data(&flushed, &mut out);
+            let body = self.segments.as_ref().expect("segmented");
+            debug_assert_eq!(body.len(), seen, "a cut checks the whole body so far");
             segments::write_check(body, &mut out);
-            self.cut = body.len();
+            self.cut = seen;
         }
         Ok(((!out.is_empty()).then(|| Bytes::from(out)), version))
     }
 
-    fn encode(&mut self, chunk: Option<Bytes>, end: bool) -> delta::Result<(Option<Bytes>, Option<Version>)> {
+    /// `cut`: everything so far must be encoded now, even if it is still the base.
+    fn encode(
+        &mut self,
+        mut chunk: Option<Bytes>,
+        end: bool,
+        cut: bool,
+    ) -> delta::Result<(Option<Bytes>, Option<Version>)> {
         let mut out = Vec::new();
-        if let Some(chunk) = chunk {
-            self.encoder.write(&chunk, &mut out)?;
-            let within = self.encoder.bytes_in() as usize <= self.max_body;
-            match &mut self.keep {
-                Held::Copy(raw) if within => raw.extend_from_slice(&chunk),
-                Held::Encoder if within => {}
-                _ => self.keep = Held::Nothing,
+        if let Some(n) = chunk.as_ref().map(|c| c.len()) {
+            self.seen += n as u64;
+        }
+        if let Some(same) = self.same.as_mut() {
+            let piece = chunk.as_deref().unwrap_or_default();
+            let equal = same.base.body.get(same.matched..same.matched + piece.len()) == Some(piece);
+            if equal {
+                same.matched += piece.len();
+                chunk = None;
+                if end && same.matched == same.base.body.len() {
+                    let base = self.same.take().expect("same so far").base;
+                    out.extend_from_slice(&delta::codec::unchanged_frame(&base.id));
+                    self.unchanged = true;
+                    // Stored again: its time to live starts over.
+                    return Ok((Some(Bytes::from(out)), Some(base)));
+                }
             }
+            if !equal || end || cut {
+                // The body left its base here (or must go out as it is): what matched is
+                // encoded now, from the base's bytes, then the rest as usual.
+                let SameSoFar { base, matched } = self.same.take().expect("same so far");
+                self.feed(&base.body[..matched], &mut out)?;
+            } else {
+                return Ok((None, None));
+            }
+        }
+        if let Some(chunk) = chunk {
+            self.feed(&chunk, &mut out)?;
         }
         let mut version = None;
         if end {
             self.encoder.finish(&mut out)?;
-            version = match std::mem::replace(&mut self.keep, Held::Nothing) {
+            let body = match std::mem::replace(&mut self.keep, Held::Nothing) {
                 Held::Nothing => None,
-                Held::Copy(raw) => Some(Version::new(raw)),
-                Held::Encoder => self.encoder.take_body().map(Version::new),
+                Held::Copy(raw) => Some(raw),
+                Held::Encoder => self.encoder.take_body(),
             };
+            version = body.map(|body| match self.segments.take() {
+                // The segments' running hash saw exactly this body: its SHA-256 is the id.
+                Some(hash) if hash.len() == body.len() as u64 => Version { id: hash.finish(), body: body.into() },
+                _ => Version::new(body),
+            });
             // The id this origin computed anyway, so the edge does not hash the body again.
             if let Some(v) = &version {
                 out.extend_from_slice(&delta::codec::version_frame(&v.id));
@@ -213,5 +278,138 @@ impl BodyEncoder {
         }
         let out = (!out.is_empty()).then(|| Bytes::from(out));
         Ok((out, version))
+    }
+
+    /// Body bytes into the encoder (and the segments' hash, and the copy kept to store).
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> delta::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if let Some(hash) = self.segments.as_mut() {
+            hash.update(bytes);
+        }
+        self.encoder.write(bytes, out)?;
+        let within = self.encoder.bytes_in() as usize <= self.max_body;
+        match &mut self.keep {
+            Held::Copy(raw) if within => raw.extend_from_slice(bytes),
+            Held::Encoder if within => {}
+            _ => self.keep = Held::Nothing,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use delta::VersionId;
+    use delta::codec::segments::{Piece, Reader};
+    use delta::codec::{DecodeOptions, Decoder, DeltaParams};
+    use delta::testing::PageGenerator;
+
+    struct Crossed {
+        /// Encoded bytes, segment records taken off.
+        encoded: Vec<u8>,
+        checks: usize,
+        decoded: Vec<u8>,
+        stored: Option<Version>,
+        unchanged: bool,
+    }
+
+    /// One body through the origin's encoder (as a delta against `base`, in `chunk`-byte
+    /// pieces, the backend pausing after piece `pause`) and back through a decoder.
+    fn cross(
+        base: &Version,
+        body: &[u8],
+        length: bool,
+        segmented: bool,
+        chunk: usize,
+        pause: Option<usize>,
+    ) -> Crossed {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        if length {
+            resp.insert_header("content-length", body.len().to_string()).unwrap();
+        }
+        let plan = Plan::Delta { base };
+        let mut enc = plan.start(&mut resp, &DeltaParams::fast(), 3, 1 << 22, segmented).unwrap().unwrap();
+        let pieces: Vec<&[u8]> = body.chunks(chunk).collect();
+        let (mut wire, mut stored) = (Vec::new(), None);
+        for (i, piece) in pieces.iter().enumerate() {
+            let end = i + 1 == pieces.len();
+            let (out, version) = enc.push(Some(Bytes::copy_from_slice(piece)), end, pause == Some(i)).unwrap();
+            wire.extend_from_slice(out.as_deref().unwrap_or_default());
+            stored = stored.or(version);
+        }
+        let (mut encoded, mut checks) = (Vec::new(), 0);
+        let mut decoder = Decoder::dcz(base, DecodeOptions::default()).unwrap();
+        let mut decoded = Vec::new();
+        if segmented {
+            Reader::default()
+                .feed(&wire, |p| {
+                    match p {
+                        Piece::Encoded(e) => {
+                            encoded.extend_from_slice(e);
+                            decoder.write(e, &mut decoded)?;
+                        }
+                        Piece::Check { len, hash } => {
+                            let mut h = RunningHash::default();
+                            h.update(&decoded);
+                            assert!(segments::verifies(&h, len, &hash), "a check holds");
+                            checks += 1;
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        } else {
+            encoded = wire;
+            decoder.write(&encoded, &mut decoded).unwrap();
+        }
+        decoder.finish().unwrap();
+        Crossed { encoded, checks, decoded, stored, unchanged: enc.unchanged() }
+    }
+
+    #[test]
+    fn a_body_equal_to_its_base_crosses_as_the_unchanged_frame_and_any_other_as_a_delta() {
+        let v = PageGenerator::versions(41, 100_000, 2);
+        let base = Version::new(v[0].clone());
+        let mut last_differs = v[0].clone();
+        *last_differs.last_mut().unwrap() ^= 1;
+        let mut first_differs = v[0].clone();
+        first_differs[0] ^= 1;
+        let shorter = v[0][..v[0].len() - 1].to_vec();
+        let mut longer = v[0].clone();
+        longer.extend_from_slice(b"<!-- more -->");
+        for segmented in [false, true] {
+            for chunk in [4096, 16 * 1024 + 7, v[0].len()] {
+                for length in [true, false] {
+                    let at = format!("segmented {segmented}, chunk {chunk}, length {length}");
+                    let same = cross(&base, &v[0], length, segmented, chunk, None);
+                    assert!(same.unchanged, "{at}");
+                    assert_eq!(same.encoded, delta::codec::unchanged_frame(&base.id), "{at}");
+                    assert!(same.decoded == v[0], "{at}");
+                    assert_eq!(same.stored.map(|s| s.id), Some(base.id), "{at}: stored again");
+                    for body in [&v[1], &last_differs, &first_differs, &shorter, &longer] {
+                        let c = cross(&base, body, length, segmented, chunk, None);
+                        assert!(!c.unchanged, "{at}");
+                        assert!(c.decoded == *body, "{at}: {} bytes", body.len());
+                        let stored = c.stored.expect("stored");
+                        assert_eq!(stored.id, VersionId::of(body), "{at}: the id is the body's SHA-256");
+                        assert!(stored.body == *body, "{at}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pause_sends_what_came_even_when_it_is_still_the_base() {
+        let v = PageGenerator::versions(42, 100_000, 1);
+        let base = Version::new(v[0].clone());
+        let c = cross(&base, &v[0], false, true, 8192, Some(0));
+        assert!(!c.unchanged, "the head went out at the pause, so the body is a delta");
+        assert_eq!(c.checks, 1);
+        assert!(c.decoded == v[0]);
+        assert_eq!(c.stored.unwrap().id, base.id);
     }
 }

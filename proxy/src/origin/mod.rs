@@ -314,7 +314,7 @@ impl ProxyHttp for Origin {
 
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Self::CTX,
@@ -325,10 +325,15 @@ impl ProxyHttp for Origin {
             ctx.envelope.wire_bytes += n;
             return Ok(None);
         };
-        let paused = !end_of_stream && pause::paused(ctx.backend_fd, n);
+        // Pieces Pingora already read and queued behind this one are not a pause, whatever the
+        // socket says.
+        let paused = !end_of_stream && !session.upstream_task_queued() && pause::paused(ctx.backend_fd, n);
         let (out, finished) = encoder.push(body.take(), end_of_stream, paused)?;
         ctx.envelope.wire_bytes += out.as_ref().map_or(0, |b| b.len() as u64);
         *body = out;
+        if encoder.unchanged() {
+            metrics::UNCHANGED.with_label_values(&[MODE]).inc();
+        }
         if let Some(version) = finished {
             self.store.put(version.id, version);
             let class = ctx.keep.map_or("anonymous", Keep::class);

@@ -3,8 +3,11 @@
 //! socket is asked (FIONREAD). A read that emptied the socket is where a streaming backend
 //! flushed (the head of a page, an event) and is now working on the rest.
 //!
-//! Pingora may still hold more of the body in its own buffer (a chunked body is handed on one
-//! chunk at a time): the origin then cuts where it did not need to, which costs a few dozen bytes
+//! Pingora reads ahead: pieces it already read wait in its queue while the socket is empty.
+//! The origin asks Pingora first (`Session::upstream_task_queued`, a patch of the vendored
+//! pingora-proxy) and the socket only for the last piece read. Before that, every page larger
+//! than Pingora's header read was cut after its first ~4 KB. A piece Pingora read but had not
+//! queued yet can still look like a pause: a cut where none was needed costs a few dozen bytes
 //! on the tunnel, never a byte of the body.
 #![allow(unsafe_code)]
 

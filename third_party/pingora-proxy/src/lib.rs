@@ -607,6 +607,9 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
+    /// railproxy patch: more of the upstream response is already read and waiting behind the
+    /// task being filtered (HTTP/1 upstreams).
+    upstream_task_queued: bool,
 }
 
 impl Session {
@@ -630,6 +633,7 @@ impl Session {
             #[cfg(feature = "upstream_modules")]
             upstream_modules_ctx: upstream_modules.build_ctx(),
             upstream_body_bytes_received: 0,
+            upstream_task_queued: false,
             upstream_body_bytes_sent: None,
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
@@ -928,6 +932,13 @@ impl Session {
             downstream: self.downstream_session.is_upgrade_req(),
             upstream: self.h1_upgrade_request_status.upstream,
         }
+    }
+
+    /// railproxy patch: whether more of the upstream response (an HTTP/1 upstream's) was already
+    /// read from its connection and waits behind the piece a body filter is looking at. The
+    /// upstream's socket being empty then does not mean the upstream paused.
+    pub fn upstream_task_queued(&self) -> bool {
+        self.upstream_task_queued
     }
 
     /// Get the total upstream response body bytes received (payload only) recorded by the proxy layer.

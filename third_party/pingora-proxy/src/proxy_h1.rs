@@ -406,7 +406,10 @@ where
 
         /* run filters before sending to downstream */
         let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
-        for mut t in tasks {
+        let batch = tasks.len();
+        for (i, mut t) in tasks.into_iter().enumerate() {
+            // railproxy patch: filters can tell a piece with more behind it from the last read.
+            session.upstream_task_queued = i + 1 < batch || !rx.is_empty();
             if self.revalidate_or_stale(session, &mut t, ctx).await {
                 serve_from_cache.enable();
                 response_state.enable_cached_response();
