@@ -57,16 +57,43 @@ pub fn parse_wrk(out: &str) -> Load {
     load
 }
 
-/// Runs wrk for `secs` with `connections`, pinned to `cpus`. With `pages`, requests go round
-/// robin to `URL?page=0` … `URL?page=N-1`: N pages instead of one.
-pub fn wrk(url: &str, connections: u32, secs: u32, cpus: &str, pages: Option<u32>) -> Load {
+/// Which URLs wrk asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Requests {
+    /// The URL alone.
+    One,
+    /// Round robin over `URL?page=0` … `URL?page=N-1`: N pages instead of one.
+    Pages(u32),
+    /// `URL/0` … `URL/N-1` drawn at random with Zipf popularity of exponent `s` (URL/0 the
+    /// most popular): a site's traffic.
+    Zipf { urls: u32, s: f64 },
+}
+
+impl Requests {
+    fn lua(self) -> Option<String> {
+        match self {
+            Requests::One => None,
+            Requests::Pages(n) => Some(format!(
+                "local i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(nil, wrk.path .. \"?page=\" .. (i % {n}))\nend\n"
+            )),
+            // The cumulative distribution once, then a binary search per request.
+            Requests::Zipf { urls, s } => Some(format!(
+                "local n, s = {urls}, {s}\nlocal cdf, sum = {{}}, 0\nfor i = 1, n do sum = sum + 1 / i ^ s; cdf[i] = sum end\n\
+                 for i = 1, n do cdf[i] = cdf[i] / sum end\nmath.randomseed(2026)\n\
+                 request = function()\n  local r, lo, hi = math.random(), 1, n\n\
+                 while lo < hi do local mid = math.floor((lo + hi) / 2); if cdf[mid] < r then lo = mid + 1 else hi = mid end end\n\
+                 return wrk.format(nil, wrk.path .. \"/\" .. (lo - 1))\nend\n"
+            )),
+        }
+    }
+}
+
+/// Runs wrk for `secs` with `connections`, pinned to `cpus`, asking for `requests`.
+pub fn wrk(url: &str, connections: u32, secs: u32, cpus: &str, requests: Requests) -> Load {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cpus, "wrk", "-t1", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"]);
-    let script = pages.map(|n| {
-        let path = std::env::temp_dir().join(format!("railproxy-wrk-{}-{n}.lua", std::process::id()));
-        let lua = format!(
-            "local i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(nil, wrk.path .. \"?page=\" .. (i % {n}))\nend\n"
-        );
+    let script = requests.lua().map(|lua| {
+        let path = std::env::temp_dir().join(format!("railproxy-wrk-{}.lua", std::process::id()));
         std::fs::write(&path, lua).expect("wrk script");
         path
     });
@@ -80,6 +107,24 @@ pub fn wrk(url: &str, connections: u32, secs: u32, cpus: &str, pages: Option<u32
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     parse_wrk(&text)
+}
+
+/// `set` without any version equal to the one before it (the last compared with the first too,
+/// as pages served in turn wrap around): every request for its next version then finds a change.
+/// Returns it with how many of the original consecutive pairs were identical, and of how many.
+pub fn honest(set: delta::corpus::VersionSet) -> (delta::corpus::VersionSet, usize, usize) {
+    let n = set.versions.len();
+    let identical = (0..n).filter(|&i| n > 1 && set.versions[i] == set.versions[(i + 1) % n]).count();
+    let mut versions: Vec<Vec<u8>> = Vec::with_capacity(n);
+    for v in set.versions {
+        if versions.last() != Some(&v) {
+            versions.push(v);
+        }
+    }
+    while versions.len() > 1 && versions.first() == versions.last() {
+        versions.pop();
+    }
+    (delta::corpus::VersionSet { name: set.name, versions }, identical, n)
 }
 
 fn clock_ticks() -> f64 {

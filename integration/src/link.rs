@@ -42,11 +42,14 @@ impl Profile {
     }
 }
 
-/// Packets the forwarder dropped, by cause.
+/// Packets the forwarder dropped, by cause, and the bytes it carried.
 #[derive(Debug, Default)]
 pub struct Drops {
     pub queue: AtomicU64,
     pub loss: AtomicU64,
+    /// IP bytes (headers, TCP and TLS included) of every packet that entered the link, both
+    /// directions, lost ones too: what a path puts on the wire.
+    pub carried: AtomicU64,
 }
 
 /// A running link; dropping it stops the forwarder and removes the namespace (with the
@@ -168,6 +171,7 @@ fn direction(
             let mut busy_until = Instant::now();
             loop {
                 let Ok(n) = from.recv(&mut buf).await else { return };
+                drops.carried.fetch_add(n as u64, Ordering::Relaxed);
                 let now = Instant::now();
                 busy_until = busy_until.max(now);
                 let queued = (busy_until - now).as_secs_f64() * p.rate_bps as f64 / 8.0;

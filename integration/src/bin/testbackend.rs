@@ -10,6 +10,10 @@
 //!   GET  /status/CODE             that status, with a short text body
 //!   GET  /redirect                302 to /pages/generated-10k
 //!   POST /echo                    the request body back (text/plain)
+//!   POST /sink                    the request body's length (text)
+//!   GET  /live/N?every=MS         URL N of a site whose pages change every MS ms (5000), each at
+//!                                 a phase of its own: the version of set `live-*` number N (mod
+//!                                 their count, in name order) that is current now
 //!   GET  /binary/N                N pseudo-random bytes (application/octet-stream)
 //!   GET  /encoded/CODING/N        N pseudo-random bytes of HTML labelled `Content-Encoding:
 //!                                 CODING`, whatever the request accepts (a backend that
@@ -116,6 +120,9 @@ fn reply(status: u16, content_type: &str, body: Chunks) -> Response<Chunks> {
 
 struct Backend {
     sets: HashMap<String, Vec<Bytes>>,
+    /// The sets named `live-*`, in name order, for `/live/N`.
+    live: Vec<String>,
+    started: std::time::Instant,
     demo: Mutex<PageGenerator>,
     served: AtomicU64,
     connections: AtomicU64,
@@ -208,6 +215,22 @@ impl Backend {
                 r.headers_mut().insert("location", "/pages/generated-10k".parse().expect("static"));
                 r
             }
+            (Method::POST | Method::PUT, ["sink"]) => match req.into_body().collect().await {
+                Ok(body) => reply(200, "text/plain", full(format!("{}\n", body.to_bytes().len()))),
+                Err(e) => reply(400, "text/plain", full(format!("body: {e}\n"))),
+            },
+            (Method::GET | Method::HEAD, ["live", u]) => match number(Some(u)).filter(|_| !self.live.is_empty()) {
+                Some(u) => {
+                    let every = param(&req, "every").unwrap_or(5000).max(1);
+                    let versions = &self.sets[&self.live[u % self.live.len()]];
+                    // Each URL turns to its next version every `every` ms, at a phase of its own.
+                    let phase = (u as u64).wrapping_mul(2_654_435_761) % every;
+                    let turn = (self.started.elapsed().as_millis() as u64 + phase) / every;
+                    let body = versions[turn as usize % versions.len()].clone();
+                    reply(200, content_type_of(&body), full(body))
+                }
+                None => reply(404, "text/plain", full("no live-* sets, or not a number\n")),
+            },
             (Method::POST | Method::PUT, ["echo"]) => match req.into_body().collect().await {
                 Ok(body) => reply(200, "text/plain; charset=utf-8", full(body.to_bytes())),
                 Err(e) => reply(400, "text/plain", full(format!("body: {e}\n"))),
@@ -444,8 +467,12 @@ async fn main() {
         }
     };
     let addr = listener.local_addr().expect("bound");
+    let mut live: Vec<String> = sets.keys().filter(|n| n.starts_with("live-")).cloned().collect();
+    live.sort();
     let backend = Arc::new(Backend {
         sets,
+        live,
+        started: std::time::Instant::now(),
         demo: Mutex::new(PageGenerator::new(2026, 100_000)),
         served: AtomicU64::new(0),
         connections: AtomicU64::new(0),
