@@ -48,6 +48,8 @@ pub struct Decoder {
     base_body: Option<Bytes>,
     /// The body was an unchanged frame.
     unchanged: bool,
+    /// An unchanged frame's output is lent (`unchanged_body`), not copied into `out`.
+    lend_unchanged: bool,
     opts: DecodeOptions,
     window_limit: u64,
     stage: Stage,
@@ -105,6 +107,7 @@ impl Decoder {
             expected_base,
             base_body: None,
             unchanged: false,
+            lend_unchanged: false,
             opts,
             window_limit,
             stage,
@@ -138,6 +141,18 @@ impl Decoder {
     /// The body was the unchanged frame: the output is the base.
     pub fn unchanged(&self) -> bool {
         self.unchanged
+    }
+
+    /// An unchanged frame's output is not copied into `out`: [`Decoder::unchanged_body`] lends
+    /// the base itself, for a caller that sends it on as it is.
+    pub fn lending_unchanged(mut self) -> Self {
+        self.lend_unchanged = true;
+        self
+    }
+
+    /// The decoded body, when it was the unchanged frame and this decoder lends it.
+    pub fn unchanged_body(&self) -> Option<&Bytes> {
+        self.base_body.as_ref().filter(|_| self.unchanged && self.lend_unchanged)
     }
 
     /// The id of the decoded body, when the encoder sent it in a version frame (or an
@@ -233,7 +248,9 @@ impl Decoder {
         if base.len() as u64 > self.opts.max_output {
             return Err(Error::TooLarge { limit: self.opts.max_output });
         }
-        out.extend_from_slice(base);
+        if !self.lend_unchanged {
+            out.extend_from_slice(base);
+        }
         self.produced = base.len() as u64;
         self.unchanged = true;
         self.version_id = Some(expected);

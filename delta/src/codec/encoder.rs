@@ -127,6 +127,15 @@ impl Encoder {
         matches!(self.engine, Engine::Sampled(_))
     }
 
+    /// Before [`Encoder::flush`] or [`Encoder::finish`]: the body so far, if this encoder keeps
+    /// it (a flush hands the sampled index's work to zstd's streaming encoder, which does not).
+    pub fn body_so_far(&self) -> Option<&[u8]> {
+        match &self.engine {
+            Engine::Sampled(sampled) if self.state == State::Open => Some(&sampled.body),
+            _ => None,
+        }
+    }
+
     /// After [`Encoder::finish`]: the body, if this encoder kept all of it.
     pub fn take_body(&mut self) -> Option<Vec<u8>> {
         match &mut self.engine {

@@ -40,7 +40,7 @@ pub fn start(
         Encoding::Identity => return Ok(Start::Identity),
         Encoding::Zstd => Decoder::zstd(opts),
         Encoding::Dcz => match named.filter(|b| Some(b.id) == said.base) {
-            Some(base) => Decoder::dcz(base, opts),
+            Some(base) => Decoder::dcz(base, opts).map(Decoder::lending_unchanged),
             None => return Ok(Start::BaseMismatch(base_mismatch(named.map(|b| b.id), said.base))),
         },
     }
@@ -207,6 +207,12 @@ impl BodyDecoder {
             }
             if let Some(n) = self.expect_len.filter(|n| produced != *n) {
                 return Err(self.refuse("length", format!("decoded {produced} bytes, origin announced {n}")));
+            }
+            if let Some(body) = self.decoder.unchanged_body().cloned() {
+                // The stored version itself goes out and is stored again: nothing was decoded.
+                let id = self.decoder.version_id().expect("an unchanged frame names its base");
+                let complete = (body.len() <= self.hold_limit).then(|| Version { id, body: body.clone() });
+                return Ok(Output { send: Some(body), complete });
             }
             let last = self.release(self.out.len(), true);
             let complete = self.complete();
@@ -470,17 +476,19 @@ mod tests {
         let (base, _, _) = pair();
         let mut wire = Vec::new();
         segments::write_data(&delta::codec::unchanged_frame(&base.id), &mut wire);
-        let mut d = BodyDecoder::new(
-            Decoder::dcz(&base, DecodeOptions::default()).unwrap(),
-            1 << 20,
-            Some(base.body.len() as u64),
-            true,
-        );
-        let (sent, complete, err) = feed(&mut d, &wire, 3);
-        assert!(err.is_none(), "{err:?}");
-        assert!(d.unchanged());
-        assert!(sent.concat() == base.body);
-        assert_eq!(complete.expect("stored").id, base.id);
+        // Copied out of the decoder, or lent by it as `start` makes it: the same bytes.
+        for lend in [false, true] {
+            let decoder = Decoder::dcz(&base, DecodeOptions::default()).unwrap();
+            let decoder = if lend { decoder.lending_unchanged() } else { decoder };
+            let mut d = BodyDecoder::new(decoder, 1 << 20, Some(base.body.len() as u64), true);
+            let (sent, complete, err) = feed(&mut d, &wire, 3);
+            assert!(err.is_none(), "{err:?}");
+            assert!(d.unchanged());
+            assert!(sent.concat() == base.body, "lent: {lend}");
+            let complete = complete.expect("stored");
+            assert_eq!(complete.id, base.id);
+            assert!(complete.body == base.body);
+        }
         // Announced as another length: refused.
         let mut d = BodyDecoder::new(
             Decoder::dcz(&base, DecodeOptions::default()).unwrap(),

@@ -102,9 +102,8 @@ impl<'a> Plan<'a> {
             started.map_err(|e| Error::because(ErrorType::InternalError, "starting the tunnel encoder", e))?;
         let keep = match store {
             false => Held::Nothing,
-            // A cut makes the sampled index hand over to zstd's streaming encoder, which keeps
-            // no body: a body that may be cut keeps its own copy.
-            true if encoder.keeps_body() && !segmented => Held::Encoder,
+            // Until a cut, after which the copy is made here (see `encode_segmented`).
+            true if encoder.keeps_body() => Held::Encoder,
             true => Held::Copy(Vec::with_capacity(length.unwrap_or(16 * 1024).min(max_body) as usize)),
         };
         let segments = segmented.then(RunningHash::default);
@@ -210,6 +209,11 @@ impl BodyEncoder {
         let mut out = Vec::new();
         segments::write_data(encoded.as_deref().unwrap_or_default(), &mut out);
         if cut {
+            if let Held::Encoder = self.keep {
+                // A flush makes the sampled index hand over to zstd's streaming encoder, which
+                // keeps no body: from here on the body to store is copied as it comes.
+                self.keep = self.encoder.body_so_far().map_or(Held::Nothing, |b| Held::Copy(b.to_vec()));
+            }
             let mut flushed = Vec::new();
             self.encoder.flush(&mut flushed)?;
             segments::write_data(&flushed, &mut out);
@@ -404,12 +408,19 @@ mod tests {
 
     #[test]
     fn a_pause_sends_what_came_even_when_it_is_still_the_base() {
-        let v = PageGenerator::versions(42, 100_000, 1);
+        let v = PageGenerator::versions(42, 100_000, 2);
         let base = Version::new(v[0].clone());
         let c = cross(&base, &v[0], false, true, 8192, Some(0));
         assert!(!c.unchanged, "the head went out at the pause, so the body is a delta");
         assert_eq!(c.checks, 1);
         assert!(c.decoded == v[0]);
-        assert_eq!(c.stored.unwrap().id, base.id);
+        let stored = c.stored.expect("stored");
+        assert_eq!(stored.id, base.id);
+        assert!(stored.body == v[0], "the body before the cut is kept too");
+        // And a changed body cut at a pause: stored whole.
+        let c = cross(&base, &v[1], true, true, 8192, Some(2));
+        assert_eq!(c.checks, 1);
+        assert!(c.decoded == v[1]);
+        assert!(c.stored.expect("stored").body == v[1]);
     }
 }
