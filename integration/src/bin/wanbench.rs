@@ -113,7 +113,8 @@ async fn start(path: Route, profile: Profile, dir: &Path, sets: &Path) -> Runnin
     Running { edge, _procs: procs, _backend: backend, link }
 }
 
-/// nginx in the foreground, on the far side of `link` when given.
+/// nginx in the foreground, on the far side of `link` when given; one process (no master), so
+/// that stopping it stops all of it.
 fn nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, link: Option<&Link>) -> Proc {
     let file = dir.join(format!("{name}.conf"));
     std::fs::write(&file, conf).expect("write nginx conf");
@@ -121,7 +122,7 @@ fn nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, link: Option<&L
         Some(l) => l.command(Path::new("/usr/sbin/nginx")),
         None => Command::new("nginx"),
     };
-    cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off;"]);
+    cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off; master_process off;"]);
     start_listening(dir, name, cmd, listen)
 }
 
@@ -261,6 +262,14 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
+/// A client that waits as long as a thin link needs (16 pages of 190 KB sharing 2 Mbit/s take
+/// more than the tests' 30 s).
+fn client() -> Http {
+    let mut http = Http::h1();
+    http.timeout = Duration::from_secs(300);
+    http
+}
+
 /// Seconds for one GET of `url` to its last byte, checking the body is `expected`'s.
 async fn fetch(http: &Http, url: &str, expected: Option<&[u8]>) -> f64 {
     let started = Instant::now();
@@ -291,7 +300,7 @@ async fn measure(run: &Running, versions: &[Vec<u8>]) -> Figures {
     let mut f = Figures::default();
     let mut turns = Turns { versions: versions.to_vec(), next: Default::default() };
     let page = |q: &str| format!("http://{}/cycle/{PAGE}?{q}", run.edge);
-    let http = Http::h1();
+    let http = client();
     // The first fetch opens the connections and leaves a version at railproxy's edge.
     fetch(&http, &page("seq"), Some(&turns.expect("seq"))).await;
     let carried = || run.link.drops.carried.load(std::sync::atomic::Ordering::Relaxed);
@@ -313,7 +322,7 @@ async fn measure(run: &Running, versions: &[Vec<u8>]) -> Figures {
     for (c, want) in wants.into_iter().enumerate() {
         let url = page(&format!("c{c}"));
         clients.push(tokio::spawn(async move {
-            let http = Http::h1();
+            let http = client();
             let mut times = Vec::new();
             for w in want {
                 times.push(fetch(&http, &url, Some(&w)).await);
@@ -431,7 +440,7 @@ async fn main() {
         tokio::time::sleep(IDLE).await;
         for ((run, f), _) in running.iter().zip(figures.iter_mut()).zip(&paths) {
             let url = format!("http://{}/cycle/{PAGE}?seq", run.edge);
-            f.after_idle = fetch(&Http::h1(), &url, None).await;
+            f.after_idle = fetch(&client(), &url, None).await;
         }
         drop(running);
         println!("\n## {}\n", wan.name);

@@ -331,7 +331,7 @@ impl ProxyHttp for Origin {
         let (out, finished) = encoder.push(body.take(), end_of_stream, paused)?;
         ctx.envelope.wire_bytes += out.as_ref().map_or(0, |b| b.len() as u64);
         *body = out;
-        if encoder.unchanged() {
+        if end_of_stream && encoder.unchanged() {
             metrics::UNCHANGED.with_label_values(&[MODE]).inc();
         }
         if let Some(version) = finished {

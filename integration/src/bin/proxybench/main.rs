@@ -210,6 +210,24 @@ fn one_thread(effort: &str) -> Knobs {
     Knobs { threads: 1, effort: effort.into(), ..Knobs::default() }
 }
 
+/// A row's name and how to measure it once (fresh processes each time).
+type RowFn<'a> = (&'static str, Box<dyn Fn(&str) -> Row + 'a>);
+
+/// Each row measured `rounds` times, every round running every row once; the medians.
+fn in_rounds(rounds: u32, rows: &[&RowFn<'_>]) -> Vec<Row> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let mut measured: Vec<Vec<Row>> = (0..rows.len()).map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        eprintln!(" round {}", round + 1);
+        for (i, (name, row)) in rows.iter().enumerate() {
+            measured[i].push(row(name));
+        }
+    }
+    measured.iter().map(|r| median_row(r)).collect()
+}
+
 /// The row with each figure the median over rounds.
 fn median_row(rounds: &[Row]) -> Row {
     let med = |f: &dyn Fn(&Row) -> f64| median(rounds.iter().map(f).collect());
@@ -455,7 +473,6 @@ fn main() {
         eprintln!("{size} page …");
         let dynamic = format!("/cycle/{}", set.name);
         let cacheable = format!("/cacheable/{}", set.name);
-        type RowFn<'a> = (&'static str, Box<dyn Fn(&str) -> Row + 'a>);
         let dynamic_rows: Vec<RowFn<'_>> = vec![
             (DIRECT, Box::new(|_| bench.direct(&dynamic))),
             ("nginx proxy_pass (one hop)", Box::new(|n| bench.nginx_one_hop(&dynamic, NginxRole::Proxy, n))),
@@ -487,17 +504,7 @@ fn main() {
         let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
             let rows: Vec<&RowFn<'_>> =
                 rows.iter().filter(|(name, _)| bench.opts.runs(&format!("{size} {name}"))).collect();
-            if rows.is_empty() {
-                return Vec::new();
-            }
-            let mut rounds: Vec<Vec<Row>> = (0..rows.len()).map(|_| Vec::new()).collect();
-            for round in 0..bench.opts.rounds {
-                eprintln!(" round {}", round + 1);
-                for (i, (name, row)) in rows.iter().enumerate() {
-                    rounds[i].push(row(name));
-                }
-            }
-            rounds.iter().map(|r| median_row(r)).collect()
+            in_rounds(bench.opts.rounds, &rows)
         };
         let (all_rows, all_hits) = (dynamic_rows.len(), hit_rows.len());
         let rows = measure_all(&dynamic_rows);
@@ -731,21 +738,13 @@ fn write_live_sets(dir: &Path, corpus: Option<&Path>) -> String {
 fn realistic_section(bench: &Bench, live_from: &str) {
     eprintln!("realistic workload …");
     let live = "/live";
-    type RowFn<'a> = (&'static str, Box<dyn Fn(&str) -> Row + 'a>);
     let rows: Vec<RowFn<'_>> = vec![
         (NGINX_PLAIN, Box::new(|n| bench.nginx_two_hops(live, false, n))),
         (NGINX_GZIP, Box::new(|n| bench.nginx_two_hops(live, true, n))),
         (RAILPROXY, Box::new(|n| bench.railproxy_row(live, n, true, &one_thread("fast")))),
         (PINGORA_TLS, Box::new(|n| bench.pingora_two_hops(live, true, n))),
     ];
-    let mut rounds: Vec<Vec<Row>> = (0..rows.len()).map(|_| Vec::new()).collect();
-    for round in 0..bench.opts.rounds {
-        eprintln!(" round {}", round + 1);
-        for (i, (name, row)) in rows.iter().enumerate() {
-            rounds[i].push(row(name));
-        }
-    }
-    let rows: Vec<Row> = rounds.iter().map(|r| median_row(r)).collect();
+    let rows = in_rounds(bench.opts.rounds, &rows.iter().collect::<Vec<_>>());
     println!(
         "\n## Realistic workload: {LIVE_URLS} URLs, Zipf popularity (s = {LIVE_ZIPF}), each page changing every 5 s\n"
     );
