@@ -569,6 +569,14 @@ use pingora_core::protocols::http::compression::ResponseCompressionCtx;
 ///
 /// This object is what users interact with in order to access the request itself or change the proxy
 /// behavior.
+/// railproxy patch: body pieces at least this large are written on their own (see
+/// `Session::write_response_tasks`); smaller ones are cheaper copied than written apart.
+const LARGE_BODY_TASK: usize = 32 * 1024;
+
+fn is_large_body(task: &HttpTask) -> bool {
+    matches!(task, HttpTask::Body(Some(data), _) if data.len() >= LARGE_BODY_TASK)
+}
+
 pub struct Session {
     /// the HTTP session to downstream (the client)
     pub downstream_session: Box<HttpSession>,
@@ -907,7 +915,29 @@ impl Session {
                 .await?;
         }
         self.downstream_task_seen_upgraded = seen_upgraded;
-        self.downstream_session.response_duplex_vec(tasks).await
+        // railproxy patch: a large body goes out on its own. Given several tasks, an HTTP/1
+        // downstream copies their bodies into one buffer ("TODO: use vectored write"), which for
+        // a header and a whole page arriving together is a copy of every large response; given
+        // one, it writes it as it is. The same writes reach the socket either way.
+        if !tasks.iter().any(is_large_body) {
+            return self.downstream_session.response_duplex_vec(tasks).await;
+        }
+        let mut done = false;
+        let mut group = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if is_large_body(&task) {
+                if !group.is_empty() {
+                    self.downstream_session.response_duplex_vec(std::mem::take(&mut group)).await?;
+                }
+                done = self.downstream_session.response_duplex_vec(vec![task]).await?;
+            } else {
+                group.push(task);
+            }
+        }
+        if !group.is_empty() {
+            done = self.downstream_session.response_duplex_vec(group).await?;
+        }
+        Ok(done)
     }
 
     /// Mark the upstream headers as modified by caching. This should lead to range filters being
