@@ -254,22 +254,39 @@ pub fn start_nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, cpus:
     start_listening(dir, name, cmd, listen)
 }
 
-/// One hop of the bench's "Pingora alone" rows (`railproxy-pingora-reference`): HTTP/2 to
-/// `upstream` when `h2_upstream`, with the certificates in `tls` (a `railproxy certs` folder) for
-/// TLS 1.3 instead of h2c. Returns once it listens.
+/// What a Pingora reference hop does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RefHop {
+    /// Forwards over HTTP/1.1 (an origin hop, or one hop in front of a backend).
+    Http1,
+    /// Forwards over one pooled HTTP/2 connection (an edge hop).
+    Http2,
+    /// Forwards over HTTP/1.1 with Pingora's in-memory cache in front.
+    Caching,
+}
+
+/// One hop of the bench's "Pingora alone" rows (`railproxy-pingora-reference`), doing `hop`, with
+/// the certificates in `tls` (a `railproxy certs` folder) for TLS 1.3 instead of h2c. Returns once
+/// it listens.
 pub fn start_pingora_reference(
     dir: &Path,
     name: &str,
     listen: SocketAddr,
     upstream: SocketAddr,
-    h2_upstream: bool,
+    hop: RefHop,
     tls: Option<&Path>,
     cpus: Option<&str>,
 ) -> Proc {
     let mut cmd = command(&crate::process::bin("railproxy-pingora-reference"), cpus);
     cmd.arg("--listen").arg(listen.to_string()).arg("--upstream").arg(upstream.to_string());
-    if h2_upstream {
-        cmd.arg("--h2-upstream");
+    match hop {
+        RefHop::Http1 => {}
+        RefHop::Http2 => {
+            cmd.arg("--h2-upstream");
+        }
+        RefHop::Caching => {
+            cmd.arg("--cache");
+        }
     }
     if let Some(certs) = tls {
         cmd.arg("--tls").arg(certs);

@@ -17,20 +17,12 @@ pub const VERSION_FRAME_LEN: usize = VERSION_FRAME_MAGIC.len() + VERSION_ID_LEN;
 
 /// The version frame naming `id`.
 pub fn version_frame(id: &VersionId) -> [u8; VERSION_FRAME_LEN] {
-    let mut f = [0u8; VERSION_FRAME_LEN];
-    f[..VERSION_FRAME_MAGIC.len()].copy_from_slice(&VERSION_FRAME_MAGIC);
-    f[VERSION_FRAME_MAGIC.len()..].copy_from_slice(id.as_bytes());
-    f
+    naming(&VERSION_FRAME_MAGIC, id)
 }
 
 /// The id a version frame carries, or `None` if `frame` is not one.
 pub fn parse_version_frame(frame: &[u8; VERSION_FRAME_LEN]) -> Option<VersionId> {
-    if frame[..VERSION_FRAME_MAGIC.len()] != VERSION_FRAME_MAGIC {
-        return None;
-    }
-    let mut id = [0u8; VERSION_ID_LEN];
-    id.copy_from_slice(&frame[VERSION_FRAME_MAGIC.len()..]);
-    Some(VersionId::from_bytes(id))
+    named(&VERSION_FRAME_MAGIC, frame)
 }
 
 /// A zstd skippable frame (magic `0x184D2A5D`) that stands instead of a whole dcz body: "the new
@@ -43,20 +35,12 @@ pub const UNCHANGED_LEN: usize = UNCHANGED_MAGIC.len() + VERSION_ID_LEN;
 
 /// The unchanged frame for a body equal to `base`.
 pub fn unchanged_frame(base: &VersionId) -> [u8; UNCHANGED_LEN] {
-    let mut f = [0u8; UNCHANGED_LEN];
-    f[..UNCHANGED_MAGIC.len()].copy_from_slice(&UNCHANGED_MAGIC);
-    f[UNCHANGED_MAGIC.len()..].copy_from_slice(base.as_bytes());
-    f
+    naming(&UNCHANGED_MAGIC, base)
 }
 
 /// The base an unchanged frame names, or `None` if `frame` is not one.
 pub fn parse_unchanged_frame(frame: &[u8; UNCHANGED_LEN]) -> Option<VersionId> {
-    if frame[..UNCHANGED_MAGIC.len()] != UNCHANGED_MAGIC {
-        return None;
-    }
-    let mut id = [0u8; VERSION_ID_LEN];
-    id.copy_from_slice(&frame[UNCHANGED_MAGIC.len()..]);
-    Some(VersionId::from_bytes(id))
+    named(&UNCHANGED_MAGIC, frame)
 }
 
 /// Magic number of a zstd frame (RFC 8878 §3.1.1), little-endian.
@@ -69,19 +53,32 @@ const CONTENT_CHECKSUM_FLAG: u8 = 0x04;
 
 /// The dcz header for a delta against `base`.
 pub fn dcz_header(base: &VersionId) -> [u8; DCZ_HEADER_LEN] {
-    let mut h = [0u8; DCZ_HEADER_LEN];
-    h[..DCZ_MAGIC.len()].copy_from_slice(&DCZ_MAGIC);
-    h[DCZ_MAGIC.len()..].copy_from_slice(base.as_bytes());
-    h
+    naming(&DCZ_MAGIC, base)
 }
 
 /// The dictionary a dcz header names, or `None` if `header` is not a dcz header.
 pub fn parse_dcz_header(header: &[u8; DCZ_HEADER_LEN]) -> Option<VersionId> {
-    if header[..DCZ_MAGIC.len()] != DCZ_MAGIC {
+    named(&DCZ_MAGIC, header)
+}
+
+/// The three frames railproxy writes (dcz header, version frame, unchanged frame) are all a
+/// skippable frame's 8 bytes of magic and size, then a 32-byte id.
+const NAMING_LEN: usize = 8 + VERSION_ID_LEN;
+
+fn naming(magic: &[u8; 8], id: &VersionId) -> [u8; NAMING_LEN] {
+    let mut f = [0u8; NAMING_LEN];
+    f[..magic.len()].copy_from_slice(magic);
+    f[magic.len()..].copy_from_slice(id.as_bytes());
+    f
+}
+
+/// The id in `frame`, if it starts with `magic`.
+fn named(magic: &[u8; 8], frame: &[u8; NAMING_LEN]) -> Option<VersionId> {
+    if frame[..magic.len()] != *magic {
         return None;
     }
     let mut id = [0u8; VERSION_ID_LEN];
-    id.copy_from_slice(&header[DCZ_MAGIC.len()..]);
+    id.copy_from_slice(&frame[magic.len()..]);
     Some(VersionId::from_bytes(id))
 }
 

@@ -3,11 +3,15 @@
 //! edge (HTTP/1 in, HTTP/2 out) and an origin (HTTP/2 in, HTTP/1 out), it measures what
 //! Pingora's two hops cost before anything railproxy adds.
 //!
-//!   railproxy-pingora-reference --listen ADDR --upstream ADDR [--h2-upstream] [--tls DIR]
+//!   railproxy-pingora-reference --listen ADDR --upstream ADDR [--h2-upstream] [--tls DIR] [--cache]
 //!
 //! With `--tls DIR` (a `railproxy certs` directory), the listener serves TLS 1.3 with the
 //! origin's certificate and the HTTP/2 upstream is reached over TLS, as railproxy's tunnel is;
 //! without it, HTTP/2 runs in cleartext (h2c), the reference.
+//!
+//! With `--cache`, it is the reference for edge cache hits: Pingora's own in-memory cache
+//! (`MemCache`, the LRU eviction manager and the cache lock railproxy's edge uses) keyed on host
+//! and path, storing what Cache-Control allows, and nothing else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +22,7 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
 // The allocator railproxy runs with, so that the two differ only in what railproxy adds.
@@ -28,6 +33,7 @@ struct Hop {
     upstream: SocketAddr,
     h2: bool,
     tls: bool,
+    cache: Option<cache::Parts>,
 }
 
 #[async_trait]
@@ -48,17 +54,84 @@ impl ProxyHttp for Hop {
         peer.options.verify_hostname = false;
         Ok(Box::new(peer))
     }
+
+    fn request_cache_filter(&self, session: &mut Session, _: &mut ()) -> pingora_core::Result<()> {
+        if let Some(parts) = &self.cache {
+            parts.enable(session);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, _: &mut ()) -> pingora_core::Result<pingora_cache::CacheKey> {
+        Ok(cache::key(session))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _: &Session,
+        resp: &ResponseHeader,
+        _: &mut (),
+    ) -> pingora_core::Result<pingora_cache::RespCacheable> {
+        Ok(cache::cacheable(resp))
+    }
+}
+
+mod cache {
+    use std::time::Duration;
+
+    use pingora_cache::cache_control::CacheControl;
+    use pingora_cache::eviction::lru::Manager;
+    use pingora_cache::filters::resp_cacheable;
+    use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+    use pingora_cache::{CacheKey, CacheMetaDefaults, MemCache, RespCacheable};
+    use pingora_http::ResponseHeader;
+    use pingora_proxy::Session;
+
+    const DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
+    const SHARDS: usize = 16;
+
+    pub struct Parts {
+        storage: &'static MemCache,
+        eviction: &'static Manager<SHARDS>,
+        lock: &'static CacheKeyLockImpl,
+    }
+
+    impl Parts {
+        pub fn new() -> Self {
+            Parts {
+                storage: Box::leak(Box::new(MemCache::new())),
+                eviction: Box::leak(Box::new(Manager::with_capacity(64 << 20, 8192 / SHARDS))),
+                lock: Box::leak(CacheLock::new_boxed(Duration::from_secs(2))),
+            }
+        }
+
+        pub fn enable(&self, session: &mut Session) {
+            session.cache.enable(self.storage, Some(self.eviction), None, Some(self.lock), None);
+        }
+    }
+
+    pub fn key(session: &Session) -> CacheKey {
+        let req = session.req_header();
+        let host = req.headers.get(http::header::HOST).map_or(&b""[..], |h| h.as_bytes());
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        CacheKey::new(format!("{}{path}", String::from_utf8_lossy(host)), "")
+    }
+
+    pub fn cacheable(resp: &ResponseHeader) -> RespCacheable {
+        resp_cacheable(CacheControl::from_resp_headers(resp).as_ref(), resp.clone(), false, &DEFAULTS)
+    }
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut listen, mut upstream, mut h2, mut tls) = (None, None, false, None::<PathBuf>);
+    let (mut listen, mut upstream, mut h2, mut tls, mut cache) = (None, None, false, None::<PathBuf>, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = Some(address(&a, args.next())),
             "--upstream" => upstream = Some(address(&a, args.next())),
             "--h2-upstream" => h2 = true,
             "--tls" => tls = args.next().map(PathBuf::from),
+            "--cache" => cache = true,
             other => exit_usage(&format!("unknown argument {other}")),
         }
     }
@@ -68,7 +141,7 @@ fn main() {
     let conf = ServerConf { threads: 1, work_stealing: false, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let hop = Hop { upstream, h2, tls: h2 && tls.is_some() };
+    let hop = Hop { upstream, h2, tls: h2 && tls.is_some(), cache: cache.then(cache::Parts::new) };
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, hop);
     let app = proxy.app_logic_mut().expect("proxy app");
     let mut options = HttpServerOptions::default();
@@ -94,6 +167,8 @@ fn address(flag: &str, value: Option<String>) -> SocketAddr {
 }
 
 fn exit_usage(why: &str) -> ! {
-    eprintln!("railproxy-pingora-reference: {why}\nusage: --listen ADDR --upstream ADDR [--h2-upstream] [--tls DIR]");
+    eprintln!(
+        "railproxy-pingora-reference: {why}\nusage: --listen ADDR --upstream ADDR [--h2-upstream] [--tls DIR] [--cache]"
+    );
     std::process::exit(64)
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use delta::corpus::{self, VersionSet};
 use delta::testing;
-use integration::bench::{self, Load, NginxRole, Requests};
+use integration::bench::{self, Load, NginxRole, RefHop, Requests};
 use integration::process::{Backend, Proc, bin, free_loopback};
 use integration::stack::{Knobs, edge_yaml, make_certs, origin_yaml, start_proxy_pinned};
 use integration::{Http, Metrics};
@@ -61,6 +61,7 @@ const PINGORA_H2C: &str = "Pingora alone, two hops over h2c (no hooks)";
 const PINGORA_TLS: &str = "Pingora alone, two hops over TLS 1.3 h2 (no hooks)";
 const NGINX_HITS: &str = "nginx proxy_cache, hits";
 const RAILPROXY_HITS: &str = "railproxy edge cache, hits";
+const PINGORA_HITS: &str = "Pingora alone, its memory cache, hits (no hooks)";
 
 /// One measured row.
 struct Row {
@@ -149,16 +150,34 @@ impl Bench {
         let (edge_listen, origin_listen) = (free_loopback(), free_loopback());
         let certs = self.dir.path().join("certs");
         let tls = tls.then_some(certs.as_path());
-        let start = |role: &str, listen: SocketAddr, upstream: SocketAddr, h2: bool| {
+        let start = |role: &str, listen: SocketAddr, upstream: SocketAddr, hop: RefHop| {
             let name = format!("pingora-{role}");
-            bench::start_pingora_reference(self.dir.path(), &name, listen, upstream, h2, tls, Some(SERVER_CPU))
+            bench::start_pingora_reference(self.dir.path(), &name, listen, upstream, hop, tls, Some(SERVER_CPU))
         };
-        let origin = start("origin", origin_listen, self.backend.addr, false);
-        let edge = start("edge", edge_listen, origin_listen, true);
+        let origin = start("origin", origin_listen, self.backend.addr, RefHop::Http1);
+        let edge = start("edge", edge_listen, origin_listen, RefHop::Http2);
         let (load, latency, cpu_us) =
             self.measure(name, &format!("http://{edge_listen}{path}"), &[edge.pid(), origin.pid()]);
         drop(edge);
         drop(origin);
+        Row { name: name.into(), load, latency, cpu_us, hop_bytes: None, unchanged: None }
+    }
+
+    /// Pingora alone with its in-memory cache, one hop in front of the backend: what a cache hit
+    /// costs in Pingora before railproxy's hooks.
+    fn pingora_cache(&self, path: &str, name: &str) -> Row {
+        let listen = free_loopback();
+        let cache = bench::start_pingora_reference(
+            self.dir.path(),
+            "pingora-cache",
+            listen,
+            self.backend.addr,
+            RefHop::Caching,
+            None,
+            Some(SERVER_CPU),
+        );
+        let (load, latency, cpu_us) = self.measure(name, &format!("http://{listen}{path}"), &[cache.pid()]);
+        drop(cache);
         Row { name: name.into(), load, latency, cpu_us, hop_bytes: None, unchanged: None }
     }
 
@@ -269,17 +288,25 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 
 fn print_rows(title: &str, rows: &[Row]) {
     println!("\n### {title}\n");
-    println!("| path | req/s | p50 ms | p99 ms | proxy CPU µs/req | bytes between hops/req | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    print_table(rows, false);
+}
+
+/// The rows as a table; `unchanged`: with the share of pages that crossed as the unchanged frame.
+fn print_table(rows: &[Row], unchanged: bool) {
+    let extra = if unchanged { " crossed unchanged |" } else { "" };
+    println!("| path | req/s | p50 ms | p99 ms | proxy CPU µs/req | bytes between hops/req |{extra} errors |");
+    println!("|---|---:|---:|---:|---:|---:|{}---:|", if unchanged { "---:|" } else { "" });
     for r in rows {
+        let share = r.unchanged.map_or_else(|| "–".into(), |u| format!("{:.1} %", u * 100.0));
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} |{} {} |",
             r.name,
             r.load.rps,
             r.latency.p50_ms,
             r.latency.p99_ms,
             fmt_opt(r.cpu_us, 1),
             fmt_opt(r.hop_bytes, 0),
+            if unchanged { format!(" {share} |") } else { String::new() },
             r.load.errors + r.latency.errors
         );
     }
@@ -500,6 +527,7 @@ fn main() {
         let hit_rows: Vec<RowFn<'_>> = vec![
             (NGINX_HITS, Box::new(|n| bench.nginx_one_hop(&cacheable, NginxRole::Cache, n))),
             (RAILPROXY_HITS, Box::new(|n| bench.railproxy_row(&cacheable, n, false, &one_thread("fast")))),
+            (PINGORA_HITS, Box::new(|n| bench.pingora_cache(&cacheable, n))),
         ];
         let measure_all = |rows: &[RowFn<'_>]| -> Vec<Row> {
             let rows: Vec<&RowFn<'_>> =
@@ -531,7 +559,8 @@ fn main() {
         let r_plain = rp.load.rps / plain.load.rps;
         let bytes = rp.hop_bytes.unwrap_or(f64::NAN) / gzip.hop_bytes.unwrap_or(f64::NAN);
         let added = rp.latency.p99_ms - direct.latency.p99_ms;
-        let r_cache = named(hits, RAILPROXY_HITS).load.rps / named(hits, NGINX_HITS).load.rps;
+        let [nginx_hits, rp_hits, pingora_hits] = [NGINX_HITS, RAILPROXY_HITS, PINGORA_HITS].map(|n| named(hits, n));
+        let r_cache = rp_hits.load.rps / nginx_hits.load.rps;
         let r_cpu = rp.cpu_us.unwrap_or(f64::NAN) / tls.cpu_us.unwrap_or(f64::NAN);
         // The targets of the long-link issue, by page size.
         let (want_gzip, want_cpu) = if *size == SMALL { (2.0, 1.35) } else { (3.0, 1.15) };
@@ -548,8 +577,13 @@ fn main() {
             verdict(r_cpu <= want_cpu)
         );
         println!(
-            "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (target ≥ 0.9×: {})",
-            verdict(r_cache >= 0.9)
+            "- edge cache hits vs nginx proxy_cache hits: {r_cache:.2}× req/s (target ≥ 0.9×: {}); Pingora's own \
+             memory cache without hooks: {:.2}× ({} µs CPU per hit against railproxy's {} and nginx's {})",
+            verdict(r_cache >= 0.9),
+            pingora_hits.load.rps / nginx_hits.load.rps,
+            fmt_opt(pingora_hits.cpu_us, 1),
+            fmt_opt(rp_hits.cpu_us, 1),
+            fmt_opt(nginx_hits.cpu_us, 1)
         );
         println!("- railproxy two hops vs nginx two hops without compression: {r_plain:.2}× req/s");
         println!("- bytes between hops vs the gzip path: 1/{:.0}", 1.0 / bytes);
@@ -749,23 +783,7 @@ fn realistic_section(bench: &Bench, live_from: &str) {
         "\n## Realistic workload: {LIVE_URLS} URLs, Zipf popularity (s = {LIVE_ZIPF}), each page changing every 5 s\n"
     );
     println!("Pages: {live_from}; URL N serves live set N mod their number, at a phase of its own.\n");
-    println!(
-        "| path | req/s | p50 ms | p99 ms | proxy CPU µs/req | bytes between hops/req | crossed unchanged | errors |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
-            r.name,
-            r.load.rps,
-            r.latency.p50_ms,
-            r.latency.p99_ms,
-            fmt_opt(r.cpu_us, 1),
-            fmt_opt(r.hop_bytes, 0),
-            r.unchanged.map_or_else(|| "–".into(), |u| format!("{:.1} %", u * 100.0)),
-            r.load.errors + r.latency.errors
-        );
-    }
+    print_table(&rows, true);
     let [plain, gzip, rp] = [NGINX_PLAIN, NGINX_GZIP, RAILPROXY].map(|n| named(&rows, n));
     if let (Some(rp_cpu), Some(plain_cpu)) = (rp.cpu_us, plain.cpu_us) {
         println!(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use integration::Http;
-use integration::bench::{self, download, rss_bytes};
+use integration::bench::{self, RefHop, download, rss_bytes};
 use integration::process::free_loopback;
 
 use super::{Bench, LOAD_CPU, SERVER_CPU, one_thread, verdict};
@@ -47,8 +47,15 @@ pub fn section(bench: &Bench, page_set: &str) {
     // The one-hop reference, on a CPU of its own choosing; it listens where it says.
     let start_pingora = |name: &str, cpu: &str| {
         let listen = free_loopback();
-        let proc =
-            bench::start_pingora_reference(bench.dir.path(), name, listen, bench.backend.addr, false, None, Some(cpu));
+        let proc = bench::start_pingora_reference(
+            bench.dir.path(),
+            name,
+            listen,
+            bench.backend.addr,
+            RefHop::Http1,
+            None,
+            Some(cpu),
+        );
         (proc, listen)
     };
     let (pingora, pingora_listen) = start_pingora("pingora-one-hop", SERVER_CPU);
