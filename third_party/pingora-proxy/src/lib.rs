@@ -915,10 +915,11 @@ impl Session {
                 .await?;
         }
         self.downstream_task_seen_upgraded = seen_upgraded;
-        // railproxy patch: a large body goes out on its own. Given several tasks, an HTTP/1
-        // downstream copies their bodies into one buffer ("TODO: use vectored write"), which for
-        // a header and a whole page arriving together is a copy of every large response; given
-        // one, it writes it as it is. The same writes reach the socket either way.
+        // railproxy patch: a large body goes out on its own, or with the header right before
+        // it. Given several tasks, an HTTP/1 downstream copies their bodies into one buffer,
+        // which for a header and a whole page arriving together is a copy of every large
+        // response; given one, or a header and the body behind it (vendored pingora-core writes
+        // that pair with one vectored write), it writes them as they are.
         if !tasks.iter().any(is_large_body) {
             return self.downstream_session.response_duplex_vec(tasks).await;
         }
@@ -926,10 +927,12 @@ impl Session {
         let mut group = Vec::with_capacity(tasks.len());
         for task in tasks {
             if is_large_body(&task) {
-                if !group.is_empty() {
+                let after_header = matches!(group.as_slice(), [HttpTask::Header(_, false)]);
+                if !group.is_empty() && !after_header {
                     self.downstream_session.response_duplex_vec(std::mem::take(&mut group)).await?;
                 }
-                done = self.downstream_session.response_duplex_vec(vec![task]).await?;
+                group.push(task);
+                done = self.downstream_session.response_duplex_vec(std::mem::take(&mut group)).await?;
             } else {
                 group.push(task);
             }

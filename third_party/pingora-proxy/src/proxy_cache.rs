@@ -331,6 +331,7 @@ where
 
         // return a 416 with an empty body for simplicity
         let header_only = header_only || matches!(range_type, RangeType::Invalid);
+        let mut pending_header: Option<Box<ResponseHeader>> = None;
         debug!("header: {header:?}");
 
         // TODO: use ProxyUseCache to replace the logic below
@@ -356,14 +357,21 @@ where
                     return (true, Some(e));
                 }
 
-                if let Err(e) = session
-                    .as_mut()
-                    .write_response_header(header)
-                    .await
-                    .map_err(|e| e.into_down())
-                {
-                    // downstream connection is bad already
-                    return (false, Some(e));
+                if header_only {
+                    if let Err(e) = session
+                        .as_mut()
+                        .write_response_header(header)
+                        .await
+                        .map_err(|e| e.into_down())
+                    {
+                        // downstream connection is bad already
+                        return (false, Some(e));
+                    }
+                } else {
+                    // railproxy patch: the header waits for the first piece of the body, and
+                    // the two go out in one write (see vendored pingora-core's
+                    // `response_duplex_vec`): a small cached response is one send, not two.
+                    pending_header = Some(header);
                 }
             }
             Err(e) => {
@@ -498,12 +506,20 @@ where
 
                         // write to downstream
                         let b = body.unwrap_or_default();
-                        if let Err(e) = session
-                            .as_mut()
-                            .write_response_body(b, end)
-                            .await
-                            .map_err(|e| e.into_down())
-                        {
+                        let downstream = session.as_mut();
+                        let written = match pending_header.take() {
+                            Some(header) if !b.is_empty() => {
+                                let tasks =
+                                    vec![HttpTask::Header(header, false), HttpTask::Body(Some(b), end)];
+                                downstream.response_duplex_vec(tasks).await.map(|_| ())
+                            }
+                            Some(header) => match downstream.write_response_header(header).await {
+                                Ok(()) => downstream.write_response_body(b, end).await,
+                                Err(e) => Err(e),
+                            },
+                            None => downstream.write_response_body(b, end).await,
+                        };
+                        if let Err(e) = written.map_err(|e| e.into_down()) {
                             return (false, Some(e));
                         }
                         if end {
