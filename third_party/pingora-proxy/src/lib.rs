@@ -569,14 +569,6 @@ use pingora_core::protocols::http::compression::ResponseCompressionCtx;
 ///
 /// This object is what users interact with in order to access the request itself or change the proxy
 /// behavior.
-/// railproxy patch: body pieces at least this large are written on their own (see
-/// `Session::write_response_tasks`); smaller ones are cheaper copied than written apart.
-const LARGE_BODY_TASK: usize = 32 * 1024;
-
-fn is_large_body(task: &HttpTask) -> bool {
-    matches!(task, HttpTask::Body(Some(data), _) if data.len() >= LARGE_BODY_TASK)
-}
-
 pub struct Session {
     /// the HTTP session to downstream (the client)
     pub downstream_session: Box<HttpSession>,
@@ -915,32 +907,7 @@ impl Session {
                 .await?;
         }
         self.downstream_task_seen_upgraded = seen_upgraded;
-        // railproxy patch: a large body goes out on its own, or with the header right before
-        // it. Given several tasks, an HTTP/1 downstream copies their bodies into one buffer,
-        // which for a header and a whole page arriving together is a copy of every large
-        // response; given one, or a header and the body behind it (vendored pingora-core writes
-        // that pair with one vectored write), it writes them as they are.
-        if !tasks.iter().any(is_large_body) {
-            return self.downstream_session.response_duplex_vec(tasks).await;
-        }
-        let mut done = false;
-        let mut group = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            if is_large_body(&task) {
-                let after_header = matches!(group.as_slice(), [HttpTask::Header(_, false)]);
-                if !group.is_empty() && !after_header {
-                    self.downstream_session.response_duplex_vec(std::mem::take(&mut group)).await?;
-                }
-                group.push(task);
-                done = self.downstream_session.response_duplex_vec(std::mem::take(&mut group)).await?;
-            } else {
-                group.push(task);
-            }
-        }
-        if !group.is_empty() {
-            done = self.downstream_session.response_duplex_vec(group).await?;
-        }
-        Ok(done)
+        self.downstream_session.response_duplex_vec(tasks).await
     }
 
     /// Mark the upstream headers as modified by caching. This should lead to range filters being

@@ -42,6 +42,10 @@ use crate::protocols::http::{
 use crate::protocols::{Digest, SocketAddr, Stream};
 use crate::utils::{BufRef, KVRef};
 
+/// railproxy patch: body pieces at least this large, given among other tasks, are written as they
+/// are (`response_duplex_vec`); smaller ones are cheaper copied into one write than written apart.
+const LARGE_BODY_PIECE: usize = 32 * 1024;
+
 /// Tracks which writer is currently processing a task.
 ///
 /// This enables resuming writes after cancellation. Each variant stores the
@@ -1624,7 +1628,14 @@ impl HttpSession {
                     end_stream
                 }
                 HttpTask::Body(data, end_stream) => {
-                    self.buffer_body_data(data, false);
+                    // railproxy patch: a large piece goes out as it is, after what was buffered
+                    // before it, instead of being copied into the buffer (the TODO above).
+                    if data.as_ref().is_some_and(|d| d.len() >= LARGE_BODY_PIECE) {
+                        self.write_body_buf().await.map_err(|e| e.into_down())?;
+                        self.write_non_empty_body(data, false).await?;
+                    } else {
+                        self.buffer_body_data(data, false);
+                    }
                     end_stream
                 }
                 HttpTask::UpgradedBody(data, end_stream) => {
