@@ -7,6 +7,7 @@ pub mod client;
 pub mod dns;
 pub mod fake_origin;
 pub mod flood;
+pub mod hostile;
 pub mod link;
 pub mod metrics;
 pub mod named;

@@ -62,6 +62,16 @@ pub struct Knobs {
     pub edge_route_extra: Vec<(String, String)>,
     /// The origins write their access logs (to their log, [`Proc::log`]).
     pub access_log: bool,
+    /// The `railproxy` binary both modes run, when not this workspace's (a benchmark's
+    /// "before" column runs an earlier build).
+    pub binary: Option<PathBuf>,
+}
+
+impl Knobs {
+    /// The `railproxy` binary this stack runs.
+    pub fn railproxy(&self) -> PathBuf {
+        self.binary.clone().unwrap_or_else(|| bin("railproxy"))
+    }
 }
 
 impl Default for Knobs {
@@ -94,6 +104,7 @@ impl Default for Knobs {
             origin_delta_extra: String::new(),
             access_log: false,
             edge_route_extra: Vec::new(),
+            binary: None,
         }
     }
 }
@@ -116,6 +127,7 @@ pub struct OriginNode {
 pub struct Stack {
     // Dropped in this order: edge first, the temp dir last.
     pub edge: Proc,
+    binary: PathBuf,
     edge_yaml: String,
     upgrades: usize,
     pub origins: Vec<OriginNode>,
@@ -321,7 +333,7 @@ pub async fn start_proxy_with(
 
 /// Starts `railproxy --upgrade` with `yaml`, lets it take over from `old` (SIGQUIT), and waits
 /// until `old` has exited.
-async fn upgrade(dir: &Path, name: &str, mode: &str, yaml: &str, old: &mut Proc) -> Proc {
+async fn upgrade(binary: &Path, dir: &Path, name: &str, mode: &str, yaml: &str, old: &mut Proc) -> Proc {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).expect("write config");
     // The new process waits on the upgrade socket; the old one hands its sockets over on SIGQUIT.
@@ -332,7 +344,7 @@ async fn upgrade(dir: &Path, name: &str, mode: &str, yaml: &str, old: &mut Proc)
         .map(|p| std::path::PathBuf::from(p.trim()))
         .expect("upgrade_sock in the config");
     let _ = std::fs::remove_file(&sock);
-    let mut cmd = Command::new(bin("railproxy"));
+    let mut cmd = Command::new(binary);
     cmd.args(["--upgrade", "--mode", mode, "-c"]).arg(&file).env("RAILPROXY_LOG", proxy_log_filter());
     let mut new = Proc::spawn(name, cmd, dir, false);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -387,7 +399,7 @@ impl Stack {
                 let (addr, admin) = (free_loopback(), free_loopback());
                 let name = format!("origin{}-{attempt}", i + 1);
                 let yaml = origin_yaml(dir.path(), &knobs, addr, admin, &backends, dead);
-                let mut cmd = Command::new(bin("railproxy"));
+                let mut cmd = Command::new(knobs.railproxy());
                 if knobs.access_log {
                     cmd.env("RAILPROXY_LOG", "info");
                 }
@@ -399,12 +411,16 @@ impl Stack {
             let (edge_addr, edge_admin) = (free_loopback(), free_loopback());
             let listeners: Vec<SocketAddr> = origins.iter().map(|o| o.addr).collect();
             let ey = edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, &listeners, backend.addr);
-            let Some(edge) = start_proxy(dir.path(), &format!("edge{attempt}"), "edge", &ey, edge_admin).await else {
+            let cmd = Command::new(knobs.railproxy());
+            let Some(edge) =
+                start_proxy_with(dir.path(), &format!("edge{attempt}"), "edge", &ey, edge_admin, cmd).await
+            else {
                 continue;
             };
             let (origin_addr, origin_admin) = (origins[0].addr, origins[0].admin);
             return Stack {
                 edge,
+                binary: knobs.railproxy(),
                 edge_yaml: ey,
                 upgrades: 0,
                 origins,
@@ -425,7 +441,7 @@ impl Stack {
     pub async fn upgrade_edge(&mut self) -> Duration {
         self.upgrades += 1;
         let name = format!("edge-upgrade{}", self.upgrades);
-        let new = upgrade(self.dir.path(), &name, "edge", &self.edge_yaml, &mut self.edge).await;
+        let new = upgrade(&self.binary, self.dir.path(), &name, "edge", &self.edge_yaml, &mut self.edge).await;
         self.edge = new;
         wait_ready(&mut self.edge, self.edge_admin, Duration::from_secs(10)).await;
         Duration::ZERO
@@ -437,7 +453,7 @@ impl Stack {
         let name = format!("{}-upgrade{}", self.origins[i].name, self.upgrades);
         let o = &mut self.origins[i];
         let mut old = o.proc.take().expect("origin running");
-        let new = upgrade(self.dir.path(), &name, "origin", &o.yaml, &mut old).await;
+        let new = upgrade(&self.binary, self.dir.path(), &name, "origin", &o.yaml, &mut old).await;
         o.proc = Some(new);
         let admin = o.admin;
         wait_ready(o.proc.as_mut().expect("just set"), admin, Duration::from_secs(10)).await;
@@ -455,7 +471,9 @@ impl Stack {
     pub async fn restart_origin(&mut self, i: usize) {
         let o = &mut self.origins[i];
         let name = format!("{}-again", o.name);
-        let proc = start_proxy(self.dir.path(), &name, "origin", &o.yaml, o.admin).await.expect("origin restarts");
+        let cmd = Command::new(&self.binary);
+        let proc =
+            start_proxy_with(self.dir.path(), &name, "origin", &o.yaml, o.admin, cmd).await.expect("origin restarts");
         o.proc = Some(proc);
     }
 

@@ -40,14 +40,21 @@ impl Envelope {
     /// (edge) or used (origin) as the first 12 hex digits of its SHA-256, or `no`, duration, and
     /// the error if any.
     pub fn close(&self, session: &Session, error: Option<&Error>, base: Option<&VersionId>) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let client_left = error.is_some_and(crate::http_util::is_cancellation);
+        // Nothing was answered: the client went away first (499, as nginx logs it), or the
+        // upstream failed.
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            None if client_left => 499,
+            None => 0,
+        };
         let elapsed = self.start.elapsed();
         let mode = self.mode;
         metrics::request_done(mode, if status == 0 { 502 } else { status }, elapsed.as_secs_f64());
         let enc = self.encoding.as_str();
         metrics::RAW_BYTES.with_label_values(&[mode, enc]).inc_by(self.raw_bytes);
         metrics::WIRE_BYTES.with_label_values(&[mode, enc]).inc_by(self.wire_bytes);
-        if let Some(e) = error {
+        if let Some(e) = error.filter(|_| !client_left) {
             metrics::UPSTREAM_ERRORS.with_label_values(&[mode, error_kind(e)]).inc();
         }
         if !log::log_enabled!(target: "access", log::Level::Info) {

@@ -175,6 +175,36 @@ pub fn no_empty_last_piece(body: &mut Option<bytes::Bytes>, end_of_stream: bool)
     }
 }
 
+/// Whether the client has already cancelled this request: an HTTP/2 stream it reset (or that
+/// closed with its connection). h2 hands a server streams that were reset before it took them
+/// up, so a rapid-reset client's streams reach the proxy already cancelled; such a request must
+/// cost no upstream anything. Checked without waiting. HTTP/1.x has no such signal before the
+/// response (Pingora notices a closed connection while it waits for one).
+pub fn client_cancelled(session: &mut pingora_proxy::Session) -> bool {
+    use std::future::Future as _;
+    let Some(mut closed) = session.as_downstream_mut().watch_h2_stream_close() else { return false };
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(&mut closed).poll(&mut cx).is_ready()
+}
+
+/// The error a cancelled request ends with: the client's doing, so nothing is answered, no
+/// upstream is blamed, and it is not logged as a failure (see [`is_cancellation`]).
+pub fn cancelled_error(mode: &str) -> Box<pingora_error::Error> {
+    crate::metrics::CANCELLED.with_label_values(&[mode]).inc();
+    pingora_error::Error::explain(pingora_error::ErrorType::ConnectionClosed, CANCELLED_BY_CLIENT).into_down()
+}
+
+const CANCELLED_BY_CLIENT: &str = "the client cancelled the request";
+
+/// Whether `e` says the client went away (its stream reset or its connection closed): a
+/// downstream error that is no one's failure but the client's, logged at debug level only, so
+/// that a client resetting streams by the thousand cannot fill the error log.
+pub fn is_cancellation(e: &pingora_error::Error) -> bool {
+    use pingora_error::ErrorType::{ConnectionClosed, H2Error, ReadError, WriteError};
+    *e.esource() == pingora_error::ErrorSource::Downstream
+        && matches!(e.etype(), ConnectionClosed | H2Error | ReadError | WriteError)
+}
+
 /// Pingora's own retry policy after an upstream error: only idempotent requests whose body it
 /// still holds, and only when a kept-alive connection failed (a fresh one may then serve).
 pub fn pingora_retry_policy(session: &pingora_proxy::Session, e: &mut pingora_error::Error, client_reused: bool) {

@@ -282,6 +282,28 @@ pub static DROPPED_HEADERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Requests their client cancelled (an HTTP/2 stream reset, or the stream closed) before any
+/// upstream saw them: nothing was sent on. Logged with status 499, as nginx does.
+pub static CANCELLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_cancelled_total",
+        "Requests their client cancelled before any upstream saw them",
+        &["mode"]
+    )
+    .expect("metric")
+});
+
+/// Edge: requests whose tunnel connection an origin listener ended with GOAWAY, by HTTP/2
+/// error code. The lane dials a new connection and is not retired (the listener answered).
+pub static TUNNEL_GOAWAYS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_tunnel_goaway_requests_total",
+        "Requests whose tunnel connection an origin listener ended with GOAWAY, by error code",
+        &["reason"]
+    )
+    .expect("metric")
+});
+
 /// Origin: requests sent again on a fresh backend connection after a kept-alive one turned out
 /// dead before any byte of the response came.
 pub static BACKEND_RETRIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
@@ -330,6 +352,7 @@ pub fn init(mode: &str) {
         DELTAS.with_label_values(&[mode, class]);
     }
     TUNNEL_CONNECTIONS.with_label_values(&[mode]);
+    CANCELLED.with_label_values(&[mode]);
     UNCHANGED.with_label_values(&[mode]);
     for result in ["ok", "error"] {
         TLS_RELOADS.with_label_values(&[result]);
@@ -352,6 +375,9 @@ pub fn init(mode: &str) {
             CACHE.with_label_values(&[result]);
         }
         LazyLock::force(&RETRIES);
+        for reason in ["NO_ERROR", "ENHANCE_YOUR_CALM"] {
+            TUNNEL_GOAWAYS.with_label_values(&[reason]);
+        }
         for limit in ["head_timeout", "connections", "connections_per_ip", "headers", "body"] {
             LIMIT_REFUSALS.with_label_values(&[limit]);
         }

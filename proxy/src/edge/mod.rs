@@ -268,6 +268,9 @@ impl ProxyHttp for Edge {
             ctx.probe = Some(probe);
             return Ok(false);
         }
+        if http_util::client_cancelled(session) {
+            return Err(http_util::cancelled_error(MODE));
+        }
         if let Some(problem) = http_util::session_framing_problem(session) {
             return http_util::refuse(session, 400, "framing", problem).await;
         }
@@ -539,8 +542,26 @@ impl ProxyHttp for Edge {
         if session.response_written().is_none() && !ctx.direct && peer::graceful_shutdown(&e) {
             // The listener is shutting down gracefully (an upgrade or a restart) and did not
             // process this request: send it again, on a new connection, without marking it down.
+            if let Some(reason) = peer::remote_goaway(&e) {
+                metrics::TUNNEL_GOAWAYS.with_label_values(&[&format!("{reason:?}")]).inc();
+            }
             e.set_retry(true);
             metrics::RETRIES.inc();
+            return e;
+        }
+        if let Some(reason) = peer::remote_goaway(&e).filter(|_| !ctx.direct) {
+            // The listener is alive and closing this connection (for resets its clients caused,
+            // say): the lane's next request dials a new one. Never retired for it.
+            metrics::TUNNEL_GOAWAYS.with_label_values(&[&format!("{reason:?}")]).inc();
+            if session.response_written().is_none() {
+                let retry = self.retryable(session);
+                e.set_retry(retry);
+                if retry {
+                    metrics::RETRIES.inc();
+                } else if let Some(replayed) = buffering::Replayed::of(session) {
+                    replayed.ask_resend();
+                }
+            }
             return e;
         }
         if session.response_written().is_none() && !ctx.direct && peer::tunnel_failure(&e) {
@@ -569,10 +590,9 @@ impl ProxyHttp for Edge {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
                 pingora_error::ErrorSource::Upstream => 502,
-                pingora_error::ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
+                // A client that went away is answered nothing.
+                pingora_error::ErrorSource::Downstream if http_util::is_cancellation(e) => 0,
+                pingora_error::ErrorSource::Downstream => 400,
                 _ => 500,
             },
         };
@@ -590,6 +610,11 @@ impl ProxyHttp for Edge {
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
+        // A client's own reset or close is its business, not an error of this proxy's.
+        http_util::is_cancellation(e)
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -602,6 +627,10 @@ impl ProxyHttp for Edge {
             return LaneProbe::write(upstream_request);
         }
         ctx.base = None;
+        if http_util::client_cancelled(session) {
+            // Reset while it waited (for the cache lock, a lane, a connection): nothing goes out.
+            return Err(http_util::cancelled_error(MODE));
+        }
         if ctx.direct {
             // Straight to the origin: the request as the client sent it, no tunnel encodings.
             return Ok(());

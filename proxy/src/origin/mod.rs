@@ -120,6 +120,10 @@ impl ProxyHttp for Origin {
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
             self.connections.saw(*peer);
         }
+        if http_util::client_cancelled(session) {
+            // The edge reset this stream (its client went away) before it was taken up here.
+            return Err(http_util::cancelled_error(MODE));
+        }
         if Probe::is(session.req_header()) {
             // An edge checking this listener: answered here, no backend involved, not counted.
             ctx.probe = true;
@@ -248,12 +252,21 @@ impl ProxyHttp for Origin {
         e
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
+        // An edge resetting a stream speaks for a client that went away.
+        http_util::is_cancellation(e)
+    }
+
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if http_util::client_cancelled(session) {
+            // Reset while a backend connection was found for it: the backend never sees it.
+            return Err(http_util::cancelled_error(MODE));
+        }
         protocol::strip_request(upstream_request);
         // Deltas are made on bodies as the backend renders them; clients get their compression
         // from the edge.

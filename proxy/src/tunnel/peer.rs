@@ -63,14 +63,27 @@ pub fn websocket_peer(
 /// * the budget for small DATA frames (h2 closes the whole connection with ENHANCE_YOUR_CALM once
 ///   unread small frames cost more than it): h2 sets it from the connection window, half of it,
 ///   which the larger window raises from 32 KB to 4 MB of framing overhead. The edge coalesces
-///   request bodies anyway, so a client's tiny writes reach the tunnel as few frames.
+///   request bodies anyway, so a client's tiny writes reach the tunnel as few frames;
+/// * resets: h2 closes a connection (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_resets") once 20
+///   streams were reset before the server took them up, a limit for one client. An edge resets a
+///   stream whenever one of its thousands of clients goes away while its request crosses, and a
+///   burst of such streams can reach this listener before its accept loop has run; each client
+///   is limited at the edge (`limits.h2_max_resets`). So a lane may hold [`RESETS_PER_STREAM`]
+///   times `max_streams` such streams, and as many streams reset for errors, before it closes.
 pub fn server_options(t: &TunnelListener) -> H2Options {
+    let resets = (t.max_streams as usize).saturating_mul(RESETS_PER_STREAM);
     let mut h2 = H2Options::new();
     h2.max_concurrent_streams(t.max_streams)
         .initial_window_size(t.stream_window)
-        .initial_connection_window_size(t.connection_window);
+        .initial_connection_window_size(t.connection_window)
+        .max_pending_accept_reset_streams(resets)
+        .max_local_error_reset_streams(Some(resets));
     h2
 }
+
+/// Reset streams a tunnel connection may hold per stream it may have open (see
+/// [`server_options`]).
+pub const RESETS_PER_STREAM: usize = 4;
 
 /// GOAWAY(NO_ERROR) or REFUSED_STREAM from the origin: it is closing the connection in order and
 /// did not process the request (RFC 9113 §8.7).
@@ -80,6 +93,15 @@ pub fn graceful_shutdown(e: &Error) -> bool {
             && ((h2e.is_go_away() && h2e.reason() == Some(h2::Reason::NO_ERROR))
                 || (h2e.is_reset() && h2e.reason() == Some(h2::Reason::REFUSED_STREAM)))
     })
+}
+
+/// The error code of a GOAWAY the origin listener sent, when that is what ended this request's
+/// stream. A listener that sends GOAWAY is alive: whatever the reason (a graceful shutdown, or
+/// `ENHANCE_YOUR_CALM` for resets that clients caused), the lane dials a new connection and is
+/// not retired; a request the listener did not process may go again.
+pub fn remote_goaway(e: &Error) -> Option<h2::Reason> {
+    let h2e = e.root_cause().downcast_ref::<h2::Error>()?;
+    (h2e.is_go_away() && h2e.is_remote()).then(|| h2e.reason()).flatten()
 }
 
 /// Errors that say the tunnel (not the request) failed: connecting, TLS, the connection closing

@@ -1,0 +1,61 @@
+//! One client never hurts another: each attack runs for real against a whole stack (edge,
+//! origin, backend) while bystanders fetch a page beside it; their requests must keep succeeding
+//! (at least 99.9 %) during the attack and right after it, and the backend must see nothing it
+//! should not.
+
+use std::time::Duration;
+
+use integration::hostile::{Bystanders, Tally, rapid_reset};
+use integration::{Knobs, Stack};
+
+/// Bystanders' success, during and after an attack, at least this share.
+const BYSTANDERS_OK: f64 = 99.9;
+
+fn assert_unhurt(tallies: &[Tally], what: &str) {
+    for (phase, t) in ["during", "after"].iter().zip(tallies) {
+        eprintln!("{what}: bystanders {phase} the attack: {} ({:?})", t.summary(), t.examples);
+        assert!(t.total() > 0, "{what}: no bystander request {phase} the attack");
+        assert!(
+            t.percent_ok() >= BYSTANDERS_OK,
+            "{what}: bystanders {phase} the attack got {}: {:?}",
+            t.summary(),
+            t.examples
+        );
+    }
+}
+
+/// HTTP/2 rapid reset from four connections at once for 10 s: two write each request and its
+/// reset together (the edge reads them as one), two reset a batch of requests 2 ms after sending
+/// it (the edge may have taken them up and sent them on). Reset streams must cost no backend
+/// request once reset, and the origin must never take the edge's lanes for the offender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_through_the_tunnel_costs_no_backend_request_and_no_lane() {
+    let stack = Stack::start(Knobs::default()).await;
+    let bystanders = Bystanders::on(&stack.url("/text/2000"), 3, 1).await;
+    let authority = stack.edge_addr.to_string();
+    let length = Duration::from_secs(10);
+    let (together, later) = tokio::join!(
+        rapid_reset::run(stack.edge_addr, &authority, "/cache/0/together", 2, length, rapid_reset::Shape::Together),
+        rapid_reset::run(stack.edge_addr, &authority, "/cache/0/later", 2, length, rapid_reset::Shape::Later),
+    );
+    bystanders.next_phase();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tallies = bystanders.stop().await;
+    let (reset_at_once, reset_later) = (stack.backend.hits("0/together").await, stack.backend.hits("0/later").await);
+    let edge = stack.edge_metrics().await;
+    let goaways = edge.sum("railproxy_tunnel_goaway_requests_total", &[]);
+    let failovers = edge.sum("railproxy_failovers_total", &[]);
+    let cancelled = edge.sum("railproxy_cancelled_total", &[("mode", "edge")]);
+    let origin_cancelled = stack.origin_metrics().await.sum("railproxy_cancelled_total", &[("mode", "origin")]);
+    eprintln!(
+        "reset with their request: {together:?}, backend requests {reset_at_once}; reset 2 ms later: {later:?}, \
+         backend requests {reset_later}; cancelled before going upstream: edge {cancelled}, origin {origin_cancelled}; \
+         GOAWAYs from the origin {goaways}, listeners marked down {failovers}"
+    );
+    assert_unhurt(&tallies, "rapid reset");
+    assert!(together.connections > 10 && later.connections > 2, "the attack did not run: {together:?} {later:?}");
+    assert_eq!(reset_at_once, 0, "streams reset before the edge took them up reached the backend");
+    assert!(cancelled > 1000.0, "the edge counted {cancelled} cancelled requests");
+    assert_eq!(goaways, 0.0, "the origin closed lanes for resets the edge passed on");
+    assert_eq!(failovers, 0.0, "a listener was marked down during the attack");
+}
