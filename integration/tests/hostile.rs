@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use integration::hostile::{Bystanders, Tally, rapid_reset};
+use integration::hostile::{Bystanders, Tally, rapid_reset, upgrades};
 use integration::{Knobs, Stack};
 
 /// Bystanders' success, during and after an attack, at least this share.
@@ -58,4 +58,46 @@ async fn rapid_reset_through_the_tunnel_costs_no_backend_request_and_no_lane() {
     assert!(cancelled > 1000.0, "the edge counted {cancelled} cancelled requests");
     assert_eq!(goaways, 0.0, "the origin closed lanes for resets the edge passed on");
     assert_eq!(failovers, 0.0, "a listener was marked down during the attack");
+}
+
+/// A thousand clients send a WebSocket handshake and leave before the backend answers it (it
+/// takes 20 s): each one's tunnel connection and backend connection must go at once, and the
+/// client-connection slots with them, so that the same address (the bystanders') is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_upgrades_release_everything_at_once() {
+    let stack = Stack::start(Knobs::default()).await;
+    let bystanders = Bystanders::on(&stack.url("/text/2000"), 3, 1).await;
+    let origin_pid = stack.origins[0].proc.as_ref().expect("origin runs").pid();
+    let (edge_before, origin_before) = (upgrades::open_fds(stack.edge.pid()), upgrades::open_fds(origin_pid));
+    let host = stack.edge_addr.to_string();
+    let served_before = stack.backend.served().await;
+    let sent = upgrades::abandon(stack.edge_addr, &host, "/ws?delay=20000", 1000, 50, Duration::from_millis(200)).await;
+    // Bystanders' requests count too; they are a few thousand at most, the handshakes 1,000.
+    let backend_reached = stack.backend.served().await - served_before;
+    bystanders.next_phase();
+    // Released at once: well within the backend's 20 s, let alone websocket.idle_timeout (5 min).
+    let slack = 40;
+    let (edge_after, edge_took) =
+        upgrades::fds_settle(stack.edge.pid(), edge_before + slack, Duration::from_secs(3)).await;
+    let (origin_after, origin_took) =
+        upgrades::fds_settle(origin_pid, origin_before + slack, Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tallies = bystanders.stop().await;
+    // Every bystander request during the attack went to the backend too (its page is dynamic).
+    let handshakes = backend_reached.saturating_sub(tallies[0].total());
+    eprintln!(
+        "{sent} upgrades abandoned (~{handshakes} reached the backend): edge descriptors {edge_before} -> \
+         {edge_after} in {edge_took:?}, origin {origin_before} -> {origin_after} in {origin_took:?}"
+    );
+    assert_eq!(sent, 1000, "the handshakes were not all sent");
+    assert!(
+        handshakes >= 900,
+        "only ~{handshakes} handshakes reached the backend: the test tests nothing past the edge"
+    );
+    assert_unhurt(&tallies, "abandoned upgrades");
+    assert!(edge_after <= edge_before + slack, "the edge still holds {edge_after} descriptors ({edge_before} before)");
+    assert!(
+        origin_after <= origin_before + slack,
+        "the origin still holds {origin_after} descriptors ({origin_before} before)"
+    );
 }

@@ -29,7 +29,7 @@
 //!                                 each distinct QUERY is a page of its own with its own turn
 //!   GET  /cacheable/SET           version 0 of SET with Cache-Control: max-age=3600
 //!   GET  /ws                      a WebSocket echo: text and binary messages come back, `close:CODE`
-//!                                 closes with CODE
+//!                                 closes with CODE; `?delay=MS` answers the handshake after MS ms
 //!   GET  /events?n=N&ms=MS        N server-sent events MS apart (text/event-stream, chunked), each
 //!                                 `data: sent=MICROS` (when it was sent, in µs since the epoch)
 //!   GET  /flush/SET?first=F&ms=MS the next version of SET (as /cycle): its first F bytes (8192),
@@ -317,7 +317,13 @@ impl Backend {
                 }
                 None => reply(404, "text/plain", full(format!("no set {set}\n"))),
             },
-            (Method::GET, ["ws"]) => websocket_echo(req),
+            (Method::GET, ["ws"]) => {
+                if let Some(ms) = param(&req, "delay") {
+                    // A backend slow to accept the upgrade: the client may be gone by the 101.
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                websocket_echo(req)
+            }
             (Method::GET | Method::HEAD, ["events"]) => {
                 let (n, ms) = (param(&req, "n").unwrap_or(6), param(&req, "ms").unwrap_or(500));
                 let body = produced(None, move |tx| async move {

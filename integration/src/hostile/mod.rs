@@ -6,6 +6,7 @@
 
 pub mod naive;
 pub mod rapid_reset;
+pub mod upgrades;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -357,7 +357,11 @@ impl ProxyHttp for Edge {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        if let Some(cache) = self.cache.as_ref().filter(|_| ctx.probe.is_none()) {
+        // An upgrade is never a cached object; as a cache miss it would wait on the cache lock
+        // behind every other handshake for its URL, and Pingora keeps a miss's upstream going
+        // after its client left (to fill the cache): an abandoned handshake would hold its
+        // connections until the socket's idle timeout.
+        if let Some(cache) = self.cache.as_ref().filter(|_| ctx.probe.is_none() && !ctx.websocket) {
             cache.enable(session);
         }
         Ok(())
