@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use integration::hostile::{Bystanders, Tally, rapid_reset, upgrades};
+use integration::hostile::naive::NaiveBackend;
+use integration::hostile::{Bystanders, Tally, rapid_reset, stray, upgrades};
 use integration::{Knobs, Stack};
 
 /// Bystanders' success, during and after an attack, at least this share.
@@ -100,4 +101,49 @@ async fn abandoned_upgrades_release_everything_at_once() {
         origin_after <= origin_before + slack,
         "the origin still holds {origin_after} descriptors ({origin_before} before)"
     );
+}
+
+/// GETs carrying a body that is itself a request, against a backend that never reads GET
+/// bodies and so answers the body too. By default (`limits.get_bodies: refuse`) they get 400 and
+/// nothing reaches the backend; forwarded (`forward`), each goes on a backend connection of its
+/// own. Either way no other client ever gets the stray answer, nor finds it in the edge cache
+/// under its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_ignores_get_bodies_never_answers_another_client() {
+    for forward in [false, true] {
+        let naive = NaiveBackend::start().await;
+        let edge_extra = if forward { "limits: {get_bodies: forward}\n".to_string() } else { String::new() };
+        let stack = Stack::start(Knobs { backend_override: Some(naive.addr), edge_extra, ..Knobs::default() }).await;
+        let run = stray::run(stack.edge_addr, 2, 4, Duration::from_secs(4)).await;
+        let setting = if forward { "forward" } else { "refuse" };
+        let discarded = stack
+            .origin_metrics()
+            .await
+            .sum("railproxy_upstream_connections_discarded_total", &[("mode", "origin"), ("reason", "unread_body")]);
+        eprintln!(
+            "get_bodies: {setting}: {} GETs with a body ({} refused, {} answered wrong); bystanders {} ({:?}); \
+             refetched {} ({} wrong); the backend answered {} smuggled requests of {} in all; {discarded} backend \
+             connections closed after an unread body",
+            run.attacks,
+            run.attacks_refused,
+            run.attacks_wrong,
+            run.victims.summary(),
+            run.victims.examples,
+            run.refetched,
+            run.refetched_wrong,
+            naive.smuggled(),
+            naive.answered()
+        );
+        assert!(run.attacks > 100 && run.victims.total() > 100, "{setting}: the attack did not run: {run:?}");
+        assert_eq!(run.victims.failed, 0, "{setting}: clients got answers not their own: {:?}", run.victims.examples);
+        assert_eq!(run.refetched_wrong, 0, "{setting}: the edge cache kept stray answers under other clients' URLs");
+        assert_eq!(run.attacks_wrong, 0, "{setting}: the attacker got answers not its own");
+        if forward {
+            assert_eq!(run.attacks_refused, 0, "forwarded GET bodies were refused");
+            assert_eq!(discarded, run.attacks as f64, "each GET with a body closes its backend connection");
+        } else {
+            assert_eq!(run.attacks_refused, run.attacks, "GETs with a body were not refused");
+            assert_eq!(naive.smuggled(), 0, "a refused body reached the backend");
+        }
+    }
 }

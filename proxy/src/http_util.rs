@@ -175,6 +175,14 @@ pub fn no_empty_last_piece(body: &mut Option<bytes::Bytes>, end_of_stream: bool)
     }
 }
 
+/// Whether a request head announces a body: a Content-Length above 0, or a Transfer-Encoding.
+/// (An HTTP/2 request may also send DATA it did not announce.)
+pub fn declares_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || header_str(req.headers.get(http::header::CONTENT_LENGTH))
+            .is_some_and(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0))
+}
+
 /// Whether the client has already cancelled this request: an HTTP/2 stream it reset (or that
 /// closed with its connection). h2 hands a server streams that were reset before it took them
 /// up, so a rapid-reset client's streams reach the proxy already cancelled; such a request must

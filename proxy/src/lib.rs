@@ -16,6 +16,7 @@ pub mod exit;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
 pub mod hosts;
+mod http1_reuse;
 mod http_util;
 pub mod logging;
 mod metrics;
@@ -24,6 +25,7 @@ mod origin;
 mod resolve;
 pub mod run;
 mod server;
+mod sockets;
 mod tls;
 mod tunnel;
 mod units;

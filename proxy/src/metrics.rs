@@ -304,6 +304,18 @@ pub static TUNNEL_GOAWAYS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Kept-alive HTTP/1 upstream connections not reused, by reason: unread_body (closed after a
+/// request whose body the upstream may not have read), stray_bytes (bytes no request asked for
+/// were waiting on it; the request went on a fresh one). See `http1_reuse`.
+pub static UPSTREAM_DISCARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_upstream_connections_discarded_total",
+        "Kept-alive HTTP/1 upstream connections not reused, by reason",
+        &["mode", "reason"]
+    )
+    .expect("metric")
+});
+
 /// Origin: requests sent again on a fresh backend connection after a kept-alive one turned out
 /// dead before any byte of the response came.
 pub static BACKEND_RETRIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
@@ -353,6 +365,9 @@ pub fn init(mode: &str) {
     }
     TUNNEL_CONNECTIONS.with_label_values(&[mode]);
     CANCELLED.with_label_values(&[mode]);
+    for reason in ["unread_body", "stray_bytes"] {
+        UPSTREAM_DISCARDED.with_label_values(&[mode, reason]);
+    }
     UNCHANGED.with_label_values(&[mode]);
     for result in ["ok", "error"] {
         TLS_RELOADS.with_label_values(&[result]);
@@ -384,7 +399,7 @@ pub fn init(mode: &str) {
         for kind in ["direct", "error"] {
             FALLBACKS.with_label_values(&[kind]);
         }
-        for reason in ["method", "expectation", "limit", "body_timeout", "buffer"] {
+        for reason in ["method", "expectation", "limit", "body_timeout", "buffer", "get_body"] {
             REFUSALS.with_label_values(&[reason]);
         }
         DROPPED_HEADERS.with_label_values(&["underscore"]);

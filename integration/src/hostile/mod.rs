@@ -6,6 +6,7 @@
 
 pub mod naive;
 pub mod rapid_reset;
+pub mod stray;
 pub mod upgrades;
 
 use std::net::SocketAddr;

@@ -47,6 +47,35 @@ pub struct Limits {
     /// Longest wait for the next piece of a request body being buffered (nginx's
     /// client_body_timeout); the client then gets 408.
     pub body_timeout: Duration,
+    /// What a GET or HEAD request carrying a body gets.
+    pub get_bodies: GetBodies,
+}
+
+/// What a GET or HEAD with a body gets (`limits.get_bodies`). Such content has no defined
+/// meaning (RFC 9110 §9.3.1), and a backend that does not read it (Python's `http.server` and
+/// its family) takes it for a request of its own, which then reaches the backend past every
+/// check the edge makes (host, method, headers) and is answered to no one; no proxy can stop
+/// that once the body is sent. Some APIs do search with a GET body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetBodies {
+    /// 400, nothing goes upstream (the default; CloudFront refuses them too).
+    Refuse,
+    /// Forwarded, on a backend connection of its own that is closed after the answer (see
+    /// `http1_reuse`), never answered from or stored in the cache.
+    Forward,
+}
+
+impl GetBodies {
+    fn read(s: &Section<'_>) -> Self {
+        match s.or("get_bodies", "refuse".to_string()).as_str() {
+            "refuse" => GetBodies::Refuse,
+            "forward" => GetBodies::Forward,
+            other => {
+                s.problem("get_bodies", format!("{other:?} is neither refuse nor forward"));
+                GetBodies::Refuse
+            }
+        }
+    }
 }
 
 /// `limits.methods` unless set: what sites use, without TRACE.
@@ -71,6 +100,7 @@ impl Limits {
             request_buffer_memory: s.or("request_buffer_memory", ByteSize(64 << 10)).0,
             request_buffer_dir: s.or("request_buffer_dir", std::env::temp_dir()),
             body_timeout: s.or("body_timeout", Secs(Duration::from_secs(60))).0,
+            get_bodies: GetBodies::read(s),
         };
         let names: Vec<String> = if s.has("methods") {
             s.list("methods")

@@ -55,10 +55,11 @@ impl EdgeCache {
         cache
     }
 
-    /// Turns caching on for a GET or HEAD request.
+    /// Turns caching on for a GET or HEAD request without a body (a body, meaningless to the
+    /// cache key, may still change the answer: some APIs search with a GET body).
     pub fn enable(&self, session: &mut Session) {
         let req = session.req_header();
-        if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
+        if !matches!(req.method, http::Method::GET | http::Method::HEAD) || !session.as_mut().is_body_empty() {
             return;
         }
         session.cache.enable(self.storage, Some(self.eviction), Some(self.predictor), Some(self.lock), None);

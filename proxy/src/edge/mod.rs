@@ -25,8 +25,10 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::EdgeConfig;
 use crate::config::edge::Fallback;
+use crate::config::limits::GetBodies;
 use crate::envelope::Envelope;
 use crate::http_util::{self, header_str};
+use crate::http1_reuse;
 use crate::metrics;
 use crate::resolve::Names;
 use crate::tunnel::congestion;
@@ -136,7 +138,12 @@ pub struct EdgeCtx {
     handed_off: bool,
     /// A WebSocket upgrade: it crosses on a connection of its own (see `peer::websocket_peer`).
     websocket: bool,
+    /// A GET or HEAD that may carry no body (`limits.get_bodies: refuse`).
+    bodiless: bool,
 }
+
+/// Why a GET or HEAD with a body is refused (`limits.get_bodies`).
+const GET_BODY: &str = "a GET or HEAD request with a body is not forwarded here (limits.get_bodies)";
 
 impl Edge {
     /// The tunnel peer for a lane, once this request holds the lane's acquire lock.
@@ -246,6 +253,7 @@ impl ProxyHttp for Edge {
             direct: false,
             handed_off: false,
             websocket: false,
+            bodiless: false,
         }
     }
 
@@ -286,6 +294,11 @@ impl ProxyHttp for Edge {
         if let Some((status, limit, problem)) = self.over_limits(session) {
             metrics::LIMIT_REFUSALS.with_label_values(&[limit]).inc();
             return http_util::refuse(session, status, "limit", &problem).await;
+        }
+        ctx.bodiless = limits.get_bodies == GetBodies::Refuse
+            && matches!(session.req_header().method, http::Method::GET | http::Method::HEAD);
+        if ctx.bodiless && http_util::declares_body(session.req_header()) {
+            return http_util::refuse(session, 400, "get_body", GET_BODY).await;
         }
         if !limits.underscores_in_headers {
             // A subrequest carrying a buffered body reads the client's head again: counted once.
@@ -337,6 +350,10 @@ impl ProxyHttp for Edge {
             buffering::Replayed::frame(session)?;
         } else if self.buffers(session, host.as_deref()) {
             match buffering::read_whole(session, limits).await {
+                // An HTTP/2 GET may send a body it did not announce.
+                Ok(body) if ctx.bodiless && body.len() > 0 => {
+                    return http_util::refuse(session, 400, "get_body", GET_BODY).await;
+                }
                 Ok(body) => {
                     ctx.handed_off = true;
                     return buffering::replay(session, body).await;
@@ -349,7 +366,8 @@ impl ProxyHttp for Edge {
                 }
             }
         }
-        if session.req_header().method == http::Method::GET && !ctx.websocket {
+        // A GET's version is its URL's page; one with a body may be something else (a search).
+        if session.req_header().method == http::Method::GET && !ctx.websocket && session.as_mut().is_body_empty() {
             self.key_versions(session.req_header(), host.as_deref().unwrap_or_default(), ctx);
         }
         ctx.host = host;
@@ -481,7 +499,11 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         ctx.acquiring = None;
         if ctx.direct {
-            return Ok(());
+            // Straight to the origin over HTTP/1.1: a kept-alive connection must be clean.
+            return match http1_reuse::stray_bytes(reused, true, fd, MODE) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
         }
         if !reused {
             metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
@@ -537,6 +559,10 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
+        if http1_reuse::is_stray(&e) {
+            // Dropped before anything of the request was written: any request goes again.
+            return e;
+        }
         let mut e = e.more_context(format!("Peer: {peer}"));
         if ctx.probe.is_some() {
             // Once more on a new connection if a pooled one failed; the prober decides the rest.
@@ -637,7 +663,7 @@ impl ProxyHttp for Edge {
         }
         if ctx.direct {
             // Straight to the origin: the request as the client sent it, no tunnel encodings.
-            return Ok(());
+            return http1_reuse::close_after_unread_body(session, upstream_request, MODE);
         }
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded = match header_str(upstream_request.headers.get("x-forwarded-for")) {
@@ -667,6 +693,15 @@ impl ProxyHttp for Edge {
             *body = Some(joiner.push(body.take(), end_of_stream, std::time::Instant::now()).unwrap_or_default());
         }
         http_util::no_empty_last_piece(body, end_of_stream);
+        if ctx.bodiless && body.as_ref().is_some_and(|b| !b.is_empty()) {
+            // An unannounced HTTP/2 body on a GET, where bodies are not buffered: refused as an
+            // announced one is (the upstream has the head only; the stream is reset under it).
+            *body = None;
+            if session.response_written().is_none() {
+                http_util::refuse(session, 400, "get_body", GET_BODY).await?;
+            }
+            return Error::e_explain(ErrorType::HTTPStatus(400), GET_BODY);
+        }
         // Chunked and HTTP/2 bodies announce no length: counted as they come.
         ctx.body_in += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_in > self.config.limits.max_body {

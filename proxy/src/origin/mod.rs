@@ -15,6 +15,7 @@ use bytes::Bytes;
 use delta::codec::Encoding;
 use delta::store::VersionStore;
 use delta::{Version, VersionId};
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -23,6 +24,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::config::OriginConfig;
 use crate::envelope::Envelope;
 use crate::http_util;
+use crate::http1_reuse;
 use crate::metrics;
 use crate::tunnel::protocol::{self, Accepts, Probe, TunnelRequest};
 use crate::versions::{self, Keep, Versions};
@@ -204,12 +206,18 @@ impl ProxyHttp for Origin {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
+        reused: bool,
+        peer: &HttpPeer,
         #[cfg(unix)] fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // A peer that offers HTTP/1.1 only speaks it; one that offers h2 as well may have
+        // chosen either, and is left to Pingora's own checks.
+        let http1 = peer.options.alpn == ALPN::H1;
+        if let Some(e) = http1_reuse::stray_bytes(reused, http1, fd, MODE) {
+            return Err(e);
+        }
         ctx.backend_fd = Some(fd);
         Ok(())
     }
@@ -241,6 +249,10 @@ impl ProxyHttp for Origin {
         _ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
+        if http1_reuse::is_stray(&e) {
+            // Dropped before anything of the request was written: any request goes again.
+            return e;
+        }
         // Pingora's own policy, counted: a kept-alive backend connection that failed before any
         // of the answer came is retried once on a fresh one, for idempotent requests whose body
         // is still held; a POST may have been acted on, so it is not (as nginx).
@@ -268,6 +280,7 @@ impl ProxyHttp for Origin {
             return Err(http_util::cancelled_error(MODE));
         }
         protocol::strip_request(upstream_request);
+        http1_reuse::close_after_unread_body(session, upstream_request, MODE)?;
         // Deltas are made on bodies as the backend renders them; clients get their compression
         // from the edge.
         upstream_request.insert_header(http::header::ACCEPT_ENCODING, Encoding::Identity.as_str())?;

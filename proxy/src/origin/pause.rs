@@ -9,11 +9,10 @@
 //! than Pingora's header read was cut after its first ~4 KB. A piece Pingora read but had not
 //! queued yet can still look like a pause: a cut where none was needed costs a few dozen bytes
 //! on the tunnel, never a byte of the body.
-#![allow(unsafe_code)]
 
 use std::os::unix::io::RawFd;
 
-nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
+use crate::sockets::bytes_waiting;
 
 /// Pingora reads a backend body up to this much at a time. A read that filled it came from a
 /// backend sending faster than it is read: the socket being empty right then means its next
@@ -38,35 +37,4 @@ pub fn paused(fd: Option<RawFd>, n: u64) -> bool {
     // emptied the socket before its body ended (a few times a response at most).
     std::thread::sleep(SETTLE);
     empty()
-}
-
-/// Bytes received on the socket and not read yet; `None` when the socket cannot say.
-pub fn bytes_waiting(fd: RawFd) -> Option<usize> {
-    let mut n: nix::libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which points at `n`, alive for the
-    // call. A descriptor that is not a socket gives an error, not memory unsafety.
-    unsafe { fionread(fd, &mut n) }.ok().map(|_| n.max(0) as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-    use std::os::unix::io::AsRawFd as _;
-
-    use super::*;
-
-    #[test]
-    fn counts_what_the_peer_sent_and_nobody_read() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut sender = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (receiver, _) = listener.accept().unwrap();
-        assert_eq!(bytes_waiting(receiver.as_raw_fd()), Some(0));
-        sender.write_all(b"twelve bytes").unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while bytes_waiting(receiver.as_raw_fd()) != Some(12) {
-            assert!(std::time::Instant::now() < deadline, "never saw the 12 bytes");
-            std::thread::yield_now();
-        }
-        assert_eq!(bytes_waiting(-1), None);
-    }
 }
