@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use integration::hostile::naive::NaiveBackend;
-use integration::hostile::{Bystanders, Tally, rapid_reset, stray, upgrades};
+use integration::hostile::{Bystanders, Tally, rapid_reset, slow_bodies, stray, upgrades};
+use integration::recorder::Recorder;
 use integration::{Knobs, Stack};
 
 /// Bystanders' success, during and after an attack, at least this share.
@@ -146,4 +147,55 @@ async fn a_backend_that_ignores_get_bodies_never_answers_another_client() {
             assert_eq!(naive.smuggled(), 0, "a refused body reached the backend");
         }
     }
+}
+
+/// 300 slow uploads dressed up so that a proxy might stream them (an `Upgrade` that is not a
+/// WebSocket handshake, a gRPC content type on HTTP/1.1): request buffering must still hold them
+/// at the edge, where they cost no backend connection, and a broken chunked body so dressed must
+/// reach no backend at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_with_odd_upgrades_or_grpc_types_are_still_buffered() {
+    integration::raise_open_files_limit();
+    let recorder = Recorder::start().await;
+    let stack = Stack::start(Knobs { backend_override: Some(recorder.addr), ..Knobs::default() }).await;
+    let bystanders = Bystanders::on(&stack.url("/bystander"), 3, 1).await;
+    let host = stack.edge_addr.to_string();
+    let slow = slow_bodies::Slow::start(stack.edge_addr, &host, "/slow", 300);
+    // Every head read at the edge, each body a tenth sent: what holds what now is what counts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = recorder.busy();
+    let slow_seen = recorder.requests().iter().filter(|r| r.target == "/slow").count();
+    let answers = slow.finish().await;
+    let mut refused = Vec::new();
+    for i in 0..slow_bodies::DISGUISES.len() {
+        let [first, rest] = slow_bodies::broken_chunked(i, &host, "/broken");
+        let gap = Duration::from_millis(300);
+        let answer = integration::raw::exchange(stack.edge_addr, &[&first, &rest], gap, Duration::from_secs(5)).await;
+        refused.push(answer.status);
+    }
+    // A WebSocket handshake that announces a body is no handshake: refused, not streamed.
+    let handshake = upgrades::handshake(&host, "/ws").replace("\r\n\r\n", "\r\nContent-Length: 5\r\n\r\nhello");
+    let with_body = integration::raw::send(stack.edge_addr, &handshake).await;
+    bystanders.next_phase();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tallies = bystanders.stop().await;
+    assert_eq!(with_body.status, Some(400), "a handshake with a body: {:?}", String::from_utf8_lossy(&with_body.bytes));
+    let right =
+        answers.iter().enumerate().filter(|(i, (s, b))| *s == Some(200) && *b == slow_bodies::body_of(*i)).count();
+    let broken_seen = recorder.requests().iter().filter(|r| r.target == "/broken").count();
+    eprintln!(
+        "300 slow bodies: backend connections busy meanwhile {held}, bodies the backend had {slow_seen}; \
+         answered whole {right}; broken chunked bodies answered {refused:?}, reached the backend {broken_seen}"
+    );
+    assert_unhurt(&tallies, "slow bodies");
+    assert!(held <= 10, "{held} backend connections were held by slow bodies");
+    assert_eq!(slow_seen, 0, "a slow body reached the backend before it was whole");
+    assert_eq!(
+        right,
+        300,
+        "slow bodies were not answered whole: {:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    assert!(refused.iter().all(|s| *s == Some(400)), "broken chunked bodies answered {refused:?}");
+    assert_eq!(broken_seen, 0, "a broken chunked body reached the backend");
 }

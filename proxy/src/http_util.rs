@@ -241,6 +241,27 @@ pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
         && req.headers.get(http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
+/// Removes an upgrade offer from a request: its `Upgrade` header and the `upgrade` token of its
+/// `Connection` (a Connection left empty goes too).
+pub fn drop_upgrade(req: &mut RequestHeader) {
+    req.remove_header(&http::header::UPGRADE);
+    let tokens: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("upgrade"))
+        .map(str::to_string)
+        .collect();
+    req.remove_header(&http::header::CONNECTION);
+    if !tokens.is_empty() {
+        // Tokens are header names and keywords: valid header text.
+        let _ = req.insert_header(http::header::CONNECTION, tokens.join(", "));
+    }
+}
+
 pub fn underscored_names(req: &RequestHeader) -> Vec<http::HeaderName> {
     // `keys` yields a name once, however many fields carry it.
     req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect()
@@ -301,6 +322,21 @@ mod tests {
         assert_eq!(request_host(&h2), Some("a.example".into()));
         assert_eq!(request_host(&req(None, "/")), None);
         assert_eq!(request_host(&req(Some(""), "/")), None);
+    }
+
+    #[test]
+    fn an_upgrade_offer_is_dropped_with_its_connection_token() {
+        let mut r = req(Some("a"), "/");
+        r.insert_header("upgrade", "h2c").unwrap();
+        r.insert_header("connection", "Upgrade, HTTP2-Settings").unwrap();
+        drop_upgrade(&mut r);
+        assert!(r.headers.get("upgrade").is_none());
+        assert_eq!(r.headers.get("connection").unwrap(), "HTTP2-Settings");
+        let mut r = req(Some("a"), "/");
+        r.insert_header("upgrade", "foo").unwrap();
+        r.insert_header("connection", "upgrade").unwrap();
+        drop_upgrade(&mut r);
+        assert!(r.headers.get("connection").is_none() && r.headers.get("upgrade").is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod naive;
 pub mod rapid_reset;
+pub mod slow_bodies;
 pub mod stray;
 pub mod upgrades;
 

@@ -161,16 +161,20 @@ impl Edge {
 
     /// Whether this request's body is to be read whole here first: buffering is on for its host,
     /// it has a body, and it is not already the subrequest carrying a buffered one. gRPC bodies
-    /// are streams of messages that a call may answer one by one (as nginx's grpc_pass, they
-    /// are never buffered), and upgrades carry no body.
+    /// (over HTTP/2) are streams of messages that a call may answer one by one (as nginx's
+    /// grpc_pass, they are never buffered), and a WebSocket handshake carries no body (one that
+    /// announces a body is refused); every other body is buffered, whatever it says of itself.
     fn buffers(&self, session: &mut Session, host: Option<&str>) -> bool {
         let on = host
             .and_then(|h| self.config.route(h))
             .and_then(|r| r.request_buffering)
             .unwrap_or(self.config.limits.request_buffering);
-        let grpc = http_util::header_str(session.req_header().headers.get(http::header::CONTENT_TYPE))
-            .is_some_and(|t| t.starts_with("application/grpc"));
-        on && !grpc && !replayed(session) && !session.is_upgrade_req() && !session.is_body_done()
+        // gRPC exists only on HTTP/2: the type on an HTTP/1.x request buys it nothing.
+        let grpc = session.as_downstream().is_http2()
+            && http_util::header_str(session.req_header().headers.get(http::header::CONTENT_TYPE))
+                .is_some_and(|t| t.starts_with("application/grpc"));
+        let websocket = http_util::is_websocket_upgrade(session.req_header());
+        on && !grpc && !replayed(session) && !websocket && !session.is_body_done()
     }
 
     /// A request head beyond `limits`: status, metric label, why.
@@ -337,6 +341,16 @@ impl ProxyHttp for Edge {
             if http1 && session.req_header().version == http::Version::HTTP_11 && !session.is_body_done() {
                 session.as_downstream_mut().write_continue_response().await?;
             }
+        }
+        if !http_util::is_websocket_upgrade(session.req_header())
+            && session.req_header().headers.contains_key(http::header::UPGRADE)
+        {
+            // Upgrades other than WebSocket (h2c, made-up ones) are not carried: the request goes
+            // on as a plain one, as nginx sends it (Upgrade is hop-by-hop), buffered like any.
+            http_util::drop_upgrade(session.req_header_mut());
+        }
+        if http_util::is_websocket_upgrade(session.req_header()) && http_util::declares_body(session.req_header()) {
+            return http_util::refuse(session, 400, "framing", "a WebSocket handshake carries no body").await;
         }
         if http_util::is_websocket_upgrade(session.req_header()) {
             // Once upgraded, the client's side is read with the socket's idle timeout, not the
