@@ -3,7 +3,10 @@
 //! (at least 99.9 %) during the attack and right after it, and the backend must see nothing it
 //! should not.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
 
 use integration::hostile::naive::NaiveBackend;
 use integration::hostile::{Bystanders, Tally, rapid_reset, slow_bodies, stray, upgrades};
@@ -198,4 +201,48 @@ async fn slow_bodies_with_odd_upgrades_or_grpc_types_are_still_buffered() {
     );
     assert!(refused.iter().all(|s| *s == Some(400)), "broken chunked bodies answered {refused:?}");
     assert_eq!(broken_seen, 0, "a broken chunked body reached the backend");
+}
+
+/// Sends `total` bytes as 1 MB binary messages on a WebSocket through `stack`'s edge and reads
+/// each echo back: how many came back whole, and how long it took.
+async fn websocket_session(stack: &Stack, total: usize) -> (usize, Duration) {
+    let url = format!("ws://{}/ws", stack.edge_addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("handshake");
+    let message: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let (start, mut whole) = (Instant::now(), 0);
+    for _ in 0..total / message.len() {
+        if ws.send(Message::binary(message.clone())).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) if b[..] == message[..] => whole += b.len(),
+            other => {
+                eprintln!("the socket ended after {whole} bytes: {:?}", other.map(|o| o.map(|m| m.map(|m| m.len()))));
+                break;
+            }
+        }
+    }
+    (whole, start.elapsed())
+}
+
+/// A WebSocket is not a request body: 200 MB cross one (each way) although `limits.max_body` is
+/// 100 MB, while bystanders fetch pages; `websocket.max_rate` paces a socket instead of cutting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_websocket_is_not_cut_by_the_body_limit_and_keeps_its_own_pace() {
+    let stack = Stack::start(Knobs::default()).await;
+    let bystanders = Bystanders::on(&stack.url("/text/2000"), 3, 1).await;
+    let (echoed, took) = websocket_session(&stack, 200 << 20).await;
+    bystanders.next_phase();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tallies = bystanders.stop().await;
+    eprintln!("200 MB WebSocket: {} MB echoed in {took:?}", echoed >> 20);
+    assert_unhurt(&tallies, "a 200 MB WebSocket");
+    assert_eq!(echoed, 200 << 20, "the socket was cut");
+
+    // 1 MB/s each way, a second's worth at once: 4 MB take at least 3 s more, and all arrive.
+    let paced = Stack::start(Knobs { edge_extra: "websocket: {max_rate: 1M}\n".into(), ..Knobs::default() }).await;
+    let (echoed, took) = websocket_session(&paced, 4 << 20).await;
+    eprintln!("4 MB at websocket.max_rate 1M: {} MB echoed in {took:?}", echoed >> 20);
+    assert_eq!(echoed, 4 << 20, "the paced socket was cut");
+    assert!(took >= Duration::from_millis(2800), "4 MB at 1 MB/s took {took:?}");
 }

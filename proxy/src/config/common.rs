@@ -114,17 +114,25 @@ pub fn check_distinct_addresses(s: &Section<'_>, addrs: &[(&str, SocketAddr)]) {
     }
 }
 
-/// Upgraded connections (WebSocket), which outlive any request's timeouts.
+/// Upgraded connections (WebSocket), which outlive any request's timeouts and are not request
+/// bodies: `limits.max_body` does not apply to what crosses them.
 #[derive(Debug, Clone, Copy)]
 pub struct WebSocketSettings {
     /// A WebSocket on which either direction is silent this long is closed; it replaces the
     /// response and body timeouts once the connection is upgraded.
     pub idle_timeout: Duration,
+    /// Edge: bytes per second each client socket may move in each direction (a second's worth
+    /// may come at once); 0, the default, for no limit.
+    pub max_rate: u64,
 }
 
 impl WebSocketSettings {
-    pub fn read(s: &Section<'_>) -> Self {
-        let settings = WebSocketSettings { idle_timeout: s.or("idle_timeout", Secs(Duration::from_secs(300))).0 };
+    /// `websocket:` of an edge (`clients`: its sockets are clients') or of an origin.
+    pub fn read(s: &Section<'_>, clients: bool) -> Self {
+        let settings = WebSocketSettings {
+            idle_timeout: s.or("idle_timeout", Secs(Duration::from_secs(300))).0,
+            max_rate: if clients { s.or("max_rate", ByteSize(0)).0 } else { 0 },
+        };
         if settings.idle_timeout.is_zero() {
             s.problem("idle_timeout", "must be more than 0");
         }

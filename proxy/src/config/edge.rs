@@ -318,7 +318,7 @@ impl EdgeConfig {
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
         let limits = super::limits::Limits::read(&root.section("limits"));
-        let websocket = WebSocketSettings::read(&root.section("websocket"));
+        let websocket = WebSocketSettings::read(&root.section("websocket"), true);
         let dns = DnsSettings::read(&root.section("dns"));
         let credentials = Credentials::read(&root.section("credentials"));
         EdgeConfig {

@@ -321,7 +321,7 @@ impl OriginConfig {
         let mut addrs: Vec<(&str, SocketAddr)> = tunnel.listen.iter().map(|a| ("tunnel.listen", *a)).collect();
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
-        let websocket = WebSocketSettings::read(&root.section("websocket"));
+        let websocket = WebSocketSettings::read(&root.section("websocket"), false);
         let dns = DnsSettings::read(&root.section("dns"));
         OriginConfig { server, admin, tunnel, hosts, backend, delta, full_level, effort, store, websocket, dns }
     }

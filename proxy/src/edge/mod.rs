@@ -8,6 +8,7 @@ mod client_compression;
 mod coalesce;
 mod decode;
 pub mod limits;
+mod pace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -140,6 +141,8 @@ pub struct EdgeCtx {
     websocket: bool,
     /// A GET or HEAD that may carry no body (`limits.get_bodies: refuse`).
     bodiless: bool,
+    /// A WebSocket's `websocket.max_rate`, towards the backend and towards the client.
+    pace: Option<(pace::Pace, pace::Pace)>,
 }
 
 /// Why a GET or HEAD with a body is refused (`limits.get_bodies`).
@@ -258,6 +261,7 @@ impl ProxyHttp for Edge {
             handed_off: false,
             websocket: false,
             bodiless: false,
+            pace: None,
         }
     }
 
@@ -359,6 +363,11 @@ impl ProxyHttp for Edge {
             ctx.websocket = true;
             ctx.joiner = None;
             session.set_read_timeout(Some(self.config.websocket.idle_timeout));
+            let rate = self.config.websocket.max_rate;
+            if rate > 0 {
+                let now = std::time::Instant::now();
+                ctx.pace = Some((pace::Pace::new(rate, now), pace::Pace::new(rate, now)));
+            }
         }
         if replayed(session) {
             buffering::Replayed::frame(session)?;
@@ -707,6 +716,14 @@ impl ProxyHttp for Edge {
             *body = Some(joiner.push(body.take(), end_of_stream, std::time::Instant::now()).unwrap_or_default());
         }
         http_util::no_empty_last_piece(body, end_of_stream);
+        if ctx.websocket {
+            // An upgraded socket's traffic, not a request body: no max_body, its own pace.
+            let n = body.as_ref().map_or(0, Bytes::len);
+            if let Some(wait) = ctx.pace.as_mut().and_then(|(up, _)| up.take(n, std::time::Instant::now())) {
+                tokio::time::sleep(wait).await;
+            }
+            return Ok(());
+        }
         if ctx.bodiless && body.as_ref().is_some_and(|b| !b.is_empty()) {
             // An unannounced HTTP/2 body on a GET, where bodies are not buffered: refused as an
             // announced one is (the upstream has the head only; the stream is reset under it).
@@ -825,6 +842,18 @@ impl ProxyHttp for Edge {
                 Err(refused.into_error())
             }
         }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        // A WebSocket's pace towards its client (Pingora waits this long before writing).
+        let n = body.as_ref().map_or(0, Bytes::len);
+        Ok(ctx.pace.as_mut().and_then(|(_, down)| down.take(n, std::time::Instant::now())))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
