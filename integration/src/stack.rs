@@ -68,9 +68,13 @@ pub struct Knobs {
 }
 
 impl Knobs {
-    /// The `railproxy` binary this stack runs.
+    /// The `railproxy` binary this stack runs: `binary`, else `$RAILPROXY_BIN` (to run a test
+    /// against another build, e.g. one from before a fix), else this workspace's.
     pub fn railproxy(&self) -> PathBuf {
-        self.binary.clone().unwrap_or_else(|| bin("railproxy"))
+        self.binary
+            .clone()
+            .or_else(|| std::env::var_os("RAILPROXY_BIN").map(PathBuf::from))
+            .unwrap_or_else(|| bin("railproxy"))
     }
 }
 

@@ -9,7 +9,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 use integration::hostile::naive::NaiveBackend;
-use integration::hostile::{Bystanders, Tally, rapid_reset, slow_bodies, stray, upgrades};
+use integration::hostile::{Bystanders, Tally, burst, rapid_reset, slow_bodies, stray, upgrades};
 use integration::recorder::Recorder;
 use integration::{Knobs, Stack};
 
@@ -245,4 +245,39 @@ async fn a_long_websocket_is_not_cut_by_the_body_limit_and_keeps_its_own_pace() 
     eprintln!("4 MB at websocket.max_rate 1M: {} MB echoed in {took:?}", echoed >> 20);
     assert_eq!(echoed, 4 << 20, "the paced socket was cut");
     assert!(took >= Duration::from_millis(2800), "4 MB at 1 MB/s took {took:?}");
+}
+
+/// 5,000 GETs at once from five source addresses, through the edge and origin to the only
+/// backend of their host, which accepts slowly (a backlog of 128, a pause after each accept):
+/// its accept queue overflows and connects time out, but a backend that exists is tried until it
+/// answers, and every client gets its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_never_takes_out_the_only_backend() {
+    integration::raise_open_files_limit();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = std::process::Command::new(integration::process::bin("railproxy-testbackend"));
+    cmd.args(["--backlog", "128", "--accept-pause-us", "200"]);
+    let slow = integration::Backend::start_with(dir.path(), "slow-backend", cmd);
+    let stack = Stack::start(Knobs { backend_override: Some(slow.addr), ..Knobs::default() }).await;
+    let page =
+        integration::Http::h1().get(&format!("http://{}/text/2000", slow.addr), &[]).await.expect("backend answers");
+    let bystanders = Bystanders::on(&stack.url("/text/2000"), 3, 1).await;
+    let host = stack.edge_addr.to_string();
+    let sources = burst::sources(5);
+    let run =
+        burst::run(stack.edge_addr, &host, "/text/2000", 5000, &sources, &page.body, Duration::from_secs(60)).await;
+    bystanders.next_phase();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tallies = bystanders.stop().await;
+    let origin = stack.origin_metrics().await;
+    eprintln!(
+        "burst of {}: {} right, outcomes {:?} ({:?}); backend connects that failed and were tried again {}",
+        run.sent,
+        run.ok,
+        run.statuses,
+        run.examples,
+        origin.sum("railproxy_backend_connect_failures_total", &[])
+    );
+    assert_unhurt(&tallies, "a burst");
+    assert_eq!(run.ok, run.sent, "burst requests failed: {:?} {:?}", run.statuses, run.examples);
 }

@@ -316,6 +316,16 @@ pub static UPSTREAM_DISCARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Origin: connects to backends that failed or timed out; the request tries again (another
+/// backend, or the same one) while it has connect attempts left.
+pub static BACKEND_CONNECT_FAILURES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "railproxy_backend_connect_failures_total",
+        "Connects to backends that failed or timed out (the request tries again while it may)"
+    )
+    .expect("metric")
+});
+
 /// Origin: requests sent again on a fresh backend connection after a kept-alive one turned out
 /// dead before any byte of the response came.
 pub static BACKEND_RETRIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
@@ -381,6 +391,7 @@ pub fn init(mode: &str) {
     }
     if mode == "origin" {
         LazyLock::force(&BACKEND_RETRIES);
+        LazyLock::force(&BACKEND_CONNECT_FAILURES);
     }
     if mode == "edge" {
         LazyLock::force(&BASE_RETRIES);

@@ -434,7 +434,7 @@ fn websocket_echo(req: Request<Incoming>) -> Response<Chunks> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: railproxy-testbackend [--listen ADDR] [--corpus DIR]");
+    eprintln!("usage: railproxy-testbackend [--listen ADDR] [--corpus DIR] [--backlog N] [--accept-pause-us N]");
     std::process::exit(2)
 }
 
@@ -443,11 +443,19 @@ async fn main() {
     integration::raise_open_files_limit();
     let mut listen: SocketAddr = "127.0.0.1:0".parse().expect("static");
     let mut corpus = None;
+    // A production server's backlog unless told otherwise (see `bind`); a backend slow to accept
+    // (a small backlog, a pause after each accept) stands for one that a burst overwhelms.
+    let (mut backlog, mut accept_pause) = (4096u32, std::time::Duration::ZERO);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
             "--corpus" => corpus = Some(args.next().unwrap_or_else(|| usage())),
+            "--backlog" => backlog = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--accept-pause-us" => {
+                let us = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+                accept_pause = std::time::Duration::from_micros(us);
+            }
             _ => usage(),
         }
     }
@@ -465,7 +473,7 @@ async fn main() {
     for set in all {
         sets.insert(set.name, set.versions.into_iter().map(Bytes::from).collect());
     }
-    let listener = match bind(listen) {
+    let listener = match bind(listen, backlog) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("railproxy-testbackend: binding {listen}: {e}");
@@ -492,6 +500,10 @@ async fn main() {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        if !accept_pause.is_zero() {
+            // Finer than tokio's timer (1 ms): this loop holds its thread, as a slow accept does.
+            std::thread::sleep(accept_pause);
+        }
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
         tokio::spawn(async move {
@@ -518,12 +530,12 @@ async fn main() {
 /// `net.core.somaxconn`, 4096 by default) rather than tokio's 128: an origin opening its pool
 /// to this backend under load opens a hundred connections or more at once, and a dropped SYN
 /// is retried only after a second, which is a connect timeout in the tests' configuration.
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(4096)
+    socket.listen(backlog)
 }

@@ -4,6 +4,7 @@
 //! keep succeeding while it runs and right after. Shared by `tests/hostile.rs` and
 //! `railproxy-hostilebench`, so that the figures and the tests come from the same code.
 
+pub mod burst;
 pub mod naive;
 pub mod rapid_reset;
 pub mod slow_bodies;

@@ -136,9 +136,10 @@ impl HealthCheck for Check {
     }
 
     fn health_threshold(&self, success: bool) -> usize {
-        // One failed check takes a backend out, one good one brings it back (as before).
-        let _ = success;
-        1
+        // Two failed checks in a row take a backend out (one may be a burst's full accept
+        // queue); one good one brings it back. Requests that cannot connect skip it at once
+        // anyway, and try it still when nothing else is up.
+        if success { 1 } else { 2 }
     }
 }
 
@@ -207,16 +208,29 @@ impl Pool {
         })
     }
 
-    /// A healthy backend not in `tried`; when every one is down, any (panic routing: one that
-    /// came up since the last check serves at once), but only on a first attempt.
-    pub fn select(self: &Arc<Self>, tried: &[SocketAddr]) -> Option<(Backend, InFlight)> {
+    /// A backend for a request that could not connect to those in `tried`: a healthy one not
+    /// tried yet; else any not tried yet (panic routing: a backend marked down may have come up
+    /// since its last check, and one that exists is better tried than a 502); else, once every
+    /// one was tried and `again` allows it, any again, healthy ones first. A connect that timed
+    /// out under a burst (the backend's accept queue full) is no proof the backend is gone, and
+    /// a new connect is a new chance: the only backend of a host is tried until the request's
+    /// connect attempts run out (see `connect_attempts`), never skipped.
+    pub fn select(self: &Arc<Self>, tried: &[SocketAddr], again: bool) -> Option<(Backend, InFlight)> {
         let all = self.lb.backends().get_backend();
         let candidates: Vec<&Backend> = all.iter().filter(|b| b.addr.as_inet().is_some()).collect();
-        let healthy = |b: &&&Backend| self.lb.backends().ready(b) && !tried.contains(&inet(b));
-        let mut pick: Vec<&Backend> = candidates.iter().filter(healthy).copied().collect();
-        if pick.is_empty() && tried.is_empty() {
-            pick = candidates;
-        }
+        let ready = |b: &&&Backend| self.lb.backends().ready(b);
+        let untried: Vec<&Backend> = candidates.iter().filter(|b| !tried.contains(&inet(b))).copied().collect();
+        let healthy: Vec<&Backend> = untried.iter().filter(ready).copied().collect();
+        let pick = if !healthy.is_empty() {
+            healthy
+        } else if !untried.is_empty() {
+            untried
+        } else if again {
+            let ready_ones: Vec<&Backend> = candidates.iter().filter(ready).copied().collect();
+            if ready_ones.is_empty() { candidates } else { ready_ones }
+        } else {
+            Vec::new()
+        };
         let chosen = match (self.balance, pick.len()) {
             (_, 0) => return None,
             (Balance::RoundRobin, _) => {

@@ -33,6 +33,12 @@ use encode::{BodyEncoder, Plan};
 
 const MODE: &str = "origin";
 
+/// Connects a request may make to its host's backends, each bounded by
+/// `backend.connect_timeout`: every backend once, and while attempts remain, again (see
+/// `Pool::select`). Four at the default 2 s is 8 s, as long as a client that sees a burst
+/// through waits; nginx waits 60 s on one connect.
+const CONNECT_ATTEMPTS: usize = 4;
+
 /// Remembers which tunnel connections were seen, to count them (Pingora has no accept hook).
 #[derive(Debug)]
 struct ConnectionTracker(Mutex<lru::LruCache<SocketAddr, ()>>);
@@ -188,9 +194,13 @@ impl ProxyHttp for Origin {
         let host = ctx.host.as_deref().unwrap_or_default();
         let pool = ctx.pool.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
         // Healthy backends only, and not one that already failed this request.
-        let (backend, held) = pool
-            .select(&ctx.tried)
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), format!("no backend of {host} is up")))?;
+        let (backend, held) = pool.select(&ctx.tried, ctx.tried.len() < CONNECT_ATTEMPTS).ok_or_else(|| {
+            let why = match ctx.tried.len() {
+                0 => format!("no backend of {host} is known"),
+                n => format!("no backend of {host} could be reached ({n} connects failed)"),
+            };
+            Error::explain(ErrorType::HTTPStatus(502), why)
+        })?;
         let mut peer = pool.peer(&backend, ctx.websocket);
         ctx.backend = Some((backend, held));
         let b = &self.config.backend;
@@ -231,6 +241,7 @@ impl ProxyHttp for Origin {
     ) -> Box<Error> {
         // Nothing reached that backend: try another of the host's, while there is one.
         if let Some((b, _)) = ctx.backend.take() {
+            metrics::BACKEND_CONNECT_FAILURES.inc();
             log::warn!("backend {} of {} unreachable: {e}", b.addr, ctx.host.as_deref().unwrap_or_default());
             if let (Some(pool), Some(addr)) = (&ctx.pool, b.addr.as_inet()) {
                 pool.failed(&b);
