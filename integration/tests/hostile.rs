@@ -9,7 +9,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 use integration::hostile::naive::NaiveBackend;
-use integration::hostile::{Bystanders, Tally, burst, rapid_reset, slow_bodies, stray, upgrades};
+use integration::hostile::{Bystanders, Tally, burst, rapid_reset, slow_bodies, stray, targets, upgrades};
 use integration::recorder::Recorder;
 use integration::{Knobs, Stack};
 
@@ -280,4 +280,51 @@ async fn a_burst_never_takes_out_the_only_backend() {
     );
     assert_unhurt(&tallies, "a burst");
     assert_eq!(run.ok, run.sent, "burst requests failed: {:?} {:?}", run.statuses, run.examples);
+}
+
+/// Request targets nginx refuses are refused here too (400), at the edge and at an origin
+/// listener an edge might pass them to, and none reaches the backend; odd but valid ones are
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_targets_are_refused_as_nginx_refuses_them() {
+    use integration::tls_client::{Knock, knock_with};
+    let stack = Stack::start(Knobs::default()).await;
+    let bystanders = Bystanders::on(&stack.url("/text/2000"), 3, 1).await;
+    let served_before = stack.backend.served().await;
+    let host = "127.0.0.1";
+    let certs = stack.dir.path().join("certs");
+    let (ca, cert, key) = (certs.join("ca.pem"), certs.join("edge.pem"), certs.join("edge.key"));
+    let k = Knock { ca: &ca, client: Some((&cert, &key)), tls12: false, server_name: "origin.railproxy.internal" };
+    let mut wrong = Vec::new();
+    for (what, raw) in targets::refused(host) {
+        let edge = integration::raw::exchange(stack.edge_addr, &[&raw], Duration::ZERO, Duration::from_secs(5)).await;
+        let origin = knock_with(stack.origin_addr, k, &String::from_utf8_lossy(&raw)).await;
+        let origin_status = integration::raw::status_of(&origin.response);
+        eprintln!("{what:<44} edge {:?}, origin {origin_status:?}", edge.status);
+        if edge.status != Some(400) {
+            wrong.push(format!("edge: {what}: {:?}", edge.status));
+        }
+        // The origin reads what an edge sends it as text (a raw control byte cannot cross h2).
+        if origin_status.is_some_and(|s| s != 400) {
+            wrong.push(format!("origin: {what}: {origin_status:?}"));
+        }
+    }
+    for (what, raw) in targets::served(host) {
+        let a = integration::raw::exchange(stack.edge_addr, &[&raw], Duration::ZERO, Duration::from_secs(5)).await;
+        eprintln!("{what:<44} edge {:?}", a.status);
+        if a.status != Some(200) {
+            wrong.push(format!("edge refused {what}: {:?}", a.status));
+        }
+    }
+    bystanders.next_phase();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tallies = bystanders.stop().await;
+    let target_hits = stack.backend.hits("60/target").await;
+    eprintln!(
+        "refused targets that reached the backend: {target_hits} (backend requests meanwhile {})",
+        stack.backend.served().await - served_before
+    );
+    assert_unhurt(&tallies, "odd request targets");
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(target_hits, 0, "a refused target reached the backend");
 }

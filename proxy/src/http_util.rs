@@ -90,6 +90,9 @@ pub fn target_problem(req: &RequestHeader) -> Option<(u16, &'static str)> {
     if req.method == http::Method::CONNECT {
         return Some((405, "CONNECT is not served: this is a reverse proxy"));
     }
+    if let Some(problem) = target_form_problem(req.raw_path()) {
+        return Some((400, problem));
+    }
     let authority = req.uri.authority()?;
     if authority.as_str().contains('@') {
         return Some((400, "user information in the request target"));
@@ -106,6 +109,65 @@ pub fn target_problem(req: &RequestHeader) -> Option<(u16, &'static str)> {
         return Some((400, "Host is not valid text"));
     }
     None
+}
+
+/// Why a request target is refused as nginx refuses it: a reverse proxy takes a path
+/// (origin-form) or an `http`/`https` URL (absolute-form, RFC 9112 §3.2.2), nothing else. The
+/// asterisk-form asks the server itself, not a resource (and only OPTIONS may use it); the
+/// authority-form is CONNECT's; other schemes are not HTTP's to serve. Control characters have
+/// no place in a URI (RFC 3986) and a backend may cut a path at a NUL, raw or encoded; a path
+/// whose dot segments climb above the root (`/../`, `%2e%2e` included) asks a backend that
+/// joins paths to files for something outside its tree.
+pub fn target_form_problem(target: &[u8]) -> Option<&'static str> {
+    if target == b"*" {
+        return Some("the asterisk-form (*) asks the server itself: not served by a reverse proxy");
+    }
+    if target.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Some("a control character in the request target");
+    }
+    let path = if target.starts_with(b"/") {
+        target
+    } else {
+        let Some(at) = target.windows(3).position(|w| w == b"://") else {
+            return Some("a request target that is neither a path nor an http(s) URL");
+        };
+        let scheme = &target[..at];
+        if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+            return Some("a request target whose scheme is not http or https");
+        }
+        let rest = &target[at + 3..];
+        rest.iter().position(|&b| b == b'/').map_or(&b"/"[..], |i| &rest[i..])
+    };
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    if path.windows(3).any(|w| w == b"%00") {
+        return Some("an encoded NUL in the request path");
+    }
+    let mut depth = 0usize;
+    for segment in path.split(|&b| b == b'/').skip(1) {
+        match percent_decoded_dots(segment) {
+            Some(1) => {}
+            Some(2) if depth == 0 => return Some("a request path above the root (..)"),
+            Some(2) => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    None
+}
+
+/// For a path segment made only of dots, raw or encoded (`%2e`), how many; else None.
+fn percent_decoded_dots(segment: &[u8]) -> Option<usize> {
+    let (mut dots, mut i) = (0, 0);
+    while i < segment.len() {
+        if segment[i] == b'.' {
+            i += 1;
+        } else if segment.get(i..i + 3).is_some_and(|e| e.eq_ignore_ascii_case(b"%2e")) {
+            i += 3;
+        } else {
+            return None;
+        }
+        dots += 1;
+    }
+    (dots > 0).then_some(dots)
 }
 
 /// RFC 9112 §3.2.2: an HTTP/1.x request in absolute-form is for the target's host; the Host
@@ -337,6 +399,43 @@ mod tests {
         r.insert_header("connection", "upgrade").unwrap();
         drop_upgrade(&mut r);
         assert!(r.headers.get("connection").is_none() && r.headers.get("upgrade").is_none());
+    }
+
+    #[test]
+    fn targets_as_nginx_takes_them() {
+        for ok in [
+            &b"/"[..],
+            b"/a/b?x=1",
+            b"/a/../b",
+            b"/a/./b/..",
+            b"/.well-known/x",
+            b"/a/...",
+            b"/a%2fb",
+            b"http://h/x",
+            b"HTTPS://h",
+            b"/caf\xc3\xa9",
+            b"/a?q=../../..",
+        ] {
+            assert_eq!(target_form_problem(ok), None, "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"*"[..],
+            b"host:80",
+            b"relative/path",
+            b"ftp://h/x",
+            b"/a\0b",
+            b"/a\x01b",
+            b"/a\x7fb",
+            b"/a%00b",
+            b"/..",
+            b"/../x",
+            b"/a/../../x",
+            b"/%2e%2e/x",
+            b"/a/%2E./%2e%2E/x",
+            b"http://h/../x",
+        ] {
+            assert!(target_form_problem(bad).is_some(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

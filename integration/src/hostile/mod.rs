@@ -9,6 +9,7 @@ pub mod naive;
 pub mod rapid_reset;
 pub mod slow_bodies;
 pub mod stray;
+pub mod targets;
 pub mod upgrades;
 
 use std::net::SocketAddr;

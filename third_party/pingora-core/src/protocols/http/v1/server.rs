@@ -1835,6 +1835,13 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
         // return if nothing matches: not a request line at all
         let uri = captures.name("uri")?;
 
+        // railproxy patch: a raw control character (NUL, CR, DEL, ...) is never part of a URI a
+        // client meant to send; escaping it would hand the backend a target the client did not
+        // write (`%00`, which a backend may decode and cut the path at). Refused, as nginx does.
+        if uri.as_bytes().iter().any(|b| b.is_ascii_control()) {
+            return None;
+        }
+
         let escaped_uri = percent_encode(uri.as_bytes(), URI_ESC_CHARSET);
 
         // rebuild the entire request buf in a new buffer
