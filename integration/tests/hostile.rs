@@ -328,3 +328,71 @@ async fn request_targets_are_refused_as_nginx_refuses_them() {
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(target_hits, 0, "a refused target reached the backend");
 }
+
+/// The rule for credentials and the shared cache: a request with credentials (a cookie, an
+/// Authorization) is neither answered from the edge cache nor stored in it, even when the answer
+/// says `public, max-age`; requests without credentials share what is cached. Nobody gets
+/// another's page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cacheable_answer_to_a_request_with_credentials_is_never_anyone_elses() {
+    let stack = Stack::start(Knobs::default()).await;
+    let bystanders = Bystanders::on(&stack.url("/text/2000"), 3, 1).await;
+    let http = integration::Http::h1();
+    let url = stack.url("/personal/generated-10k");
+    let public = ("x-cc", "public, max-age=600");
+    let get = |headers: Vec<(&'static str, &'static str)>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.get(&url, &headers).await.expect("answer");
+            assert_eq!(r.status, 200);
+            let body = String::from_utf8_lossy(&r.body).to_string();
+            let who = body.rsplit("<!-- for ").next().and_then(|t| t.split(" -->").next()).unwrap_or("?").to_string();
+            (who, r.header("railproxy-cache").unwrap_or("").to_string())
+        }
+    };
+    let mut seen = Vec::new();
+    for (client, headers) in [
+        ("alice", vec![public, ("cookie", "session=alice")]),
+        ("anonymous", vec![public]),
+        ("bob", vec![public, ("cookie", "session=bob")]),
+        ("anonymous again", vec![public]),
+        ("alice again", vec![public, ("cookie", "session=alice")]),
+        ("with Authorization", vec![public, ("authorization", "Bearer carol")]),
+        ("anonymous once more", vec![public]),
+    ] {
+        let (who, cache) = get(headers).await;
+        eprintln!("{client:<22} got the page for {who:<16} railproxy-cache: {cache}");
+        seen.push((client, who, cache));
+    }
+    bystanders.next_phase();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tallies = bystanders.stop().await;
+    assert_unhurt(&tallies, "credentialed requests");
+    let expect = [
+        ("alice", "session=alice", "BYPASS"),
+        ("anonymous", "anonymous", "MISS"),
+        ("bob", "session=bob", "BYPASS"),
+        ("anonymous again", "anonymous", "HIT"),
+        ("alice again", "session=alice", "BYPASS"),
+        ("with Authorization", "anonymous", "BYPASS"),
+        ("anonymous once more", "anonymous", "HIT"),
+    ];
+    for ((client, who, cache), (c, w, k)) in seen.iter().zip(expect) {
+        assert_eq!((*client, who.as_str(), cache.as_str()), (c, w, k), "{client}");
+    }
+
+    // With the session cookies named (`credentials.cookies`), other cookies (analytics, consent)
+    // make no request a user's: such requests share the cache; a session cookie still does not.
+    let named =
+        Stack::start(Knobs { edge_extra: "credentials: {cookies: [session]}\n".into(), ..Knobs::default() }).await;
+    let url = named.url("/personal/generated-10k");
+    let mut caches = Vec::new();
+    for headers in
+        [vec![public], vec![public, ("cookie", "_ga=GA1.2.3")], vec![public, ("cookie", "_ga=1; session=dave")]]
+    {
+        let r = http.get(&url, &headers).await.expect("answer");
+        caches.push(r.header("railproxy-cache").unwrap_or("").to_string());
+    }
+    eprintln!("with credentials.cookies [session]: anonymous, analytics cookie, session cookie: {caches:?}");
+    assert_eq!(caches, ["MISS", "HIT", "BYPASS"]);
+}

@@ -73,8 +73,11 @@ pub fn key(host: &str, req: &RequestHeader) -> CacheKey {
     CacheKey::new(format!("{}:{host}{path}", host.len()), "")
 }
 
-/// Cacheable per Cache-Control and Expires, as Pingora implements them; never with Set-Cookie,
-/// `Vary: *`, or for requests with credentials.
+/// Cacheable per Cache-Control and Expires, as Pingora implements them; never with Set-Cookie or
+/// `Vary: *`. Requests with credentials never get here (the edge does not use the cache for
+/// them), except on paths declared the same for every user (`shared_bases`), where RFC 9111
+/// §3.5's rule for Authorization applies (stored only if `public`, `s-maxage` or
+/// `must-revalidate` says so).
 pub fn cacheable(req: &RequestHeader, resp: &ResponseHeader) -> RespCacheable {
     let vary_all = resp
         .headers

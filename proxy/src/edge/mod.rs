@@ -143,6 +143,8 @@ pub struct EdgeCtx {
     bodiless: bool,
     /// A WebSocket's `websocket.max_rate`, towards the backend and towards the client.
     pace: Option<(pace::Pace, pace::Pace)>,
+    /// A GET or HEAD with credentials (see `Edge::user_of`): not for the shared cache.
+    personal: bool,
 }
 
 /// Why a GET or HEAD with a body is refused (`limits.get_bodies`).
@@ -210,13 +212,21 @@ impl Edge {
 }
 
 impl Edge {
-    /// The version-store key of a GET, and whose version it is: a request with credentials has
-    /// its own, unless its path is one the operator declared the same for every user.
-    fn key_versions(&self, req: &RequestHeader, host: &str, ctx: &mut EdgeCtx) {
+    /// Whose a request is: the keyed hash of its credentials (see `credentials`), or None for a
+    /// request without any, or one for a path the operator declared the same for every user
+    /// (`shared_bases`). One rule for the versions a request's page is kept under and for the
+    /// edge cache (see `request_cache_filter`).
+    fn user_of(&self, req: &RequestHeader, host: &str) -> Option<String> {
         let route = self.config.route(host);
         let cookies = route.and_then(|r| r.cookies.as_deref()).unwrap_or(&self.config.credentials.cookies);
         let shared = route.is_some_and(|r| r.shared_base(req.uri.path()));
-        let user = if shared { None } else { self.users.user(req, cookies) };
+        if shared { None } else { self.users.user(req, cookies) }
+    }
+
+    /// The version-store key of a GET, and whose version it is: a request with credentials has
+    /// its own (`user`, from [`Edge::user_of`]).
+    fn key_versions(&self, req: &RequestHeader, host: &str, user: Option<String>, ctx: &mut EdgeCtx) {
+        let route = self.config.route(host);
         ctx.versions = Versions {
             scope: if user.is_some() { Scope::User } else { Scope::Shared },
             keep_no_store: route.is_some_and(|r| r.store_no_store),
@@ -262,6 +272,7 @@ impl ProxyHttp for Edge {
             websocket: false,
             bodiless: false,
             pace: None,
+            personal: false,
         }
     }
 
@@ -389,9 +400,15 @@ impl ProxyHttp for Edge {
                 }
             }
         }
-        // A GET's version is its URL's page; one with a body may be something else (a search).
-        if session.req_header().method == http::Method::GET && !ctx.websocket && session.as_mut().is_body_empty() {
-            self.key_versions(session.req_header(), host.as_deref().unwrap_or_default(), ctx);
+        let method = session.req_header().method.clone();
+        if matches!(method, http::Method::GET | http::Method::HEAD) && !ctx.websocket {
+            let host = host.as_deref().unwrap_or_default();
+            let user = self.user_of(session.req_header(), host);
+            ctx.personal = user.is_some();
+            // A GET's version is its URL's page; one with a body may be something else (a search).
+            if method == http::Method::GET && session.as_mut().is_body_empty() {
+                self.key_versions(session.req_header(), host, user, ctx);
+            }
         }
         ctx.host = host;
         Ok(false)
@@ -402,7 +419,12 @@ impl ProxyHttp for Edge {
         // behind every other handshake for its URL, and Pingora keeps a miss's upstream going
         // after its client left (to fill the cache): an abandoned handshake would hold its
         // connections until the socket's idle timeout.
-        if let Some(cache) = self.cache.as_ref().filter(|_| ctx.probe.is_none() && !ctx.websocket) {
+        // A request with credentials is neither answered from the shared cache nor stored in it
+        // (Varnish's rule): what it gets may be its user's, and what others stored may not be
+        // what its user should see. RFC 9111 §3.5 would let a `public` answer to one be stored;
+        // railproxy keeps one rule for the cache and for page versions instead (see `user_of`).
+        let personal = ctx.personal;
+        if let Some(cache) = self.cache.as_ref().filter(|_| ctx.probe.is_none() && !ctx.websocket && !personal) {
             cache.enable(session);
         }
         Ok(())
