@@ -16,7 +16,7 @@ TEST_PACKAGES := redis-server ansible-core prometheus iproute2
 DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test lint fmt bench bench-wan fuzz audit clean help demo demo-stop
+.PHONY: all deps build test lint fmt bench bench-wan bench-hostile fuzz audit clean help demo demo-stop
 
 all: build
 
@@ -27,6 +27,7 @@ help:
 	@echo "make audit   cargo audit against the RustSec database (and cargo deny when installed)"
 	@echo "make bench   codec figures, then railproxy beside nginx (wrk, ~10 min); reports in target/bench/"
 	@echo "make bench-wan  railproxy beside nginx across three emulated long links (root, TUN; ~10 min)"
+	@echo "make bench-hostile  attacks on railproxy and nginx beside bystanders (BEFORE=old binary; ~5 min)"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
 
@@ -93,6 +94,19 @@ bench-wan: build
 	@echo "== target/release/railproxy-wanbench --corpus $(CORPUS)"
 	@{ target/release/railproxy-wanbench --corpus $(CORPUS); echo $$? > target/bench/wan.rc; } | tee target/bench/wan.md; \
 	  rc=$$(cat target/bench/wan.rc); if [ "$$rc" = 77 ]; then echo "bench-wan skipped (see above)"; else exit $$rc; fi
+
+# Each attack of the "one client never hurts another" family against railproxy and against nginx
+# in front of the same backend, bystanders beside them, then memory under 5,000 connections;
+# BEFORE=path/to/railproxy adds an earlier build's column. About 5 minutes; report in
+# target/bench/hostile.md.
+BEFORE ?=
+bench-hostile: build
+	$(call apt_install,iproute2)
+	@command -v nginx >/dev/null || { echo "installing Debian package: nginx-light"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; }
+	@mkdir -p target/bench
+	@echo "== target/release/railproxy-hostilebench $(if $(BEFORE),--before $(BEFORE))"
+	@target/release/railproxy-hostilebench $(if $(BEFORE),--before $(BEFORE)) | tee target/bench/hostile.md
 
 FUZZ_SECONDS ?= 60
 # crate-dir:target. The proxy's targets link the whole proxy (Pingora): the first build is slow.

@@ -6,10 +6,25 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// A proxy allocates and frees a few buffers per request on every thread; mimalloc's per-thread
-/// free lists measured faster than glibc malloc here (see BENCHMARKS.md).
+/// jemalloc, with background threads that hand freed memory back to the system: after a burst
+/// of thousands of connections, resident memory comes back near where it started within seconds.
+/// mimalloc (before) used ~10 % less CPU per request in `make bench`, but returns memory only
+/// from threads that keep allocating, and a proxy's worker threads go quiet after a burst: it
+/// kept 100-500 MB (BENCHMARKS.md, issue 29).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start: purging by background threads, dirty pages given back
+/// after about a second, and at once rather than kept as lazily freed ("muzzy") pages, which
+/// still count as resident until the kernel needs them.
+static JEMALLOC_CONF: [u8; 60] = *b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+// SAFETY: jemalloc reads this symbol (its `const char *malloc_conf`, under tikv-jemallocator's
+// `_rjem_` prefix) once, at its initialisation; `Option<&u8>` has a pointer's layout, and it
+// points at a NUL-terminated string that lives as long as the process.
+#[allow(unsafe_code, non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: Option<&u8> = Some(&JEMALLOC_CONF[0]);
 
 use railproxy::config::{Config, Mode};
 use railproxy::exit::{CmdResult, Failure, USAGE};

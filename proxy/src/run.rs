@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use delta::VersionId;
 use delta::store::{MemoryStore, VersionStore};
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::http::v2::server::H2Options;
 
 use crate::admin::{self, Admin};
@@ -124,7 +125,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     );
     let mut probe = Vec::new();
     for addr in &config.listen {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0)));
         probe.push(*addr);
     }
     if let (Some(h), Some(https)) = (&config.https, &https) {

@@ -21,9 +21,10 @@ pub struct Burst {
     pub examples: Vec<String>,
 }
 
-/// Loopback addresses `127.0.0.1` … `127.0.0.n`, the burst's sources.
+/// Loopback addresses `127.0.0.2` … `127.0.0.(n+1)`, the burst's sources: 127.0.0.1 is left to
+/// bystanders, whose connections would otherwise count against the same per-address limit.
 pub fn sources(n: u8) -> Vec<IpAddr> {
-    (1..=n).map(|i| IpAddr::from([127, 0, 0, i])).collect()
+    (2..=n + 1).map(|i| IpAddr::from([127, 0, 0, i])).collect()
 }
 
 /// `n` GETs of `path` on `host` at once to `addr`, spread over `sources`, each waiting up to

@@ -5,7 +5,9 @@
 //! `railproxy-hostilebench`, so that the figures and the tests come from the same code.
 
 pub mod burst;
+pub mod memory;
 pub mod naive;
+pub mod nginx;
 pub mod rapid_reset;
 pub mod slow_bodies;
 pub mod stray;
@@ -61,16 +63,24 @@ pub struct Bystanders {
 pub const PHASES: usize = 3;
 
 impl Bystanders {
-    /// `clients` HTTP/1.1 clients and `h2_clients` HTTP/2 (h2c) clients asking `url` every
-    /// `pause`, each answer compared with `expected`. `host` is sent as the Host header when set.
-    pub fn start(url: String, expected: Bytes, clients: usize, h2_clients: usize, pause: Duration) -> Bystanders {
+    /// `clients` HTTP/1.1 clients asking `url` and `h2_clients` HTTP/2 (h2c) clients asking
+    /// `h2_url` every `pause`, each answer compared with `expected`.
+    pub fn start(
+        url: &str,
+        h2_url: &str,
+        expected: &Bytes,
+        clients: usize,
+        h2_clients: usize,
+        pause: Duration,
+    ) -> Bystanders {
         let stop = Arc::new(AtomicBool::new(false));
         let phase = Arc::new(AtomicUsize::new(0));
         let tallies = Arc::new(std::sync::Mutex::new(vec![Tally::default(); PHASES]));
         let mut tasks = Vec::new();
         for i in 0..clients + h2_clients {
             let (stop, phase, tallies) = (stop.clone(), phase.clone(), tallies.clone());
-            let (url, expected) = (url.clone(), expected.clone());
+            let url = if i < clients { url.to_string() } else { h2_url.to_string() };
+            let expected = expected.clone();
             tasks.push(tokio::spawn(async move {
                 let mut http = if i < clients { Http::h1() } else { Http::h2c() };
                 http.timeout = Duration::from_secs(10);
@@ -100,11 +110,19 @@ impl Bystanders {
         Bystanders { stop, phase, tallies, tasks }
     }
 
-    /// Fetches `url` once to learn what every answer must be, then starts as [`Bystanders::start`].
+    /// Fetches `url` once to learn what every answer must be, then starts as [`Bystanders::start`]
+    /// with every client on `url`.
     pub async fn on(url: &str, clients: usize, h2_clients: usize) -> Bystanders {
+        Bystanders::on_ports(url, url, clients, h2_clients).await
+    }
+
+    /// As [`Bystanders::on`], the HTTP/2 clients on `h2_url` (a server that takes HTTP/2 on a
+    /// port of its own).
+    pub async fn on_ports(url: &str, h2_url: &str, clients: usize, h2_clients: usize) -> Bystanders {
         let first = Http::h1().get(url, &[]).await.unwrap_or_else(|e| panic!("bystander page {url}: {e}"));
         assert_eq!(first.status, 200, "bystander page {url}");
-        Bystanders::start(url.to_string(), first.body, clients, h2_clients, Duration::from_millis(5))
+        let pause = Duration::from_millis(5);
+        Bystanders::start(url, h2_url, &first.body, clients, h2_clients, pause)
     }
 
     /// From now on requests count in the next phase.
