@@ -76,19 +76,24 @@ impl Sides {
         v
     }
 
-    /// The front called `name` in front of `backend`, with the edge's `edge_extra` YAML.
-    async fn start(&self, name: &str, dir: &Path, backend: SocketAddr) -> Front {
+    /// The front called `name` in front of `backend` (nginx with `proxy_cache` when `cache`;
+    /// railproxy's edge cache is on as it ships). A railproxy name may add a `limits` setting
+    /// after a comma (`railproxy, get_bodies: forward`).
+    async fn start(&self, name: &str, dir: &Path, backend: SocketAddr, cache: bool) -> Front {
         match name {
             "nginx" => {
                 let (h1, h2) = (free_loopback(), free_loopback());
                 let n = format!("nginx-{}", h1.port());
-                Front::Nginx { proc: nginx::start(dir, &n, h1, h2, backend), h1, h2 }
+                Front::Nginx { proc: nginx::start(dir, &n, h1, h2, backend, cache), h1, h2 }
             }
             _ => {
                 let binary = if name == "railproxy before" { self.before.clone() } else { Some(bin("railproxy")) };
-                Front::Railproxy(Box::new(
-                    Stack::start(Knobs { backend_override: Some(backend), binary, ..Knobs::default() }).await,
-                ))
+                let edge_extra = match name.split_once(", ") {
+                    Some((_, setting)) => format!("limits: {{{setting}}}\n"),
+                    None => String::new(),
+                };
+                let knobs = Knobs { backend_override: Some(backend), binary, edge_extra, ..Knobs::default() };
+                Front::Railproxy(Box::new(Stack::start(knobs).await))
             }
         }
     }
@@ -130,7 +135,7 @@ async fn rapid_reset_section(sides: &Sides, dir: &Path, backend: &Backend) {
         ],
     );
     for name in sides.names() {
-        let front = sides.start(name, dir, backend.addr).await;
+        let front = sides.start(name, dir, backend.addr, false).await;
         let (before_hits, before_conns) = (backend.hits("0/reset").await, connections(backend).await);
         let h2 = front.h2_addr();
         let authority = h2.to_string();
@@ -160,7 +165,7 @@ async fn upgrades_section(sides: &Sides, dir: &Path, backend: &Backend) {
         &["bystanders during", "bystanders after", "proxy descriptors before", "right after", "1 s after"],
     );
     for name in sides.names() {
-        let front = sides.start(name, dir, backend.addr).await;
+        let front = sides.start(name, dir, backend.addr, false).await;
         let fds = |f: &Front| memory_fds(&f.pids());
         let start = fds(&front);
         let host = front.addr().to_string();
@@ -192,9 +197,11 @@ async fn stray_section(sides: &Sides, dir: &Path) {
         "3. GETs with a request in their body, to a backend that never reads GET bodies (2 attackers, 4 bystanders on URLs of their own, 4 s)",
         &["GETs with a body", "refused", "bystanders right", "fetched again: wrong", "backend answered smuggled"],
     );
-    for name in sides.names() {
+    let mut names = sides.names();
+    names.insert(names.len() - 1, "railproxy, get_bodies: forward");
+    for name in names {
         let backend = naive::NaiveBackend::start().await;
-        let front = sides.start(name, dir, backend.addr).await;
+        let front = sides.start(name, dir, backend.addr, true).await;
         let run = stray::run(front.addr(), 2, 4, Duration::from_secs(4)).await;
         row(
             name,
@@ -221,7 +228,7 @@ async fn slow_bodies_section(sides: &Sides, dir: &Path) {
     );
     for name in sides.names() {
         let recorder = Recorder::start().await;
-        let front = sides.start(name, dir, recorder.addr).await;
+        let front = sides.start(name, dir, recorder.addr, false).await;
         let host = front.addr().to_string();
         let attack = async {
             let slow = slow_bodies::Slow::start(front.addr(), &host, "/slow", 300);
@@ -256,7 +263,7 @@ async fn websocket_section(sides: &Sides, dir: &Path, backend: &Backend) {
         &["MB echoed", "seconds", "bystanders during"],
     );
     for name in sides.names() {
-        let front = sides.start(name, dir, backend.addr).await;
+        let front = sides.start(name, dir, backend.addr, false).await;
         let url = format!("ws://{}/ws", front.addr());
         let session = async {
             let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else { return (0, Duration::ZERO) };
@@ -287,7 +294,7 @@ async fn burst_section(sides: &Sides, dir: &Path) {
         let mut cmd = std::process::Command::new(bin("railproxy-testbackend"));
         cmd.args(["--backlog", "128", "--accept-pause-us", "200"]);
         let slow = Backend::start_with(dir, &format!("slow-{}", free_loopback().port()), cmd);
-        let front = sides.start(name, dir, slow.addr).await;
+        let front = sides.start(name, dir, slow.addr, false).await;
         let page = Http::h1().get(&format!("http://{}/text/2000", slow.addr), &[]).await.expect("backend").body;
         let host = front.addr().to_string();
         let sources = burst::sources(5);
@@ -309,7 +316,7 @@ async fn memory_section(sides: &Sides, dir: &Path, backend: &Backend) {
     println!("|---|---|---:|---:|---:|---:|---:|");
     let mb = |b: u64| format!("{:.1}", b as f64 / 1048576.0);
     for name in sides.names() {
-        let front = sides.start(name, dir, backend.addr).await;
+        let front = sides.start(name, dir, backend.addr, false).await;
         let _ = Http::h1().get(&front.url("/text/2000"), &[]).await;
         let pids = front.pids();
         let fresh: Vec<u64> = pids.iter().map(|p| memory::rss(&[*p])).collect();
@@ -353,7 +360,7 @@ async fn targets_section(sides: &Sides, dir: &Path, backend: &Backend) {
         &["refused with 400", "answered otherwise", "reached the backend"],
     );
     for name in sides.names() {
-        let front = sides.start(name, dir, backend.addr).await;
+        let front = sides.start(name, dir, backend.addr, false).await;
         let before = backend.hits("60/target").await;
         let (mut refused, mut other) = (0, Vec::new());
         for (what, raw) in &cases {
@@ -375,7 +382,7 @@ async fn credentials_section(sides: &Sides, dir: &Path, backend: &Backend) {
         &["alice (cookie)", "anonymous", "bob (cookie)", "Authorization", "pages not the client's own"],
     );
     for name in sides.names() {
-        let front = sides.start(name, dir, backend.addr).await;
+        let front = sides.start(name, dir, backend.addr, true).await;
         let url = front.url("/personal/generated-10k");
         let public = ("x-cc", "public, max-age=600");
         let mut cells = Vec::new();

@@ -1,14 +1,16 @@
 //! nginx in front of the same backend, as the reference the hostile-client figures stand beside:
 //! one worker, HTTP/1.1 on one port and HTTP/2 (prior knowledge) on another, WebSockets proxied
-//! (`Upgrade` passed on), request buffering and the cache as nginx ships them (on, and keyed by
-//! URL with freshness from the response), upstream keep-alive.
+//! (`Upgrade` passed on), request buffering as nginx ships it (on), upstream keep-alive, and,
+//! where a comparison is about caching, `proxy_cache` keyed by URL with freshness from the
+//! response (nginx keeps a cacheable request going after its client left, to fill the cache).
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 /// The configuration, with its ports and upstream.
-pub fn conf(dir: &Path, name: &str, h1: SocketAddr, h2: SocketAddr, upstream: SocketAddr) -> String {
+pub fn conf(dir: &Path, name: &str, h1: SocketAddr, h2: SocketAddr, upstream: SocketAddr, cache: bool) -> String {
     let d = dir.display();
+    let cache = if cache { format!("proxy_cache {name};") } else { String::new() };
     format!(
         "worker_processes 1;
 worker_rlimit_nofile 65536;
@@ -39,7 +41,7 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout 300s;
-            proxy_cache {name};
+            {cache}
         }}
     }}
 }}
@@ -49,9 +51,9 @@ http {{
 
 /// Starts it (foreground, its own process group's leader is the test) and waits until both ports
 /// answer.
-pub fn start(dir: &Path, name: &str, h1: SocketAddr, h2: SocketAddr, upstream: SocketAddr) -> crate::Proc {
+pub fn start(dir: &Path, name: &str, h1: SocketAddr, h2: SocketAddr, upstream: SocketAddr, cache: bool) -> crate::Proc {
     let file = dir.join(format!("{name}.conf"));
-    std::fs::write(&file, conf(dir, name, h1, h2, upstream)).expect("write nginx conf");
+    std::fs::write(&file, conf(dir, name, h1, h2, upstream, cache)).expect("write nginx conf");
     let mut cmd = std::process::Command::new("nginx");
     cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off;"]);
     let proc = crate::bench::start_listening(dir, name, cmd, h1);
