@@ -439,7 +439,7 @@ async fn main() {
         println!("railproxy before: {}", b.display());
     }
     println!(
-        "{nginx_version}, one worker, in front of the same backend; bystanders: 3 HTTP/1.1 clients and 1 HTTP/2 client fetching a 2 KB page every 5 ms (their requests counted during the attack and after it)."
+        "{nginx_version}, one worker, in front of the same backend (proxy_cache in sections 3 and 9 only); bystanders: 3 HTTP/1.1 clients and 1 HTTP/2 client fetching a 2 KB page every 5 ms (their requests counted during the attack and after it)."
     );
     let run = |section: &str| only.as_deref().is_none_or(|w| section.contains(w));
     let d = dir.path();
