@@ -248,9 +248,10 @@ async fn a_long_websocket_is_not_cut_by_the_body_limit_and_keeps_its_own_pace() 
 }
 
 /// 5,000 GETs at once from five source addresses, through the edge and origin to the only
-/// backend of their host, which accepts slowly (a backlog of 128, a pause after each accept):
-/// its accept queue overflows and connects time out, but a backend that exists is tried until it
-/// answers, and every client gets its page.
+/// backend of their host, which accepts slowly (a backlog of 128, a pause after each accept, none
+/// at all for the first 3 s): its accept queue overflows and connects time out, but a backend
+/// that exists is tried until it answers, no more connects are in flight to it than its queue
+/// takes (`backend.max_connects`), and every client gets its page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_never_takes_out_the_only_backend() {
     integration::raise_open_files_limit();
@@ -264,6 +265,9 @@ async fn a_burst_never_takes_out_the_only_backend() {
     let bystanders = Bystanders::on(&stack.url("/text/2000"), 3, 1).await;
     let host = stack.edge_addr.to_string();
     let sources = burst::sources(5);
+    // The backend takes no connection for the burst's first 3 s: every connect beyond its
+    // backlog of 128 times out (the stack's backend.connect_timeout is 1 s).
+    burst::stall(slow.addr, 3000).await;
     let run =
         burst::run(stack.edge_addr, &host, "/text/2000", 5000, &sources, &page.body, Duration::from_secs(60)).await;
     bystanders.next_phase();

@@ -287,7 +287,7 @@ async fn websocket_section(sides: &Sides, dir: &Path, backend: &Backend) {
 
 async fn burst_section(sides: &Sides, dir: &Path) {
     header(
-        "6. 5,000 GETs at once from 5 addresses to the only backend, which accepts slowly (backlog 128, 200 µs per accept)",
+        "6. 5,000 GETs at once from 5 addresses to the only backend, which accepts slowly (backlog 128, 200 µs per accept, none for the first 3 s; railproxy's backend.connect_timeout 1 s)",
         &["answered right", "outcomes", "bystanders during", "bystanders after"],
     );
     for name in sides.names() {
@@ -298,6 +298,7 @@ async fn burst_section(sides: &Sides, dir: &Path) {
         let page = Http::h1().get(&format!("http://{}/text/2000", slow.addr), &[]).await.expect("backend").body;
         let host = front.addr().to_string();
         let sources = burst::sources(5);
+        burst::stall(slow.addr, 3000).await;
         let run = burst::run(front.addr(), &host, "/text/2000", 5000, &sources, &page, Duration::from_secs(60));
         let (run, t) = beside(&front, run, Duration::from_secs(2)).await;
         row(name, &[format!("{} of {}", run.ok, run.sent), format!("{:?}", run.statuses), pct(&t[0]), pct(&t[1])]);

@@ -21,6 +21,8 @@
 //!   GET  /text/N                  N bytes of HTML, with Content-Length
 //!   GET  /chunked/N               N bytes of HTML, chunked (no Content-Length)
 //!   GET  /count                   how many requests this backend has served (text)
+//!   GET  /stall?ms=MS             accept no new connection for MS ms (1000): a backend whose
+//!                                 accept queue a burst fills
 //!   GET  /connections             how many connections have carried requests (text)
 //!   GET  /cache/SECS/NAME          a 10 KB page for NAME with Cache-Control: max-age=SECS;
 //!                                 `?delay=MS` answers after MS milliseconds
@@ -129,6 +131,8 @@ struct Backend {
     hits: Mutex<HashMap<String, u64>>,
     cycles: Mutex<HashMap<String, u64>>,
     addr: http::HeaderValue,
+    /// Until when (ms since `started`) the accept loop takes no connection (`/stall`).
+    stall_until: AtomicU64,
 }
 
 fn content_type_of(body: &[u8]) -> &'static str {
@@ -265,6 +269,14 @@ impl Backend {
                 }
                 None => reply(400, "text/plain", full("bad length\n")),
             },
+            (Method::GET, ["stall"]) => {
+                // New connections wait in the accept queue (and beyond it, SYNs are dropped)
+                // for `ms`; connections already accepted are served as before.
+                let ms = param(&req, "ms").unwrap_or(1000);
+                let now = self.started.elapsed().as_millis() as u64;
+                self.stall_until.store(now + ms, Ordering::Relaxed);
+                reply(200, "text/plain", full(format!("not accepting for {ms} ms\n")))
+            }
             (Method::GET, ["count"]) => {
                 reply(200, "text/plain", full(format!("{}\n", self.served.load(Ordering::Relaxed))))
             }
@@ -493,10 +505,16 @@ async fn main() {
         hits: Mutex::new(HashMap::new()),
         cycles: Mutex::new(HashMap::new()),
         addr: addr.to_string().parse().expect("an address is a valid header value"),
+        stall_until: AtomicU64::new(0),
     });
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
     loop {
+        let stalled =
+            backend.stall_until.load(Ordering::Relaxed).saturating_sub(backend.started.elapsed().as_millis() as u64);
+        if stalled > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(stalled)).await;
+        }
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };

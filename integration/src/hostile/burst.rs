@@ -1,7 +1,8 @@
 //! A burst: thousands of clients, from several source addresses (a proxy limits connections per
 //! address), each sending one GET at the same moment on a connection of its own, and waiting as
 //! long as a browser would. Behind the proxy, a backend slow to accept connections (a small
-//! backlog, a pause after each accept) whose accept queue the burst overflows.
+//! backlog, a pause after each accept, and no accept at all for the burst's first moments: see
+//! [`stall`]) whose accept queue the burst overflows.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +26,13 @@ pub struct Burst {
 /// bystanders, whose connections would otherwise count against the same per-address limit.
 pub fn sources(n: u8) -> Vec<IpAddr> {
     (2..=n + 1).map(|i| IpAddr::from([127, 0, 0, i])).collect()
+}
+
+/// Tells a test backend (`railproxy-testbackend`) to accept no new connection for `ms`: the
+/// burst that follows fills its accept queue, and the SYNs beyond it are dropped.
+pub async fn stall(backend: SocketAddr, ms: u64) {
+    let r = crate::Http::h1().get(&format!("http://{backend}/stall?ms={ms}"), &[]).await.expect("backend answers");
+    assert_eq!(r.status, 200, "{backend} did not stall");
 }
 
 /// `n` GETs of `path` on `host` at once to `addr`, spread over `sources`, each waiting up to

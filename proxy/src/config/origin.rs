@@ -96,6 +96,9 @@ pub struct BackendSettings {
     /// `None`: a TCP connect; `Some(path)`: `GET path` must answer 200.
     pub health_path: Option<String>,
     pub balance: Balance,
+    /// Connects in flight to one backend address at once; further requests that need a new
+    /// connection wait their turn (see `backends::Pool::connect_slot`).
+    pub max_connects: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -275,7 +278,11 @@ impl OriginConfig {
             health_interval: b.or("health_interval", Secs(Duration::from_secs(2))).0,
             health_path: b.opt("health_path"),
             balance: Balance::read(&b, "balance"),
+            max_connects: b.or("max_connects", 64usize),
         };
+        if backend.max_connects == 0 {
+            b.problem("max_connects", "must be at least 1");
+        }
         if backend.health_interval.is_zero() {
             b.problem("health_interval", "must be more than 0");
         }

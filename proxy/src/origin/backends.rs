@@ -162,7 +162,14 @@ pub struct Pool {
     in_flight: Mutex<HashMap<SocketAddr, usize>>,
     turn: AtomicUsize,
     names: Arc<Names>,
+    /// Connects in flight per address (`backend.max_connects`).
+    connecting: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Semaphore>>>,
+    max_connects: usize,
 }
+
+/// A request's turn to connect to a backend (see [`Pool::connect_slot`]): released when dropped,
+/// once the connection is up or has failed.
+pub type ConnectSlot = tokio::sync::OwnedSemaphorePermit;
 
 /// A request's hold on a backend, for least-requests balancing: released when dropped.
 pub struct InFlight {
@@ -205,7 +212,22 @@ impl Pool {
             in_flight: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
             names: names.clone(),
+            connecting: Mutex::new(HashMap::new()),
+            max_connects: s.max_connects,
         })
+    }
+
+    /// A turn to connect to `backend`, waiting up to `wait` for one: at most `max_connects`
+    /// connects to one address are in flight. A burst of requests that all need new connections
+    /// would otherwise send a backend as many SYNs at once; beyond its accept queue they are
+    /// dropped, sent again only a second later (the connect times out first), and the retries
+    /// come back as one wave again. Taken for a pooled connection too (it is released at once).
+    pub async fn connect_slot(&self, backend: &Backend, wait: Duration) -> Option<ConnectSlot> {
+        let slots = {
+            let mut m = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(inet(backend)).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_connects))).clone()
+        };
+        tokio::time::timeout(wait, slots.acquire_owned()).await.ok()?.ok()
     }
 
     /// A backend for a request that could not connect to those in `tried`: a healthy one not

@@ -92,6 +92,8 @@ pub struct OriginCtx {
     /// The backend of this attempt (held while in flight), and those that could not be reached
     /// for this request.
     backend: Option<(pingora_load_balancing::Backend, InFlight)>,
+    /// This attempt's turn to connect, held until its connection is up or failed.
+    connecting: Option<backends::ConnectSlot>,
     tried: Vec<SocketAddr>,
     /// A WebSocket upgrade from an edge, on a tunnel connection of its own.
     websocket: bool,
@@ -117,6 +119,7 @@ impl ProxyHttp for Origin {
             body: None,
             probe: false,
             backend: None,
+            connecting: None,
             tried: Vec::new(),
             websocket: false,
             segments: false,
@@ -201,9 +204,15 @@ impl ProxyHttp for Origin {
             };
             Error::explain(ErrorType::HTTPStatus(502), why)
         })?;
+        let b = &self.config.backend;
+        // Waits its turn to connect, as long as its connect attempts could last.
+        let wait = b.connect_timeout.saturating_mul(CONNECT_ATTEMPTS as u32);
+        ctx.connecting = Some(pool.connect_slot(&backend, wait).await.ok_or_else(|| {
+            let why = format!("backend {} of {host}: no turn to connect within {wait:?}", backend.addr);
+            Error::explain(ErrorType::HTTPStatus(502), why)
+        })?);
         let mut peer = pool.peer(&backend, ctx.websocket);
         ctx.backend = Some((backend, held));
-        let b = &self.config.backend;
         peer.options.connection_timeout = Some(b.connect_timeout);
         peer.options.read_timeout = Some(match ctx.websocket {
             true => self.config.websocket.idle_timeout,
@@ -225,6 +234,7 @@ impl ProxyHttp for Origin {
         // A peer that offers HTTP/1.1 only speaks it; one that offers h2 as well may have
         // chosen either, and is left to Pingora's own checks.
         let http1 = peer.options.alpn == ALPN::H1;
+        ctx.connecting = None;
         if let Some(e) = http1_reuse::stray_bytes(reused, http1, fd, MODE) {
             return Err(e);
         }
@@ -239,6 +249,7 @@ impl ProxyHttp for Origin {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.connecting = None;
         // Nothing reached that backend: try another of the host's, while there is one.
         if let Some((b, _)) = ctx.backend.take() {
             metrics::BACKEND_CONNECT_FAILURES.inc();
