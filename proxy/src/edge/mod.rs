@@ -72,6 +72,19 @@ impl Edge {
         self.config.failover.retry_methods.iter().any(|m| m == req.method.as_str())
     }
 
+    /// A request the tunnel failed before any answer goes again, to another lane or listener,
+    /// if it may ([`Edge::retryable`]); a buffered body too large for Pingora to keep is sent
+    /// again by the edge itself, which holds it whole.
+    fn send_again(&self, session: &Session, e: &mut Error) {
+        let retry = self.retryable(session);
+        e.set_retry(retry);
+        if retry {
+            metrics::RETRIES.inc();
+        } else if let Some(replayed) = buffering::Replayed::of(session) {
+            replayed.ask_resend();
+        }
+    }
+
     pub fn new(
         config: Arc<EdgeConfig>,
         tls: SharedPeerTls,
@@ -629,13 +642,7 @@ impl ProxyHttp for Edge {
             // say): the lane's next request dials a new one. Never retired for it.
             metrics::TUNNEL_GOAWAYS.with_label_values(&[&format!("{reason:?}")]).inc();
             if session.response_written().is_none() {
-                let retry = self.retryable(session);
-                e.set_retry(retry);
-                if retry {
-                    metrics::RETRIES.inc();
-                } else if let Some(replayed) = buffering::Replayed::of(session) {
-                    replayed.ask_resend();
-                }
+                self.send_again(session, &mut e);
             }
             return e;
         }
@@ -645,15 +652,7 @@ impl ProxyHttp for Edge {
             if let Some(lane) = ctx.lane.take() {
                 self.listeners.retire(&lane, &e.to_string());
             }
-            let retry = self.retryable(session);
-            e.set_retry(retry);
-            if retry {
-                metrics::RETRIES.inc();
-            } else if let Some(replayed) = buffering::Replayed::of(session) {
-                // A buffered body too large for Pingora to keep: the edge holds it whole and
-                // sends the request again itself.
-                replayed.ask_resend();
-            }
+            self.send_again(session, &mut e);
             return e;
         }
         http_util::pingora_retry_policy(session, &mut e, client_reused);
