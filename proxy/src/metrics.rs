@@ -316,6 +316,13 @@ pub static UPSTREAM_DISCARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Edge: lane probes by result: ok; late (no answer in time, but bytes moved on the lane
+/// meanwhile: queued behind them, counted as neither); failed.
+pub static PROBES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("railproxy_tunnel_probes_total", "Lane probes by result (ok, late, failed)", &["result"])
+        .expect("metric")
+});
+
 /// Origin: connects to backends that failed or timed out; the request tries again (another
 /// backend, or the same one) while it has connect attempts left.
 pub static BACKEND_CONNECT_FAILURES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
@@ -401,6 +408,9 @@ pub fn init(mode: &str) {
             CACHE.with_label_values(&[result]);
         }
         LazyLock::force(&RETRIES);
+        for result in ["ok", "late", "failed"] {
+            PROBES.with_label_values(&[result]);
+        }
         for reason in ["NO_ERROR", "ENHANCE_YOUR_CALM"] {
             TUNNEL_GOAWAYS.with_label_values(&[reason]);
         }

@@ -21,7 +21,7 @@ use crate::origin::backends::Upstreams;
 use crate::origin::redis_store::RedisStore;
 use crate::tunnel::listeners::Listeners;
 use crate::tunnel::probe::{self, Prober};
-use crate::tunnel::{congestion, peer, tls as tunnel_tls};
+use crate::tunnel::{peer, tcp, tls as tunnel_tls};
 use crate::{server, tls};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::{BackgroundService, background_service};
@@ -194,7 +194,7 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     app.handle_init_modules();
     app.h2_options = Some(peer::server_options(t));
     let origin_tls = Arc::new(tunnel_tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
-    let mut proxy = Service::new("origin".to_string(), congestion::Accepted::new(app, t.congestion_control.as_deref()));
+    let mut proxy = Service::new("origin".to_string(), tcp::Accepted::new(app, t.congestion_control.as_deref()));
     for addr in &t.listen {
         proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
     }

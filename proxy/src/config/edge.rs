@@ -202,7 +202,7 @@ impl EdgeConfig {
             congestion_control: t.opt("congestion_control"),
             balance: Balance::read(&t, "balance"),
         };
-        if let Some(Err(e)) = tunnel.congestion_control.as_deref().map(crate::tunnel::congestion::check) {
+        if let Some(Err(e)) = tunnel.congestion_control.as_deref().map(crate::tunnel::tcp::check) {
             t.problem("congestion_control", e);
         }
         if tunnel.max_streams == 0 {

@@ -234,7 +234,7 @@ impl OriginConfig {
             connection_window: window(&t, "connection_window"),
             congestion_control: t.opt("congestion_control"),
         };
-        if let Some(Err(e)) = tunnel.congestion_control.as_deref().map(crate::tunnel::congestion::check) {
+        if let Some(Err(e)) = tunnel.congestion_control.as_deref().map(crate::tunnel::tcp::check) {
             t.problem("congestion_control", e);
         }
         if tunnel.max_streams == 0 {

@@ -32,10 +32,10 @@ use crate::http_util::{self, header_str};
 use crate::http1_reuse;
 use crate::metrics;
 use crate::resolve::Names;
-use crate::tunnel::congestion;
 use crate::tunnel::listeners::{LaneUse, Listeners};
 use crate::tunnel::peer::{self, tunnel_peer};
 use crate::tunnel::protocol::{self, Accepts, LaneProbe, TunnelRequest};
+use crate::tunnel::tcp;
 use crate::tunnel::tls::{self, SharedPeerTls};
 use crate::versions::{self, Keep, Scope, UserKeys, Versions};
 use decode::{BodyDecoder, Start};
@@ -49,8 +49,8 @@ pub struct Edge {
     listeners: Arc<Listeners>,
     /// What the prober's probes carry (see `LaneProbe`).
     probe_secret: String,
-    /// Sets `tunnel.congestion_control` on each new tunnel socket.
-    congestion: Option<congestion::Hook>,
+    /// Sets up each new tunnel socket (`tunnel::tcp`).
+    tcp: tcp::Hook,
     cache: Option<cache::EdgeCache>,
     /// Looks up the `direct` fallback's name.
     names: Arc<Names>,
@@ -94,9 +94,9 @@ impl Edge {
         names: Arc<Names>,
     ) -> Self {
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
-        let congestion = config.tunnel.congestion_control.as_deref().map(congestion::hook);
+        let tcp = tcp::hook(config.tunnel.congestion_control.as_deref());
         let users = UserKeys::new(&config.credentials.headers);
-        Edge { config, tls, store, listeners, probe_secret, congestion, cache, names, users }
+        Edge { config, tls, store, listeners, probe_secret, tcp, cache, names, users }
     }
 }
 
@@ -173,7 +173,7 @@ impl Edge {
         let lock = l.lanes[lane.lane].acquire.clone();
         ctx.acquiring = tokio::time::timeout(wait, lock.lock_owned()).await.ok();
         let mut peer = tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, lane.lane);
-        peer.options.upstream_tcp_sock_tweak_hook = self.congestion.clone();
+        peer.options.upstream_tcp_sock_tweak_hook = Some(self.tcp.clone());
         Box::new(peer)
     }
 
@@ -537,7 +537,7 @@ impl ProxyHttp for Edge {
                 let idle = self.config.websocket.idle_timeout;
                 let mut peer =
                     peer::websocket_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, idle);
-                peer.options.upstream_tcp_sock_tweak_hook = self.congestion.clone();
+                peer.options.upstream_tcp_sock_tweak_hook = Some(self.tcp.clone());
                 Box::new(peer)
             }
             false => self.lane_peer(&lane, ctx).await,
@@ -579,6 +579,9 @@ impl ProxyHttp for Edge {
                 format!("origin listener negotiated {version}, the tunnel is TLS 1.3 only"),
             );
         }
+        if let Some(lane) = &ctx.lane {
+            lane.connected_on(fd);
+        }
         // A request got a tunnel connection on its lane: the lane serves (again). A probe's
         // answer decides for the probe.
         if let Some(lane) = ctx.lane.as_ref().filter(|_| ctx.probe.is_none()) {
@@ -596,7 +599,8 @@ impl ProxyHttp for Edge {
     ) -> Box<Error> {
         ctx.acquiring = None;
         if ctx.probe.is_some() {
-            // The prober decides what a failed probe means.
+            // The prober decides what a failed probe means; it is not dialled again here.
+            e.set_retry(false);
             return e;
         }
         if let Some(lane) = ctx.lane.take() {
@@ -623,8 +627,10 @@ impl ProxyHttp for Edge {
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
         if ctx.probe.is_some() {
-            // Once more on a new connection if a pooled one failed; the prober decides the rest.
-            e.set_retry(client_reused && ctx.attempts == 1);
+            // Never again on a new connection: that connection would join the lane in slow start
+            // (a probe queued behind a lane's bulk data is late, not failed). The prober decides
+            // what a failed probe means, from the lane's progress meanwhile.
+            e.set_retry(false);
             return e;
         }
         if session.response_written().is_none() && !ctx.direct && peer::graceful_shutdown(&e) {
@@ -684,9 +690,10 @@ impl ProxyHttp for Edge {
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
-        // A client's own reset or close is its business, not an error of this proxy's.
-        http_util::is_cancellation(e)
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, e: &Error) -> bool {
+        // A client's own reset or close is its business, not an error of this proxy's; a probe's
+        // failure is the prober's to judge (a late one behind a busy lane's data is no failure).
+        ctx.probe.is_some() || http_util::is_cancellation(e)
     }
 
     async fn upstream_request_filter(
@@ -755,7 +762,11 @@ impl ProxyHttp for Edge {
             return Error::e_explain(ErrorType::HTTPStatus(400), GET_BODY);
         }
         // Chunked and HTTP/2 bodies announce no length: counted as they come.
-        ctx.body_in += body.as_ref().map_or(0, |b| b.len() as u64);
+        let n = body.as_ref().map_or(0, |b| b.len() as u64);
+        ctx.body_in += n;
+        if let Some(lane) = &ctx.lane {
+            lane.moved(n);
+        }
         if ctx.body_in > self.config.limits.max_body {
             metrics::LIMIT_REFUSALS.with_label_values(&["body"]).inc();
             // Answered here: Pingora takes a body filter error for an upstream one and would
@@ -830,6 +841,9 @@ impl ProxyHttp for Edge {
     ) -> Result<Option<std::time::Duration>> {
         let wire = body.as_ref().map_or(0, |b| b.len() as u64);
         ctx.envelope.wire_bytes += wire;
+        if let Some(lane) = &ctx.lane {
+            lane.moved(wire);
+        }
         let Some(decoder) = ctx.body.as_mut() else {
             ctx.envelope.raw_bytes += wire;
             return Ok(None);

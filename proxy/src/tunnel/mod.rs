@@ -6,11 +6,11 @@
 //! * [`listeners`], [`probe`]: the edge's view of origin listeners (up, down, backoff) and the
 //!   probes that keep it.
 //! * [`tls`]: mutual TLS 1.3 anchored in the private CA.
-//! * [`congestion`]: the tunnel sockets' congestion control.
+//! * [`tcp`]: the tunnel's TCP sockets: congestion control, unsent data held by the kernel.
 
-pub mod congestion;
 pub mod listeners;
 pub mod peer;
 pub mod probe;
 pub mod protocol;
+pub mod tcp;
 pub mod tls;

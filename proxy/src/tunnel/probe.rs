@@ -118,8 +118,8 @@ impl Prober {
         secret: &str,
         runtime: watch::Receiver<Option<Handle>>,
     ) -> Self {
-        // A probe that failed on a pooled connection is sent once more on a new one.
-        let limit = (config.tunnel.connect_timeout + config.failover.probe_timeout) * 2 + Duration::from_secs(1);
+        // A probe is sent once (a lane's second connection would join it in slow start).
+        let limit = config.tunnel.connect_timeout + config.failover.probe_timeout + Duration::from_secs(1);
         Prober { listeners, config, serve, secret: secret.into(), limit, runtime }
     }
 }
@@ -174,8 +174,9 @@ impl BackgroundService for Prober {
             for (l, lane) in self.listeners.due(std::time::Instant::now()) {
                 let (sender, listeners, shutdown) = (sender.clone(), self.listeners.clone(), shutdown.clone());
                 probes.spawn(async move {
+                    let before = l.lanes[lane].progress();
                     let result = sender.probe(&l, lane, &shutdown).await;
-                    listeners.probe_result(&l, lane, &result);
+                    listeners.probe_result(&l, lane, &result, before);
                 });
             }
             // Lanes are probed side by side; the next round starts once every probe answered.

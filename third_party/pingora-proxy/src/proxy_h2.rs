@@ -132,6 +132,8 @@ where
     {
         let mut req = session.req_header().clone();
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
+        // railproxy patch: what the connection had received before this stream (see below).
+        let received_before = client_session.conn.received_bytes();
 
         // A patched HTTP/1 parser can preserve non-UTF-8 request-target bytes, but `http::Uri`,
         // which the H2 client API requires, cannot represent them. Reject client input as a
@@ -350,7 +352,11 @@ where
                 // TODO: implement for write timeouts?
                 if upstream_read_timeout || downstream_error {
                     client_body.send_reset(h2::Reason::CANCEL);
-                    if upstream_read_timeout {
+                    // railproxy patch: only a connection that received nothing since this
+                    // stream was sent may be hung. One that kept receiving carried other
+                    // streams' data ahead of this one's (a thin link's queue): closing it would
+                    // cut those streams and open a new connection in slow start.
+                    if upstream_read_timeout && client_session.conn.received_bytes() == received_before {
                         // Mark the underlying H2 connection for shutdown so it's not used
                         // for new streams in case it is hung.
                         client_session.conn.mark_shutdown();

@@ -28,7 +28,7 @@ use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool, PoolNode};
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -61,6 +61,8 @@ pub(crate) struct ConnectionRefInner {
     pub(crate) digest: Digest,
     // To serialize certain operations when trying to release the connect back to the pool,
     pub(crate) release_lock: Arc<Mutex<()>>,
+    // railproxy patch: bytes read from the connection.
+    received: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -75,6 +77,21 @@ impl ConnectionRef {
         max_streams: usize,
         digest: Digest,
     ) -> Self {
+        let received = Arc::new(AtomicU64::new(0));
+        Self::counted(send_req, closed, ping_timeout_occurred, id, max_streams, digest, received)
+    }
+
+    /// railproxy patch: as [`ConnectionRef::new`], with the count of bytes read from the
+    /// connection (see [`ConnectionRef::received_bytes`]).
+    fn counted(
+        send_req: SendRequest<Bytes>,
+        closed: watch::Receiver<bool>,
+        ping_timeout_occurred: Arc<AtomicBool>,
+        id: UniqueIDType,
+        max_streams: usize,
+        digest: Digest,
+        received: Arc<AtomicU64>,
+    ) -> Self {
         ConnectionRef(Arc::new(ConnectionRefInner {
             connection_stub: Stub(send_req),
             closed,
@@ -85,7 +102,14 @@ impl ConnectionRef {
             shutting_down: false.into(),
             digest,
             release_lock: Arc::new(Mutex::new(())),
+            received,
         }))
+    }
+
+    /// railproxy patch: bytes read from this connection so far. A stream that timed out while
+    /// this kept growing waited behind other streams' data: the connection is alive.
+    pub fn received_bytes(&self) -> u64 {
+        self.0.received.load(Ordering::Relaxed)
     }
     // TODO: Migrate callers of `more_streams_allowed()` to
     // `can_accept_streams(1)`, then deprecate/remove the duplicate legacy method.
@@ -572,6 +596,64 @@ impl H2HandshakeSettings {
     }
 }
 
+/// railproxy patch: a stream that counts the bytes read from it.
+struct Received {
+    inner: Stream,
+    count: Arc<AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for Received {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before) as u64;
+        if read > 0 {
+            self.count.fetch_add(read, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Received {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Perform an HTTP/2 handshake on the given stream with the given settings.
 pub async fn handshake(stream: Stream, settings: H2HandshakeSettings) -> Result<ConnectionRef> {
     use h2::client::Builder;
@@ -623,6 +705,11 @@ pub async fn handshake(stream: Stream, settings: H2HandshakeSettings) -> Result<
     };
     let stream_window = settings.stream_window_size.unwrap_or(H2_WINDOW_SIZE);
     let conn_window = settings.connection_window_size.unwrap_or(H2_WINDOW_SIZE);
+    // railproxy patch: bytes received on the connection, so that a late PONG behind bulk data
+    // is told from a dead connection (see `drive_connection`).
+    let received = Arc::new(AtomicU64::new(0));
+    let received_by_pings = received.clone();
+    let stream = Received { inner: stream, count: received.clone() };
     let (send_req, connection) = Builder::new()
         .enable_push(false)
         .initial_max_send_streams(max_streams)
@@ -654,16 +741,18 @@ pub async fn handshake(stream: Stream, settings: H2HandshakeSettings) -> Result<
             closed_tx,
             settings.ping_interval,
             ping_timeout_clone,
+            received_by_pings,
         )
         .await;
     });
-    Ok(ConnectionRef::new(
+    Ok(ConnectionRef::counted(
         send_req,
         closed_rx,
         ping_timeout_occurred,
         id,
         max_allowed_streams,
         digest,
+        received,
     ))
 }
 

@@ -25,7 +25,7 @@ use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -578,6 +578,7 @@ pub async fn drive_connection<S>(
     closed: watch::Sender<bool>,
     ping_interval: Option<Duration>,
     ping_timeout_occurred: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
@@ -591,7 +592,7 @@ pub async fn drive_connection<S>(
 
         if let Some(ping_pong) = c.ping_pong() {
             pingora_runtime::current_handle().spawn(async move {
-                do_ping_pong(ping_pong, interval, tx, dropped2, id).await;
+                do_ping_pong(ping_pong, interval, tx, dropped2, id, received).await;
             });
         } else {
             warn!("Cannot get ping-pong handler from h2 connection");
@@ -629,6 +630,7 @@ async fn do_ping_pong(
     tx: oneshot::Sender<()>,
     dropped: Arc<AtomicBool>,
     id: UniqueIDType,
+    received: Arc<AtomicU64>,
 ) {
     // delay before sending the first ping, no need to race with the first request
     tokio::time::sleep(interval).await;
@@ -637,8 +639,22 @@ async fn do_ping_pong(
             break;
         }
         let ping_fut = ping_pong.ping(h2::Ping::opaque());
+        tokio::pin!(ping_fut);
         debug!("H2 fd: {id} ping sent");
-        match tokio::time::timeout(PING_TIMEOUT, ping_fut).await {
+        // railproxy patch: the PONG comes behind whatever the peer had queued before it; on a
+        // thin link with bulk data in flight that takes longer than PING_TIMEOUT. A connection
+        // that keeps receiving bytes is alive: wait on; only a whole PING_TIMEOUT with nothing
+        // received ends it.
+        let answer = loop {
+            let before = received.load(Ordering::Relaxed);
+            match tokio::time::timeout(PING_TIMEOUT, &mut ping_fut).await {
+                Err(_) if received.load(Ordering::Relaxed) != before => {
+                    debug!("H2 fd: {id} pong late, the connection is receiving: waiting on");
+                }
+                answer => break answer,
+            }
+        };
+        match answer {
             Err(_) => {
                 error!("H2 fd: {id} ping timeout");
                 let _ = tx.send(());

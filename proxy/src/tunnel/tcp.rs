@@ -1,9 +1,16 @@
-//! The congestion control of the tunnel's sockets (`tunnel.congestion_control`, in both modes).
-//! On a long link with loss the choice matters (cubic halves its window at every loss; bbr
-//! paces to the measured bottleneck), and it is the operator's: the kernel's default stays
-//! unless the key is set. The edge sets it on each socket before it connects; the origin on each
-//! socket it accepts, before the first request (most bytes flow origin → edge, so the origin's
-//! choice is the one downloads feel).
+//! The tunnel's TCP sockets, set up as they are made: the edge on each socket before it connects,
+//! the origin on each socket it accepts.
+//!
+//! * **Congestion control** (`tunnel.congestion_control`, both modes). On a long link with loss
+//!   the choice matters (cubic halves its window at every loss; bbr paces to the measured
+//!   bottleneck), and it is the operator's: the kernel's default stays unless the key is set.
+//! * **Unsent data the kernel may hold: [`NOTSENT_LOWAT`].** A lane is one TCP connection
+//!   carrying many streams. Without a bound the kernel takes as much as its send buffer holds
+//!   (megabytes, autotuned), and whatever is written after (a new response's header, a probe's
+//!   answer, a PING's acknowledgement) waits behind all of it: tens of seconds on a thin link,
+//!   past every timeout. With it, the data waits in HTTP/2's own queues, where streams take
+//!   turns and control frames go first, and the kernel holds only what is about to leave (the
+//!   value Apple and Cloudflare use for HTTP/2).
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -14,6 +21,8 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket, so
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use std::os::fd::AsRawFd as _;
+
 use tokio::net::TcpSocket;
 
 /// What Pingora calls on each new tunnel socket.
@@ -30,13 +39,23 @@ pub fn check(algorithm: &str) -> Result<(), String> {
     })
 }
 
-/// The hook setting `algorithm`. A socket that refuses it (the module was unloaded since the
-/// start) connects with the kernel's default, said once in the log.
-pub fn hook(algorithm: &str) -> Hook {
-    let name = OsString::from(algorithm);
+/// Unsent bytes the kernel may hold on a tunnel socket before the socket stops taking more.
+pub const NOTSENT_LOWAT: u32 = 16 * 1024;
+
+/// The hook for the edge's tunnel sockets: [`NOTSENT_LOWAT`], and `algorithm` when one is
+/// configured. A socket that refuses the algorithm (the module was unloaded since the start)
+/// connects with the kernel's default, said once in the log.
+pub fn hook(algorithm: Option<&str>) -> Hook {
+    let name = algorithm.map(OsString::from);
     let warned = AtomicBool::new(false);
     Arc::new(move |sock: &TcpSocket| {
-        if let Err(e) = setsockopt(sock, TcpCongestion, &name)
+        if let Err(e) = crate::sockets::set_notsent_lowat(sock.as_raw_fd(), NOTSENT_LOWAT)
+            && !warned.swap(true, Ordering::Relaxed)
+        {
+            log::warn!("tunnel socket: TCP_NOTSENT_LOWAT not set ({e})");
+        }
+        if let Some(name) = &name
+            && let Err(e) = setsockopt(sock, TcpCongestion, name)
             && !warned.swap(true, Ordering::Relaxed)
         {
             log::warn!("tunnel.congestion_control {name:?} not set ({e}); the kernel's default is used");
@@ -45,9 +64,10 @@ pub fn hook(algorithm: &str) -> Hook {
     })
 }
 
-/// Sets the congestion control of every connection the origin accepts (when one is configured),
-/// then serves it as `inner` does. Pingora 0.9 has no option for accepted sockets, so this is done on the socket under the
-/// (TLS) stream, after the handshake: a handful of packets go out with the kernel's default.
+/// Sets up every connection the origin accepts ([`NOTSENT_LOWAT`], and the congestion control
+/// when one is configured), then serves it as `inner` does. Pingora 0.9 has no option for
+/// accepted sockets, so this is done on the socket under the (TLS) stream, after the
+/// handshake: a handful of packets go out with the kernel's default.
 pub struct Accepted<A> {
     inner: Arc<A>,
     algorithm: Option<OsString>,
@@ -65,12 +85,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Accepted<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // A TCP stream's id is its descriptor, and a TLS stream's is its TCP stream's; other
         // streams (tests' in-memory ones) have id 0 and are left alone.
-        if let Some(algorithm) = &self.algorithm
-            && stream.id() > 0
-            && let Err(e) = set_on_stream(&stream, algorithm)
-            && !self.warned.swap(true, Ordering::Relaxed)
-        {
-            log::warn!("tunnel.congestion_control {algorithm:?} not set ({e}); the kernel's default is used");
+        if stream.id() > 0 {
+            if let Err(e) = crate::sockets::set_notsent_lowat(stream.id(), NOTSENT_LOWAT)
+                && !self.warned.swap(true, Ordering::Relaxed)
+            {
+                log::warn!("tunnel socket: TCP_NOTSENT_LOWAT not set ({e})");
+            }
+            if let Some(algorithm) = &self.algorithm
+                && let Err(e) = set_on_stream(&stream, algorithm)
+                && !self.warned.swap(true, Ordering::Relaxed)
+            {
+                log::warn!("tunnel.congestion_control {algorithm:?} not set ({e}); the kernel's default is used");
+            }
         }
         self.inner.process_new(stream, shutdown).await
     }
@@ -100,7 +126,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let sock = TcpSocket::new_v4().unwrap();
-            hook("cubic")(&sock).unwrap();
+            hook(Some("cubic"))(&sock).unwrap();
             let set: OsString = nix::sys::socket::getsockopt(&sock, TcpCongestion).unwrap();
             assert_eq!(set.to_str().unwrap().trim_end_matches('\0'), "cubic");
         });
