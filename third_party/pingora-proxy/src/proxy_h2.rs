@@ -355,8 +355,11 @@ where
                     // railproxy patch: only a connection that received nothing since this
                     // stream was sent may be hung. One that kept receiving carried other
                     // streams' data ahead of this one's (a thin link's queue): closing it would
-                    // cut those streams and open a new connection in slow start.
-                    if upstream_read_timeout && client_session.conn.received_bytes() == received_before {
+                    // cut those streams and open a new connection in slow start. One that PINGs
+                    // watch is closed by them if hung; a stream's timeout (a short one, or a
+                    // TCP retransmission backoff on a lossy link) says nothing of it.
+                    let conn = &client_session.conn;
+                    if upstream_read_timeout && !conn.is_watched() && conn.received_bytes() == received_before {
                         // Mark the underlying H2 connection for shutdown so it's not used
                         // for new streams in case it is hung.
                         client_session.conn.mark_shutdown();

@@ -63,6 +63,8 @@ pub(crate) struct ConnectionRefInner {
     pub(crate) release_lock: Arc<Mutex<()>>,
     // railproxy patch: bytes read from the connection.
     received: Arc<AtomicU64>,
+    // railproxy patch: whether PINGs watch the connection (`h2_ping_interval`).
+    watched: bool,
 }
 
 #[derive(Clone)]
@@ -78,11 +80,12 @@ impl ConnectionRef {
         digest: Digest,
     ) -> Self {
         let received = Arc::new(AtomicU64::new(0));
-        Self::counted(send_req, closed, ping_timeout_occurred, id, max_streams, digest, received)
+        Self::counted(send_req, closed, ping_timeout_occurred, id, max_streams, digest, received, false)
     }
 
     /// railproxy patch: as [`ConnectionRef::new`], with the count of bytes read from the
-    /// connection (see [`ConnectionRef::received_bytes`]).
+    /// connection (see [`ConnectionRef::received_bytes`]) and whether PINGs watch it.
+    #[allow(clippy::too_many_arguments)]
     fn counted(
         send_req: SendRequest<Bytes>,
         closed: watch::Receiver<bool>,
@@ -91,6 +94,7 @@ impl ConnectionRef {
         max_streams: usize,
         digest: Digest,
         received: Arc<AtomicU64>,
+        watched: bool,
     ) -> Self {
         ConnectionRef(Arc::new(ConnectionRefInner {
             connection_stub: Stub(send_req),
@@ -103,6 +107,7 @@ impl ConnectionRef {
             digest,
             release_lock: Arc::new(Mutex::new(())),
             received,
+            watched,
         }))
     }
 
@@ -110,6 +115,12 @@ impl ConnectionRef {
     /// this kept growing waited behind other streams' data: the connection is alive.
     pub fn received_bytes(&self) -> u64 {
         self.0.received.load(Ordering::Relaxed)
+    }
+
+    /// railproxy patch: whether PINGs watch this connection: a hung one is closed when its
+    /// PONG does not come (and nothing else arrives), so a stream's timeout need not judge it.
+    pub fn is_watched(&self) -> bool {
+        self.0.watched
     }
     // TODO: Migrate callers of `more_streams_allowed()` to
     // `can_accept_streams(1)`, then deprecate/remove the duplicate legacy method.
@@ -709,6 +720,7 @@ pub async fn handshake(stream: Stream, settings: H2HandshakeSettings) -> Result<
     // is told from a dead connection (see `drive_connection`).
     let received = Arc::new(AtomicU64::new(0));
     let received_by_pings = received.clone();
+    let watched = settings.ping_interval.is_some_and(|i| !i.is_zero());
     let stream = Received { inner: stream, count: received.clone() };
     let (send_req, connection) = Builder::new()
         .enable_push(false)
@@ -753,6 +765,7 @@ pub async fn handshake(stream: Stream, settings: H2HandshakeSettings) -> Result<
         max_allowed_streams,
         digest,
         received,
+        watched,
     ))
 }
 
