@@ -181,6 +181,8 @@ pub enum NginxRole {
     GunzipEdge,
     /// proxy_pass, `gzip on` (nginx's default level 1) on responses to the previous hop.
     GzipOrigin,
+    /// As `GzipOrigin`, at `gzip_comp_level 6` (what many sites set).
+    GzipOrigin6,
     /// proxy_pass with proxy_cache.
     Cache,
 }
@@ -196,6 +198,11 @@ pub fn nginx_conf(dir: &Path, name: &str, role: NginxRole, listen: SocketAddr, u
         NginxRole::GzipOrigin => {
             ("    gzip on;\n    gzip_proxied any;\n    gzip_types text/html application/json;\n".into(), String::new())
         }
+        NginxRole::GzipOrigin6 => (
+            "    gzip on;\n    gzip_comp_level 6;\n    gzip_proxied any;\n    gzip_types text/html application/json;\n"
+                .into(),
+            String::new(),
+        ),
         NginxRole::Cache => (
             format!("    proxy_cache_path {d}/{name}-cache keys_zone={name}:10m max_size=256m;\n"),
             format!(

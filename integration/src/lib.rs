@@ -38,3 +38,10 @@ pub fn raise_open_files_limit() {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
+
+/// The body the test backend's `/binary/N` serves: `n` pseudo-random bytes, the same for the
+/// same `n` (not compressible, so it crosses every hop whole).
+pub fn binary_body(n: usize) -> Vec<u8> {
+    let mut rng = delta::testing::Rng::new(n as u64);
+    (0..n).map(|_| rng.next_u64() as u8).collect()
+}

@@ -58,7 +58,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use delta::corpus;
-use delta::testing::{self, PageGenerator, Rng};
+use delta::testing::{self, PageGenerator};
 use http::{Method, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
@@ -140,12 +140,6 @@ fn content_type_of(body: &[u8]) -> &'static str {
         Some(b'{') | Some(b'[') => "application/json",
         _ => "text/html; charset=utf-8",
     }
-}
-
-/// `n` pseudo-random bytes, the same for the same `n`.
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut rng = Rng::new(n as u64);
-    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn html_of_len(n: usize) -> Vec<u8> {
@@ -240,12 +234,12 @@ impl Backend {
                 Err(e) => reply(400, "text/plain", full(format!("body: {e}\n"))),
             },
             (Method::GET | Method::HEAD, ["binary", n]) => match number(Some(n)) {
-                Some(n) => reply(200, "application/octet-stream", full(random_bytes(n))),
+                Some(n) => reply(200, "application/octet-stream", full(integration::binary_body(n))),
                 None => reply(400, "text/plain", full("bad length\n")),
             },
             (Method::GET | Method::HEAD, ["encoded", coding, n]) => match number(Some(n)) {
                 Some(n) => {
-                    let mut r = reply(200, "text/html; charset=utf-8", full(random_bytes(n)));
+                    let mut r = reply(200, "text/html; charset=utf-8", full(integration::binary_body(n)));
                     match coding.parse() {
                         Ok(v) => {
                             r.headers_mut().insert("content-encoding", v);
@@ -385,7 +379,7 @@ impl Backend {
                     200,
                     "application/octet-stream",
                     produced(Some(n as u64), move |tx| async move {
-                        let block = Bytes::from(random_bytes(64 * 1024));
+                        let block = Bytes::from(integration::binary_body(64 * 1024));
                         let mut left = n;
                         while left > 0 {
                             let k = left.min(block.len());

@@ -1,223 +1,41 @@
 //! `railproxy-wanbench` (`make bench-wan`): railproxy beside nginx two hops (plain, and gzip
-//! between the hops) across the emulated long link of `integration::link`, one run, side by side.
-//! The edges (railproxy's and nginx's) run on this side of the link, origins and the test backend
-//! on the far side, so only what one path sends between its hops crosses the link.
+//! between the hops at nginx's default level and at 6) across the emulated long link of
+//! `integration::link`, one run, side by side. The edges run on this side of the link, origins
+//! and the test backend on the far side, so only what one path sends between its hops crosses.
 //!
-//! For each of three links (40 ms / 50 Mbit/s; 150 ms / 10 Mbit/s / 0.5 % loss; 150 ms /
-//! 2 Mbit/s), per path: a 190 KB dynamic page (a real one when `--corpus DIR` has
-//! volksstimme-home, else generated; every version differs from the one before) fetched in
-//! sequence (time to last byte p50/p90) and by 16 clients at once (pages/s, p50/p99); the bytes
-//! the link carried per page; the first fetch after 65 s idle; a 2 MB body; a 2 MB upload. Then,
-//! on loopback, GETs beside a flood of one-byte-chunk uploads, the backend connections that
-//! slowhttptest's slow bodies hold, and requests answered in error right after start at 700 ms
-//! RTT. Needs root and /dev/net/tun; says so and exits 77 otherwise.
+//! Three links (40 ms / 50 Mbit/s; 150 ms / 10 Mbit/s / 0.5 % loss; 150 ms / 2 Mbit/s), each with
+//! cubic and with bbr set on every connection across it (the link's routes) and read back from
+//! the sockets (`ss -ti`). Per path: a 190 KB dynamic page (a real one when `--corpus DIR` has
+//! volksstimme-home; every version differs from the one before) one at a time; 16 clients
+//! side by side on it as steady load, and on a 200 KB body that is no delta; a 2 MB download
+//! after idle gaps; a 2 MB upload; what the tunnel did meanwhile. Every percentile says how many
+//! requests it is from. Then, on loopback, GETs beside a flood of one-byte-chunk uploads, the
+//! backend connections that slowhttptest's slow bodies hold, and requests answered in error right
+//! after start at 700 ms RTT. Needs root and /dev/net/tun; says so and exits 77 otherwise.
 //!
-//!   railproxy-wanbench [--corpus DIR] [--only WORD|WORD]
+//!   railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick]
+//!
+//! `--lanes N` runs railproxy's edge with N lanes (4); `--quick` measures the steady phases only.
 
-use std::net::SocketAddr;
+mod paths;
+mod phases;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Method;
-use integration::bench::{NginxRole, honest, nginx_conf, start_listening};
+use integration::bench::honest;
 use integration::link::{Link, Profile};
-use integration::process::{Proc, bin, free_loopback, free_port};
-use integration::stack::{edge_yaml, make_certs, origin_yaml, start_proxy, start_proxy_with};
-use integration::{Backend, Http, Knobs};
+
+use paths::{Route, Running};
+use phases::{CLIENTS, Churn, Steady, Times, Turns};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The paths compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Railproxy,
-    /// railproxy with `tunnel.congestion_control: bbr` on its tunnel connections.
-    RailproxyBbr,
-    Nginx,
-    NginxGzip,
-}
-
-impl Route {
-    fn name(self) -> &'static str {
-        match self {
-            Route::Railproxy => "railproxy edge → tunnel → railproxy origin",
-            Route::RailproxyBbr => "railproxy, `tunnel.congestion_control: bbr`",
-            Route::Nginx => "nginx edge → nginx origin",
-            Route::NginxGzip => "nginx edge → nginx origin, gzip between",
-        }
-    }
-}
-
 /// The dynamic page's set, as the backend names it.
 const PAGE: &str = "page-190k";
-
-/// One path running across one link: where clients connect, and what to stop.
-struct Running {
-    edge: SocketAddr,
-    // Dropped first: the processes, then the backend, then the link.
-    _procs: Vec<Proc>,
-    _backend: Backend,
-    link: Link,
-}
-
-/// `path` across a link of `profile`, its backend serving the page sets in `sets`.
-async fn start(path: Route, profile: Profile, dir: &Path, sets: &Path) -> Running {
-    let link = Link::start(profile).await.unwrap_or_else(|why| {
-        eprintln!("railproxy-wanbench needs an emulated link, which this machine cannot make: {why}");
-        std::process::exit(77);
-    });
-    let mut backend_cmd = link.command(&bin("railproxy-testbackend"));
-    backend_cmd.arg("--corpus").arg(sets);
-    let backend = Backend::start_with(dir, "backend", backend_cmd);
-    let origin = SocketAddr::from((link.far, free_port()));
-    let edge = free_loopback();
-    let procs = match path {
-        Route::Railproxy | Route::RailproxyBbr => {
-            // Both ends of the tunnel use bbr, as an operator would set it (the edge dials,
-            // the origin accepts).
-            let bbr = "  congestion_control: bbr\n".to_string();
-            let knobs = match path {
-                Route::RailproxyBbr => {
-                    Knobs { edge_tunnel_extra: bbr.clone(), origin_tunnel_extra: bbr, ..Knobs::default() }
-                }
-                _ => Knobs::default(),
-            };
-            let origin_admin = SocketAddr::from((link.far, free_port()));
-            let oy = origin_yaml(dir, &knobs, origin, origin_admin, &[backend.addr], free_loopback());
-            let o = start_proxy_with(dir, "origin", "origin", &oy, origin_admin, link.command(&bin("railproxy")))
-                .await
-                .expect("railproxy origin starts");
-            let edge_admin = free_loopback();
-            // conf/edge.yaml's timeouts, which must fit a long link.
-            let ey = edge_yaml(dir, &knobs, edge, edge_admin, &[origin], backend.addr)
-                .replace("connect_timeout: 1s", "connect_timeout: 2s")
-                .replace("probe_timeout: 500ms", "probe_timeout: 1s");
-            let e = start_proxy(dir, "edge", "edge", &ey, edge_admin).await.expect("railproxy edge starts");
-            vec![e, o]
-        }
-        Route::Nginx | Route::NginxGzip => {
-            let (edge_role, origin_role) = match path {
-                Route::Nginx => (NginxRole::Proxy, NginxRole::Proxy),
-                _ => (NginxRole::GunzipEdge, NginxRole::GzipOrigin),
-            };
-            let oc = nginx_conf(dir, "nginx-origin", origin_role, origin, backend.addr);
-            let o = nginx(dir, "nginx-origin", &oc, origin, Some(&link));
-            let ec = nginx_conf(dir, "nginx-edge", edge_role, edge, origin);
-            let e = nginx(dir, "nginx-edge", &ec, edge, None);
-            vec![e, o]
-        }
-    };
-    Running { edge, _procs: procs, _backend: backend, link }
-}
-
-/// nginx in the foreground, on the far side of `link` when given; one process (no master), so
-/// that stopping it stops all of it.
-fn nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, link: Option<&Link>) -> Proc {
-    let file = dir.join(format!("{name}.conf"));
-    std::fs::write(&file, conf).expect("write nginx conf");
-    let mut cmd = match link {
-        Some(l) => l.command(Path::new("/usr/sbin/nginx")),
-        None => Command::new("nginx"),
-    };
-    cmd.arg("-p").arg(dir).arg("-c").arg(&file).args(["-g", "daemon off; master_process off;"]);
-    start_listening(dir, name, cmd, listen)
-}
-
-/// A path on loopback (no link): railproxy's stack with its default settings, or nginx two
-/// hops; kept whole until dropped.
-struct Loopback {
-    // Dropped in this order: the proxies, then the backend.
-    _stack: Option<Box<integration::Stack>>,
-    _procs: Vec<Proc>,
-    _backend: Option<Backend>,
-}
-
-impl Loopback {
-    /// The path, where clients connect, and its backend's address.
-    async fn start(path: Route, dir: &Path) -> (Loopback, SocketAddr, SocketAddr) {
-        match path {
-            Route::Railproxy => {
-                let stack = integration::Stack::start(Knobs::default()).await;
-                let (edge, backend) = (stack.edge_addr, stack.backend.addr);
-                (Loopback { _stack: Some(Box::new(stack)), _procs: Vec::new(), _backend: None }, edge, backend)
-            }
-            _ => {
-                let backend = Backend::start(dir, "backend", None);
-                let (origin, edge) = (free_loopback(), free_loopback());
-                let oc = nginx_conf(dir, "nginx-origin", NginxRole::Proxy, origin, backend.addr);
-                let o = nginx(dir, "nginx-origin", &oc, origin, None);
-                let ec = nginx_conf(dir, "nginx-edge", NginxRole::Proxy, edge, origin);
-                let e = nginx(dir, "nginx-edge", &ec, edge, None);
-                let addr = backend.addr;
-                (Loopback { _stack: None, _procs: vec![e, o], _backend: Some(backend) }, edge, addr)
-            }
-        }
-    }
-}
-
-/// The one-byte-chunk upload flood beside GETs, on loopback.
-async fn flood(path: Route, dir: &Path) -> integration::flood::Flood {
-    let (_running, edge, _) = Loopback::start(path, dir).await;
-    integration::flood::run(edge, Duration::from_secs(5)).await
-}
-
-/// TCP connections established to `port` on this host now.
-fn established_to(port: u16) -> usize {
-    let filter = format!("( dport = :{port} )");
-    Command::new("ss")
-        .args(["-tnH", "state", "established", &filter])
-        .output()
-        .map_or(0, |o| String::from_utf8_lossy(&o.stdout).lines().count())
-}
-
-/// slowhttptest -B (slow bodies, R-U-Dead-Yet) on loopback: 200 clients declaring 8 KB bodies
-/// and sending a few bytes every 5 s, for 15 s. Returns the most backend connections established
-/// meanwhile, the most client connections the edge held (the attack's, to show it ran), and
-/// the GETs other clients got answered (of those sent, one every 100 ms).
-async fn slow_bodies(path: Route, dir: &Path) -> (usize, usize, usize, usize) {
-    let (_running, edge, backend) = Loopback::start(path, dir).await;
-    let mut attack = Command::new("slowhttptest")
-        .args(["-B", "-c", "200", "-r", "200", "-i", "5", "-s", "8192", "-x", "10", "-l", "15", "-p", "3"])
-        .arg("-u")
-        .arg(format!("http://{edge}/echo"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("slowhttptest (Debian package slowhttptest)");
-    let (mut peak, mut clients, mut answered, mut sent) = (0, 0, 0, 0);
-    let http = Http::h1();
-    let until = Instant::now() + Duration::from_secs(14);
-    while Instant::now() < until {
-        peak = peak.max(established_to(backend.port()));
-        clients = clients.max(established_to(edge.port()));
-        sent += 1;
-        if http.get(&format!("http://{edge}/text/2000"), &[]).await.is_ok_and(|r| r.status == 200) {
-            answered += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = attack.kill();
-    let _ = attack.wait();
-    (peak, clients, answered, sent)
-}
-
-/// Requests not answered 200 among 20 sent right after a fresh railproxy stack started.
-async fn startup_errors(dir: &Path, sets: &Path) -> (usize, f64) {
-    let run = start(Route::Railproxy, Profile::new(Duration::from_millis(700), 50.0, 0.0), dir, sets).await;
-    let http = Http::h1();
-    let started = Instant::now();
-    let mut errors = 0;
-    for _ in 0..20 {
-        match http.get(&format!("http://{}/text/10000", run.edge), &[]).await {
-            Ok(r) if r.status == 200 && r.body.len() == 10_000 => {}
-            _ => errors += 1,
-        }
-    }
-    (errors, started.elapsed().as_secs_f64())
-}
+const IDLE: Duration = Duration::from_secs(65);
 
 /// One link to measure across.
 struct Wan {
@@ -233,115 +51,74 @@ const LINKS: [Wan; 3] = [
     Wan { name: "150 ms RTT, 2 Mbit/s", rtt_ms: 150, mbit: 2.0, loss_percent: 0.0 },
 ];
 
-/// Sequential fetches of the page, and the clients fetching at once, pages each (after one
-/// unmeasured fetch each, so that every measured page has its previous version at the edge).
-const SEQUENTIAL: usize = 20;
-const CLIENTS: usize = 16;
-const PER_CLIENT: usize = 2;
-const IDLE: Duration = Duration::from_secs(65);
-const BIG: usize = 2_000_000;
-
 /// What one path measured across one link.
 #[derive(Default)]
 struct Figures {
-    /// Seconds to the last byte, one page at a time.
-    sequential: Vec<f64>,
-    /// Pages per second with 16 clients, and their seconds to the last byte.
-    clients_rate: f64,
-    clients: Vec<f64>,
-    /// Bytes the link carried per page, over the sequential fetches.
-    link_bytes: f64,
-    after_idle: f64,
-    download: f64,
+    sequential: Times,
+    sequential_link_bytes: f64,
+    dynamic: Steady,
+    non_delta: Steady,
+    after_idle_gaps: Times,
     upload: f64,
+    after_long_idle: Option<f64>,
+    /// Tunnel connections opened, probes late, probes failed: during the dynamic and the
+    /// non-delta phase (railproxy only).
+    churn: [Option<Churn>; 2],
+    sockets: String,
 }
 
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-}
-
-/// A client that waits as long as a thin link needs (16 pages of 190 KB sharing 2 Mbit/s take
-/// more than the tests' 30 s).
-fn client() -> Http {
-    let mut http = Http::h1();
-    http.timeout = Duration::from_secs(300);
-    http
-}
-
-/// Seconds for one GET of `url` to its last byte, checking the body is `expected`'s.
-async fn fetch(http: &Http, url: &str, expected: Option<&[u8]>) -> f64 {
-    let started = Instant::now();
-    let r = http.get(url, &[]).await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(r.status, 200, "{url}");
-    if let Some(want) = expected {
-        assert!(r.body == want, "{url}: not the backend's bytes");
-    }
-    secs
-}
-
-/// The page versions `/cycle/PAGE?page=Q` serves, in turn, from its first request on.
-struct Turns {
-    versions: Vec<Vec<u8>>,
-    next: std::collections::HashMap<String, usize>,
-}
-
-impl Turns {
-    fn expect(&mut self, query: &str) -> Vec<u8> {
-        let n = self.next.entry(query.to_string()).or_default();
-        *n += 1;
-        self.versions[(*n - 1) % self.versions.len()].clone()
-    }
-}
-
-async fn measure(run: &Running, versions: &[Vec<u8>]) -> Figures {
+async fn measure(run: &Running, versions: &[Vec<u8>], non_delta: &Bytes, quick: bool) -> Figures {
     let mut f = Figures::default();
-    let mut turns = Turns { versions: versions.to_vec(), next: Default::default() };
+    let mut turns = Turns::new(versions.to_vec());
     let page = |q: &str| format!("http://{}/cycle/{PAGE}?{q}", run.edge);
-    let http = client();
     // The first fetch opens the connections and leaves a version at railproxy's edge.
-    fetch(&http, &page("seq"), Some(&turns.expect("seq"))).await;
-    let carried = || run.link.drops.carried.load(std::sync::atomic::Ordering::Relaxed);
-    let before = carried();
-    for _ in 0..SEQUENTIAL {
-        let want = turns.expect("seq");
-        f.sequential.push(fetch(&http, &page("seq"), Some(&want)).await);
-    }
-    f.link_bytes = (carried() - before) as f64 / SEQUENTIAL as f64;
-    // Each client its own page (its own turn of versions), fetched once unmeasured.
-    let mut wants: Vec<Vec<Vec<u8>>> = Vec::new();
+    let http = phases::client();
+    let first = turns.take("seq");
+    phases::fetch(&http, &page("seq"), Some(&first)).await.expect("the first page");
+    (f.sequential, f.sequential_link_bytes) = phases::sequential(run, &page("seq"), &mut turns, "seq").await;
+    // Each client its own page, fetched once unmeasured (side by side), then steady load on it.
+    let mut warm = Vec::new();
     for c in 0..CLIENTS {
-        let q = format!("c{c}");
-        fetch(&http, &page(&q), Some(&turns.expect(&q))).await;
-        wants.push((0..PER_CLIENT).map(|_| turns.expect(&q)).collect());
+        let (url, want) = (page(&format!("c{c}")), turns.take(&format!("c{c}")));
+        warm.push(tokio::spawn(async move { phases::fetch(&phases::client(), &url, Some(&want)).await }));
     }
-    let started = Instant::now();
-    let mut clients = Vec::new();
-    for (c, want) in wants.into_iter().enumerate() {
-        let url = page(&format!("c{c}"));
-        clients.push(tokio::spawn(async move {
-            let http = client();
-            let mut times = Vec::new();
-            for w in want {
-                times.push(fetch(&http, &url, Some(&w)).await);
-            }
-            times
-        }));
+    for w in warm {
+        w.await.expect("warm-up").expect("a client's first page");
     }
-    for c in clients {
-        f.clients.extend(c.await.expect("client"));
+    let (edge, all) = (run.edge, turns.versions.clone());
+    let before = Churn::read(run).await;
+    f.dynamic = phases::steady(
+        run,
+        move |c| format!("http://{edge}/cycle/{PAGE}?c{c}"),
+        move |_, k| Some(Bytes::from(all[(1 + k) % all.len()].clone())),
+    )
+    .await;
+    let mid = Churn::read(run).await;
+    let body = non_delta.clone();
+    f.non_delta = phases::steady(
+        run,
+        move |_| format!("http://{edge}/binary/{}", phases::NON_DELTA),
+        move |_, _| Some(body.clone()),
+    )
+    .await;
+    let after = Churn::read(run).await;
+    f.churn = [mid.zip(before).map(|(m, b)| m.since(b)), after.zip(mid).map(|(a, m)| a.since(m))];
+    f.sockets = paths::congestion_in_use(&run.link, run.origin_port);
+    if !quick {
+        f.after_idle_gaps = phases::downloads_after_idle(run).await;
+        f.upload = phases::upload(run).await;
     }
-    f.clients_rate = f.clients.len() as f64 / started.elapsed().as_secs_f64();
-    let big = fetch(&http, &format!("http://{}/binary/{BIG}", run.edge), None).await;
-    f.download = big;
-    let body = Bytes::from((0..BIG as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect::<Vec<_>>());
-    let started = Instant::now();
-    let r = http.send(Method::POST, &format!("http://{}/sink", run.edge), &[], body).await.expect("upload");
-    assert!(r.status == 200 && r.body == format!("{BIG}\n").as_bytes(), "the upload arrived whole");
-    f.upload = started.elapsed().as_secs_f64();
     f
+}
+
+fn cell(t: &Times) -> String {
+    format!(
+        "{:.0} / {:.0} (n={}{})",
+        t.ms(0.5),
+        t.ms(0.99),
+        t.n(),
+        if t.failed > 0 { format!(", {} failed", t.failed) } else { String::new() }
+    )
 }
 
 /// The 190 KB page's versions: volksstimme-home from `corpus` when there, else generated; every
@@ -378,7 +155,7 @@ fn page_versions(corpus: Option<&Path>, dir: &Path) -> (Vec<Vec<u8>>, String) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: railproxy-wanbench [--corpus DIR] [--only WORD|WORD] (words: a link's name, \"loopback\", \"start\")"
+        "usage: railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick] (words: a link's name, \"loopback\", \"start\"; --quick: the steady phases only)"
     );
     std::process::exit(2)
 }
@@ -386,11 +163,16 @@ fn usage() -> ! {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (mut corpus, mut only): (Option<std::path::PathBuf>, Vec<String>) = (None, Vec::new());
+    let mut algorithms = vec!["cubic".to_string(), "bbr".to_string()];
+    let (mut setup, mut quick) = (paths::Setup { lanes: 4 }, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--corpus" => corpus = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--only" => only = args.next().unwrap_or_else(|| usage()).split('|').map(str::to_string).collect(),
+            "--cc" => algorithms = args.next().unwrap_or_else(|| usage()).split(',').map(str::to_string).collect(),
+            "--lanes" => setup.lanes = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--quick" => quick = true,
             _ => usage(),
         }
     }
@@ -399,99 +181,86 @@ async fn main() {
         eprintln!("railproxy-wanbench: skipped: it needs root and /dev/net/tun for its emulated link ({why})");
         std::process::exit(77);
     }
+    for cc in &algorithms {
+        if let Err(e) = railproxy_congestion_check(cc) {
+            eprintln!("railproxy-wanbench: {e}");
+            std::process::exit(69);
+        }
+    }
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
-    make_certs(dir.path());
+    paths::certificates(dir.path());
     let sets = dir.path().join("sets");
     let (versions, page_from) = page_versions(corpus.as_deref().filter(|c| c.is_dir()), &sets);
+    let non_delta = Bytes::from(integration::binary_body(phases::NON_DELTA));
     println!("# railproxy across an emulated long link\n");
     println!("Edges on this side, origins and the test backend beyond `integration/src/link.rs`'s link");
     println!("(TUN devices and a forwarder: one-way delay, bottleneck rate, tail-drop queue of one");
     println!("bandwidth-delay product, random loss). nginx two hops: keep-alive upstreams; gzip between");
-    println!("them: the origin gzips (level 1), the edge gunzips. Kernel default congestion control");
-    println!("(cubic) everywhere but the bbr row. One run; compare rows within it.\n");
+    println!("them: the origin gzips, the edge gunzips. Congestion control: set on every connection across");
+    println!("the link (its routes' `congctl`), per table, and read back from the origin side's sockets");
+    println!(
+        "(`ss -ti`). railproxy: {} lanes, its defaults otherwise. One run; compare rows within a table.\n",
+        setup.lanes
+    );
     println!("Page: {page_from}. Each request asks for the page's next version (`/cycle/`), so every");
-    println!("page railproxy sends is a delta against the one before; {SEQUENTIAL} in sequence, then");
-    println!("{CLIENTS} clients × {PER_CLIENT} pages at once (each client its own page, fetched once");
-    println!("before). Link bytes: IP bytes both ways per sequential page (TCP, TLS and HTTP included).");
-    println!("After idle: one fetch after {} s without a request. 2 MB body: `/binary/` (not", IDLE.as_secs());
-    println!("compressible), one fetch; 2 MB upload: one POST to a sink. Times to the last byte.");
+    println!(
+        "page railproxy sends is a delta against the one before: {} one at a time, then {CLIENTS}",
+        phases::SEQUENTIAL
+    );
+    println!("clients side by side, each on a page of its own (fetched once before). Not a delta:");
+    println!(
+        "{CLIENTS} clients on `/binary/{}` (not compressible). Steady load: until {} requests and",
+        phases::NON_DELTA,
+        phases::STEADY_REQUESTS
+    );
+    println!(
+        "{} s, or {} s at most; n is how many requests a percentile is from. Link bytes: IP bytes",
+        phases::STEADY_MIN.as_secs(),
+        phases::STEADY_MAX.as_secs()
+    );
+    println!(
+        "both ways per page. 2 MB after idle: a small page, {} s of nothing, a 2 MB download,",
+        phases::IDLE_GAP.as_secs()
+    );
+    println!(
+        "{} times. Times to the last byte. Tunnel: connections opened / probes late / probes failed,",
+        phases::IDLE_GAPS
+    );
+    println!("during the phase (the lanes are dialled at start: 0 opened is the goal).");
     let mut goals = Vec::new();
     for wan in &LINKS {
-        if !runs(wan.name) {
-            continue;
-        }
-        let profile = Profile::new(Duration::from_millis(wan.rtt_ms), wan.mbit, wan.loss_percent);
-        let mut paths = vec![Route::Railproxy, Route::Nginx, Route::NginxGzip];
-        if wan.loss_percent > 0.0 {
-            paths.insert(1, Route::RailproxyBbr);
-        }
-        eprintln!("{} …", wan.name);
-        let mut running = Vec::new();
-        for p in &paths {
-            running.push(start(*p, profile, dir.path(), &sets).await);
-        }
-        let mut figures = Vec::new();
-        for (p, run) in paths.iter().zip(&running) {
-            eprintln!("  {}", p.name());
-            figures.push(measure(run, &versions).await);
-        }
-        // Every path idle at once, then one fetch each.
-        tokio::time::sleep(IDLE).await;
-        for ((run, f), _) in running.iter().zip(figures.iter_mut()).zip(&paths) {
-            let url = format!("http://{}/cycle/{PAGE}?seq", run.edge);
-            f.after_idle = fetch(&client(), &url, None).await;
-        }
-        drop(running);
-        println!("\n## {}\n", wan.name);
-        println!(
-            "| path | sequential p50 ms | p90 ms | {CLIENTS} clients pages/s | p50 ms | p99 ms | p99 in RTTs | link bytes/page | first fetch after {} s idle, ms | 2 MB body s | 2 MB upload s |",
-            IDLE.as_secs()
-        );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let rtt = wan.rtt_ms as f64 / 1000.0;
-        for (p, f) in paths.iter().zip(&figures) {
-            println!(
-                "| {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} |",
-                p.name(),
-                quantile(&f.sequential, 0.5) * 1e3,
-                quantile(&f.sequential, 0.9) * 1e3,
-                f.clients_rate,
-                quantile(&f.clients, 0.5) * 1e3,
-                quantile(&f.clients, 0.99) * 1e3,
-                quantile(&f.clients, 0.99) / rtt,
-                f.link_bytes,
-                f.after_idle * 1e3,
-                f.download,
-                f.upload,
-            );
-        }
-        let rp = &figures[0];
-        let p50 = quantile(&rp.sequential, 0.5);
-        let ok = p50 <= rtt + 0.015;
-        goals.push(format!(
-            "- {}: railproxy's p50 for the page {:.0} ms (goal ≤ RTT + 15 ms = {:.0} ms: {})",
-            wan.name,
-            p50 * 1e3,
-            (rtt + 0.015) * 1e3,
-            if ok { "met" } else { "NOT met" }
-        ));
-        if wan.loss_percent > 0.0 {
-            for (p, f) in
-                paths.iter().zip(&figures).filter(|(p, _)| matches!(p, Route::Railproxy | Route::RailproxyBbr))
-            {
-                let p99 = quantile(&f.clients, 0.99) / rtt;
-                goals.push(format!(
-                    "- {}, {CLIENTS} clients, {}: p99 {p99:.1} RTT (goal ≤ 2.5 RTT: {})",
-                    wan.name,
-                    p.name(),
-                    if p99 <= 2.5 { "met" } else { "NOT met" }
-                ));
+        for (i, cc) in algorithms.iter().enumerate() {
+            let title = format!("{}, {cc}", wan.name);
+            if !runs(&title) {
+                continue;
             }
+            let profile = Profile::new(Duration::from_millis(wan.rtt_ms), wan.mbit, wan.loss_percent);
+            eprintln!("{title} …");
+            let mut running = Vec::new();
+            for p in Route::ALL {
+                running.push(paths::start(p, profile, cc, setup, dir.path(), &sets).await);
+            }
+            let mut figures = Vec::new();
+            for (p, run) in Route::ALL.iter().zip(&running) {
+                eprintln!("  {}", p.name());
+                figures.push(measure(run, &versions, &non_delta, quick).await);
+            }
+            // Once per link: every path idle at once, then one fetch each.
+            if i == 0 && !quick {
+                tokio::time::sleep(IDLE).await;
+                for (run, f) in running.iter().zip(figures.iter_mut()) {
+                    let url = format!("http://{}/cycle/{PAGE}?seq", run.edge);
+                    f.after_long_idle = phases::fetch(&phases::client(), &url, None).await.ok();
+                }
+            }
+            drop(running);
+            print_tables(&title, &figures);
+            goals.extend(goals_of(&title, wan, cc, &figures));
         }
     }
     if !goals.is_empty() {
-        println!("\n## Goals\n");
+        println!("\n## Goals (ratios within one table)\n");
         for g in &goals {
             println!("{g}");
         }
@@ -500,11 +269,118 @@ async fn main() {
         loopback_sections(dir.path()).await;
     }
     if runs("start") {
-        let (errors, secs) = startup_errors(dir.path(), &sets).await;
+        let (errors, secs) = paths::startup_errors(dir.path(), &sets).await;
         println!("\n## Start-up at 700 ms RTT\n");
         println!("railproxy, 20 sequential requests right after both processes started: {errors} errors, {secs:.1} s.");
     }
     println!("\nTotal: {:.0} s.", started.elapsed().as_secs_f64());
+}
+
+/// Whether this kernel lets a socket use `cc`.
+fn railproxy_congestion_check(cc: &str) -> Result<(), String> {
+    let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
+    if available.split_whitespace().any(|a| a == cc) {
+        return Ok(());
+    }
+    // A module not loaded yet is loaded on first use by root; try it.
+    let _ = std::process::Command::new("modprobe").arg(format!("tcp_{cc}")).status();
+    let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
+    if available.split_whitespace().any(|a| a == cc) {
+        Ok(())
+    } else {
+        Err(format!("congestion control {cc} is not available here ({})", available.trim()))
+    }
+}
+
+fn print_tables(title: &str, figures: &[Figures]) {
+    println!("\n## {title}\n");
+    println!(
+        "| path | one at a time: p50 / p99 ms (n) | link bytes/page | {CLIENTS} clients, dynamic page: pages/s | p50 / p99 ms (n) | link bytes/page | {CLIENTS} clients, {} KB not a delta: pages/s | p50 / p99 ms (n) |",
+        phases::NON_DELTA / 1000
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (p, f) in Route::ALL.iter().zip(figures) {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {} | {:.0} | {:.2} | {} |",
+            p.name(),
+            cell(&f.sequential),
+            f.sequential_link_bytes,
+            f.dynamic.rate,
+            cell(&f.dynamic.times),
+            f.dynamic.link_bytes,
+            f.non_delta.rate,
+            cell(&f.non_delta.times),
+        );
+    }
+    println!();
+    println!(
+        "| path | 2 MB after {} s idle: p50 / max s (n) | 2 MB upload s | first fetch after {} s idle, ms | tunnel, dynamic phase | tunnel, not-a-delta phase | origin sockets used |",
+        phases::IDLE_GAP.as_secs(),
+        IDLE.as_secs()
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for (p, f) in Route::ALL.iter().zip(figures) {
+        println!(
+            "| {} | {:.2} / {:.2} (n={}) | {:.2} | {} | {} | {} | {} |",
+            p.name(),
+            f.after_idle_gaps.ms(0.5) / 1e3,
+            f.after_idle_gaps.ms(1.0) / 1e3,
+            f.after_idle_gaps.n(),
+            f.upload,
+            f.after_long_idle.map_or_else(|| "–".into(), |s| format!("{:.0}", s * 1e3)),
+            Churn::cell(f.churn[0]),
+            Churn::cell(f.churn[1]),
+            f.sockets,
+        );
+    }
+}
+
+fn goals_of(title: &str, wan: &Wan, cc: &str, figures: &[Figures]) -> Vec<String> {
+    let (rp, nginx) = (&figures[0], &figures[1]);
+    let mut goals = Vec::new();
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    if cc == "cubic" {
+        let r = rp.after_idle_gaps.ms(0.5) / nginx.after_idle_gaps.ms(0.5);
+        goals.push(format!(
+            "- {title}: 2 MB after idle, railproxy ÷ nginx (p50): {r:.2} (goal ≤ 1.0: {})",
+            verdict(r <= 1.0)
+        ));
+    }
+    if wan.loss_percent > 0.0 {
+        let p99 = rp.non_delta.times.ms(0.99) / nginx.non_delta.times.ms(0.99);
+        let rate = rp.non_delta.rate / nginx.non_delta.rate;
+        goals.push(format!(
+            "- {title}: {CLIENTS} clients, {} KB not a delta: p99 railproxy ÷ nginx {p99:.2} (goal ≤ 1.0: {}), pages/s {rate:.2} (goal ≥ 1.0: {}); n = {} and {}",
+            phases::NON_DELTA / 1000,
+            verdict(p99 <= 1.0),
+            verdict(rate >= 1.0),
+            rp.non_delta.times.n(),
+            nginx.non_delta.times.n()
+        ));
+    }
+    for (phase, c) in ["dynamic", "not a delta"].iter().zip(rp.churn) {
+        if let Some(c) = c {
+            goals.push(format!(
+                "- {title}, {phase}: tunnel connections opened {:.0}, probes late {:.0}, failed {:.0} (goal: 0 opened, 0 failed: {})",
+                c.connections,
+                c.late,
+                c.failed,
+                verdict(c.connections == 0.0 && c.failed == 0.0)
+            ));
+        }
+    }
+    if wan.mbit <= 2.0 {
+        let rate_bound = wan.mbit * 1e6 / 8.0 / rp.dynamic.link_bytes.max(1.0);
+        let rtt_bound = CLIENTS as f64 / (wan.rtt_ms as f64 / 1000.0);
+        let bound = rate_bound.min(rtt_bound);
+        let share = rp.dynamic.rate / bound;
+        goals.push(format!(
+            "- {title}: {CLIENTS} clients, dynamic page: {:.1} pages/s of the physical bound {bound:.1} (min of rate ÷ link bytes per page {rate_bound:.1}, clients ÷ RTT {rtt_bound:.1}): {share:.2} (goal ≥ 0.9: {})",
+            rp.dynamic.rate,
+            verdict(share >= 0.9)
+        ));
+    }
+    goals
 }
 
 async fn loopback_sections(dir: &Path) {
@@ -515,7 +391,7 @@ async fn loopback_sections(dir: &Path) {
         "| path | GETs answered 200 | GETs failed | share 200 | uploads echoed | uploads failed |\n|---|---:|---:|---:|---:|---:|"
     );
     for p in [Route::Railproxy, Route::Nginx] {
-        let f = flood(p, dir).await;
+        let f = paths::flood(p, dir).await;
         let share = 100.0 * f.gets as f64 / (f.gets + f.gets_failed).max(1) as f64;
         println!(
             "| {} | {} | {} | {share:.2} % | {} | {} |",
@@ -531,7 +407,7 @@ async fn loopback_sections(dir: &Path) {
         "| path | client connections at the edge, at most | backend connections at most | other clients' GETs answered 200 |\n|---|---:|---:|---:|"
     );
     for p in [Route::Railproxy, Route::Nginx] {
-        let (peak, clients, answered, sent) = slow_bodies(p, dir).await;
+        let (peak, clients, answered, sent) = paths::slow_bodies(p, dir).await;
         println!("| {} | {clients} | {peak} | {answered} of {sent} |", p.name());
     }
 }

@@ -1,0 +1,231 @@
+//! What is measured on each path: one page at a time; clients side by side as steady load (long
+//! enough for a p99 where the link allows it, and every percentile printed with the number of
+//! requests it is from); a 2 MB download after idle gaps; a 2 MB upload; and what the tunnel did
+//! meanwhile (connections opened, probes late or failed).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use integration::{Http, Metrics};
+
+use super::paths::Running;
+
+/// Clients side by side.
+pub const CLIENTS: usize = 16;
+/// Steady load runs until this many requests are done and `STEADY_MIN` has passed, or until
+/// `STEADY_MAX`, whichever comes first (a thin link cannot carry a thousand 190 KB pages in a
+/// bench's time: its percentiles say how few they are from).
+pub const STEADY_REQUESTS: usize = 1000;
+pub const STEADY_MIN: Duration = Duration::from_secs(15);
+pub const STEADY_MAX: Duration = Duration::from_secs(30);
+/// Pages fetched one at a time.
+pub const SEQUENTIAL: usize = 20;
+/// A body that is no delta: not compressible, crosses whole.
+pub const NON_DELTA: usize = 200_000;
+pub const BIG: usize = 2_000_000;
+/// Idle time before each 2 MB download: longer than any retransmission timeout here, so a
+/// connection's congestion window may restart (cubic, `tcp_slow_start_after_idle`).
+pub const IDLE_GAP: Duration = Duration::from_secs(1);
+pub const IDLE_GAPS: usize = 5;
+
+/// A client that waits as long as a thin link needs (16 pages of 190 KB sharing 2 Mbit/s take
+/// more than the tests' 30 s).
+pub fn client() -> Http {
+    let mut http = Http::h1();
+    http.timeout = Duration::from_secs(300);
+    http
+}
+
+/// Seconds for one GET of `url` to its last byte, if it answered 200 with `expected`'s bytes.
+pub async fn fetch(http: &Http, url: &str, expected: Option<&[u8]>) -> Result<f64, String> {
+    let started = Instant::now();
+    let r = http.get(url, &[]).await?;
+    let secs = started.elapsed().as_secs_f64();
+    if r.status != 200 {
+        return Err(format!("{url}: {}", r.status));
+    }
+    if expected.is_some_and(|want| r.body != want) {
+        return Err(format!("{url}: not the backend's bytes"));
+    }
+    Ok(secs)
+}
+
+/// Times to the last byte, and how many.
+#[derive(Debug, Default, Clone)]
+pub struct Times {
+    pub secs: Vec<f64>,
+    pub failed: usize,
+}
+
+impl Times {
+    /// The q-quantile in ms (NaN with no sample).
+    pub fn ms(&self, q: f64) -> f64 {
+        if self.secs.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = self.secs.clone();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)] * 1e3
+    }
+
+    pub fn n(&self) -> usize {
+        self.secs.len()
+    }
+}
+
+/// A steady phase: times, pages per second, and the link's bytes per page.
+#[derive(Debug, Default, Clone)]
+pub struct Steady {
+    pub times: Times,
+    pub rate: f64,
+    pub link_bytes: f64,
+}
+
+/// The page versions `/cycle/PAGE?q` serves, in turn, from its first request on.
+pub struct Turns {
+    pub versions: Arc<Vec<Vec<u8>>>,
+    next: std::collections::HashMap<String, usize>,
+}
+
+impl Turns {
+    pub fn new(versions: Vec<Vec<u8>>) -> Self {
+        Turns { versions: Arc::new(versions), next: Default::default() }
+    }
+
+    /// The version the next request for `query` gets, counting it.
+    pub fn take(&mut self, query: &str) -> Vec<u8> {
+        let n = self.next.entry(query.to_string()).or_default();
+        *n += 1;
+        self.versions[(*n - 1) % self.versions.len()].clone()
+    }
+}
+
+/// `CLIENTS` clients back to back until the steady phase ends: client `c` asks `url(c)` and
+/// checks the answer against `expected(c, k)` for its `k`-th request.
+pub async fn steady<U, E>(run: &Running, url: U, expected: E) -> Steady
+where
+    U: Fn(usize) -> String + Send + Sync + 'static,
+    E: Fn(usize, usize) -> Option<Bytes> + Send + Sync + 'static,
+{
+    let (url, expected) = (Arc::new(url), Arc::new(expected));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let carried = || run.link.drops.carried.load(Ordering::Relaxed);
+    let before = carried();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (url, expected, stop, done) = (url.clone(), expected.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut times = Times::default();
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let want = expected(c, k);
+                match fetch(&http, &url(c), want.as_deref()).await {
+                    Ok(s) => times.secs.push(s),
+                    Err(e) => {
+                        eprintln!("    {e}");
+                        times.failed += 1;
+                    }
+                }
+                k += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            times
+        }));
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let elapsed = started.elapsed();
+        if (elapsed >= STEADY_MIN && done.load(Ordering::Relaxed) >= STEADY_REQUESTS) || elapsed >= STEADY_MAX {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut times = Times::default();
+    for t in tasks {
+        let t = t.await.expect("client");
+        times.secs.extend(t.secs);
+        times.failed += t.failed;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let pages = times.n().max(1) as f64;
+    Steady { rate: times.n() as f64 / seconds, link_bytes: (carried() - before) as f64 / pages, times }
+}
+
+/// One page at a time, `SEQUENTIAL` times: times, and the link's bytes per page.
+pub async fn sequential(run: &Running, url: &str, turns: &mut Turns, query: &str) -> (Times, f64) {
+    let http = client();
+    let carried = || run.link.drops.carried.load(Ordering::Relaxed);
+    let before = carried();
+    let mut times = Times::default();
+    for _ in 0..SEQUENTIAL {
+        let want = turns.take(query);
+        match fetch(&http, url, Some(&want)).await {
+            Ok(s) => times.secs.push(s),
+            Err(_) => times.failed += 1,
+        }
+    }
+    let pages = times.n().max(1) as f64;
+    (times, (carried() - before) as f64 / pages)
+}
+
+/// A small page, `IDLE_GAP` of nothing, then a 2 MB download, `IDLE_GAPS` times.
+pub async fn downloads_after_idle(run: &Running) -> Times {
+    let http = client();
+    let mut times = Times::default();
+    for _ in 0..IDLE_GAPS {
+        let _ = fetch(&http, &format!("http://{}/text/10000", run.edge), None).await;
+        tokio::time::sleep(IDLE_GAP).await;
+        match fetch(&http, &format!("http://{}/binary/{BIG}", run.edge), None).await {
+            Ok(s) => times.secs.push(s),
+            Err(_) => times.failed += 1,
+        }
+    }
+    times
+}
+
+/// Seconds for a 2 MB upload to a sink.
+pub async fn upload(run: &Running) -> f64 {
+    let body = Bytes::from((0..BIG as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect::<Vec<_>>());
+    let started = Instant::now();
+    let r = client().send(Method::POST, &format!("http://{}/sink", run.edge), &[], body).await.expect("upload");
+    assert!(r.status == 200 && r.body == format!("{BIG}\n").as_bytes(), "the upload arrived whole");
+    started.elapsed().as_secs_f64()
+}
+
+/// What the tunnel did during a phase (railproxy only): connections opened, probes late and
+/// failed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Churn {
+    pub connections: f64,
+    pub late: f64,
+    pub failed: f64,
+}
+
+impl Churn {
+    pub async fn read(run: &Running) -> Option<Churn> {
+        let m = Metrics::scrape(run.edge_admin?).await;
+        Some(Churn {
+            connections: m.sum("railproxy_tunnel_connections_total", &[("mode", "edge")]),
+            late: m.sum("railproxy_tunnel_probes_total", &[("result", "late")]),
+            failed: m.sum("railproxy_tunnel_probes_total", &[("result", "failed")]),
+        })
+    }
+
+    pub fn since(self, before: Churn) -> Churn {
+        Churn {
+            connections: self.connections - before.connections,
+            late: self.late - before.late,
+            failed: self.failed - before.failed,
+        }
+    }
+
+    pub fn cell(c: Option<Churn>) -> String {
+        c.map_or_else(|| "–".into(), |c| format!("{:.0} / {:.0} / {:.0}", c.connections, c.late, c.failed))
+    }
+}
