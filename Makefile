@@ -50,7 +50,8 @@ test: deps
 	$(call apt_install,$(TEST_PACKAGES))
 	@if [ -d "$(CORPUS)" ]; then echo "corpus: $(CORPUS) found: tests run on generated page versions and on the real corpus"; \
 	 else echo "corpus: $(CORPUS) not found: tests run on generated page versions only"; fi
-	$(CARGO) test $(CARGOFLAGS) --workspace
+	# Every test binary runs even after one fails, so that one run reports every failure.
+	$(CARGO) test $(CARGOFLAGS) --workspace --no-fail-fast
 
 lint: deps
 	$(CARGO) fmt --all --check

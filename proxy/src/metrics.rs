@@ -319,8 +319,12 @@ pub static UPSTREAM_DISCARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Edge: lane probes by result: ok; late (no answer in time, but bytes moved on the lane
 /// meanwhile: queued behind them, counted as neither); failed.
 pub static PROBES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("railproxy_tunnel_probes_total", "Lane probes by result (ok, late, failed)", &["result"])
-        .expect("metric")
+    register_int_counter_vec!(
+        "railproxy_tunnel_probes_total",
+        "Lane probes by result (ok, late, failed; busy: not sent, the lane's requests were moving bytes)",
+        &["result"]
+    )
+    .expect("metric")
 });
 
 /// Origin: connects to backends that failed or timed out; the request tries again (another

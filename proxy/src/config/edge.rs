@@ -30,6 +30,9 @@ pub struct TunnelClient {
     /// Concurrent requests per tunnel connection before another connection is opened.
     pub max_streams: usize,
     /// Persistent tunnel connections (lanes) to each origin listener, requests spread over them.
+    /// 16 by default: as many TCP flows as nginx opens for 16 requests side by side, which a
+    /// lossy link needs (each loss-based flow gets ~MSS / (RTT √loss); 4 carried 0.57× nginx's
+    /// pages/s at 150 ms and 0.5 % loss), while requests one after another stay on one.
     pub lanes: usize,
     /// TCP congestion control of the tunnel sockets (`bbr`, `cubic`, …); the kernel's default
     /// when unset.
@@ -198,7 +201,7 @@ impl EdgeConfig {
             idle_timeout: t.or("idle_timeout", Secs(Duration::from_secs(600))).0,
             ping_interval: t.or("ping_interval", Secs(Duration::from_secs(30))).0,
             max_streams: t.or("max_streams", 128),
-            lanes: t.or("lanes", 4),
+            lanes: t.or("lanes", 16),
             congestion_control: t.opt("congestion_control"),
             balance: Balance::read(&t, "balance"),
         };

@@ -50,6 +50,8 @@ pub struct Lane {
     /// The descriptor of the lane's latest tunnel connection (-1: none yet), whose TCP counters
     /// say whether bytes move on it.
     socket: AtomicI32,
+    /// `progress()` when the prober last looked at the lane.
+    progress_seen: AtomicU64,
     /// When a request last took this lane (ms since `EPOCH`): the most recently used lane has
     /// the congestion window of a connection in use; one idle for longer than a retransmission
     /// timeout is back to slow start (Linux's `tcp_slow_start_after_idle`).
@@ -88,6 +90,13 @@ impl Lane {
     }
 }
 
+/// [`Listener::progress`]: a lane's counter and its listener's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    lane: u64,
+    listener: u64,
+}
+
 /// What `Lane::last_used` counts from.
 static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
@@ -118,6 +127,15 @@ impl Listener {
 
     fn in_flight(&self) -> usize {
         self.lanes.iter().map(|l| l.in_flight.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The progress counters of `lane` and of the whole listener (every lane), to tell later
+    /// what moved while a probe of `lane` waited.
+    pub fn progress(&self, lane: usize) -> Progress {
+        Progress {
+            lane: self.lanes[lane].progress(),
+            listener: self.lanes.iter().fold(0, |sum, l| sum.wrapping_add(l.progress())),
+        }
     }
 
     /// The serving lane with the fewest requests in flight; of those, the one used most
@@ -423,27 +441,43 @@ impl Listeners {
         Duration::from_nanos(rand::thread_rng().gen_range(0..nanos))
     }
 
-    /// Every lane whose probe is due at `now`, as (listener, lane).
+    /// Every lane whose probe is due at `now`, as (listener, lane). A serving lane whose
+    /// requests moved bytes since the prober last looked is alive: it is not probed (a probe
+    /// would only queue behind their data), counted as `busy`.
     pub(super) fn due(&self, now: Instant) -> Vec<(Arc<Listener>, usize)> {
         let mut due = Vec::new();
         for l in self.all.load().iter() {
             for lane in &l.lanes {
-                if *lane.next_probe.lock().unwrap_or_else(|p| p.into_inner()) <= now {
-                    due.push((l.clone(), lane.index));
+                let mut next = lane.next_probe.lock().unwrap_or_else(|p| p.into_inner());
+                if *next > now {
+                    continue;
                 }
+                let progress = lane.progress();
+                let moved = lane.progress_seen.swap(progress, Ordering::Relaxed) != progress;
+                if lane.is_serving() && moved && lane.in_flight.load(Ordering::Relaxed) > 0 {
+                    metrics::PROBES.with_label_values(&["busy"]).inc();
+                    *next = now + self.settings.probe_interval;
+                    continue;
+                }
+                due.push((l.clone(), lane.index));
             }
         }
         due
     }
 
-    /// What a probe of `lane` found. `progress_before` is the lane's progress counter when the
-    /// probe was sent: a probe that failed while bytes moved on the lane was queued behind them
-    /// (a late answer, not a dead lane) and counts as neither a success nor a failure.
-    pub(super) fn probe_result(&self, l: &Listener, lane: usize, result: &Result<(), String>, progress_before: u64) {
+    /// What a probe of `lane` found. `before` is the progress when the probe was sent. A probe
+    /// that failed while bytes moved on its lane was queued behind them; one that failed on a
+    /// lane with nothing in flight while the listener's other lanes moved bytes waited behind
+    /// theirs at the path's bottleneck (a thin link's queue, where a dropped probe waits for a
+    /// retransmission timeout). Either is a late answer, not a dead lane: neither a success nor
+    /// a failure. A lane carrying requests must show progress of its own.
+    pub(super) fn probe_result(&self, l: &Listener, lane: usize, result: &Result<(), String>, before: Progress) {
         let now = Instant::now();
         let state = &l.lanes[lane];
         let set_next = |at: Instant| *state.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = at;
-        let moving = state.progress() != progress_before;
+        let after = l.progress(lane);
+        let idle = state.in_flight.load(Ordering::Relaxed) == 0;
+        let moving = after.lane != before.lane || (idle && after.listener != before.listener);
         match result {
             Ok(()) => {
                 metrics::PROBES.with_label_values(&["ok"]).inc();
@@ -485,6 +519,7 @@ impl Lane {
             in_flight: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
             socket: AtomicI32::new(-1),
+            progress_seen: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
             acquire: Arc::default(),
         }
@@ -549,15 +584,20 @@ mod tests {
     #[test]
     fn least_requests_goes_to_the_listener_with_fewer_in_flight() {
         let l = listeners_balanced(2, "least_requests");
-        let held: Vec<LaneUse> = (0..3).map(|_| l.lane(addr("127.0.0.1:10"), 0).unwrap()).collect();
+        // Requests in flight (a probe's `lane()` is not counted).
+        let hold = |l: &Listeners, at: &str, lane: usize| {
+            let listener = l.all.load().iter().find(|x| x.addr == addr(at)).unwrap().clone();
+            LaneUse::for_request(listener, lane)
+        };
+        let held: Vec<LaneUse> = (0..3).map(|_| hold(&l, "127.0.0.1:10", 0)).collect();
         assert!((0..6).all(|_| l.pick("a", &[], true).unwrap().addr() == addr("127.0.0.1:11")));
         drop(held);
-        let eleven: Vec<LaneUse> = (0..2).map(|_| l.lane(addr("127.0.0.1:11"), 1).unwrap()).collect();
+        let eleven: Vec<LaneUse> = (0..2).map(|_| hold(&l, "127.0.0.1:11", 1)).collect();
         assert_eq!(l.pick("a", &[], true).unwrap().addr(), addr("127.0.0.1:10"));
         drop(eleven);
         // Round robin, for contrast, alternates whatever is in flight.
         let rr = listeners(2);
-        let _held = rr.lane(addr("127.0.0.1:10"), 0).unwrap();
+        let _held = hold(&rr, "127.0.0.1:10", 0);
         let picks: Vec<SocketAddr> = (0..4).map(|_| rr.pick("a", &[], true).unwrap().addr()).collect();
         assert!(picks.contains(&addr("127.0.0.1:10")));
     }
@@ -624,14 +664,14 @@ mod tests {
         let l = listeners(1);
         let listener = l.all.load()[0].clone();
         let err = Err("no answer".to_string());
-        l.probe_result(&listener, 0, &err, 0);
-        l.probe_result(&listener, 0, &Ok(()), 0);
-        l.probe_result(&listener, 0, &err, 0);
-        l.probe_result(&listener, 0, &err, 0);
+        l.probe_result(&listener, 0, &err, Progress::default());
+        l.probe_result(&listener, 0, &Ok(()), Progress::default());
+        l.probe_result(&listener, 0, &err, Progress::default());
+        l.probe_result(&listener, 0, &err, Progress::default());
         assert!(listener.is_up(), "two failures in a row, after a success, leave it serving");
-        l.probe_result(&listener, 0, &err, 0);
+        l.probe_result(&listener, 0, &err, Progress::default());
         assert!(!listener.is_up(), "the third retires it");
-        l.probe_result(&listener, 0, &Ok(()), 0);
+        l.probe_result(&listener, 0, &Ok(()), Progress::default());
         assert!(listener.is_up());
     }
 
@@ -642,16 +682,56 @@ mod tests {
         let err = Err("no answer within 1s".to_string());
         for _ in 0..10 {
             // Bytes moved on the lane while the probe waited: late, not dead.
-            let before = listener.lanes[0].progress();
+            let before = listener.progress(0);
             listener.lanes[0].moved(65536);
             l.probe_result(&listener, 0, &err, before);
         }
         assert!(listener.is_up(), "a busy lane was retired for late probes");
         for _ in 0..3 {
-            let before = listener.lanes[0].progress();
+            let before = listener.progress(0);
             l.probe_result(&listener, 0, &err, before);
         }
         assert!(!listener.is_up(), "no progress and no answer: the lane is dead");
+    }
+
+    #[test]
+    fn an_idle_lanes_probe_behind_its_siblings_bytes_is_late() {
+        let l = listeners(2);
+        let listener = l.all.load()[0].clone();
+        let err = Err("no answer within 1s".to_string());
+        for _ in 0..10 {
+            // Lane 0 carries nothing; lane 1 moves bytes across the same path meanwhile.
+            let before = listener.progress(0);
+            listener.lanes[1].moved(65536);
+            l.probe_result(&listener, 0, &err, before);
+        }
+        assert!(listener.lanes[0].is_serving(), "an idle lane was retired while its path was busy");
+        // A lane carrying a request must move bytes of its own: its siblings' say nothing of it.
+        let held = LaneUse::for_request(listener.clone(), 0);
+        for _ in 0..3 {
+            let before = listener.progress(0);
+            listener.lanes[1].moved(65536);
+            l.probe_result(&listener, 0, &err, before);
+        }
+        assert!(!listener.lanes[0].is_serving(), "a lane whose request moved nothing was kept");
+        drop(held);
+    }
+
+    #[test]
+    fn a_lane_whose_requests_move_bytes_is_not_probed() {
+        let l = listeners(1);
+        let listener = l.all.load().iter().find(|x| x.addr == addr("127.0.0.1:11")).unwrap().clone();
+        let lane_of_b = |due: Vec<(Arc<Listener>, usize)>| due.iter().any(|(x, _)| x.addr == addr("127.0.0.1:11"));
+        let now = Instant::now();
+        assert!(lane_of_b(l.due(now)), "an idle lane is probed");
+        let held = l.pick("b", &[], true).unwrap();
+        listener.lanes[0].moved(4096);
+        let later = now + Duration::from_secs(60);
+        assert!(!lane_of_b(l.due(later)), "a lane moving bytes for a request was probed");
+        // Still in flight, nothing moved since: it may be hung, so it is probed.
+        let later = later + Duration::from_secs(60);
+        assert!(lane_of_b(l.due(later)), "a request's lane with nothing moving was not probed");
+        drop(held);
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl BackgroundService for Prober {
             for (l, lane) in self.listeners.due(std::time::Instant::now()) {
                 let (sender, listeners, shutdown) = (sender.clone(), self.listeners.clone(), shutdown.clone());
                 probes.spawn(async move {
-                    let before = l.lanes[lane].progress();
+                    let before = l.progress(lane);
                     let result = sender.probe(&l, lane, &shutdown).await;
                     listeners.probe_result(&l, lane, &result, before);
                 });

@@ -52,7 +52,8 @@ pub struct Running {
 /// How railproxy runs on the link: its edge's `tunnel` settings beyond the defaults (lanes).
 #[derive(Debug, Clone, Copy)]
 pub struct Setup {
-    pub lanes: usize,
+    /// `tunnel.lanes`; its default when `None`.
+    pub lanes: Option<usize>,
 }
 
 /// `path` across a link of `profile`, every TCP connection across it using `congestion`, its
@@ -72,14 +73,18 @@ pub async fn start(path: Route, profile: Profile, congestion: &str, setup: Setup
     let (procs, edge_admin) = match path {
         Route::Railproxy => {
             // conf/*.yaml's timeouts, which must fit a long link (and a thin one's queues).
-            let knobs = Knobs { response_timeout: "60s".into(), lanes: setup.lanes, ..Knobs::default() };
+            let knobs = Knobs { response_timeout: "60s".into(), lanes: setup.lanes.unwrap_or(0), ..Knobs::default() };
             let origin_admin = SocketAddr::from((link.far, free_port()));
             let oy = origin_yaml(dir, &knobs, origin, origin_admin, &[backend.addr], free_loopback());
             let o = start_proxy_with(dir, "origin", "origin", &oy, origin_admin, link.command(&bin("railproxy")))
                 .await
                 .expect("railproxy origin starts");
             let edge_admin = free_loopback();
-            let ey = edge_yaml(dir, &knobs, edge, edge_admin, &[origin], backend.addr)
+            let mut ey = edge_yaml(dir, &knobs, edge, edge_admin, &[origin], backend.addr);
+            if setup.lanes.is_none() {
+                ey = ey.replace("  lanes: 0\n", "");
+            }
+            let ey = ey
                 .replace("connect_timeout: 1s", "connect_timeout: 2s")
                 .replace("probe_timeout: 500ms", "probe_timeout: 1s")
                 .replace("probe_interval: 200ms", "probe_interval: 2s");
@@ -218,7 +223,7 @@ pub async fn slow_bodies(path: Route, dir: &Path) -> (usize, usize, usize, usize
 /// Requests not answered 200 among 20 sent right after a fresh railproxy stack started.
 pub async fn startup_errors(dir: &Path, sets: &Path) -> (usize, f64) {
     let profile = Profile::new(Duration::from_millis(700), 50.0, 0.0);
-    let run = start(Route::Railproxy, profile, "cubic", Setup { lanes: 4 }, dir, sets).await;
+    let run = start(Route::Railproxy, profile, "cubic", Setup { lanes: None }, dir, sets).await;
     let http = Http::h1();
     let started = Instant::now();
     let mut errors = 0;

@@ -20,7 +20,7 @@ pub const CLIENTS: usize = 16;
 /// bench's time: its percentiles say how few they are from).
 pub const STEADY_REQUESTS: usize = 1000;
 pub const STEADY_MIN: Duration = Duration::from_secs(15);
-pub const STEADY_MAX: Duration = Duration::from_secs(30);
+pub const STEADY_MAX: Duration = Duration::from_secs(180);
 /// Pages fetched one at a time.
 pub const SEQUENTIAL: usize = 20;
 /// A body that is no delta: not compressible, crosses whole.
