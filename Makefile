@@ -84,9 +84,11 @@ bench: build
 	@echo "== proxies: target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS)"
 	@target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS) | tee target/bench/proxies.md
 
-# railproxy beside nginx two hops across an emulated long link (integration/src/link.rs), on three
-# links: needs root for the network namespaces and /dev/net/tun, and says so (skipping) without
-# them. About 10 minutes; reports in target/bench/wan.md.
+# railproxy beside nginx two hops (plain, gzip 1 and gzip 6 between them) across an emulated long
+# link (integration/src/link.rs), on three links, each with cubic and with bbr set on every
+# connection across it: needs root for the network namespaces and /dev/net/tun, and says so
+# (skipping) without them. About an hour (steady phases of 1,000 requests); reports in
+# target/bench/wan.md.
 bench-wan: build
 	$(call apt_install,iproute2 procps slowhttptest)
 	@command -v nginx >/dev/null || { echo "installing Debian package: nginx-light"; \

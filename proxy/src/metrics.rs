@@ -316,8 +316,9 @@ pub static UPSTREAM_DISCARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
-/// Edge: lane probes by result: ok; late (no answer in time, but bytes moved on the lane
-/// meanwhile: queued behind them, counted as neither); failed.
+/// Edge: lane probes by result: ok; late (no answer in time, but bytes moved on the lane, or on
+/// its listener's other lanes while it carried nothing, meanwhile: queued behind them, counted
+/// as neither); failed; busy (not sent: the lane's requests moved bytes since the last look).
 pub static PROBES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "railproxy_tunnel_probes_total",
