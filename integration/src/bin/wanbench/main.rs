@@ -13,10 +13,10 @@
 //! backend connections that slowhttptest's slow bodies hold, and requests answered in error right
 //! after start at 700 ms RTT. Needs root and /dev/net/tun; says so and exits 77 otherwise.
 //!
-//!   railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick]
+//!   railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick | --downloads]
 //!
 //! `--lanes N` runs railproxy's edge with N lanes (its default otherwise); `--quick` measures the
-//! steady phases only, of railproxy and plain nginx.
+//! steady phases only, `--downloads` the 2 MB downloads only, of railproxy and plain nginx.
 
 mod paths;
 mod phases;
@@ -29,7 +29,7 @@ use integration::bench::honest;
 use integration::link::{Link, Profile};
 
 use paths::{Route, Running};
-use phases::{CLIENTS, Churn, Steady, Times, Turns};
+use phases::{CLIENTS, Churn, Steady, Times, Turns, Until};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -61,8 +61,12 @@ struct Figures {
     sequential: Times,
     sequential_link_bytes: f64,
     dynamic: Steady,
+    /// The first `phases::SWITCH` of the non-delta load, right after the dynamic page's: not in
+    /// the steady figures.
+    non_delta_switch: Steady,
     non_delta: Steady,
     after_idle_gaps: Times,
+    in_sequence: Times,
     upload: f64,
     after_long_idle: Option<f64>,
     /// Tunnel connections opened, probes late, probes failed: during the dynamic and the
@@ -71,8 +75,25 @@ struct Figures {
     sockets: String,
 }
 
-async fn measure(run: &Running, versions: &[Vec<u8>], non_delta: Option<&Bytes>, quick: bool) -> Figures {
+/// What a run measures: everything, or a part of it on railproxy and plain nginx only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    All,
+    /// The steady phases.
+    Quick,
+    /// The 2 MB downloads.
+    Downloads,
+}
+
+/// `plain`: railproxy or plain nginx, the paths where a body that is no delta is worth a row (the
+/// gzip paths do not gzip it, and would repeat plain nginx's).
+async fn measure(run: &Running, versions: &[Vec<u8>], non_delta: Option<&Bytes>, plain: bool, scope: Scope) -> Figures {
     let mut f = Figures::default();
+    if scope == Scope::Downloads {
+        f.after_idle_gaps = phases::downloads_after_idle(run).await;
+        f.in_sequence = phases::downloads_in_sequence(run).await;
+        return f;
+    }
     let mut turns = Turns::new(versions.to_vec());
     let page = |q: &str| format!("http://{}/cycle/{PAGE}?{q}", run.edge);
     // The first fetch opens the connections and leaves a version at railproxy's edge.
@@ -97,23 +118,26 @@ async fn measure(run: &Running, versions: &[Vec<u8>], non_delta: Option<&Bytes>,
         run,
         move |c| format!("http://{edge}/cycle/{PAGE}?c{c}"),
         move |_, k| Some(Bytes::from(all[(1 + k) % all.len()].clone())),
+        Until::Enough,
     )
     .await;
     let mid = Churn::read(run).await;
     f.churn[0] = mid.zip(before).map(|(m, b)| m.since(b));
     if let Some(body) = non_delta.cloned() {
-        f.non_delta = phases::steady(
-            run,
-            move |_| format!("http://{edge}/binary/{}", phases::NON_DELTA),
-            move |_, _| Some(body.clone()),
-        )
-        .await;
+        let url = move |_| format!("http://{edge}/binary/{}", phases::NON_DELTA);
+        let first = body.clone();
+        f.non_delta_switch =
+            phases::steady(run, url, move |_, _| Some(first.clone()), Until::For(phases::SWITCH)).await;
+        f.non_delta = phases::steady(run, url, move |_, _| Some(body.clone()), Until::Enough).await;
         let after = Churn::read(run).await;
         f.churn[1] = after.zip(mid).map(|(a, m)| a.since(m));
     }
     f.sockets = paths::congestion_in_use(&run.link, run.origin_port);
-    if !quick {
+    if scope == Scope::All {
         f.after_idle_gaps = phases::downloads_after_idle(run).await;
+        if plain {
+            f.in_sequence = phases::downloads_in_sequence(run).await;
+        }
         f.upload = phases::upload(run).await;
     }
     f
@@ -163,7 +187,7 @@ fn page_versions(corpus: Option<&Path>, dir: &Path) -> (Vec<Vec<u8>>, String) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick] (words: a link's name, \"loopback\", \"start\"; --quick: the steady phases of railproxy and plain nginx only)"
+        "usage: railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick | --downloads] (words: a link's name, \"loopback\", \"start\"; --quick: the steady phases, --downloads: the 2 MB downloads, of railproxy and plain nginx only)"
     );
     std::process::exit(2)
 }
@@ -172,7 +196,7 @@ fn usage() -> ! {
 async fn main() {
     let (mut corpus, mut only): (Option<std::path::PathBuf>, Vec<String>) = (None, Vec::new());
     let mut algorithms = vec!["cubic".to_string(), "bbr".to_string()];
-    let (mut setup, mut quick) = (paths::Setup { lanes: None }, false);
+    let (mut setup, mut scope) = (paths::Setup { lanes: None }, Scope::All);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -180,7 +204,8 @@ async fn main() {
             "--only" => only = args.next().unwrap_or_else(|| usage()).split('|').map(str::to_string).collect(),
             "--cc" => algorithms = args.next().unwrap_or_else(|| usage()).split(',').map(str::to_string).collect(),
             "--lanes" => setup.lanes = Some(args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage())),
-            "--quick" => quick = true,
+            "--quick" => scope = Scope::Quick,
+            "--downloads" => scope = Scope::Downloads,
             _ => usage(),
         }
     }
@@ -231,11 +256,23 @@ async fn main() {
         "both ways per page. 2 MB after idle: a small page, {} s of nothing, a 2 MB download,",
         phases::IDLE_GAP.as_secs()
     );
+    println!("{} times (every connection's window restarts under cubic: the gap is longer than any", phases::IDLE_GAPS);
     println!(
-        "{} times. Times to the last byte. Tunnel: connections opened / probes late / probes failed,",
+        "retransmission timeout here). 2 MB in sequence: one 2 MB download after another, {} ms",
+        phases::SEQUENCE_GAP.as_millis()
+    );
+    println!(
+        "apart, {} timed after one (a connection that carried the last keeps its window; one that",
         phases::IDLE_GAPS
     );
-    println!("during the phase; the dynamic phase's include its warm-up, 16 first pages at once (the");
+    println!("sat out a few would not: railproxy and plain nginx only, gzip is not used on a binary).");
+    println!(
+        "Not a delta: its steady phase follows {} s of the same load right after the dynamic page (see",
+        phases::SWITCH.as_secs()
+    );
+    println!("the goals for those). Times to the last byte. Tunnel: connections opened / probes late /");
+    println!("probes failed, during the phase; the dynamic phase's include its warm-up, 16 first pages at");
+    println!("once, and the not-a-delta phase's the load before it (the");
     println!("lanes are dialled at start: 0 opened is the goal). Not a delta is not run at 2 Mbit/s,");
     println!("nor through the gzip paths (nginx does not gzip it: they are plain nginx's path).");
     let mut goals = Vec::new();
@@ -247,8 +284,7 @@ async fn main() {
             }
             let profile = Profile::new(Duration::from_millis(wan.rtt_ms), wan.mbit, wan.loss_percent);
             eprintln!("{title} …");
-            // Quick: railproxy and plain nginx only.
-            let routes = &Route::ALL[..if quick { 2 } else { 4 }];
+            let routes = &Route::ALL[..if scope == Scope::All { 4 } else { 2 }];
             let mut running = Vec::new();
             for &p in routes {
                 running.push(paths::start(p, profile, cc, setup, dir.path(), &sets).await);
@@ -256,12 +292,12 @@ async fn main() {
             let mut figures = Vec::new();
             for (p, run) in routes.iter().zip(&running) {
                 eprintln!("  {}", p.name());
-                // Not compressible, so not gzipped: the gzip paths would repeat plain nginx's row.
                 let plain = matches!(p, Route::Railproxy | Route::Nginx);
-                figures.push(measure(run, &versions, (wan.non_delta && plain).then_some(&non_delta), quick).await);
+                figures
+                    .push(measure(run, &versions, (wan.non_delta && plain).then_some(&non_delta), plain, scope).await);
             }
             // Once per link: every path idle at once, then one fetch each.
-            if i == 0 && !quick {
+            if i == 0 && scope == Scope::All {
                 tokio::time::sleep(IDLE).await;
                 for (run, f) in running.iter().zip(figures.iter_mut()) {
                     let url = format!("http://{}/cycle/{PAGE}?seq", run.edge);
@@ -308,6 +344,36 @@ fn railproxy_congestion_check(cc: &str) -> Result<(), String> {
 
 fn print_tables(title: &str, routes: &[Route], figures: &[Figures]) {
     println!("\n## {title}\n");
+    if figures.iter().any(|f| f.sequential.n() > 0 || f.dynamic.times.n() > 0) {
+        print_load_table(routes, figures);
+    }
+    println!(
+        "| path | 2 MB after {} s idle: p50 / max s (n) | 2 MB in sequence, {} ms apart: p50 / max s (n) | 2 MB upload s | first fetch after {} s idle, ms | tunnel, dynamic phase | tunnel, not-a-delta phase | origin sockets used |",
+        phases::IDLE_GAP.as_secs(),
+        phases::SEQUENCE_GAP.as_millis(),
+        IDLE.as_secs()
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    let secs = |t: &Times| match t.n() {
+        0 => "–".to_string(),
+        n => format!("{:.2} / {:.2} (n={n})", t.ms(0.5) / 1e3, t.ms(1.0) / 1e3),
+    };
+    for (p, f) in routes.iter().zip(figures) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.name(),
+            secs(&f.after_idle_gaps),
+            secs(&f.in_sequence),
+            if f.upload > 0.0 { format!("{:.2}", f.upload) } else { "–".into() },
+            f.after_long_idle.map_or_else(|| "–".into(), |s| format!("{:.0}", s * 1e3)),
+            Churn::cell(f.churn[0]),
+            Churn::cell(f.churn[1]),
+            f.sockets,
+        );
+    }
+}
+
+fn print_load_table(routes: &[Route], figures: &[Figures]) {
     println!(
         "| path | one at a time: p50 / p99 ms (n) | link bytes/page | {CLIENTS} clients, dynamic page: pages/s | p50 / p99 ms (n) | link bytes/page | {CLIENTS} clients, {} KB not a delta: pages/s | p50 / p99 ms (n) |",
         phases::NON_DELTA / 1000
@@ -327,39 +393,29 @@ fn print_tables(title: &str, routes: &[Route], figures: &[Figures]) {
         );
     }
     println!();
-    println!(
-        "| path | 2 MB after {} s idle: p50 / max s (n) | 2 MB upload s | first fetch after {} s idle, ms | tunnel, dynamic phase | tunnel, not-a-delta phase | origin sockets used |",
-        phases::IDLE_GAP.as_secs(),
-        IDLE.as_secs()
-    );
-    println!("|---|---:|---:|---:|---:|---:|---|");
-    for (p, f) in routes.iter().zip(figures) {
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            p.name(),
-            match f.after_idle_gaps.n() {
-                0 => "–".to_string(),
-                n => format!("{:.2} / {:.2} (n={n})", f.after_idle_gaps.ms(0.5) / 1e3, f.after_idle_gaps.ms(1.0) / 1e3),
-            },
-            if f.upload > 0.0 { format!("{:.2}", f.upload) } else { "–".into() },
-            f.after_long_idle.map_or_else(|| "–".into(), |s| format!("{:.0}", s * 1e3)),
-            Churn::cell(f.churn[0]),
-            Churn::cell(f.churn[1]),
-            f.sockets,
-        );
-    }
 }
 
 fn goals_of(title: &str, wan: &Wan, cc: &str, figures: &[Figures]) -> Vec<String> {
     let (rp, nginx) = (&figures[0], &figures[1]);
     let mut goals = Vec::new();
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    if cc == "cubic" && rp.after_idle_gaps.n() > 0 {
-        let r = rp.after_idle_gaps.ms(0.5) / nginx.after_idle_gaps.ms(0.5);
-        goals.push(format!(
-            "- {title}: 2 MB after idle, railproxy ÷ nginx (p50): {r:.2} (goal ≤ 1.0: {})",
-            verdict(r <= 1.0)
-        ));
+    for (what, rp, nginx) in [
+        (format!("2 MB after {} s idle", phases::IDLE_GAP.as_secs()), &rp.after_idle_gaps, &nginx.after_idle_gaps),
+        (
+            format!("2 MB in sequence, {} ms apart", phases::SEQUENCE_GAP.as_millis()),
+            &rp.in_sequence,
+            &nginx.in_sequence,
+        ),
+    ] {
+        if cc == "cubic" && rp.n() > 0 && nginx.n() > 0 {
+            let r = rp.ms(0.5) / nginx.ms(0.5);
+            goals.push(format!(
+                "- {title}: {what}, railproxy ÷ nginx (p50 of {} and {}): {r:.2} (goal ≤ 1.0: {})",
+                rp.n(),
+                nginx.n(),
+                verdict(r <= 1.0)
+            ));
+        }
     }
     if wan.loss_percent > 0.0 && wan.non_delta {
         let p99 = rp.non_delta.times.ms(0.99) / nginx.non_delta.times.ms(0.99);
@@ -371,6 +427,17 @@ fn goals_of(title: &str, wan: &Wan, cc: &str, figures: &[Figures]) -> Vec<String
             verdict(rate >= 1.0),
             rp.non_delta.times.n(),
             nginx.non_delta.times.n()
+        ));
+        let (rs, ns) = (&rp.non_delta_switch, &nginx.non_delta_switch);
+        goals.push(format!(
+            "- {title}: the same, its first {} s right after the dynamic page (not a goal; before the steady phase above): p99 railproxy ÷ nginx {:.3} ({:.0} / {:.0} ms), pages/s {:.3}; n = {} and {}",
+            phases::SWITCH.as_secs(),
+            rs.times.ms(0.99) / ns.times.ms(0.99),
+            rs.times.ms(0.99),
+            ns.times.ms(0.99),
+            rs.rate / ns.rate,
+            rs.times.n(),
+            ns.times.n()
         ));
     }
     for (phase, c) in ["dynamic", "not a delta"].iter().zip(rp.churn) {

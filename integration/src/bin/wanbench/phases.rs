@@ -30,6 +30,7 @@ pub const BIG: usize = 2_000_000;
 /// connection's congestion window may restart (cubic, `tcp_slow_start_after_idle`).
 pub const IDLE_GAP: Duration = Duration::from_secs(1);
 pub const IDLE_GAPS: usize = 5;
+pub const SEQUENCE_GAP: Duration = Duration::from_millis(100);
 
 /// A client that waits as long as a thin link needs (16 pages of 190 KB sharing 2 Mbit/s take
 /// more than the tests' 30 s).
@@ -76,6 +77,20 @@ impl Times {
     }
 }
 
+/// How long a steady phase runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Until {
+    /// `STEADY_REQUESTS` and `STEADY_MIN`, or `STEADY_MAX`.
+    Enough,
+    For(Duration),
+}
+
+/// How long the body that is no delta is fetched before its steady phase. Connections that
+/// carried small deltas until then come to it with bbr's estimate of their share from those
+/// (tens of kbit/s): on a full, lossy bottleneck the lowest took about a minute to reach their
+/// share, while nginx's, which carried 190 KB pages, were there. Its figures are given apart.
+pub const SWITCH: Duration = Duration::from_secs(60);
+
 /// A steady phase: times, pages per second, and the link's bytes per page.
 #[derive(Debug, Default, Clone)]
 pub struct Steady {
@@ -105,7 +120,7 @@ impl Turns {
 
 /// `CLIENTS` clients back to back until the steady phase ends: client `c` asks `url(c)` and
 /// checks the answer against `expected(c, k)` for its `k`-th request.
-pub async fn steady<U, E>(run: &Running, url: U, expected: E) -> Steady
+pub async fn steady<U, E>(run: &Running, url: U, expected: E, until: Until) -> Steady
 where
     U: Fn(usize) -> String + Send + Sync + 'static,
     E: Fn(usize, usize) -> Option<Bytes> + Send + Sync + 'static,
@@ -114,7 +129,9 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let carried = || run.link.drops.carried.load(Ordering::Relaxed);
+    let dropped = || (run.link.drops.queue.load(Ordering::Relaxed), run.link.drops.loss.load(Ordering::Relaxed));
     let before = carried();
+    let dropped_before = dropped();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -141,7 +158,13 @@ where
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let elapsed = started.elapsed();
-        if (elapsed >= STEADY_MIN && done.load(Ordering::Relaxed) >= STEADY_REQUESTS) || elapsed >= STEADY_MAX {
+        let enough = match until {
+            Until::Enough => {
+                (elapsed >= STEADY_MIN && done.load(Ordering::Relaxed) >= STEADY_REQUESTS) || elapsed >= STEADY_MAX
+            }
+            Until::For(d) => elapsed >= d,
+        };
+        if enough {
             break;
         }
     }
@@ -154,6 +177,18 @@ where
     }
     let seconds = started.elapsed().as_secs_f64();
     let pages = times.n().max(1) as f64;
+    // For whoever reads the log: the tail of a phase is mostly its losses.
+    let (queue, loss) = dropped();
+    eprintln!(
+        "    steady: {} pages in {seconds:.1} s, mean {:.0} ms, p90 / p95 / max {:.0} / {:.0} / {:.0} ms; link drops: {} at the full queue, {} at random",
+        times.n(),
+        times.secs.iter().sum::<f64>() * 1e3 / pages,
+        times.ms(0.9),
+        times.ms(0.95),
+        times.ms(1.0),
+        queue - dropped_before.0,
+        loss - dropped_before.1,
+    );
     Steady { rate: times.n() as f64 / seconds, link_bytes: (carried() - before) as f64 / pages, times }
 }
 
@@ -182,6 +217,25 @@ pub async fn downloads_after_idle(run: &Running) -> Times {
         let _ = fetch(&http, &format!("http://{}/text/10000", run.edge), None).await;
         tokio::time::sleep(IDLE_GAP).await;
         match fetch(&http, &format!("http://{}/binary/{BIG}", run.edge), None).await {
+            Ok(s) => times.secs.push(s),
+            Err(_) => times.failed += 1,
+        }
+    }
+    times
+}
+
+/// 2 MB downloads one after another, `SEQUENCE_GAP` apart (less than any retransmission
+/// timeout, so a connection that carried the last one keeps its window): the first warms up,
+/// the next `IDLE_GAPS` are timed. Where a path spreads a sequence over connections, each one
+/// lands on a connection that sat idle for a few transfers, in slow start again under cubic.
+pub async fn downloads_in_sequence(run: &Running) -> Times {
+    let http = client();
+    let url = format!("http://{}/binary/{BIG}", run.edge);
+    let _ = fetch(&http, &url, None).await;
+    let mut times = Times::default();
+    for _ in 0..IDLE_GAPS {
+        tokio::time::sleep(SEQUENCE_GAP).await;
+        match fetch(&http, &url, None).await {
             Ok(s) => times.secs.push(s),
             Err(_) => times.failed += 1,
         }
