@@ -7,8 +7,9 @@
 //! cubic and with bbr set on every connection across it (the link's routes) and read back from
 //! the sockets (`ss -ti`). Per path: a 190 KB dynamic page (a real one when `--corpus DIR` has
 //! volksstimme-home; every version differs from the one before) one at a time; 16 clients
-//! side by side on it as steady load, and on a 200 KB body that is no delta; a 2 MB download
-//! after idle gaps; a 2 MB upload; what the tunnel did meanwhile. Every percentile says how many
+//! side by side on it as steady load, and on a 200 KB body that is no delta; 2 MB downloads
+//! after idle gaps and in sequence; a 2 MB upload; what the tunnel did meanwhile. A fourth link
+//! (150 ms / 50 Mbit/s) runs the 2 MB downloads only. Every percentile says how many
 //! requests it is from. Then, on loopback, GETs beside a flood of one-byte-chunk uploads, the
 //! backend connections that slowhttptest's slow bodies hold, and requests answered in error right
 //! after start at 700 ms RTT. Needs root and /dev/net/tun; says so and exits 77 otherwise.
@@ -47,12 +48,45 @@ struct Wan {
     /// Whether 16 clients fetch the 200 KB body that is no delta across it: not on the 2 Mbit/s
     /// link, where a thousand of them would take 14 minutes per path.
     non_delta: bool,
+    /// Whether only the 2 MB downloads run across it.
+    downloads_only: bool,
 }
 
-const LINKS: [Wan; 3] = [
-    Wan { name: "40 ms RTT, 50 Mbit/s", rtt_ms: 40, mbit: 50.0, loss_percent: 0.0, non_delta: true },
-    Wan { name: "150 ms RTT, 10 Mbit/s, 0.5 % loss", rtt_ms: 150, mbit: 10.0, loss_percent: 0.5, non_delta: true },
-    Wan { name: "150 ms RTT, 2 Mbit/s", rtt_ms: 150, mbit: 2.0, loss_percent: 0.0, non_delta: false },
+const LINKS: [Wan; 4] = [
+    Wan {
+        name: "40 ms RTT, 50 Mbit/s",
+        rtt_ms: 40,
+        mbit: 50.0,
+        loss_percent: 0.0,
+        non_delta: true,
+        downloads_only: false,
+    },
+    Wan {
+        name: "150 ms RTT, 10 Mbit/s, 0.5 % loss",
+        rtt_ms: 150,
+        mbit: 10.0,
+        loss_percent: 0.5,
+        non_delta: true,
+        downloads_only: false,
+    },
+    Wan {
+        name: "150 ms RTT, 2 Mbit/s",
+        rtt_ms: 150,
+        mbit: 2.0,
+        loss_percent: 0.0,
+        non_delta: false,
+        downloads_only: false,
+    },
+    // Where a download on a lane left cold shows: slow start to this link's window takes many
+    // round trips of 150 ms, and no loss blurs it (5 downloads under loss say little).
+    Wan {
+        name: "150 ms RTT, 50 Mbit/s",
+        rtt_ms: 150,
+        mbit: 50.0,
+        loss_percent: 0.0,
+        non_delta: false,
+        downloads_only: true,
+    },
 ];
 
 /// What one path measured across one link.
@@ -92,6 +126,7 @@ async fn measure(run: &Running, versions: &[Vec<u8>], non_delta: Option<&Bytes>,
     if scope == Scope::Downloads {
         f.after_idle_gaps = phases::downloads_after_idle(run).await;
         f.in_sequence = phases::downloads_in_sequence(run).await;
+        f.sockets = paths::congestion_in_use(&run.link, run.origin_port);
         return f;
     }
     let mut turns = Turns::new(versions.to_vec());
@@ -210,6 +245,9 @@ async fn main() {
         }
     }
     let runs = |part: &str| only.is_empty() || only.iter().any(|w| part.contains(w.as_str()));
+    // A part of the link rows is all a --quick or --downloads run asks for.
+    let named = |part: &str| only.iter().any(|w| part.contains(w.as_str()));
+    let extras = |part: &str| if scope == Scope::All { runs(part) } else { named(part) };
     if let Err(why) = Link::start(Profile::new(Duration::from_millis(10), 10.0, 0.0)).await {
         eprintln!("railproxy-wanbench: skipped: it needs root and /dev/net/tun for its emulated link ({why})");
         std::process::exit(77);
@@ -275,6 +313,7 @@ async fn main() {
     println!("once, and the not-a-delta phase's the load before it (the");
     println!("lanes are dialled at start: 0 opened is the goal). Not a delta is not run at 2 Mbit/s,");
     println!("nor through the gzip paths (nginx does not gzip it: they are plain nginx's path).");
+    println!("At 150 ms / 50 Mbit/s only the 2 MB rows run (railproxy and plain nginx).");
     let mut goals = Vec::new();
     for wan in &LINKS {
         for (i, cc) in algorithms.iter().enumerate() {
@@ -283,6 +322,10 @@ async fn main() {
                 continue;
             }
             let profile = Profile::new(Duration::from_millis(wan.rtt_ms), wan.mbit, wan.loss_percent);
+            if wan.downloads_only && scope == Scope::Quick {
+                continue;
+            }
+            let scope = if wan.downloads_only { Scope::Downloads } else { scope };
             eprintln!("{title} …");
             let routes = &Route::ALL[..if scope == Scope::All { 4 } else { 2 }];
             let mut running = Vec::new();
@@ -315,10 +358,10 @@ async fn main() {
             println!("{g}");
         }
     }
-    if runs("loopback") {
+    if extras("loopback") {
         loopback_sections(dir.path()).await;
     }
-    if runs("start") {
+    if extras("start") {
         let (errors, secs) = paths::startup_errors(dir.path(), &sets).await;
         println!("\n## Start-up at 700 ms RTT\n");
         println!("railproxy, 20 sequential requests right after both processes started: {errors} errors, {secs:.1} s.");
@@ -410,14 +453,14 @@ fn goals_of(title: &str, wan: &Wan, cc: &str, figures: &[Figures]) -> Vec<String
         if cc == "cubic" && rp.n() > 0 && nginx.n() > 0 {
             let r = rp.ms(0.5) / nginx.ms(0.5);
             goals.push(format!(
-                "- {title}: {what}, railproxy ÷ nginx (p50 of {} and {}): {r:.2} (goal ≤ 1.0: {})",
+                "- {title}: {what}, railproxy ÷ nginx (p50 of {} and {}): {r:.3} (goal ≤ 1.0: {})",
                 rp.n(),
                 nginx.n(),
                 verdict(r <= 1.0)
             ));
         }
     }
-    if wan.loss_percent > 0.0 && wan.non_delta {
+    if wan.loss_percent > 0.0 && rp.non_delta.times.n() > 0 && nginx.non_delta.times.n() > 0 {
         let p99 = rp.non_delta.times.ms(0.99) / nginx.non_delta.times.ms(0.99);
         let rate = rp.non_delta.rate / nginx.non_delta.rate;
         goals.push(format!(
@@ -451,7 +494,7 @@ fn goals_of(title: &str, wan: &Wan, cc: &str, figures: &[Figures]) -> Vec<String
             ));
         }
     }
-    if wan.mbit <= 2.0 {
+    if wan.mbit <= 2.0 && rp.dynamic.times.n() > 0 {
         let rate_bound = wan.mbit * 1e6 / 8.0 / rp.dynamic.link_bytes.max(1.0);
         let rtt_bound = CLIENTS as f64 / (wan.rtt_ms as f64 / 1000.0);
         let bound = rate_bound.min(rtt_bound);

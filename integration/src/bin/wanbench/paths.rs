@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use integration::bench::{NginxRole, nginx_conf, start_listening};
 use integration::link::{Link, Profile};
 use integration::process::{Proc, bin, free_loopback, free_port};
-use integration::stack::{edge_yaml, make_certs, origin_yaml, start_proxy, start_proxy_with};
+use integration::stack::{edge_yaml, make_certs, origin_yaml, start_proxy_with};
 use integration::{Backend, Http, Knobs};
 
 /// The paths compared.
@@ -76,7 +76,8 @@ pub async fn start(path: Route, profile: Profile, congestion: &str, setup: Setup
             let knobs = Knobs { response_timeout: "60s".into(), lanes: setup.lanes.unwrap_or(0), ..Knobs::default() };
             let origin_admin = SocketAddr::from((link.far, free_port()));
             let oy = origin_yaml(dir, &knobs, origin, origin_admin, &[backend.addr], free_loopback());
-            let o = start_proxy_with(dir, "origin", "origin", &oy, origin_admin, link.command(&bin("railproxy")))
+            // Knobs::railproxy: $RAILPROXY_BIN runs an earlier build on both sides.
+            let o = start_proxy_with(dir, "origin", "origin", &oy, origin_admin, link.command(&knobs.railproxy()))
                 .await
                 .expect("railproxy origin starts");
             let edge_admin = free_loopback();
@@ -88,7 +89,9 @@ pub async fn start(path: Route, profile: Profile, congestion: &str, setup: Setup
                 .replace("connect_timeout: 1s", "connect_timeout: 2s")
                 .replace("probe_timeout: 500ms", "probe_timeout: 1s")
                 .replace("probe_interval: 200ms", "probe_interval: 2s");
-            let e = start_proxy(dir, "edge", "edge", &ey, edge_admin).await.expect("railproxy edge starts");
+            let e = start_proxy_with(dir, "edge", "edge", &ey, edge_admin, Command::new(knobs.railproxy()))
+                .await
+                .expect("railproxy edge starts");
             (vec![e, o], Some(edge_admin))
         }
         _ => {
