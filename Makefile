@@ -26,7 +26,7 @@ help:
 	@echo "make test    build and run every test (what CI runs, with make lint)"
 	@echo "make audit   cargo audit against the RustSec database (and cargo deny when installed)"
 	@echo "make bench   codec figures, then railproxy beside nginx (wrk, ~10 min); reports in target/bench/"
-	@echo "make bench-wan  railproxy beside nginx across three emulated long links (root, TUN; ~70 min)"
+	@echo "make bench-wan  railproxy beside nginx across emulated long links (root, TUN; ~70 min)"
 	@echo "make bench-hostile  attacks on railproxy and nginx beside bystanders (BEFORE=old binary; ~5 min)"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
@@ -85,8 +85,9 @@ bench: build
 	@target/release/railproxy-proxybench --corpus $(CORPUS) --seconds $(BENCH_SECONDS) | tee target/bench/proxies.md
 
 # railproxy beside nginx two hops (plain, gzip 1 and gzip 6 between them) across an emulated long
-# link (integration/src/link.rs), on three links, each with cubic and with bbr set on every
-# connection across it: needs root for the network namespaces and /dev/net/tun, and says so
+# link (integration/src/link.rs), on three links (and a fourth for the 2 MB downloads alone),
+# each with cubic and with bbr set on every connection across it: needs root for the network
+# namespaces and /dev/net/tun, and says so
 # (skipping) without them. About 70 minutes (steady phases of 1,000 requests); reports in
 # target/bench/wan.md.
 bench-wan: build
