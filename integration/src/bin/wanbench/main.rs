@@ -321,10 +321,10 @@ async fn main() {
             if !runs(&title) {
                 continue;
             }
-            let profile = Profile::new(Duration::from_millis(wan.rtt_ms), wan.mbit, wan.loss_percent);
             if wan.downloads_only && scope == Scope::Quick {
                 continue;
             }
+            let profile = Profile::new(Duration::from_millis(wan.rtt_ms), wan.mbit, wan.loss_percent);
             let scope = if wan.downloads_only { Scope::Downloads } else { scope };
             eprintln!("{title} …");
             let routes = &Route::ALL[..if scope == Scope::All { 4 } else { 2 }];

@@ -75,6 +75,14 @@ impl Times {
     pub fn n(&self) -> usize {
         self.secs.len()
     }
+
+    /// One fetch's outcome: its time, or a failure.
+    pub fn record(&mut self, answer: &Result<f64, String>) {
+        match answer {
+            Ok(s) => self.secs.push(*s),
+            Err(_) => self.failed += 1,
+        }
+    }
 }
 
 /// How long a steady phase runs.
@@ -142,13 +150,11 @@ where
             let mut k = 0;
             while !stop.load(Ordering::Relaxed) {
                 let want = expected(c, k);
-                match fetch(&http, &url(c), want.as_deref()).await {
-                    Ok(s) => times.secs.push(s),
-                    Err(e) => {
-                        eprintln!("    {e}");
-                        times.failed += 1;
-                    }
+                let answer = fetch(&http, &url(c), want.as_deref()).await;
+                if let Err(e) = &answer {
+                    eprintln!("    {e}");
                 }
+                times.record(&answer);
                 k += 1;
                 done.fetch_add(1, Ordering::Relaxed);
             }
@@ -200,10 +206,7 @@ pub async fn sequential(run: &Running, url: &str, turns: &mut Turns, query: &str
     let mut times = Times::default();
     for _ in 0..SEQUENTIAL {
         let want = turns.take(query);
-        match fetch(&http, url, Some(&want)).await {
-            Ok(s) => times.secs.push(s),
-            Err(_) => times.failed += 1,
-        }
+        times.record(&fetch(&http, url, Some(&want)).await);
     }
     let pages = times.n().max(1) as f64;
     (times, (carried() - before) as f64 / pages)
@@ -211,17 +214,7 @@ pub async fn sequential(run: &Running, url: &str, turns: &mut Turns, query: &str
 
 /// A small page, `IDLE_GAP` of nothing, then a 2 MB download, `IDLE_GAPS` times.
 pub async fn downloads_after_idle(run: &Running) -> Times {
-    let http = client();
-    let mut times = Times::default();
-    for _ in 0..IDLE_GAPS {
-        let _ = fetch(&http, &format!("http://{}/text/10000", run.edge), None).await;
-        tokio::time::sleep(IDLE_GAP).await;
-        match fetch(&http, &format!("http://{}/binary/{BIG}", run.edge), None).await {
-            Ok(s) => times.secs.push(s),
-            Err(_) => times.failed += 1,
-        }
-    }
-    times
+    big_downloads(run, IDLE_GAP, Some(&format!("http://{}/text/10000", run.edge))).await
 }
 
 /// 2 MB downloads one after another, `SEQUENCE_GAP` apart (less than any retransmission
@@ -229,16 +222,22 @@ pub async fn downloads_after_idle(run: &Running) -> Times {
 /// the next `IDLE_GAPS` are timed. Where a path spreads a sequence over connections, each one
 /// lands on a connection that sat idle for a few transfers, in slow start again under cubic.
 pub async fn downloads_in_sequence(run: &Running) -> Times {
+    let _ = fetch(&client(), &format!("http://{}/binary/{BIG}", run.edge), None).await;
+    big_downloads(run, SEQUENCE_GAP, None).await
+}
+
+/// `IDLE_GAPS` timed 2 MB downloads, each after `gap` of nothing, and after `lead` when given
+/// (fetched before the gap, not timed).
+async fn big_downloads(run: &Running, gap: Duration, lead: Option<&str>) -> Times {
     let http = client();
     let url = format!("http://{}/binary/{BIG}", run.edge);
-    let _ = fetch(&http, &url, None).await;
     let mut times = Times::default();
     for _ in 0..IDLE_GAPS {
-        tokio::time::sleep(SEQUENCE_GAP).await;
-        match fetch(&http, &url, None).await {
-            Ok(s) => times.secs.push(s),
-            Err(_) => times.failed += 1,
+        if let Some(lead) = lead {
+            let _ = fetch(&http, lead, None).await;
         }
+        tokio::time::sleep(gap).await;
+        times.record(&fetch(&http, &url, None).await);
     }
     times
 }
