@@ -6,6 +6,8 @@
 //! a /30 of 198.18.0.0/15 (RFC 2544's benchmarking range) that exists only on the two devices,
 //! so traffic goes nowhere but across the link.
 //!
+//! `RAILPROXY_LINK_TRACE=1` logs every packet dropped at the full queue (source, ports, time).
+//!
 //! It needs root and `/dev/net/tun`; [`Link::start`] says why not otherwise, for tests to skip.
 
 use std::collections::VecDeque;
@@ -50,6 +52,9 @@ pub struct Drops {
     /// IP bytes (headers, TCP and TLS included) of every packet that entered the link, both
     /// directions, lost ones too: what a path puts on the wire.
     pub carried: AtomicU64,
+    /// The part of `carried` the far side sent (responses, when origins are there): each
+    /// direction has its own bottleneck, so the busier one bounds a path's rate.
+    pub carried_from_far: AtomicU64,
 }
 
 /// A running link; dropping it stops the forwarder and removes the namespace (with the
@@ -107,8 +112,8 @@ impl Link {
         ip(&["-n", &ns, "addr", "add", &format!("{far}/30"), "dev", &far_dev])?;
         ip(&["-n", &ns, "link", "set", &far_dev, "up"])?;
         let (a, b) = (Arc::new(a), Arc::new(b));
-        link.tasks.extend(direction(a.clone(), b.clone(), profile, link.drops.clone()));
-        link.tasks.extend(direction(b, a, profile, link.drops.clone()));
+        link.tasks.extend(direction(a.clone(), b.clone(), profile, link.drops.clone(), false));
+        link.tasks.extend(direction(b, a, profile, link.drops.clone(), true));
         Ok(link)
     }
 
@@ -160,6 +165,7 @@ fn direction(
     to: Arc<AsyncDevice>,
     p: Profile,
     drops: Arc<Drops>,
+    from_far: bool,
 ) -> [tokio::task::JoinHandle<()>; 2] {
     let line: Arc<std::sync::Mutex<VecDeque<InFlight>>> = Arc::default();
     let ready = Arc::new(Notify::new());
@@ -167,15 +173,33 @@ fn direction(
         let (line, ready) = (line.clone(), ready.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
+            let trace = std::env::var_os("RAILPROXY_LINK_TRACE").is_some();
             // When the bottleneck finishes sending what it has.
             let mut busy_until = Instant::now();
             loop {
                 let Ok(n) = from.recv(&mut buf).await else { return };
                 drops.carried.fetch_add(n as u64, Ordering::Relaxed);
+                if from_far {
+                    drops.carried_from_far.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 let now = Instant::now();
                 busy_until = busy_until.max(now);
                 let queued = (busy_until - now).as_secs_f64() * p.rate_bps as f64 / 8.0;
                 if queued as usize + n > p.queue_bytes {
+                    if trace {
+                        // Where a burst comes from: the dropped packet's source and ports.
+                        let port = |at: usize| u16::from_be_bytes([buf[at], buf[at + 1]]);
+                        eprintln!(
+                            "link: dropped at the full queue ({queued:.0} bytes): {n} bytes, {}.{}.{}.{}:{} → port {}, at {:?}",
+                            buf[12],
+                            buf[13],
+                            buf[14],
+                            buf[15],
+                            port(20),
+                            port(22),
+                            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+                        );
+                    }
                     drops.queue.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

@@ -11,6 +11,47 @@ use prometheus::{
     register_int_counter, register_int_counter_vec, register_int_gauge_vec,
 };
 
+/// Dial-out lanes connected to this edge, by tunnel and replica (the origin process that
+/// dialled them, as it names itself).
+pub static DIALOUT_LANES: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "railproxy_dialout_lanes",
+        "Lanes origins that dial out hold to this edge, by tunnel and replica",
+        &["tunnel", "replica"]
+    )
+    .expect("metric")
+});
+
+/// Connections to the connector listener, by outcome: `registered`, or why one was refused.
+pub static DIALOUT_REGISTRATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_dialout_registrations_total",
+        "Connections to the connector listener, by outcome (registered, or the reason refused)",
+        &["result"]
+    )
+    .expect("metric")
+});
+
+/// Lanes this origin holds to each edge it dials (origin side).
+pub static DIALOUT_CONNECTED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "railproxy_dialout_connected_lanes",
+        "Lanes this origin holds to each edge it dials",
+        &["edge"]
+    )
+    .expect("metric")
+});
+
+/// Dials of a lane by this origin, by edge and outcome (`ok`, `error`).
+pub static DIALOUT_DIALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_dialout_dials_total",
+        "Lanes this origin dialled, by edge and outcome (ok, error)",
+        &["edge", "result"]
+    )
+    .expect("metric")
+});
+
 /// Requests by mode and status class (2xx, 4xx, …).
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

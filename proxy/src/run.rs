@@ -18,7 +18,9 @@ use crate::edge::limits::{ConnectionCaps, HeadTimeout};
 use crate::metrics::{self, StoreCollector};
 use crate::origin::Origin;
 use crate::origin::backends::Upstreams;
+use crate::origin::dial::{DialService, Dialer};
 use crate::origin::redis_store::RedisStore;
+use crate::tunnel::connectors::{self, ConnectorListener, ConnectorService, Registry};
 use crate::tunnel::listeners::Listeners;
 use crate::tunnel::probe::{self, Prober};
 use crate::tunnel::{peer, tcp, tls as tunnel_tls};
@@ -63,7 +65,14 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     metrics::init("edge");
     let config = Arc::new(config);
     let t = &config.tunnel;
-    let peer_tls = tunnel_tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
+    // None configured when every origin dials out: peers then carry no client certificate,
+    // and there are none to dial anyway.
+    let dials_listeners = !t.ca.as_os_str().is_empty();
+    let load_peer_tls = move |t: &crate::config::edge::TunnelClient| match dials_listeners {
+        true => tunnel_tls::PeerTls::load(&t.ca, &t.cert, &t.key),
+        false => Ok(tunnel_tls::PeerTls::empty()),
+    };
+    let peer_tls = load_peer_tls(t)?;
     peer_tls.in_use();
     let peer_tls: tunnel_tls::SharedPeerTls = Arc::new(ArcSwap::from_pointee(peer_tls));
     let https = match &config.https {
@@ -80,7 +89,7 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         tls::Reloader::new(what, move || {
             // The tunnel's files first: the HTTPS certificate is swapped as it loads, so nothing
             // is swapped unless both load.
-            let peer = tunnel_tls::PeerTls::load(&t.ca, &t.cert, &t.key)?;
+            let peer = load_peer_tls(&t)?;
             if let Some(h) = &https {
                 h.reload()?;
             }
@@ -102,8 +111,29 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     let listeners_resolver = listeners.resolver();
     // Probes are handed to the proxy itself and carry this, which no client can know.
     let probe_secret = format!("{:032x}", rand::random::<u128>());
+    let connectors = match &config.connectors {
+        Some(c) => {
+            let names: Vec<String> = c.tunnels.iter().map(|t| t.certificate_name()).collect();
+            let tls = Arc::new(tunnel_tls::ConnectorTls::load(&c.cert, &c.key, &c.ca, &names).context("connectors")?);
+            let sockets = c.listen.iter().map(|a| connectors::bind(*a)).collect::<anyhow::Result<Vec<_>>>()?;
+            let registry = Registry::new(c);
+            let listener = ConnectorListener::new(registry.clone(), tls.clone(), t.congestion_control.as_deref());
+            let grace = config.server.grace_period;
+            Some((registry, tls, ConnectorService::new(listener, sockets, grace)))
+        }
+        None => None,
+    };
+    let registry = connectors.as_ref().map(|(r, _, _)| r.clone());
     let mut app = pingora_proxy::HttpProxy::new(
-        Edge::new(config.clone(), peer_tls, store.clone(), listeners.clone(), probe_secret.clone(), names),
+        Edge::new(
+            config.clone(),
+            peer_tls,
+            store.clone(),
+            listeners.clone(),
+            probe_secret.clone(),
+            names,
+            registry.clone(),
+        ),
         server.configuration.clone(),
     );
     app.handle_init_modules();
@@ -145,12 +175,23 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(background_service("origin listener names", listeners_resolver));
     server.add_service(background_service("expired versions", sweeper));
     server.add_service(background_service("TLS reload", reloader));
+    if let Some((_, tls, service)) = connectors {
+        server.add_service(background_service("connector listener", service));
+        server.add_service(background_service(
+            "TLS reload",
+            tls::Reloader::new("connector certificate and tunnel CA", move || tls.reload()),
+        ));
+    }
     server.add_service(admin::service(
         config.admin.listen,
         Admin {
             ready_probe: probe,
             corrupt_store: corrupt,
-            readiness: Some(Arc::new(move || ready_listeners.readiness())),
+            readiness: Some(Arc::new(move || {
+                let mut why = ready_listeners.readiness().err().unwrap_or_default();
+                why.extend(registry.as_ref().and_then(|r| r.readiness().err()).unwrap_or_default());
+                if why.is_empty() { Ok(()) } else { Err(why) }
+            })),
         },
     ));
     log::info!(
@@ -193,25 +234,44 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     let mut app = pingora_proxy::HttpProxy::new(origin, server.configuration.clone());
     app.handle_init_modules();
     app.h2_options = Some(peer::server_options(t));
-    let origin_tls = Arc::new(tunnel_tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
-    let mut proxy = Service::new("origin".to_string(), tcp::Accepted::new(app, t.congestion_control.as_deref()));
-    for addr in &t.listen {
-        proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
+    let app = tcp::Accepted::new(app, t.congestion_control.as_deref());
+    if !t.listen.is_empty() {
+        let origin_tls = Arc::new(tunnel_tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);
+        let mut proxy = Service::new("origin".to_string(), app.share());
+        for addr in &t.listen {
+            proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
+        }
+        // Requests are taken once every name has had its first answer.
+        server.add_service(proxy).add_dependency(&pools);
+        server.add_service(background_service(
+            "TLS reload",
+            tls::Reloader::new("tunnel certificate and client CA", move || origin_tls.reload()),
+        ));
     }
-    // Requests are taken once every name has had its first answer.
-    server.add_service(proxy).add_dependency(&pools);
-    server.add_service(background_service(
-        "TLS reload",
-        tls::Reloader::new("tunnel certificate and client CA", move || origin_tls.reload()),
-    ));
+    let mut dialled = None;
+    if !t.dial.is_empty() {
+        let dialer = Arc::new(Dialer::new(Arc::new(app.share()), t, names).context("tunnel.dial")?);
+        dialled = Some(dialer.connected.clone());
+        server.add_service(background_service("dial-out lanes", DialService(dialer))).add_dependency(&pools);
+    }
     server.add_service(admin::service(
         config.admin.listen,
         Admin {
             ready_probe: t.listen.clone(),
             corrupt_store: None,
-            readiness: Some(Arc::new(move || upstreams.readiness())),
+            readiness: Some(Arc::new(move || {
+                let mut why = upstreams.readiness().err().unwrap_or_default();
+                why.extend(dialled.as_ref().and_then(|d| d.readiness().err()).unwrap_or_default());
+                if why.is_empty() { Ok(()) } else { Err(why) }
+            })),
         },
     ));
-    log::info!("origin: tunnel on {:?}, admin on {}, {} hosts", t.listen, config.admin.listen, config.hosts.len());
+    log::info!(
+        "origin: tunnel on {:?}, dialling {:?}, admin on {}, {} hosts",
+        t.listen,
+        t.dial.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        config.admin.listen,
+        config.hosts.len()
+    );
     server.run_forever()
 }

@@ -28,7 +28,8 @@
 //!                                 `?delay=MS` answers after MS milliseconds
 //!   GET  /hits/SECS/NAME           how many requests /cache/SECS/NAME has seen (text)
 //!   GET  /cycle/SET[?QUERY]       the next version of SET on every request, round and round;
-//!                                 each distinct QUERY is a page of its own with its own turn
+//!                                 each distinct QUERY is a page of its own with its own turn,
+//!                                 from version 0, or from N with `start=N` in QUERY
 //!   GET  /cacheable/SET           version 0 of SET with Cache-Control: max-age=3600
 //!   GET  /ws                      a WebSocket echo: text and binary messages come back, `close:CODE`
 //!                                 closes with CODE; `?delay=MS` answers the handshake after MS ms
@@ -300,7 +301,7 @@ impl Backend {
                         *next += 1;
                         *next - 1
                     };
-                    let i = turn as usize % versions.len();
+                    let i = (param(&req, "start").unwrap_or(0) + turn) as usize % versions.len();
                     reply(200, content_type_of(&versions[i]), full(versions[i].clone()))
                 }
                 None => reply(404, "text/plain", full(format!("no set {set}\n"))),

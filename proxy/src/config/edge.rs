@@ -55,11 +55,14 @@ pub enum Fallback {
 #[derive(Debug, Clone)]
 pub struct OriginRoute {
     pub pattern: HostPattern,
-    /// As configured: IP literals or names.
+    /// As configured: IP literals or names (none for a host served by a tunnel that dials out).
     pub listener_names: Vec<HostPort>,
     /// The addresses they stand for (names resolved at start, each address a listener).
     pub listeners: Vec<SocketAddr>,
     pub server_name: String,
+    /// `tunnel: NAME`: served by the origins that dial out as this tunnel (`connectors.tunnels`),
+    /// instead of listeners.
+    pub tunnel: Option<String>,
     pub fallback: Fallback,
     /// This host's `request_buffering`, when it overrides `limits.request_buffering`.
     pub request_buffering: Option<bool>,
@@ -161,6 +164,8 @@ pub struct EdgeConfig {
     pub https: Option<ClientTls>,
     pub admin: AdminSettings,
     pub tunnel: TunnelClient,
+    /// Where origins that dial out reach this edge.
+    pub connectors: Option<super::connectors::Connectors>,
     pub origins: Vec<OriginRoute>,
     pub delta: DeltaSettings,
     pub cache: CacheSettings,
@@ -192,9 +197,9 @@ impl EdgeConfig {
         let admin = AdminSettings::read(&root.section("admin"));
         let t = root.section("tunnel");
         let tunnel = TunnelClient {
-            ca: t.req("ca").unwrap_or_default(),
-            cert: t.req("cert").unwrap_or_default(),
-            key: t.req("key").unwrap_or_default(),
+            ca: t.opt("ca").unwrap_or_default(),
+            cert: t.opt("cert").unwrap_or_default(),
+            key: t.opt("key").unwrap_or_default(),
             server_name: t.or("server_name", "origin.railproxy.internal".to_string()),
             connect_timeout: t.or("connect_timeout", Secs(Duration::from_secs(2))).0,
             response_timeout: t.or("response_timeout", Secs(Duration::from_secs(60))).0,
@@ -215,6 +220,8 @@ impl EdgeConfig {
             t.problem("lanes", "must be from 1 to 64");
         }
         drop(t);
+        let connectors =
+            root.has("connectors").then(|| super::connectors::Connectors::read(&root.section("connectors")));
         let mut origins: Vec<OriginRoute> = Vec::new();
         for (name, s) in root.entries("origins") {
             let Ok(pattern) = HostPattern::parse(&name).map_err(|e| s.problem("", e)) else {
@@ -240,8 +247,27 @@ impl EdgeConfig {
             if fallback == Fallback::Error && s.has("direct") {
                 s.problem("direct", "only used with fallback: direct");
             }
-            let listener_names: Vec<HostPort> = s.req_list("listeners", "origin listeners: host:port");
+            let via: Option<String> = s.opt("tunnel");
+            let listener_names: Vec<HostPort> = match &via {
+                Some(name) => {
+                    if s.has("listeners") {
+                        s.problem("listeners", "a host is served by listeners or by a tunnel, not both");
+                    }
+                    match connectors.as_ref().map(|c| c.tunnel(name)) {
+                        None => s.problem("tunnel", "needs connectors: (where tunnels dial in)"),
+                        Some(None) => s.problem("tunnel", format!("no tunnel {name:?} in connectors.tunnels")),
+                        Some(Some(grant)) if !grant.hosts.contains(&pattern) => s.problem(
+                            "tunnel",
+                            format!("tunnel {name:?} may not serve {pattern} (connectors.tunnels.{name}.hosts)"),
+                        ),
+                        Some(Some(_)) => {}
+                    }
+                    Vec::new()
+                }
+                None => s.req_list("listeners", "origin listeners: host:port (or tunnel: NAME)"),
+            };
             let route = OriginRoute {
+                tunnel: via,
                 listeners: listener_names.iter().filter_map(HostPort::literal).collect(),
                 listener_names,
                 server_name: s.or("server_name", tunnel.server_name.clone()),
@@ -262,6 +288,15 @@ impl EdgeConfig {
         }
         if origins.is_empty() {
             root.problem("origins", "required: a map of host names to origin listeners");
+        }
+        // The tunnel's client certificate is for dialling origin listeners; an edge whose
+        // origins all dial out needs none.
+        if origins.iter().any(|o| o.tunnel.is_none()) {
+            for (key, path) in [("tunnel.ca", &tunnel.ca), ("tunnel.cert", &tunnel.cert), ("tunnel.key", &tunnel.key)] {
+                if path.as_os_str().is_empty() {
+                    root.problem(key, "required (a file path) when an origin is reached by its listeners");
+                }
+            }
         }
         let d = root.section("delta");
         let mut delta = DeltaSettings::read(&d, 256 << 20);
@@ -318,6 +353,9 @@ impl EdgeConfig {
         if let Some(h) = &https {
             addrs.extend(h.listen.iter().map(|a| ("https.listen", *a)));
         }
+        if let Some(c) = &connectors {
+            addrs.extend(c.listen.iter().map(|a| ("connectors.listen", *a)));
+        }
         addrs.push(("admin.listen", admin.listen));
         check_distinct_addresses(root, &addrs);
         let limits = super::limits::Limits::read(&root.section("limits"));
@@ -330,6 +368,7 @@ impl EdgeConfig {
             https,
             admin,
             tunnel,
+            connectors,
             origins,
             delta,
             cache,
@@ -363,6 +402,9 @@ impl EdgeConfig {
             f.push(("https.cert".into(), &h.cert));
             f.push(("https.key".into(), &h.key));
         }
+        if let Some(c) = &self.connectors {
+            f.extend(c.files());
+        }
         f
     }
 
@@ -371,6 +413,9 @@ impl EdgeConfig {
         let mut p = vec![&mut t.ca, &mut t.cert, &mut t.key];
         if let Some(h) = &mut self.https {
             p.extend([&mut h.cert, &mut h.key]);
+        }
+        if let Some(c) = &mut self.connectors {
+            p.extend(c.paths_mut());
         }
         p.extend(self.server.paths_mut());
         p

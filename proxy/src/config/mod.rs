@@ -3,6 +3,7 @@
 //! file is in, so a rendered config folder works wherever it is installed.
 
 mod common;
+pub mod connectors;
 pub mod edge;
 mod expiry;
 pub mod limits;

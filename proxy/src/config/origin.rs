@@ -9,10 +9,28 @@ use super::reader::{ByteSize, Secs, Section};
 use super::upstream::{BackendSpec, BackendTls, DnsSettings, HostPort, Scheme};
 use crate::hosts::HostPattern;
 
-/// Where the origin accepts the tunnel.
+/// Where the origin accepts the tunnel, or dials it out.
 #[derive(Debug, Clone)]
 pub struct TunnelListener {
+    /// Addresses edges connect to (none: the origin only dials out).
     pub listen: Vec<SocketAddr>,
+    /// Dial-out: the edges' connector listeners this origin dials (and serves over).
+    pub dial: Vec<HostPort>,
+    /// Dial-out: connections held to each edge of `dial`.
+    pub lanes: usize,
+    /// Dial-out: the CA that signs the edges' connector certificates.
+    pub ca: PathBuf,
+    /// Dial-out: the name an edge's connector certificate must carry.
+    pub edge_name: String,
+    /// Dial-out: a lane that fails is dialled again after a random wait up to
+    /// min(reconnect_cap, 1 s × 2^failures in a row).
+    pub reconnect_cap: Duration,
+    /// Dial-out: this process's name on its lanes (edges tell replicas apart by it); the host's
+    /// name and the process id when unset.
+    pub replica: Option<String>,
+    /// Dial-out: a lane whose sent bytes stay unacknowledged (or whose idle probes stay
+    /// unanswered) this long is dead, and is replaced.
+    pub dead_after: Duration,
     pub cert: PathBuf,
     pub key: PathBuf,
     /// CA that must have issued the certificate every edge presents (mutual TLS).
@@ -219,11 +237,28 @@ impl OriginConfig {
         let server = ServerSettings::read(&root.section("server"), "origin");
         let admin = AdminSettings::read(&root.section("admin"));
         let t = root.section("tunnel");
+        let dial: Vec<HostPort> = t.list("dial");
+        let dials = !dial.is_empty();
         let tunnel = TunnelListener {
-            listen: t.req_list("listen", "addresses for edges, e.g. 127.0.0.1:2408"),
+            listen: if dials {
+                t.list("listen")
+            } else {
+                t.req_list("listen", "addresses for edges, e.g. 127.0.0.1:2408 (or dial: the edges this origin dials)")
+            },
+            lanes: t.or("lanes", 4usize),
+            ca: if dials { t.req("ca").unwrap_or_default() } else { t.opt("ca").unwrap_or_default() },
+            edge_name: t.or("edge_name", crate::ops::certs::CONNECTOR_NAME.to_string()),
+            reconnect_cap: t.or("reconnect_cap", Secs(Duration::from_secs(30))).0,
+            dead_after: t.or("dead_after", Secs(Duration::from_secs(15))).0,
+            replica: t.opt("replica"),
+            dial,
             cert: t.req("cert").unwrap_or_default(),
             key: t.req("key").unwrap_or_default(),
-            client_ca: t.req("client_ca").unwrap_or_default(),
+            client_ca: if dials && !t.has("client_ca") {
+                PathBuf::new()
+            } else {
+                t.req("client_ca").unwrap_or_default()
+            },
             client_names: if t.has("client_names") {
                 t.req_list("client_names", "names an edge certificate may carry")
             } else {
@@ -239,6 +274,24 @@ impl OriginConfig {
         }
         if tunnel.max_streams == 0 {
             t.problem("max_streams", "must be at least 1");
+        }
+        if !(1..=64).contains(&tunnel.lanes) {
+            t.problem("lanes", "must be from 1 to 64");
+        }
+        if tunnel.reconnect_cap < Duration::from_secs(1) {
+            t.problem("reconnect_cap", "must be at least 1s");
+        }
+        if tunnel.dead_after < Duration::from_secs(1) {
+            t.problem("dead_after", "must be at least 1s");
+        }
+        if let Some(r) = tunnel.replica.as_deref().filter(|r| !crate::tunnel::lane_hello::valid_replica(r)) {
+            t.problem("replica", format!("{r:?}: 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"));
+        }
+        if rustls::pki_types::ServerName::try_from(tunnel.edge_name.as_str()).is_err() {
+            t.problem("edge_name", format!("{:?} is not a DNS name or IP address", tunnel.edge_name));
+        }
+        if !tunnel.listen.is_empty() && tunnel.client_ca.as_os_str().is_empty() && !t.has("client_ca") {
+            t.problem("client_ca", "required with listen: the CA whose edges may connect");
         }
         for n in &tunnel.client_names {
             if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
@@ -350,7 +403,7 @@ impl OriginConfig {
 
     pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let t = &mut self.tunnel;
-        let mut p = vec![&mut t.cert, &mut t.key, &mut t.client_ca];
+        let mut p = vec![&mut t.cert, &mut t.key, &mut t.client_ca, &mut t.ca];
         p.extend(self.server.paths_mut());
         for h in &mut self.hosts {
             p.extend(h.tls.paths_mut());
@@ -366,6 +419,7 @@ impl OriginConfig {
             ("tunnel.cert".into(), &self.tunnel.cert),
             ("tunnel.key".into(), &self.tunnel.key),
             ("tunnel.client_ca".into(), &self.tunnel.client_ca),
+            ("tunnel.ca".into(), &self.tunnel.ca),
         ];
         for h in &self.hosts {
             let t = &h.tls;

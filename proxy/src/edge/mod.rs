@@ -32,6 +32,7 @@ use crate::http_util::{self, header_str};
 use crate::http1_reuse;
 use crate::metrics;
 use crate::resolve::Names;
+use crate::tunnel::connectors::{Registry, TunnelUse};
 use crate::tunnel::listeners::{LaneUse, Listeners};
 use crate::tunnel::peer::{self, tunnel_peer};
 use crate::tunnel::protocol::{self, Accepts, LaneProbe, TunnelRequest};
@@ -56,6 +57,8 @@ pub struct Edge {
     names: Arc<Names>,
     /// Tells users apart, for versions of their own.
     users: UserKeys,
+    /// The lanes of origins that dial out, by tunnel (`connectors:`).
+    connectors: Option<Arc<Registry>>,
 }
 
 impl Edge {
@@ -92,11 +95,12 @@ impl Edge {
         listeners: Arc<Listeners>,
         probe_secret: String,
         names: Arc<Names>,
+        connectors: Option<Arc<Registry>>,
     ) -> Self {
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
         let tcp = tcp::hook(config.tunnel.congestion_control.as_deref());
         let users = UserKeys::new(&config.credentials.headers);
-        Edge { config, tls, store, listeners, probe_secret, tcp, cache, names, users }
+        Edge { config, tls, store, listeners, probe_secret, tcp, cache, names, users, connectors }
     }
 }
 
@@ -142,6 +146,9 @@ pub struct EdgeCtx {
     /// whether it was sent upstream before (panic routing is for a first attempt only).
     lane: Option<LaneUse>,
     tried: Vec<SocketAddr>,
+    /// As `lane` and `tried`, for a host served by a tunnel that dials out.
+    dial: Option<TunnelUse>,
+    tried_lanes: Vec<u64>,
     attempts: u32,
     /// A probe from this edge's prober, for this lane.
     probe: Option<LaneProbe>,
@@ -175,6 +182,37 @@ impl Edge {
         let mut peer = tunnel_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, lane.lane);
         peer.options.upstream_tcp_sock_tweak_hook = Some(self.tcp.clone());
         Box::new(peer)
+    }
+
+    /// The peer for a request to a host that a tunnel dialling out serves: a lane of that
+    /// tunnel (waiting `connectors.wait` for one), else the host's fallback. The 502 names
+    /// the tunnel, never an address.
+    async fn dial_peer(&self, host: &str, tunnel: &str, ctx: &mut EdgeCtx) -> Result<Result<Box<HttpPeer>, String>> {
+        let Some(registry) = &self.connectors else {
+            return Error::e_explain(ErrorType::HTTPStatus(502), format!("no connector listener for tunnel {tunnel}"));
+        };
+        if ctx.websocket {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                format!(
+                    "WebSocket is not carried over tunnels that dial out yet ({host} is served by tunnel {tunnel})"
+                ),
+            );
+        }
+        let max_streams = self.config.tunnel.max_streams;
+        let Some(used) = registry.pick(tunnel, &ctx.tried_lanes, max_streams).await else {
+            let waited = self.config.connectors.as_ref().map(|c| c.wait).unwrap_or_default();
+            return Ok(Err(match registry.tunnel(tunnel).map(|t| t.lane_count()) {
+                Some(0) | None => format!("no origin of tunnel {tunnel} is connected (waited {waited:?})"),
+                Some(_) => format!("no lane of tunnel {tunnel} is free (waited {waited:?})"),
+            }));
+        };
+        let wait = self.config.tunnel.connect_timeout;
+        ctx.acquiring = tokio::time::timeout(wait, used.lane.acquire.clone().lock_owned()).await.ok();
+        let peer = registry.peer(&used.lane, &self.config.tunnel);
+        ctx.direct = false;
+        ctx.dial = Some(used);
+        Ok(Ok(Box::new(peer)))
     }
 
     /// Whether this request's body is to be read whole here first: buffering is on for its host,
@@ -278,6 +316,8 @@ impl ProxyHttp for Edge {
             acquiring: None,
             lane: None,
             tried: Vec::new(),
+            dial: None,
+            tried_lanes: Vec::new(),
             attempts: 0,
             probe: None,
             direct: false,
@@ -483,6 +523,7 @@ impl ProxyHttp for Edge {
         let first_attempt = ctx.attempts == 0;
         ctx.attempts += 1;
         ctx.lane = None;
+        ctx.dial = None;
         // A retry sends the body read so far again from Pingora's buffer: what was held or
         // counted for the last attempt is in it.
         ctx.body_in = 0;
@@ -498,37 +539,51 @@ impl ProxyHttp for Edge {
             ctx.lane = Some(lane);
             return Ok(peer);
         }
-        let host = ctx.host.as_deref().unwrap_or_default();
+        let host = ctx.host.clone().unwrap_or_default();
+        let host = host.as_str();
         let route = self
             .config
             .route(host)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no origin for host {host}")))?;
-        let Some(lane) = self.listeners.pick(host, &ctx.tried, first_attempt) else {
-            return match &route.fallback {
-                Fallback::Direct(at) => {
-                    metrics::FALLBACKS.with_label_values(&["direct"]).inc();
-                    ctx.direct = true;
-                    let addr = match self.names.addresses(at).await {
-                        Ok(addrs) if !addrs.is_empty() => addrs[rand::random::<usize>() % addrs.len()],
-                        _ => {
-                            let why = format!("no origin listener for {host} is up, and {at} does not resolve");
-                            return Err(Error::explain(ErrorType::HTTPStatus(502), why));
-                        }
-                    };
-                    let t = &self.config.tunnel;
-                    let mut peer = HttpPeer::new(addr, false, String::new());
-                    peer.options.connection_timeout = Some(t.connect_timeout);
-                    peer.options.read_timeout = Some(match ctx.websocket {
-                        true => self.config.websocket.idle_timeout,
-                        false => t.response_timeout,
-                    });
-                    Ok(Box::new(peer))
-                }
-                Fallback::Error => {
-                    metrics::FALLBACKS.with_label_values(&["error"]).inc();
-                    Err(Error::explain(ErrorType::HTTPStatus(502), format!("no origin listener for {host} is up")))
-                }
-            };
+        let picked = match &route.tunnel {
+            Some(tunnel) => match self.dial_peer(host, tunnel, ctx).await? {
+                Ok(peer) => return Ok(peer),
+                Err(why) => Err(why),
+            },
+            None => self
+                .listeners
+                .pick(host, &ctx.tried, first_attempt)
+                .ok_or_else(|| format!("no origin listener for {host} is up")),
+        };
+        let lane = match picked {
+            Ok(lane) => lane,
+            Err(why) => {
+                return match &route.fallback {
+                    Fallback::Direct(at) => {
+                        metrics::FALLBACKS.with_label_values(&["direct"]).inc();
+                        ctx.direct = true;
+                        let addr = match self.names.addresses(at).await {
+                            Ok(addrs) if !addrs.is_empty() => addrs[rand::random::<usize>() % addrs.len()],
+                            _ => {
+                                let why = format!("{why}, and {at} does not resolve");
+                                return Err(Error::explain(ErrorType::HTTPStatus(502), why));
+                            }
+                        };
+                        let t = &self.config.tunnel;
+                        let mut peer = HttpPeer::new(addr, false, String::new());
+                        peer.options.connection_timeout = Some(t.connect_timeout);
+                        peer.options.read_timeout = Some(match ctx.websocket {
+                            true => self.config.websocket.idle_timeout,
+                            false => t.response_timeout,
+                        });
+                        Ok(Box::new(peer))
+                    }
+                    Fallback::Error => {
+                        metrics::FALLBACKS.with_label_values(&["error"]).inc();
+                        Err(Error::explain(ErrorType::HTTPStatus(502), why))
+                    }
+                };
+            }
         };
         ctx.direct = false;
         let peer = match ctx.websocket {
@@ -565,6 +620,10 @@ impl ProxyHttp for Edge {
         }
         if !reused {
             metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
+        }
+        if ctx.dial.is_some() {
+            // A dial-out lane: its TLS (1.3 only) ended at the connector listener.
+            return Ok(());
         }
         // Every use, not only a new connection: Pingora pools an h2 connection before this hook
         // runs, so a concurrent request may already have taken it up.
@@ -610,6 +669,12 @@ impl ProxyHttp for Edge {
             e.set_retry(true);
             metrics::RETRIES.inc();
         }
+        if let Some(used) = ctx.dial.take() {
+            // Its connection ended: the lane is gone, another may take the request.
+            ctx.tried_lanes.push(used.lane.id);
+            e.set_retry(true);
+            metrics::RETRIES.inc();
+        }
         e
     }
 
@@ -626,6 +691,10 @@ impl ProxyHttp for Edge {
             return e;
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(used) = ctx.dial.as_ref().filter(|_| peer::tunnel_failure(&e) || peer::graceful_shutdown(&e)) {
+            // Another lane, if the request goes again.
+            ctx.tried_lanes.push(used.lane.id);
+        }
         if ctx.probe.is_some() {
             // Never again on a new connection: that connection would join the lane in slow start
             // (a probe queued behind a lane's bulk data is late, not failed). The prober decides

@@ -3,6 +3,7 @@
 //! answers with a dcz delta against the base the edge named, or the full body in zstd.
 
 pub mod backends;
+pub mod dial;
 mod encode;
 mod pause;
 pub mod redis_store;

@@ -243,7 +243,8 @@ impl Listeners {
     pub fn new(config: &EdgeConfig, names: Option<Arc<Names>>) -> Self {
         let mut all: Vec<Arc<Listener>> = Vec::new();
         let mut routes = Vec::new();
-        for route in &config.origins {
+        // Hosts served by tunnels that dial out have no listeners (see `connectors`).
+        for route in config.origins.iter().filter(|r| r.tunnel.is_none()) {
             let named: Vec<(SocketAddr, Option<String>)> = route.listeners.iter().map(|a| (*a, None)).collect();
             let list = Self::listeners_for(&named, &route.server_name, config.tunnel.lanes, &mut all);
             routes.push(Route {

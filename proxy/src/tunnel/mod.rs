@@ -8,6 +8,8 @@
 //! * [`tls`]: mutual TLS 1.3 anchored in the private CA.
 //! * [`tcp`]: the tunnel's TCP sockets: congestion control, unsent data held by the kernel.
 
+pub mod connectors;
+pub mod lane_hello;
 pub mod listeners;
 pub mod peer;
 pub mod probe;

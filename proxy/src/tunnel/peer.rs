@@ -154,7 +154,7 @@ mod tests {
             congestion_control: None,
             balance: crate::config::origin::Balance::RoundRobin,
         };
-        let (tls, addr) = (PeerTls::none(), "127.0.0.1:2408".parse().unwrap());
+        let (tls, addr) = (PeerTls::empty(), "127.0.0.1:2408".parse().unwrap());
         let hashes: Vec<u64> =
             (0..4).map(|lane| tunnel_peer(&t, &tls, addr, "origin.example", lane).reuse_hash()).collect();
         for (i, h) in hashes.iter().enumerate() {

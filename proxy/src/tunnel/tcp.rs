@@ -64,6 +64,35 @@ pub fn hook(algorithm: Option<&str>) -> Hook {
     })
 }
 
+/// Sets up a tunnel socket made outside Pingora (a dial-out lane an edge accepted):
+/// [`NOTSENT_LOWAT`], `algorithm` when one is configured, and keepalive probes that end a
+/// connection whose path died while nothing was sent (`dead_after` in all, at the least).
+pub fn tune(
+    sock: &impl std::os::fd::AsFd,
+    algorithm: Option<&str>,
+    dead_after: std::time::Duration,
+) -> Result<(), String> {
+    use nix::sys::socket::sockopt::{KeepAlive, TcpKeepCount, TcpKeepIdle, TcpKeepInterval, TcpUserTimeout};
+    let fd = sock.as_fd().as_raw_fd();
+    crate::sockets::set_notsent_lowat(fd, NOTSENT_LOWAT).map_err(|e| format!("TCP_NOTSENT_LOWAT: {e}"))?;
+    if let Some(name) = algorithm {
+        setsockopt(sock, TcpCongestion, &OsString::from(name))
+            .map_err(|e| format!("congestion control {name}: {e}"))?;
+    }
+    // A third of the time idle, then three probes a ninth apart; and sent data unacknowledged
+    // for the whole time ends it too.
+    let secs = dead_after.as_secs().max(3) as u32;
+    let probe = (secs / 9).max(1);
+    let opts = [
+        setsockopt(sock, KeepAlive, &true),
+        setsockopt(sock, TcpKeepIdle, &(secs / 3)),
+        setsockopt(sock, TcpKeepInterval, &probe),
+        setsockopt(sock, TcpKeepCount, &3),
+        setsockopt(sock, TcpUserTimeout, &(secs * 1000)),
+    ];
+    opts.into_iter().collect::<nix::Result<Vec<()>>>().map(|_| ()).map_err(|e| format!("keepalive: {e}"))
+}
+
 /// Sets up every connection the origin accepts ([`NOTSENT_LOWAT`], and the congestion control
 /// when one is configured), then serves it as `inner` does. Pingora 0.9 has no option for
 /// accepted sockets, so this is done on the socket under the (TLS) stream, after the
@@ -77,6 +106,11 @@ pub struct Accepted<A> {
 impl<A> Accepted<A> {
     pub fn new(inner: A, algorithm: Option<&str>) -> Self {
         Self { inner: Arc::new(inner), algorithm: algorithm.map(OsString::from), warned: AtomicBool::new(false) }
+    }
+
+    /// Another handle on the same app (the listener's and the dial-out lanes' are one).
+    pub fn share(&self) -> Self {
+        Self { inner: self.inner.clone(), algorithm: self.algorithm.clone(), warned: AtomicBool::new(false) }
     }
 }
 

@@ -39,7 +39,7 @@ pub fn not_tls13(digest: Option<&pingora_core::protocols::Digest>) -> Option<Str
 /// ring with the TLS 1.3 cipher suites only. Pingora's rustls listener offers TLS 1.2 and 1.3
 /// and has no setting for it, but it builds its config from the process's default provider:
 /// with no TLS 1.2 suite there, TLS 1.2 cannot be negotiated.
-fn tls13_only() -> CryptoProvider {
+pub(crate) fn tls13_only() -> CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.retain(|s| s.version() == &rustls::version::TLS13);
     provider
@@ -59,6 +59,9 @@ struct EdgePolicy {
     chain: Arc<dyn ClientCertVerifier>,
     names: Vec<ServerName<'static>>,
     ca_not_after: Option<i64>,
+    /// Whose certificates these are, for the log: `edge` (at an origin listener) or `tunnel`
+    /// (at an edge's connector listener).
+    who: &'static str,
 }
 
 /// Verifies edge certificates: issued by the configured CA (WebPKI path validation) and valid
@@ -67,7 +70,7 @@ struct EdgePolicy {
 pub struct EdgeVerifier(ArcSwap<EdgePolicy>);
 
 impl EdgeVerifier {
-    fn policy(ca: &Path, names: &[String]) -> anyhow::Result<EdgePolicy> {
+    fn policy(ca: &Path, names: &[String], who: &'static str) -> anyhow::Result<EdgePolicy> {
         let mut roots = RootCertStore::empty();
         let cas = ca_certs(ca)?;
         let ca_not_after = expiry_of(&cas, ca);
@@ -81,13 +84,13 @@ impl EdgeVerifier {
             .iter()
             .map(|n| ServerName::try_from(n.clone()).with_context(|| format!("{n:?} is not a DNS name or IP address")))
             .collect::<anyhow::Result<_>>()?;
-        Ok(EdgePolicy { chain, names, ca_not_after })
+        Ok(EdgePolicy { chain, names, ca_not_after, who })
     }
 }
 
-fn refused(reason: &'static str, e: rustls::Error) -> rustls::Error {
+fn refused(who: &str, reason: &'static str, e: rustls::Error) -> rustls::Error {
     metrics::TUNNEL_AUTH_FAILURES.with_label_values(&[reason]).inc();
-    log::warn!("tunnel: edge certificate refused ({reason}): {e}");
+    log::warn!("tunnel: {who} certificate refused ({reason}): {e}");
     e
 }
 
@@ -108,13 +111,14 @@ impl ClientCertVerifier for EdgeVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let policy = self.0.load();
-        policy.chain.verify_client_cert(end_entity, intermediates, now).map_err(|e| refused("ca", e))?;
+        let who = policy.who;
+        policy.chain.verify_client_cert(end_entity, intermediates, now).map_err(|e| refused(who, "ca", e))?;
         let cert = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|_| refused("name", rustls::Error::InvalidCertificate(CertificateError::BadEncoding)))?;
+            .map_err(|_| refused(who, "name", rustls::Error::InvalidCertificate(CertificateError::BadEncoding)))?;
         if policy.names.iter().any(|n| cert.verify_is_valid_for_subject_name(n).is_ok()) {
             Ok(ClientCertVerified::assertion())
         } else {
-            Err(refused("name", rustls::Error::InvalidCertificate(CertificateError::NotValidForName)))
+            Err(refused(who, "name", rustls::Error::InvalidCertificate(CertificateError::NotValidForName)))
         }
     }
 
@@ -124,7 +128,7 @@ impl ClientCertVerifier for EdgeVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(refused("tls12", rustls::Error::General("the tunnel is TLS 1.3 only".into())))
+        Err(refused(self.0.load().who, "tls12", rustls::Error::General("the tunnel is TLS 1.3 only".into())))
     }
 
     fn verify_tls13_signature(
@@ -152,7 +156,7 @@ pub struct OriginTls {
 
 impl OriginTls {
     pub fn load(cert: &Path, key: &Path, client_ca: &Path, client_names: &[String]) -> anyhow::Result<Self> {
-        let policy = EdgeVerifier::policy(client_ca, client_names)?;
+        let policy = EdgeVerifier::policy(client_ca, client_names, "edge")?;
         publish_expiry("ca", policy.ca_not_after);
         Ok(Self {
             cert: ServerCert::load("tunnel", cert, key)?,
@@ -174,7 +178,7 @@ impl OriginTls {
     pub fn reload(&self) -> anyhow::Result<()> {
         // The CA first: the certificate is swapped as it loads, so nothing is swapped unless
         // both load.
-        let policy = EdgeVerifier::policy(&self.ca_path, &self.names)?;
+        let policy = EdgeVerifier::policy(&self.ca_path, &self.names, "edge")?;
         self.cert.reload()?;
         publish_expiry("ca", policy.ca_not_after);
         self.verifier.0.store(Arc::new(policy));
@@ -213,9 +217,9 @@ impl PeerTls {
         Ok(PeerTls { ca: ca.into(), client, not_after, ca_not_after })
     }
 
-    /// No CA and no client certificate: peers for tests that never connect.
-    #[cfg(test)]
-    pub fn none() -> Self {
+    /// No CA and no client certificate: an edge whose origins all dial out (and tests' peers
+    /// that never connect).
+    pub fn empty() -> Self {
         PeerTls { ca: Arc::new([]), client: None, not_after: None, ca_not_after: None }
     }
 
@@ -230,3 +234,58 @@ impl PeerTls {
 /// The edge's tunnel TLS, swapped on reload; peers built afterwards (new connections) use the
 /// new files.
 pub type SharedPeerTls = Arc<ArcSwap<PeerTls>>;
+
+/// The edge's connector listener's TLS: its certificate, and the verifier of tunnel
+/// certificates (from the CA, valid for one configured tunnel's name). TLS 1.3 only, ALPN h2.
+#[derive(Debug)]
+pub struct ConnectorTls {
+    ca_path: PathBuf,
+    names: Vec<String>,
+    cert: Arc<ServerCert>,
+    verifier: Arc<EdgeVerifier>,
+}
+
+impl ConnectorTls {
+    /// `names`: every configured tunnel's certificate name.
+    pub fn load(cert: &Path, key: &Path, ca: &Path, names: &[String]) -> anyhow::Result<Self> {
+        let policy = EdgeVerifier::policy(ca, names, "tunnel")?;
+        Ok(Self {
+            cert: ServerCert::load("connector", cert, key)?,
+            verifier: Arc::new(EdgeVerifier(ArcSwap::from_pointee(policy))),
+            ca_path: ca.to_path_buf(),
+            names: names.to_vec(),
+        })
+    }
+
+    /// A rustls server configuration over the live certificate and verifier (reloads apply to
+    /// later handshakes).
+    pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(tls13_only()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .context("TLS 1.3 with the ring provider")?
+            .with_client_cert_verifier(self.verifier.clone())
+            .with_cert_resolver(self.cert.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Rereads certificate, key and CA; on any error the ones in use stay.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let policy = EdgeVerifier::policy(&self.ca_path, &self.names, "tunnel")?;
+        self.cert.reload()?;
+        self.verifier.0.store(Arc::new(policy));
+        Ok(())
+    }
+}
+
+/// Which of `tunnels` (names as `connectors.tunnels` has them) the certificate `der` names.
+pub fn tunnel_of(der: &CertificateDer<'_>, tunnels: &[String]) -> Option<String> {
+    let cert = webpki::EndEntityCert::try_from(der).ok()?;
+    tunnels
+        .iter()
+        .find(|t| {
+            let name = crate::config::connectors::certificate_name(t);
+            ServerName::try_from(name).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
+        })
+        .cloned()
+}

@@ -105,6 +105,8 @@ pub struct Steady {
     pub times: Times,
     pub rate: f64,
     pub link_bytes: f64,
+    /// The part of `link_bytes` the origins' side sent.
+    pub link_bytes_down: f64,
 }
 
 /// The page versions `/cycle/PAGE?q` serves, in turn, from its first request on.
@@ -137,8 +139,10 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let carried = || run.link.drops.carried.load(Ordering::Relaxed);
+    let carried_down = || run.link.drops.carried_from_far.load(Ordering::Relaxed);
     let dropped = || (run.link.drops.queue.load(Ordering::Relaxed), run.link.drops.loss.load(Ordering::Relaxed));
     let before = carried();
+    let before_down = carried_down();
     let dropped_before = dropped();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -186,7 +190,7 @@ where
     // For whoever reads the log: the tail of a phase is mostly its losses.
     let (queue, loss) = dropped();
     eprintln!(
-        "    steady: {} pages in {seconds:.1} s, mean {:.0} ms, p90 / p95 / max {:.0} / {:.0} / {:.0} ms; link drops: {} at the full queue, {} at random",
+        "    steady: {} pages in {seconds:.1} s, mean {:.0} ms, p90 / p95 / max {:.0} / {:.0} / {:.0} ms; link drops: {} at the full queue, {} at random; link bytes/page {:.0} from the origins' side, {:.0} to it",
         times.n(),
         times.secs.iter().sum::<f64>() * 1e3 / pages,
         times.ms(0.9),
@@ -194,8 +198,15 @@ where
         times.ms(1.0),
         queue - dropped_before.0,
         loss - dropped_before.1,
+        (carried_down() - before_down) as f64 / pages,
+        ((carried() - before) - (carried_down() - before_down)) as f64 / pages,
     );
-    Steady { rate: times.n() as f64 / seconds, link_bytes: (carried() - before) as f64 / pages, times }
+    Steady {
+        rate: times.n() as f64 / seconds,
+        link_bytes: (carried() - before) as f64 / pages,
+        link_bytes_down: (carried_down() - before_down) as f64 / pages,
+        times,
+    }
 }
 
 /// One page at a time, `SEQUENTIAL` times: times, and the link's bytes per page.

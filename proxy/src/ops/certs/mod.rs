@@ -21,11 +21,21 @@ mod renewal;
 pub const ORIGIN_NAME: &str = "origin.railproxy.internal";
 /// Name in the edge's client certificate, which origins can check.
 pub const EDGE_NAME: &str = "edge.railproxy.internal";
+/// Name in an edge's connector listener certificate, which origins that dial out check
+/// (`tunnel.edge_name`).
+pub const CONNECTOR_NAME: &str = "connector.railproxy.internal";
+/// A tunnel certificate names its tunnel as `NAME.` followed by this: only tunnel
+/// certificates carry it, so no edge or origin certificate of the same CA passes for a tunnel.
+pub const TUNNEL_SUFFIX: &str = "tunnel.railproxy.internal";
 
 pub const HELP: &str = "Writes into DIR (created if missing):
   ca.pem, ca.key          private CA (valid 10 years; `certs ca --days N` for another); keep ca.key offline
   origin.pem, origin.key  origin listener (2 years): DNS origin.railproxy.internal, localhost, IP 127.0.0.1
   edge.pem, edge.key      edge client certificate (2 years): DNS edge.railproxy.internal
+  connector.pem, .key     an edge's connector listener, where origins dial out to (2 years):
+                          DNS connector.railproxy.internal, localhost, IP 127.0.0.1
+  tunnel-demo.pem, .key   tunnel certificate of the tunnel named demo (2 years), which an
+                          origin that dials out presents: DNS demo.tunnel.railproxy.internal
 Existing files are kept; missing certificates are issued from the existing CA, and certificates
 that no longer fit (other names, role or CA, or less than a third of their validity left) are
 renewed.
@@ -35,7 +45,10 @@ For a fleet, `railproxy certs ca --out DIR` creates just a CA; `railproxy fleet 
 every host's certificate from it. By hand, issue each host its own certificate from the CA:
   railproxy certs issue --ca DIR --role origin --name origin-1.example.net --out HOSTDIR
   railproxy certs issue --ca DIR --role edge --name edge-fra-1.example.net --out HOSTDIR
-writes NAME.pem and NAME.key (and a copy of ca.pem) into HOSTDIR. Origins accept the edges whose
+  railproxy certs issue --ca DIR --role connector --name edge-fra-1.example.net --out HOSTDIR
+  railproxy certs issue --ca DIR --role tunnel --name shop --out HOSTDIR
+writes NAME.pem and NAME.key (tunnel-NAME.pem and .key for a tunnel, valid for
+NAME.tunnel.railproxy.internal) and a copy of ca.pem into HOSTDIR. Origins accept the edges whose
 names their `tunnel.client_names` lists; edges check the origin name in `server_name`.";
 
 /// `railproxy certs issue`.
@@ -49,7 +62,9 @@ pub enum CertsCmd {
         /// Names the certificate is valid for (DNS names or IP addresses); the first names the files.
         #[arg(long = "name", value_name = "NAME", required = true)]
         names: Vec<String>,
-        /// `origin`: a server certificate for an origin listener; `edge`: a client certificate.
+        /// `origin`: a server certificate for an origin listener; `edge`: a client certificate;
+        /// `connector`: a server certificate for an edge's connector listener; `tunnel`: the
+        /// client certificate of the tunnel --name names, for origins that dial out.
         #[arg(long, value_enum)]
         role: Role,
         /// Folder to write NAME.pem, NAME.key and ca.pem into (created if missing).
@@ -74,13 +89,15 @@ pub enum CertsCmd {
 pub enum Role {
     Origin,
     Edge,
+    Connector,
+    Tunnel,
 }
 
 impl Role {
     fn usage(self) -> ExtendedKeyUsagePurpose {
         match self {
-            Role::Origin => ExtendedKeyUsagePurpose::ServerAuth,
-            Role::Edge => ExtendedKeyUsagePurpose::ClientAuth,
+            Role::Origin | Role::Connector => ExtendedKeyUsagePurpose::ServerAuth,
+            Role::Edge | Role::Tunnel => ExtendedKeyUsagePurpose::ClientAuth,
         }
     }
 }
@@ -95,7 +112,17 @@ pub fn run_cmd(cmd: CertsCmd) -> CmdResult {
 /// Issues `names[0].pem` and `.key` into `out` from the CA in `ca_dir` (kept while they fit, see
 /// `renewal`), with a copy of ca.pem (kept while it holds that CA, e.g. in a rotation bundle).
 pub fn issue(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32) -> anyhow::Result<()> {
-    let stem = &names[0];
+    let (stem, names) = match role {
+        Role::Tunnel => {
+            let [tunnel] = names else { bail!("--role tunnel takes one --name: the tunnel's") };
+            if !crate::config::connectors::valid_tunnel_name(tunnel) {
+                bail!("--name {tunnel:?}: a tunnel name is one DNS label (a-z, 0-9 and -)");
+            }
+            (format!("tunnel-{tunnel}"), vec![crate::config::connectors::certificate_name(tunnel)])
+        }
+        _ => (names[0].clone(), names.to_vec()),
+    };
+    let (stem, names) = (&stem, &names[..]);
     if stem.is_empty() || stem.contains(['/', '\\']) || stem.starts_with('.') {
         bail!("--name {stem:?}: not usable as a file name");
     }
@@ -184,9 +211,11 @@ struct Leaf {
 /// The demo's certificates: two years.
 const DEMO_DAYS: u32 = 730;
 
-const LEAVES: [Leaf; 2] = [
+const LEAVES: [Leaf; 4] = [
     Leaf { stem: "origin", names: &[ORIGIN_NAME, "localhost", "127.0.0.1"], role: Role::Origin },
     Leaf { stem: "edge", names: &[EDGE_NAME], role: Role::Edge },
+    Leaf { stem: "connector", names: &[CONNECTOR_NAME, "localhost", "127.0.0.1"], role: Role::Connector },
+    Leaf { stem: "tunnel-demo", names: &["demo.tunnel.railproxy.internal"], role: Role::Tunnel },
 ];
 
 pub fn run(out: &Path) -> CmdResult {

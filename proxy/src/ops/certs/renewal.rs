@@ -60,8 +60,8 @@ fn issued_by(der: &CertificateDer<'_>, ca_pem: &str, role: Role, now: UnixTime) 
         Err(e) => return Some(format!("does not parse as a leaf certificate ({e})")),
     };
     let usage = match role {
-        Role::Origin => webpki::KeyUsage::server_auth(),
-        Role::Edge => webpki::KeyUsage::client_auth(),
+        Role::Origin | Role::Connector => webpki::KeyUsage::server_auth(),
+        Role::Edge | Role::Tunnel => webpki::KeyUsage::client_auth(),
     };
     let provider = rustls::crypto::ring::default_provider();
     let algs = provider.signature_verification_algorithms.all;
@@ -79,6 +79,8 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Origin => "server (origin)",
         Role::Edge => "client (edge)",
+        Role::Connector => "server (connector)",
+        Role::Tunnel => "client (tunnel)",
     }
 }
 
@@ -137,8 +139,8 @@ mod tests {
         let issuer = Issuer::from_ca_cert_pem(&ca.pem, &ca.key).unwrap();
         let now = time::OffsetDateTime::now_utc();
         let usage = match role {
-            Role::Origin => ExtendedKeyUsagePurpose::ServerAuth,
-            Role::Edge => ExtendedKeyUsagePurpose::ClientAuth,
+            Role::Origin | Role::Connector => ExtendedKeyUsagePurpose::ServerAuth,
+            Role::Edge | Role::Tunnel => ExtendedKeyUsagePurpose::ClientAuth,
         };
         let validity = (now - Duration::from_secs(DAY), now + Duration::from_secs(days * DAY));
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();

@@ -140,7 +140,8 @@ impl AsRawFd for RawStream {
         match self {
             RawStream::Tcp(s) => s.as_raw_fd(),
             RawStream::Unix(s) => s.as_raw_fd(),
-            RawStream::Virtual(_) => -1, // Virtual stream does not have a real fd
+            // railproxy patch: the descriptor it rides on, when it names one.
+            RawStream::Virtual(s) => s.socket.raw_fd().unwrap_or(-1),
         }
     }
 }

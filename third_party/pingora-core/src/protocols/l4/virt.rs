@@ -21,6 +21,14 @@ pub enum VirtualSockOpt {
 pub trait VirtualSocket: AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug {
     /// Set a socket option.
     fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()>;
+
+    /// railproxy patch: the descriptor of the socket this stream rides on, when it has one (a
+    /// TLS session over a TCP connection someone else accepted). The stream then reports it as
+    /// its id, so that a pooled HTTP/2 connection over it passes `Peer::matches_fd` (whose
+    /// `getpeername` must give the peer's address) and is reused instead of never pooled.
+    fn raw_fd(&self) -> Option<i32> {
+        None
+    }
 }
 
 /// Wrapper around any type implementing  [`VirtualSocket`].

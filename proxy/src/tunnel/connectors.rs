@@ -1,0 +1,524 @@
+//! The edge's side of dial-out: the connector listener where origins with no inbound port dial
+//! in, and the lanes they hold, by tunnel.
+//!
+//! An origin dials TCP and TLS 1.3 (its tunnel certificate names the tunnel), says which
+//! replica and lane it is ([`LaneHello`]), and then serves HTTP/2 on the connection: the edge
+//! stays the HTTP/2 client, so the request path is the dial-in one. A lane reaches Pingora as
+//! the peer's `custom_l4` connection ([`TakeLane`]): Pingora pools the HTTP/2 connection over
+//! it as any other (the vendored virtual stream reports the TCP descriptor, so the pool's
+//! `getpeername` check passes), with PINGs every `connectors.ping_interval`.
+//!
+//! * Admission: a handshake is bounded in time (`handshake_timeout`) and in number per source
+//!   address; only certificates from `connectors.ca` that name a configured tunnel complete it;
+//!   nothing but a lane hello and then HTTP/2 is read from a lane.
+//! * A lane leaves its tunnel when its connection closes (the stream is dropped: Pingora closed
+//!   it, its PING went unanswered, or the origin went away), or when Pingora asks for a second
+//!   connection over a lane already taken (the first ended or was sent GOAWAY).
+//! * Requests take the lane with the fewest in flight, most recently used among equals, over
+//!   every replica's lanes at once.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::connectors::L4Connect;
+use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora_core::protocols::l4::stream::Stream;
+use pingora_core::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::lane_hello::LaneHello;
+use super::tls::{ConnectorTls, tunnel_of};
+use crate::config::connectors::Connectors;
+use crate::config::edge::TunnelClient;
+use crate::metrics;
+
+/// Pool groups of dial-out lanes: apart from every dial-in lane's and the WebSocket group.
+const DIAL_GROUP: u64 = 1 << 48;
+
+static LANE_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// What `Lane::last_used` counts from.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One connection an origin dialled in.
+#[derive(Debug)]
+pub struct DialLane {
+    pub id: u64,
+    pub replica: String,
+    /// The origin's address as this edge sees it: the Pingora peer's address, which the pool
+    /// checks against the connection's `getpeername`.
+    pub remote: SocketAddr,
+    /// Its TCP socket, to end it when this edge shuts down.
+    fd: i32,
+    /// Until Pingora takes it for its HTTP/2 connection.
+    parked: Mutex<Option<LaneIo>>,
+    in_flight: AtomicUsize,
+    last_used: AtomicU64,
+    /// Held from `upstream_peer` until the request's stream is acquired (as the dial-in lanes'
+    /// lock): Pingora takes a pooled connection out of its pool while it opens a stream, and a
+    /// request that missed it would ask for a second connection, which a dial-out lane cannot
+    /// give.
+    pub acquire: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The lanes of one tunnel, every replica's.
+#[derive(Debug)]
+pub struct Tunnel {
+    pub name: String,
+    lanes: Mutex<Vec<Arc<DialLane>>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Tunnel {
+    fn new(name: &str) -> Arc<Self> {
+        Arc::new(Tunnel { name: name.to_string(), lanes: Mutex::default(), arrived: tokio::sync::Notify::new() })
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Vec<Arc<DialLane>>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn lane_count(&self) -> usize {
+        self.lanes().len()
+    }
+
+    fn add(&self, lane: Arc<DialLane>) {
+        metrics::DIALOUT_LANES.with_label_values(&[&self.name, &lane.replica]).inc();
+        self.lanes().push(lane);
+        self.arrived.notify_waiters();
+    }
+
+    /// Takes lane `id` out (once: a lane leaves when its connection ends, or sooner).
+    fn remove(&self, id: u64) {
+        let mut lanes = self.lanes();
+        if let Some(i) = lanes.iter().position(|l| l.id == id) {
+            let lane = lanes.swap_remove(i);
+            metrics::DIALOUT_LANES.with_label_values(&[&self.name, &lane.replica]).dec();
+            log::info!("tunnel {}: lane of {} from {} gone", self.name, lane.replica, lane.remote);
+        }
+    }
+
+    /// The lane with the fewest requests in flight (below `max_streams`) and not in `tried`;
+    /// of those, the one used most recently.
+    fn pick(&self, tried: &[u64], max_streams: usize) -> Option<TunnelUse> {
+        let lanes = self.lanes();
+        let lane = lanes
+            .iter()
+            .filter(|l| !tried.contains(&l.id))
+            .filter(|l| l.in_flight.load(Ordering::Relaxed) < max_streams)
+            .min_by_key(|l| {
+                (l.in_flight.load(Ordering::Relaxed), std::cmp::Reverse(l.last_used.load(Ordering::Relaxed)))
+            })?
+            .clone();
+        Some(TunnelUse::new(lane))
+    }
+}
+
+/// A request's hold on a dial-out lane: counted in flight until dropped.
+#[derive(Debug)]
+pub struct TunnelUse {
+    pub lane: Arc<DialLane>,
+}
+
+impl TunnelUse {
+    fn new(lane: Arc<DialLane>) -> Self {
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        lane.last_used.store(now_ms(), Ordering::Relaxed);
+        TunnelUse { lane }
+    }
+}
+
+impl Drop for TunnelUse {
+    fn drop(&mut self) {
+        self.lane.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every configured tunnel's lanes.
+#[derive(Debug)]
+pub struct Registry {
+    tunnels: HashMap<String, Arc<Tunnel>>,
+    settings: Connectors,
+}
+
+impl Registry {
+    pub fn new(settings: &Connectors) -> Arc<Self> {
+        let tunnels = settings.tunnels.iter().map(|t| (t.name.clone(), Tunnel::new(&t.name))).collect();
+        Arc::new(Registry { tunnels, settings: settings.clone() })
+    }
+
+    pub fn tunnel(&self, name: &str) -> Option<&Arc<Tunnel>> {
+        self.tunnels.get(name)
+    }
+
+    /// A lane of tunnel `name` not in `tried`, waiting up to `connectors.wait` for one to
+    /// connect when there is none now. `None`: still none.
+    pub async fn pick(&self, name: &str, tried: &[u64], max_streams: usize) -> Option<TunnelUse> {
+        let tunnel = self.tunnels.get(name)?;
+        let deadline = tokio::time::Instant::now() + self.settings.wait;
+        loop {
+            // Asked for before looking, so that a lane arriving in between is not missed.
+            let arrived = tunnel.arrived.notified();
+            if let Some(lane) = tunnel.pick(tried, max_streams) {
+                return Some(lane);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// This edge is shutting down: every lane ends as soon as no request is in flight on it
+    /// (at once for most), so that its origin dials again, and reaches the edge that took over
+    /// the port (an upgrade, or a restart), instead of waiting out this one's grace period.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let mut busy = 0;
+            for t in self.tunnels.values() {
+                let lanes: Vec<Arc<DialLane>> = t.lanes().clone();
+                for lane in lanes {
+                    if lane.in_flight.load(Ordering::Relaxed) == 0 || tokio::time::Instant::now() >= deadline {
+                        // The socket, not the object: Pingora may hold the connection. Its
+                        // HTTP/2 client reads the end and drops it, which removes the lane.
+                        let _ = nix::sys::socket::shutdown(lane.fd, nix::sys::socket::Shutdown::Both);
+                        drop(lane.parked.lock().unwrap_or_else(|p| p.into_inner()).take());
+                        t.remove(lane.id);
+                    } else {
+                        busy += 1;
+                    }
+                }
+            }
+            if busy == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ready when every tunnel has a lane; otherwise which have none.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut missing: Vec<String> = self
+            .tunnels
+            .values()
+            .filter(|t| t.lane_count() == 0)
+            .map(|t| format!("connectors.tunnels.{}: no origin has dialled in", t.name))
+            .collect();
+        missing.sort();
+        if missing.is_empty() { Ok(()) } else { Err(missing) }
+    }
+
+    /// The Pingora peer for a request on `lane`: plaintext HTTP/2 (the TLS is the lane's own)
+    /// over the lane's connection, pooled per lane.
+    pub fn peer(&self, lane: &Arc<DialLane>, t: &TunnelClient) -> HttpPeer {
+        let mut peer = HttpPeer::new(lane.remote, false, String::new());
+        peer.group_key = DIAL_GROUP | lane.id;
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = t.max_streams;
+        peer.options.h2_ping_interval = Some(self.settings.ping_interval);
+        // A lane is never closed for being idle: its origin would only dial it again.
+        peer.options.idle_timeout = None;
+        peer.options.connection_timeout = Some(t.connect_timeout);
+        peer.options.total_connection_timeout = Some(t.connect_timeout);
+        peer.options.read_timeout = Some(t.response_timeout);
+        peer.options.custom_l4 = Some(Arc::new(TakeLane(Arc::downgrade(lane))));
+        peer
+    }
+}
+
+/// Hands Pingora a lane's connection, once.
+#[derive(Debug)]
+struct TakeLane(Weak<DialLane>);
+
+#[async_trait]
+impl L4Connect for TakeLane {
+    async fn connect(&self, _addr: &PingoraAddr) -> Result<Stream> {
+        let io = self.0.upgrade().and_then(|lane| lane.parked.lock().unwrap_or_else(|p| p.into_inner()).take());
+        match io {
+            Some(io) => Ok(Stream::from(VirtualSocketStream::new(Box::new(io)))),
+            None => {
+                // Its connection was taken before and has ended (or was sent GOAWAY): the lane
+                // is no more. Nothing reached the origin, so the request may go elsewhere.
+                if let Some(lane) = self.0.upgrade() {
+                    lane_ended(&lane);
+                }
+                Error::e_explain(ErrorType::ConnectError, "the tunnel lane's connection has ended")
+            }
+        }
+    }
+}
+
+/// Where a lane's end is reported: its tunnel.
+static TUNNEL_OF_LANE: std::sync::LazyLock<Mutex<HashMap<u64, Weak<Tunnel>>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+fn lane_ended(lane: &DialLane) {
+    let tunnel = TUNNEL_OF_LANE.lock().unwrap_or_else(|p| p.into_inner()).remove(&lane.id);
+    if let Some(t) = tunnel.and_then(|t| t.upgrade()) {
+        t.remove(lane.id);
+    }
+}
+
+/// A lane's TLS connection, as Pingora's virtual socket. Its end (dropped) takes the lane out
+/// of its tunnel.
+#[derive(Debug)]
+struct LaneIo {
+    tls: TlsStream<TcpStream>,
+    fd: i32,
+    id: u64,
+}
+
+impl Drop for LaneIo {
+    fn drop(&mut self) {
+        let tunnel = TUNNEL_OF_LANE.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        if let Some(t) = tunnel.and_then(|t| t.upgrade()) {
+            t.remove(self.id);
+        }
+    }
+}
+
+impl AsyncRead for LaneIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LaneIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tls).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tls).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+}
+
+impl VirtualSocket for LaneIo {
+    fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
+        let tcp = self.tls.get_ref().0;
+        match opt {
+            VirtualSockOpt::NoDelay => tcp.set_nodelay(true),
+            // Set when the lane registered.
+            _ => Ok(()),
+        }
+    }
+
+    fn raw_fd(&self) -> Option<i32> {
+        Some(self.fd)
+    }
+}
+
+/// Handshakes in progress per source address.
+#[derive(Debug, Default)]
+struct Pending(Mutex<HashMap<IpAddr, usize>>);
+
+/// One handshake counted against its source address until dropped.
+struct PendingSlot<'a> {
+    pending: &'a Pending,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn enter(&self, ip: IpAddr, cap: usize) -> Option<PendingSlot<'_>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot { pending: self, ip })
+    }
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.pending.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The connector listener, a background service of the edge.
+pub struct ConnectorListener {
+    registry: Arc<Registry>,
+    tls: Arc<ConnectorTls>,
+    congestion_control: Option<String>,
+}
+
+/// A parked lane (no HTTP/2 yet, so no PINGs) whose path died is ended by TCP keepalive within
+/// this; one in use is watched by its PINGs.
+const DEAD_AFTER: Duration = Duration::from_secs(15);
+
+impl ConnectorListener {
+    pub fn new(registry: Arc<Registry>, tls: Arc<ConnectorTls>, congestion_control: Option<&str>) -> Self {
+        ConnectorListener { registry, tls, congestion_control: congestion_control.map(String::from) }
+    }
+
+    /// TLS, the tunnel named by the certificate, its hello, then the lane joins its tunnel.
+    async fn admit(self: &Arc<Self>, tcp: TcpStream, from: SocketAddr, pending: Arc<Pending>) {
+        let s = &self.registry.settings;
+        let Some(_slot) = pending.enter(from.ip(), s.max_handshakes_per_address) else {
+            metrics::DIALOUT_REGISTRATIONS.with_label_values(&["busy"]).inc();
+            return;
+        };
+        let refuse = |why: &'static str, detail: String| {
+            metrics::DIALOUT_REGISTRATIONS.with_label_values(&[why]).inc();
+            log::warn!("connector listener: {from} refused ({why}): {detail}");
+        };
+        let config = match self.tls.server_config() {
+            Ok(c) => c,
+            Err(e) => return refuse("tls", format!("{e:#}")),
+        };
+        let shake = async {
+            let mut tls = TlsAcceptor::from(config).accept(tcp).await.map_err(|e| ("tls", e.to_string()))?;
+            let names: Vec<String> = s.tunnels.iter().map(|t| t.name.clone()).collect();
+            let tunnel = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| tunnel_of(c, &names))
+                .ok_or(("certificate", "no configured tunnel's name".to_string()))?;
+            let hello = LaneHello::read(&mut tls).await.map_err(|e| ("hello", e))?;
+            Ok::<_, (&'static str, String)>((tls, tunnel, hello))
+        };
+        let (tls, tunnel, hello) = match tokio::time::timeout(s.handshake_timeout, shake).await {
+            Err(_) => return refuse("timeout", format!("no handshake and hello within {:?}", s.handshake_timeout)),
+            Ok(Err((why, detail))) => return refuse(why, detail),
+            Ok(Ok(done)) => done,
+        };
+        let Some(t) = self.registry.tunnel(&tunnel).cloned() else { return };
+        if t.lane_count() >= s.max_lanes_per_tunnel {
+            return refuse("full", format!("tunnel {tunnel} holds {} lanes already", s.max_lanes_per_tunnel));
+        }
+        let tcp = tls.get_ref().0;
+        let fd = tcp.as_raw_fd();
+        let _ = tcp.set_nodelay(true);
+        let lane = Arc::new(DialLane {
+            id: LANE_IDS.fetch_add(1, Ordering::Relaxed),
+            replica: hello.replica.clone(),
+            remote: from,
+            fd,
+            parked: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            last_used: AtomicU64::new(0),
+            acquire: Arc::default(),
+        });
+        TUNNEL_OF_LANE.lock().unwrap_or_else(|p| p.into_inner()).insert(lane.id, Arc::downgrade(&t));
+        *lane.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(LaneIo { tls, fd, id: lane.id });
+        metrics::DIALOUT_REGISTRATIONS.with_label_values(&["registered"]).inc();
+        log::info!("tunnel {tunnel}: lane {} of {} from {from} connected", hello.lane, hello.replica);
+        t.add(lane);
+    }
+
+    async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: ShutdownWatch) {
+        let pending = Arc::new(Pending::default());
+        loop {
+            let (tcp, from) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors, say: accepting again at once would spin.
+                        log::warn!("connector listener: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            if let Err(e) = super::tcp::tune(&tcp, self.congestion_control.as_deref(), DEAD_AFTER) {
+                log::debug!("connector listener: socket options of {from}: {e}");
+            }
+            let (me, pending) = (self.clone(), pending.clone());
+            tokio::spawn(async move { me.admit(tcp, from, pending).await });
+        }
+    }
+}
+
+/// Binds a connector listener's address now (a taken port fails the start, not a request),
+/// with SO_REUSEPORT: an edge upgraded in place (`--upgrade`) binds it beside the old process,
+/// whose lanes end with it and are dialled again to the new one.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use anyhow::Context as _;
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket, sockopt,
+    };
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+        .with_context(|| format!("connectors.listen {addr}: socket"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).with_context(|| format!("connectors.listen {addr}: SO_REUSEADDR"))?;
+    setsockopt(&fd, sockopt::ReusePort, &true).with_context(|| format!("connectors.listen {addr}: SO_REUSEPORT"))?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).with_context(|| format!("connectors.listen {addr}: bind"))?;
+    listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))
+        .with_context(|| format!("connectors.listen {addr}: listen"))?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// The connector listener's sockets, served until shutdown.
+pub struct ConnectorService {
+    listener: Arc<ConnectorListener>,
+    sockets: Mutex<Vec<std::net::TcpListener>>,
+    /// How long lanes with requests in flight are kept after shutdown begins.
+    grace: Duration,
+}
+
+impl ConnectorService {
+    pub fn new(listener: ConnectorListener, sockets: Vec<std::net::TcpListener>, grace: Duration) -> Self {
+        ConnectorService { listener: Arc::new(listener), sockets: Mutex::new(sockets), grace }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ConnectorService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let sockets = std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|p| p.into_inner()));
+        for socket in sockets {
+            match TcpListener::from_std(socket) {
+                Ok(l) => {
+                    tokio::spawn(self.listener.clone().serve(l, shutdown.clone()));
+                }
+                Err(e) => log::error!("connector listener: {e}"),
+            }
+        }
+        let _ = shutdown.changed().await;
+        self.listener.registry.drain(self.grace).await;
+    }
+}
