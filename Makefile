@@ -50,8 +50,20 @@ test: deps
 	$(call apt_install,$(TEST_PACKAGES))
 	@if [ -d "$(CORPUS)" ]; then echo "corpus: $(CORPUS) found: tests run on generated page versions and on the real corpus"; \
 	 else echo "corpus: $(CORPUS) not found: tests run on generated page versions only"; fi
-	# Every test binary runs even after one fails, so that one run reports every failure.
-	$(CARGO) test $(CARGOFLAGS) --workspace --no-fail-fast
+	# Every test binary runs even after one fails, so that one run reports every failure; then
+	# the families that do not depend on how the tunnel is reached run again with the origins
+	# dialling out to the edge (tunnel.dial) instead of listening.
+	$(CARGO) test $(CARGOFLAGS) --workspace --no-fail-fast; dial_in=$$?; \
+	  echo "== the same families over dial-out tunnels: $(DIAL_OUT_FAMILIES)"; \
+	  RAILPROXY_TEST_TUNNEL=dial-out $(CARGO) test $(CARGOFLAGS) -p integration --no-fail-fast \
+	    $(addprefix --test ,$(DIAL_OUT_FAMILIES)); dial_out=$$?; \
+	  exit $$(( dial_in | dial_out ))
+
+# Test families run a second time over dial-out tunnels by `make test`. The others test how
+# origins are reached by their listeners (failover, probes, the listener's TLS and framing),
+# WebSocket (not carried over dial-out lanes yet) or the long link (its own topology).
+DIAL_OUT_FAMILIES := end_to_end request_bodies request_buffering streams personal upgrade cache \
+  unchanged limits http1_interop https shared_store
 
 lint: deps
 	$(CARGO) fmt --all --check

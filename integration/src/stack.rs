@@ -65,7 +65,14 @@ pub struct Knobs {
     /// The `railproxy` binary both modes run, when not this workspace's (a benchmark's
     /// "before" column runs an earlier build).
     pub binary: Option<PathBuf>,
+    /// The origins dial out to the edge's connector listener (tunnel [`TUNNEL`]) instead of
+    /// listening; by default when `RAILPROXY_TEST_TUNNEL=dial-out`, so that a test family can
+    /// run over either.
+    pub dial_out: bool,
 }
+
+/// The tunnel dial-out stacks use: the one `railproxy certs --out` issues a certificate for.
+pub const TUNNEL: &str = "demo";
 
 impl Knobs {
     /// The `railproxy` binary this stack runs: `binary`, else `$RAILPROXY_BIN` (to run a test
@@ -109,6 +116,7 @@ impl Default for Knobs {
             access_log: false,
             edge_route_extra: Vec::new(),
             binary: None,
+            dial_out: std::env::var("RAILPROXY_TEST_TUNNEL").is_ok_and(|v| v == "dial-out"),
         }
     }
 }
@@ -183,12 +191,7 @@ server:
   pid_file: {d}/origin.pid
 admin:
   listen: {admin}
-tunnel:
-  listen: [{listen}]
-  cert: {c}/origin.pem
-  key: {c}/origin.key
-  client_ca: {c}/ca.pem
-{tunnel_extra}hosts:
+{tunnel}{tunnel_extra}hosts:
 {hosts}backend:
   connect_timeout: 1s
   response_timeout: {response_timeout}
@@ -203,11 +206,22 @@ tunnel:
         extra = k.origin_extra,
         threads = k.threads,
         d = dir.display(),
-        c = certs.display(),
         store = k.origin_store,
         max = k.origin_max_body,
         effort = k.effort,
         tunnel_extra = k.origin_tunnel_extra,
+        tunnel = match &k.dial_out {
+            // `listen` is the edge's connector listener then.
+            true => format!(
+                "tunnel:\n  dial: [{listen}]\n  lanes: {lanes}\n  cert: {c}/tunnel-{TUNNEL}.pem\n  key: {c}/tunnel-{TUNNEL}.key\n  ca: {c}/ca.pem\n",
+                lanes = k.lanes,
+                c = certs.display(),
+            ),
+            false => format!(
+                "tunnel:\n  listen: [{listen}]\n  cert: {c}/origin.pem\n  key: {c}/origin.key\n  client_ca: {c}/ca.pem\n",
+                c = certs.display(),
+            ),
+        },
         shared = k.store.as_ref().map(|s| format!("  store: {s}\n  store_timeout: 100ms\n")).unwrap_or_default(),
     )
 }
@@ -237,9 +251,23 @@ pub fn edge_yaml(
         other => format!("    fallback: {other}\n"),
     };
     let mut routes = String::new();
-    for h in HOSTS.iter().chain([&DOWN_HOST]).map(|h| h.to_string()).chain(k.edge_origins.iter().cloned()) {
-        routes.push_str(&format!("  \"{h}\":\n    listeners: [{}]\n{fallback}", list.join(", ")));
-        for (_, extra) in k.edge_route_extra.iter().filter(|(host, _)| *host == h) {
+    let hosts: Vec<String> =
+        HOSTS.iter().chain([&DOWN_HOST]).map(|h| h.to_string()).chain(k.edge_origins.iter().cloned()).collect();
+    let reached = match k.dial_out {
+        true => format!("tunnel: {TUNNEL}"),
+        false => format!("listeners: [{}]", list.join(", ")),
+    };
+    let connectors = match (k.dial_out, origins.first()) {
+        (true, Some(at)) => format!(
+            "connectors:\n  listen: [{at}]\n  ca: {c}/ca.pem\n  cert: {c}/connector.pem\n  key: {c}/connector.key\n  tunnels:\n    {TUNNEL}:\n      hosts: [{}]\n",
+            hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", "),
+            c = certs.display(),
+        ),
+        _ => String::new(),
+    };
+    for h in &hosts {
+        routes.push_str(&format!("  \"{h}\":\n    {reached}\n{fallback}"));
+        for (_, extra) in k.edge_route_extra.iter().filter(|(host, _)| host == h) {
             routes.push_str(extra);
         }
     }
@@ -262,7 +290,7 @@ tunnel:
   connect_timeout: 1s
   response_timeout: {response_timeout}
   lanes: {lanes}
-{tunnel_extra}origins:
+{tunnel_extra}{connectors}origins:
 {routes}delta:
   store_size: {store}
   max_body: {max}
@@ -396,6 +424,9 @@ impl Stack {
             Some(addr) => vec![addr],
             None => std::iter::once(backend.addr).chain(extra.iter().map(|b| b.addr)).collect(),
         };
+        if knobs.dial_out {
+            return Self::start_dialling_out(knobs, dir, backend, extra, &backends).await;
+        }
         'attempt: for attempt in 1..=3 {
             let dead = free_loopback();
             let mut origins = Vec::new();
@@ -438,6 +469,76 @@ impl Stack {
             };
         }
         panic!("could not start the stack in 3 attempts; logs in {}", dir.keep().display());
+    }
+
+    /// As [`Stack::start`], the origins dialling out: the edge starts first (its connector
+    /// listener is what they dial), then each origin, and the stack is ready once the edge holds
+    /// every origin's lanes.
+    async fn start_dialling_out(
+        knobs: Knobs,
+        dir: tempfile::TempDir,
+        backend: Backend,
+        extra: Vec<Backend>,
+        backends: &[SocketAddr],
+    ) -> Stack {
+        for attempt in 1..=3 {
+            let (edge_addr, edge_admin, connector, dead) =
+                (free_loopback(), free_loopback(), free_loopback(), free_loopback());
+            let ey = edge_yaml(dir.path(), &knobs, edge_addr, edge_admin, &[connector], backend.addr);
+            let cmd = Command::new(knobs.railproxy());
+            let Some(edge) =
+                start_proxy_with(dir.path(), &format!("edge{attempt}"), "edge", &ey, edge_admin, cmd).await
+            else {
+                continue;
+            };
+            let mut origins = Vec::new();
+            for i in 0..knobs.origins {
+                let admin = free_loopback();
+                let name = format!("origin{}-{attempt}", i + 1);
+                let yaml = origin_yaml(dir.path(), &knobs, connector, admin, backends, dead);
+                let mut cmd = Command::new(knobs.railproxy());
+                if knobs.access_log {
+                    cmd.env("RAILPROXY_LOG", "info");
+                }
+                let proc =
+                    start_proxy_with(dir.path(), &name, "origin", &yaml, admin, cmd).await.expect("origin starts");
+                origins.push(OriginNode { proc: Some(proc), addr: connector, admin, name, yaml });
+            }
+            let stack = Stack {
+                edge,
+                binary: knobs.railproxy(),
+                edge_yaml: ey,
+                upgrades: 0,
+                origin_addr: connector,
+                origin_admin: origins[0].admin,
+                origins,
+                backend,
+                extra,
+                edge_addr,
+                edge_admin,
+                dir,
+            };
+            stack.wait_lanes(knobs.origins * knobs.lanes).await;
+            return stack;
+        }
+        panic!("could not start the stack in 3 attempts");
+    }
+
+    /// Waits until the edge holds `n` dial-out lanes (every replica's together).
+    pub async fn wait_lanes(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let held = Metrics::scrape(self.edge_admin).await.sum("railproxy_dialout_lanes", &[]) as usize;
+            if held >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the edge holds {held} dial-out lanes of {n} after 15 s:\n{}",
+                self.edge.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Zero-downtime upgrade of the edge: a new process started with `--upgrade` takes the

@@ -231,31 +231,12 @@ async fn down_backend_502_and_unknown_host_421() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_refuses_hosts_it_does_not_serve() {
-    // The edge routes edgeonly.example to the origin, which does not serve it.
-    let stack = Stack::start(Knobs::default()).await;
-    let dir = stack.dir.path();
-    let port = integration::process::free_port();
-    let admin = integration::process::free_port();
-    let mut yaml = integration::stack::edge_yaml(
-        dir,
-        &Knobs::default(),
-        ([127, 0, 0, 1], port).into(),
-        ([127, 0, 0, 1], admin).into(),
-        &[stack.origin_addr],
-        stack.backend.addr,
-    );
-    yaml =
-        yaml.replace("origins:\n", &format!("origins:\n  edgeonly.example:\n    listeners: [{}]\n", stack.origin_addr));
-    let edge = integration::stack::start_proxy(dir, "edge-extra", "edge", &yaml, ([127, 0, 0, 1], admin).into())
-        .await
-        .expect("second edge");
-    let r = Http::h1()
-        .get(&format!("http://127.0.0.1:{port}/pages/generated-10k"), &[("host", "edgeonly.example")])
-        .await
-        .unwrap();
+    // The edge routes edgeonly.example to the origin (its listeners, or its tunnel), which does
+    // not serve it.
+    let stack = Stack::start(Knobs { edge_origins: vec!["edgeonly.example".into()], ..Knobs::default() }).await;
+    let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[("host", "edgeonly.example")]).await.unwrap();
     assert_eq!(r.status, 421, "{:?}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("does not serve host"));
-    drop(edge);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,7 +200,7 @@ impl Edge {
             );
         }
         let max_streams = self.config.tunnel.max_streams;
-        let Some(used) = registry.pick(tunnel, &ctx.tried_lanes, max_streams).await else {
+        let Some(used) = registry.pick(tunnel, &ctx.tried_lanes, max_streams, self.config.tunnel.balance).await else {
             let waited = self.config.connectors.as_ref().map(|c| c.wait).unwrap_or_default();
             return Ok(Err(match registry.tunnel(tunnel).map(|t| t.lane_count()) {
                 Some(0) | None => format!("no origin of tunnel {tunnel} is connected (waited {waited:?})"),

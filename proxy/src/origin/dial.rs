@@ -217,11 +217,33 @@ impl<A: ServerApp + Send + Sync + 'static> BackgroundService for DialService<A> 
             d.settings.lanes,
             d.replica
         );
+        // The lanes stop on the first of SIGQUIT, SIGTERM and the server's shutdown: Pingora
+        // broadcasts its shutdown on SIGQUIT only after offering its listening sockets to a new
+        // process (seconds when none waits), and the edges should send requests elsewhere at
+        // once, not while this process is on its way out.
+        let (drain, draining) = tokio::sync::watch::channel(false);
         for edge in 0..d.settings.dial.len() {
             for lane in 0..d.settings.lanes {
-                tokio::spawn(d.clone().keep_lane(edge, lane as u8, shutdown.clone()));
+                tokio::spawn(d.clone().keep_lane(edge, lane as u8, draining.clone()));
             }
         }
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut quit, mut term) = match (signal(SignalKind::quit()), signal(SignalKind::terminate())) {
+            (Ok(q), Ok(t)) => (q, t),
+            _ => {
+                log::error!("tunnel: cannot watch SIGQUIT and SIGTERM; lanes drain at the server's shutdown");
+                let _ = shutdown.changed().await;
+                let _ = drain.send(true);
+                return;
+            }
+        };
+        let why = tokio::select! {
+            _ = quit.recv() => "SIGQUIT",
+            _ = term.recv() => "SIGTERM",
+            _ = shutdown.changed() => "shutdown",
+        };
+        log::info!("tunnel: {why}: GOAWAY on every lane, in-flight requests finish, no lane is dialled again");
+        let _ = drain.send(true);
         let _ = shutdown.changed().await;
     }
 }

@@ -41,17 +41,19 @@ const MODE: &str = "origin";
 const CONNECT_ATTEMPTS: usize = 4;
 
 /// Remembers which tunnel connections were seen, to count them (Pingora has no accept hook).
+/// A connection is its two ends: every lane an origin dials out has the same peer (the edge's
+/// connector listener) and a port of its own here.
 #[derive(Debug)]
-struct ConnectionTracker(Mutex<lru::LruCache<SocketAddr, ()>>);
+struct ConnectionTracker(Mutex<lru::LruCache<(SocketAddr, Option<SocketAddr>), ()>>);
 
 impl ConnectionTracker {
     fn new() -> Self {
         ConnectionTracker(Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero"))))
     }
 
-    fn saw(&self, peer: SocketAddr) {
+    fn saw(&self, peer: SocketAddr, local: Option<SocketAddr>) {
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.put(peer, ()).is_none() {
+        if seen.put((peer, local), ()).is_none() {
             metrics::TUNNEL_CONNECTIONS.with_label_values(&[MODE]).inc();
         }
     }
@@ -130,7 +132,7 @@ impl ProxyHttp for Origin {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
-            self.connections.saw(*peer);
+            self.connections.saw(*peer, session.server_addr().and_then(|a| a.as_inet()).copied());
         }
         if http_util::client_cancelled(session) {
             // The edge reset this stream (its client went away) before it was taken up here.

@@ -11,9 +11,9 @@
 //! * Admission: a handshake is bounded in time (`handshake_timeout`) and in number per source
 //!   address; only certificates from `connectors.ca` that name a configured tunnel complete it;
 //!   nothing but a lane hello and then HTTP/2 is read from a lane.
-//! * A lane leaves its tunnel when its connection closes (the stream is dropped: Pingora closed
-//!   it, its PING went unanswered, or the origin went away), or when Pingora asks for a second
-//!   connection over a lane already taken (the first ended or was sent GOAWAY).
+//! * A lane leaves its tunnel when its connection ends: Pingora dropped it (its PING went
+//!   unanswered, the origin sent GOAWAY and finished), the origin went away while the lane was
+//!   parked (a watcher reads it until Pingora takes it), or this edge is shutting down.
 //! * Requests take the lane with the fewest in flight, most recently used among equals, over
 //!   every replica's lanes at once.
 
@@ -37,6 +37,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -44,6 +45,7 @@ use super::lane_hello::LaneHello;
 use super::tls::{ConnectorTls, tunnel_of};
 use crate::config::connectors::Connectors;
 use crate::config::edge::TunnelClient;
+use crate::config::origin::Balance;
 use crate::metrics;
 
 /// Pool groups of dial-out lanes: apart from every dial-in lane's and the WebSocket group.
@@ -68,8 +70,9 @@ pub struct DialLane {
     pub remote: SocketAddr,
     /// Its TCP socket, to end it when this edge shuts down.
     fd: i32,
-    /// Until Pingora takes it for its HTTP/2 connection.
-    parked: Mutex<Option<LaneIo>>,
+    /// Until Pingora takes the lane for its HTTP/2 connection: asks the task that watches the
+    /// parked connection (see [`watch_parked`]) to hand it over.
+    parked: Mutex<Option<oneshot::Sender<oneshot::Sender<LaneIo>>>>,
     in_flight: AtomicUsize,
     last_used: AtomicU64,
     /// Held from `upstream_peer` until the request's stream is acquired (as the dial-in lanes'
@@ -85,11 +88,18 @@ pub struct Tunnel {
     pub name: String,
     lanes: Mutex<Vec<Arc<DialLane>>>,
     arrived: tokio::sync::Notify,
+    /// The next replica in turn (`tunnel.balance: round_robin`).
+    next: AtomicUsize,
 }
 
 impl Tunnel {
     fn new(name: &str) -> Arc<Self> {
-        Arc::new(Tunnel { name: name.to_string(), lanes: Mutex::default(), arrived: tokio::sync::Notify::new() })
+        Arc::new(Tunnel {
+            name: name.to_string(),
+            lanes: Mutex::default(),
+            arrived: tokio::sync::Notify::new(),
+            next: AtomicUsize::new(0),
+        })
     }
 
     fn lanes(&self) -> std::sync::MutexGuard<'_, Vec<Arc<DialLane>>> {
@@ -116,19 +126,31 @@ impl Tunnel {
         }
     }
 
-    /// The lane with the fewest requests in flight (below `max_streams`) and not in `tried`;
-    /// of those, the one used most recently.
-    fn pick(&self, tried: &[u64], max_streams: usize) -> Option<TunnelUse> {
+    /// A lane not in `tried` with fewer than `max_streams` requests in flight: of the replica
+    /// `balance` chooses (the next in turn, or the one with the fewest requests in flight), the
+    /// lane with the fewest in flight, and of those the one used most recently (as a dial-in
+    /// listener's lanes: requests one after another keep one connection's window, requests side
+    /// by side spread over the lanes).
+    fn pick(&self, tried: &[u64], max_streams: usize, balance: Balance) -> Option<TunnelUse> {
         let lanes = self.lanes();
-        let lane = lanes
+        let usable: Vec<&Arc<DialLane>> = lanes
             .iter()
-            .filter(|l| !tried.contains(&l.id))
-            .filter(|l| l.in_flight.load(Ordering::Relaxed) < max_streams)
-            .min_by_key(|l| {
-                (l.in_flight.load(Ordering::Relaxed), std::cmp::Reverse(l.last_used.load(Ordering::Relaxed)))
-            })?
-            .clone();
-        Some(TunnelUse::new(lane))
+            .filter(|l| !tried.contains(&l.id) && l.in_flight.load(Ordering::Relaxed) < max_streams)
+            .collect();
+        let mut replicas: Vec<&str> = usable.iter().map(|l| l.replica.as_str()).collect();
+        replicas.sort_unstable();
+        replicas.dedup();
+        let in_flight = |r: &str| -> usize {
+            usable.iter().filter(|l| l.replica == r).map(|l| l.in_flight.load(Ordering::Relaxed)).sum()
+        };
+        let replica = match balance {
+            Balance::RoundRobin => *replicas.get(self.next.fetch_add(1, Ordering::Relaxed) % replicas.len().max(1))?,
+            Balance::LeastRequests => replicas.iter().copied().min_by_key(|r| in_flight(r))?,
+        };
+        let lane = usable.iter().filter(|l| l.replica == replica).min_by_key(|l| {
+            (l.in_flight.load(Ordering::Relaxed), std::cmp::Reverse(l.last_used.load(Ordering::Relaxed)))
+        })?;
+        Some(TunnelUse::new((*lane).clone()))
     }
 }
 
@@ -171,13 +193,13 @@ impl Registry {
 
     /// A lane of tunnel `name` not in `tried`, waiting up to `connectors.wait` for one to
     /// connect when there is none now. `None`: still none.
-    pub async fn pick(&self, name: &str, tried: &[u64], max_streams: usize) -> Option<TunnelUse> {
+    pub async fn pick(&self, name: &str, tried: &[u64], max_streams: usize, balance: Balance) -> Option<TunnelUse> {
         let tunnel = self.tunnels.get(name)?;
         let deadline = tokio::time::Instant::now() + self.settings.wait;
         loop {
             // Asked for before looking, so that a lane arriving in between is not missed.
             let arrived = tunnel.arrived.notified();
-            if let Some(lane) = tunnel.pick(tried, max_streams) {
+            if let Some(lane) = tunnel.pick(tried, max_streams, balance) {
                 return Some(lane);
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
@@ -251,17 +273,25 @@ struct TakeLane(Weak<DialLane>);
 #[async_trait]
 impl L4Connect for TakeLane {
     async fn connect(&self, _addr: &PingoraAddr) -> Result<Stream> {
-        let io = self.0.upgrade().and_then(|lane| lane.parked.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let ask = self.0.upgrade().and_then(|lane| lane.parked.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let io = match ask {
+            Some(ask) => {
+                let (give, given) = oneshot::channel();
+                // The watcher has gone when the connection ended while parked.
+                match ask.send(give) {
+                    Ok(()) => given.await.ok(),
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
         match io {
             Some(io) => Ok(Stream::from(VirtualSocketStream::new(Box::new(io)))),
-            None => {
-                // Its connection was taken before and has ended (or was sent GOAWAY): the lane
-                // is no more. Nothing reached the origin, so the request may go elsewhere.
-                if let Some(lane) = self.0.upgrade() {
-                    lane_ended(&lane);
-                }
-                Error::e_explain(ErrorType::ConnectError, "the tunnel lane's connection has ended")
-            }
+            // Pingora holds the lane's connection (a lane has one) but could not open a stream
+            // on it now: it is taken out of the pool for a moment, has sent GOAWAY, or is full.
+            // Nothing reached the origin: the request goes to another lane. The lane itself
+            // leaves its tunnel when its connection ends.
+            None => Error::e_explain(ErrorType::ConnectError, "the tunnel lane's connection takes no new stream"),
         }
     }
 }
@@ -270,13 +300,6 @@ impl L4Connect for TakeLane {
 static TUNNEL_OF_LANE: std::sync::LazyLock<Mutex<HashMap<u64, Weak<Tunnel>>>> =
     std::sync::LazyLock::new(Mutex::default);
 
-fn lane_ended(lane: &DialLane) {
-    let tunnel = TUNNEL_OF_LANE.lock().unwrap_or_else(|p| p.into_inner()).remove(&lane.id);
-    if let Some(t) = tunnel.and_then(|t| t.upgrade()) {
-        t.remove(lane.id);
-    }
-}
-
 /// A lane's TLS connection, as Pingora's virtual socket. Its end (dropped) takes the lane out
 /// of its tunnel.
 #[derive(Debug)]
@@ -284,6 +307,37 @@ struct LaneIo {
     tls: TlsStream<TcpStream>,
     fd: i32,
     id: u64,
+    /// What the origin sent while the lane was parked (its HTTP/2 SETTINGS), read first.
+    early: Vec<u8>,
+}
+
+/// What a parked lane may have sent before its HTTP/2 client starts: its SETTINGS, perhaps a
+/// GOAWAY; more is no origin's doing, and ends the lane.
+const EARLY_MAX: usize = 16 * 1024;
+
+/// Watches a parked lane until Pingora asks for it: reads what the origin sends meanwhile (kept
+/// for the HTTP/2 client), so that a lane whose origin went away (EOF, reset, or TCP keepalive
+/// giving up on a dead path) leaves its tunnel at once instead of when a request finds it.
+async fn watch_parked(mut io: LaneIo, mut asked: oneshot::Receiver<oneshot::Sender<LaneIo>>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 2048];
+    loop {
+        let read = tokio::select! {
+            biased;
+            give = &mut asked => {
+                if let Ok(give) = give {
+                    let _ = give.send(io);
+                }
+                return;
+            }
+            read = io.tls.read(&mut buf) => read,
+        };
+        match read {
+            Ok(n) if n > 0 && io.early.len() + n <= EARLY_MAX => io.early.extend_from_slice(&buf[..n]),
+            // Ended, failed, or said too much: dropping `io` takes the lane out.
+            _ => return,
+        }
+    }
 }
 
 impl Drop for LaneIo {
@@ -297,6 +351,12 @@ impl Drop for LaneIo {
 
 impl AsyncRead for LaneIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early[..n]);
+            self.early.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.tls).poll_read(cx, buf)
     }
 }
@@ -443,10 +503,14 @@ impl ConnectorListener {
             acquire: Arc::default(),
         });
         TUNNEL_OF_LANE.lock().unwrap_or_else(|p| p.into_inner()).insert(lane.id, Arc::downgrade(&t));
-        *lane.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(LaneIo { tls, fd, id: lane.id });
+        let (ask, asked) = oneshot::channel();
+        *lane.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(ask);
+        let id = lane.id;
         metrics::DIALOUT_REGISTRATIONS.with_label_values(&["registered"]).inc();
         log::info!("tunnel {tunnel}: lane {} of {} from {from} connected", hello.lane, hello.replica);
+        // In its tunnel before anything can end it (the watcher's end takes it out).
         t.add(lane);
+        tokio::spawn(watch_parked(LaneIo { tls, fd, id, early: Vec::new() }, asked));
     }
 
     async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: ShutdownWatch) {

@@ -1,0 +1,351 @@
+//! Origins that dial out (`tunnel.dial`): no inbound port at the origin, lanes held to the
+//! edge's connector listener, only a tunnel's own certificate admitted, a replica drained
+//! without losing a request, an edge restart survived. (The other families run over dial-out
+//! too, with `RAILPROXY_TEST_TUNNEL=dial-out`: see the Makefile's `test-dial-out`.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use delta::testing;
+use integration::metrics::Metrics;
+use integration::process::{railproxy, text};
+use integration::stack::{TUNNEL, start_proxy};
+use integration::tls_client::{Knock, knock_with};
+use integration::{Http, Knobs, Stack};
+
+fn dialling(k: Knobs) -> Knobs {
+    Knobs { dial_out: true, ..k }
+}
+
+/// The TCP ports process `pid` listens on.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // State 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+                ports.extend(port);
+            }
+        }
+    }
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_dials_out_listens_nowhere_and_serves_deltas_byte_exact() {
+    let stack = Stack::start(dialling(Knobs::default())).await;
+    let origin = stack.origins[0].proc.as_ref().expect("origin").pid();
+    assert_eq!(
+        listening_ports(origin),
+        vec![stack.origin_admin.port()],
+        "the origin listens on its admin port and nothing else"
+    );
+    let http = Http::h1();
+    let versions = &testing::generated_sets()[1].versions;
+    let url = stack.url("/pages/generated-100k");
+    let mut n = 0;
+    while n < 1000 {
+        for (i, v) in versions.iter().enumerate() {
+            let r = http.get(&url, &[("x-version", &i.to_string())]).await.expect("GET");
+            assert_eq!(r.status, 200);
+            assert!(r.body == v[..], "version {i} differs");
+            n += 1;
+        }
+    }
+    let m = stack.edge_metrics().await;
+    let dcz = m.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]);
+    let raw = m.sum("railproxy_delta_raw_bytes_total", &[("encoding", "dcz")]);
+    assert!(dcz > 0.0 && dcz * 10.0 < raw, "deltas cross: {dcz} wire bytes for {raw}");
+    assert_eq!(m.sum("railproxy_dialout_lanes", &[("tunnel", TUNNEL)]), 4.0);
+    // The lanes' connections pool: a handful, not one per request.
+    let opened = m.sum("railproxy_tunnel_connections_total", &[("mode", "edge")]);
+    assert!((1.0..=4.0).contains(&opened), "{opened} tunnel connections for {n} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_lane_the_edge_waits_then_answers_502_naming_the_tunnel_and_a_late_lane_serves() {
+    let mut stack = Stack::start(dialling(Knobs::default())).await;
+    stack.kill_origin(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Metrics::scrape(stack.edge_admin).await.sum("railproxy_dialout_lanes", &[]) > 0.0 {
+        assert!(Instant::now() < deadline, "the killed origin's lanes are still held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET");
+    let waited = started.elapsed();
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 502, "{body}");
+    assert!(body.contains(&format!("no origin of tunnel {TUNNEL} is connected")), "{body}");
+    assert!(!body.contains("127.0.0.1:"), "the answer names no address: {body}");
+    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4), "waited {waited:?} (wait: 2s)");
+    let ready = Http::h1().get(&format!("http://{}/ready", stack.edge_admin), &[]).await.expect("ready");
+    assert_eq!(ready.status, 503);
+    assert!(String::from_utf8_lossy(&ready.body).contains(&format!("connectors.tunnels.{TUNNEL}: no origin")));
+    // A request waiting for a lane is served by the first one that arrives.
+    let url = stack.url("/pages/generated-10k");
+    let waiting = tokio::spawn(async move { Http::h1().get(&url, &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.restart_origin(0).await;
+    let r = waiting.await.expect("task").expect("GET");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body == testing::generated_sets()[0].versions[0][..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_configured_tunnels_certificate_gets_a_lane() {
+    let stack = Stack::start(dialling(Knobs::default())).await;
+    let certs = stack.dir.path().join("certs");
+    // Another CA's tunnel certificate for the same name, and this CA's for another tunnel.
+    let other = stack.dir.path().join("other");
+    let o = railproxy(stack.dir.path(), &["certs", "--out", other.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = railproxy(
+        stack.dir.path(),
+        &[
+            "certs",
+            "issue",
+            "--ca",
+            certs.to_str().unwrap(),
+            "--role",
+            "tunnel",
+            "--name",
+            "intruder",
+            "--out",
+            certs.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ca = certs.join("ca.pem");
+    let pair = |dir: &std::path::Path, stem: &str| (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+    let (edge, intruder, foreign) =
+        (pair(&certs, "edge"), pair(&certs, "tunnel-intruder"), pair(&other, "tunnel-demo"));
+    let cases: [(&str, Option<(&std::path::Path, &std::path::Path)>); 4] = [
+        ("no client certificate", None),
+        ("an edge's certificate of the same CA", Some((&edge.0, &edge.1))),
+        ("a tunnel not configured here", Some((&intruder.0, &intruder.1))),
+        ("the right tunnel name from another CA", Some((&foreign.0, &foreign.1))),
+    ];
+    let hello = "RPXL\u{1}\u{0}\u{5}rogue";
+    for (what, client) in cases {
+        let k = Knock { ca: &ca, client, tls12: false, server_name: "connector.railproxy.internal" };
+        let a = knock_with(stack.origin_addr, k, hello).await;
+        assert!(a.response.is_empty(), "{what}: answered {:?}", String::from_utf8_lossy(&a.response));
+        // The lane count is the origin's four, and requests keep being served.
+        let m = Metrics::scrape(stack.edge_admin).await;
+        assert_eq!(m.sum("railproxy_dialout_lanes", &[]), 4.0, "{what}: a lane was admitted");
+        let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET");
+        assert_eq!(r.status, 200, "{what}");
+    }
+    let m = Metrics::scrape(stack.edge_admin).await;
+    assert_eq!(m.sum("railproxy_dialout_registrations_total", &[("result", "registered")]), 4.0);
+    let refused = m.sum("railproxy_dialout_registrations_total", &[]) - 4.0;
+    assert_eq!(refused, 4.0, "every knock counted as refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_half_open_connections_cost_connected_tunnels_nothing() {
+    let stack = Stack::start(dialling(Knobs::default())).await;
+    // 1,000 connections that never say a word, from one address: most are closed unread (16 may
+    // handshake at once per address), the rest time out; the tunnel's lanes serve throughout.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(s) = tokio::net::TcpStream::connect(stack.origin_addr).await {
+            idle.push(s);
+        }
+    }
+    let http = Http::h1();
+    for _ in 0..50 {
+        let r = http.get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET beside idle connections");
+        assert_eq!(r.status, 200);
+    }
+    let m = Metrics::scrape(stack.edge_admin).await;
+    assert!(m.sum("railproxy_dialout_registrations_total", &[("result", "busy")]) > 900.0);
+    drop(idle);
+}
+
+/// Clients fetching versions of one page until `stop`; every answer checked.
+fn load(
+    stack: &Stack,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+    ok: &Arc<AtomicU64>,
+    failed: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let versions: Arc<Vec<Bytes>> =
+        Arc::new(testing::generated_sets()[0].versions.iter().map(|v| Bytes::from(v.clone())).collect());
+    (0..clients)
+        .map(|c| {
+            let (url, versions, stop, ok, failed) =
+                (stack.url("/pages/generated-10k"), versions.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let http = Http::h1();
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let v = i % versions.len();
+                    i += 1;
+                    match http.get(&url, &[("x-version", &v.to_string())]).await {
+                        Ok(r) if r.status == 200 && r.body == versions[v] => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!(
+                                "failed: {:?}",
+                                other.map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()))
+                            );
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_two_replicas_under_load_loses_no_request() {
+    let mut stack = Stack::start(dialling(Knobs { origins: 2, ..Knobs::default() })).await;
+    let (stop, ok, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients = load(&stack, 8, &stop, &ok, &failed);
+    // The first replica stopped (SIGTERM) and started again; the second upgraded in place (a
+    // new process with --upgrade, then SIGQUIT to the old one).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut old = stack.origins[0].proc.take().expect("replica");
+    old.signal("TERM");
+    assert!(old.wait_exit(Duration::from_secs(10)).is_some(), "replica 0 did not exit:\n{}", old.log());
+    stack.restart_origin(0).await;
+    stack.wait_lanes(8).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.upgrade_origin(1).await;
+    stack.wait_lanes(8).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("rolling restart: {ok} GETs answered, {failed} failed");
+    assert!(ok > 200, "only {ok} requests");
+    assert_eq!(failed, 0, "requests failed during the rolling restart");
+    // Both replicas took requests again after it.
+    for o in &stack.origins {
+        let m = Metrics::settled(o.admin).await;
+        assert!(m.sum("railproxy_requests_total", &[("mode", "origin")]) > 0.0, "{} took no request", o.admin);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_costs_only_what_was_in_flight_on_it() {
+    let mut stack = Stack::start(dialling(Knobs { origins: 2, ..Knobs::default() })).await;
+    let (stop, ok, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients = load(&stack, 8, &stop, &ok, &failed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.kill_origin(0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("replica killed: {ok} GETs answered, {failed} failed");
+    // A GET whose stream the kill cut before its response began is sent again on the other
+    // replica's lanes; one cut mid-body cannot be: at most the 8 in flight fail.
+    assert!(failed <= 8, "{failed} GETs failed when a replica was killed");
+    assert!(ok > 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_edge_gets_its_lanes_back_without_a_herd() {
+    let mut stack = Stack::start(dialling(Knobs { origins: 2, ..Knobs::default() })).await;
+    let yaml = std::fs::read_to_string(stack.dir.path().join("edge1.yaml")).expect("edge yaml");
+    stack.edge.signal("KILL");
+    stack.edge.wait_exit(Duration::from_secs(5));
+    // Down long enough that every lane has failed a dial or two.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    stack.edge =
+        start_proxy(stack.dir.path(), "edge-again", "edge", &yaml, stack.edge_admin).await.expect("edge restarts");
+    let mut back: Vec<Duration> = Vec::new();
+    let deadline = started + Duration::from_secs(40);
+    while back.len() < 8 {
+        let held = Metrics::scrape(stack.edge_admin).await.sum("railproxy_dialout_lanes", &[]) as usize;
+        while back.len() < held {
+            back.push(started.elapsed());
+        }
+        assert!(Instant::now() < deadline, "{} of 8 lanes back after 40 s", back.len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("lanes back after the edge's restart: {back:?}");
+    // Within the backoff's bound (reconnect_cap 30 s), and spread out, not all at one instant.
+    assert!(back[7] < Duration::from_secs(31), "{back:?}");
+    assert!(back[7] - back[0] > Duration::from_millis(100), "every lane came back at once: {back:?}");
+    let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_host_routed_to_a_tunnel_must_be_one_it_may_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = integration::stack::make_certs(dir.path());
+    let file = dir.path().join("e.yaml");
+    let c = certs.display();
+    std::fs::write(
+        &file,
+        format!(
+            "mode: edge\nlisten: [127.0.0.1:0]\nadmin: {{listen: 127.0.0.1:0}}\nconnectors:\n  listen: [127.0.0.1:0]\n  ca: {c}/ca.pem\n  cert: {c}/connector.pem\n  key: {c}/connector.key\n  tunnels:\n    shop: {{hosts: [shop.example]}}\n    Bad_Name: {{hosts: [x.example]}}\norigins:\n  blog.example: {{tunnel: shop}}\n  x.example: {{tunnel: nope}}\n  y.example: {{tunnel: shop, listeners: [127.0.0.1:2408]}}\n  z.example: {{listeners: [127.0.0.1:2408]}}\n"
+        ),
+    )
+    .unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let out = text(&o);
+    for expected in [
+        "origins.blog.example.tunnel: tunnel \"shop\" may not serve blog.example (connectors.tunnels.shop.hosts)",
+        "origins.x.example.tunnel: no tunnel \"nope\" in connectors.tunnels",
+        "origins.y.example.listeners: a host is served by listeners or by a tunnel, not both",
+        "connectors.tunnels.Bad_Name: \"Bad_Name\" is not a tunnel name",
+        // z.example is reached by its listeners: the tunnel's client certificate is needed.
+        "tunnel.ca: required",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let origin = dir.path().join("o.yaml");
+    std::fs::write(
+        &origin,
+        format!(
+            "mode: origin\nadmin: {{listen: 127.0.0.1:0}}\ntunnel:\n  dial: [127.0.0.1:2409]\n  lanes: 0\n  cert: {c}/tunnel-demo.pem\n  key: {c}/tunnel-demo.key\n  replica: \"a b\"\nhosts: {{a: {{backends: [127.0.0.1:1]}}}}\n"
+        ),
+    )
+    .unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", origin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let out = text(&o);
+    for expected in ["tunnel.ca: required", "tunnel.lanes: must be from 1 to 64", "tunnel.replica: \"a b\""] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_to_a_dial_out_host_is_refused_with_the_reason() {
+    // Not carried over dial-out lanes yet: the client is told so at once, and the lanes serve on.
+    let stack = Stack::start(dialling(Knobs::default())).await;
+    let url = format!("ws://{}/ws", stack.edge_addr);
+    let e = tokio_tungstenite::connect_async(url.as_str()).await.expect_err("refused");
+    let tokio_tungstenite::tungstenite::Error::Http(r) = e else { panic!("not an HTTP answer: {e}") };
+    assert_eq!(r.status().as_u16(), 502);
+    let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string();
+    assert!(body.contains("WebSocket is not carried over tunnels that dial out"), "{body}");
+    let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET");
+    assert_eq!(r.status, 200);
+}
