@@ -6,7 +6,7 @@ use integration::process::{railproxy, repo, text};
 fn demo_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("conf")).unwrap();
-    for f in ["edge.yaml", "origin.yaml"] {
+    for f in ["edge.yaml", "origin.yaml", "edge-dialout.yaml", "origin-dialout.yaml"] {
         std::fs::copy(repo().join("conf").join(f), dir.path().join("conf").join(f)).unwrap();
     }
     let o = railproxy(dir.path(), &["certs", "--out", "certs"]);
@@ -17,7 +17,12 @@ fn demo_dir() -> tempfile::TempDir {
 #[test]
 fn demo_configs_check_out() {
     let dir = demo_dir();
-    for (file, mode) in [("conf/edge.yaml", "edge"), ("conf/origin.yaml", "origin")] {
+    for (file, mode) in [
+        ("conf/edge.yaml", "edge"),
+        ("conf/origin.yaml", "origin"),
+        ("conf/edge-dialout.yaml", "edge"),
+        ("conf/origin-dialout.yaml", "origin"),
+    ] {
         let o = railproxy(dir.path(), &["check", "-c", file]);
         assert!(o.status.success(), "{file}: {}", text(&o));
         assert!(text(&o).contains(&format!("ok ({mode} configuration)")));
@@ -210,16 +215,27 @@ fn certs_are_idempotent_and_keys_private() {
     let dir = tempfile::tempdir().unwrap();
     let o = railproxy(dir.path(), &["certs", "--out", "c"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(text(&o).matches("created").count(), 3);
-    let files = ["ca.pem", "ca.key", "origin.pem", "origin.key", "edge.pem", "edge.key"];
+    assert_eq!(text(&o).matches("created").count(), 5);
+    let files = [
+        "ca.pem",
+        "ca.key",
+        "origin.pem",
+        "origin.key",
+        "edge.pem",
+        "edge.key",
+        "connector.pem",
+        "connector.key",
+        "tunnel-demo.pem",
+        "tunnel-demo.key",
+    ];
     let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap()).collect();
-    for f in ["ca.key", "origin.key", "edge.key"] {
+    for f in ["ca.key", "origin.key", "edge.key", "connector.key", "tunnel-demo.key"] {
         let mode = std::fs::metadata(dir.path().join("c").join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     let o = railproxy(dir.path(), &["certs", "--out", "c"]);
     assert!(o.status.success());
-    assert_eq!(text(&o).matches("kept").count(), 3);
+    assert_eq!(text(&o).matches("kept").count(), 5);
     let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.path().join("c").join(f)).unwrap()).collect();
     assert_eq!(before, after, "a second run changed files");
     // A missing leaf is issued from the existing CA.

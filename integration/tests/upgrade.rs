@@ -50,7 +50,7 @@ fn load(stack: &Stack, clients: u64, stop: &Arc<AtomicBool>, tally: &Arc<Tally>)
                     match result {
                         Ok(r) if r.status == 200 && r.body == versions[v] => tally.ok.fetch_add(1, Ordering::Relaxed),
                         Ok(r) => {
-                            eprintln!("failed: status {}", r.status);
+                            eprintln!("failed: status {}: {}", r.status, String::from_utf8_lossy(&r.body));
                             tally.failed.fetch_add(1, Ordering::Relaxed)
                         }
                         Err(e) => {

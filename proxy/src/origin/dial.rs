@@ -5,8 +5,8 @@
 //! client certificate, the edge's connector certificate checked against `tunnel.ca` and
 //! `tunnel.edge_name`), then the lane hello, then the origin's own HTTP/2 server on it (the
 //! same app as the dial-in listener's: the request path is one). A lane that ends is dialled
-//! again after a full-jitter wait, up to `tunnel.reconnect_cap`, forever; a lane that stayed up
-//! a minute starts its waits over. On shutdown (SIGQUIT or SIGTERM) the server sends GOAWAY on
+//! again after a full-jitter wait, up to `tunnel.reconnect_cap`, forever; a lane that was up a
+//! second or more (the edge took it) starts its waits over. On shutdown (SIGQUIT or SIGTERM) the server sends GOAWAY on
 //! every lane, finishes what is in flight within the grace period, and no lane is dialled
 //! again.
 
@@ -33,8 +33,11 @@ use crate::tunnel::lane_hello::{LaneHello, valid_replica};
 use crate::tunnel::tcp;
 use crate::tunnel::tls::PeerTls;
 
-/// A lane up this long starts its reconnect waits over.
-const STABLE: Duration = Duration::from_secs(60);
+/// A lane up this long worked (the edge took it and kept it): its next dial waits from the
+/// start of the backoff. One that ends sooner counts as a failure, so that an edge that drops
+/// lanes at once is not dialled in a tight loop. (A lane is ended by an edge that restarts or
+/// upgrades, and its successor must get the lane back within `connectors.wait`.)
+const WORKED: Duration = Duration::from_secs(1);
 /// The first wait's ceiling; each failure in a row doubles it, up to `reconnect_cap`.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 
@@ -165,7 +168,7 @@ impl<A: ServerApp + Send + Sync + 'static> Dialer<A> {
                 Ok(up) => {
                     metrics::DIALOUT_DIALS.with_label_values(&[&label, "ok"]).inc();
                     log::info!("tunnel.dial {label}: lane {lane} ended after {up:?}");
-                    failures = if up >= STABLE { 0 } else { failures.saturating_add(1) };
+                    failures = if up >= WORKED { 0 } else { failures.saturating_add(1) };
                 }
                 Err(e) => {
                     metrics::DIALOUT_DIALS.with_label_values(&[&label, "error"]).inc();

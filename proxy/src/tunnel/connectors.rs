@@ -48,6 +48,9 @@ use crate::config::edge::TunnelClient;
 use crate::config::origin::Balance;
 use crate::metrics;
 
+/// How long a shutting-down edge keeps one lane per tunnel for requests that still reach it.
+const LAST_LANE: Duration = Duration::from_secs(1);
+
 /// Pool groups of dial-out lanes: apart from every dial-in lane's and the WebSocket group.
 const DIAL_GROUP: u64 = 1 << 48;
 
@@ -208,31 +211,52 @@ impl Registry {
         }
     }
 
-    /// This edge is shutting down: every lane ends as soon as no request is in flight on it
-    /// (at once for most), so that its origin dials again, and reaches the edge that took over
-    /// the port (an upgrade, or a restart), instead of waiting out this one's grace period.
-    pub async fn drain(&self, grace: Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let mut busy = 0;
-            for t in self.tunnels.values() {
-                let lanes: Vec<Arc<DialLane>> = t.lanes().clone();
-                for lane in lanes {
-                    if lane.in_flight.load(Ordering::Relaxed) == 0 || tokio::time::Instant::now() >= deadline {
-                        // The socket, not the object: Pingora may hold the connection. Its
-                        // HTTP/2 client reads the end and drops it, which removes the lane.
-                        let _ = nix::sys::socket::shutdown(lane.fd, nix::sys::socket::Shutdown::Both);
-                        drop(lane.parked.lock().unwrap_or_else(|p| p.into_inner()).take());
-                        t.remove(lane.id);
-                    } else {
-                        busy += 1;
-                    }
+    /// Ends every lane with no request in flight but the `keep` most recently used of each
+    /// tunnel; how many lanes are left.
+    fn close_idle(&self, keep: usize) -> usize {
+        self.close(keep, false)
+    }
+
+    fn close(&self, keep: usize, all: bool) -> usize {
+        let mut left = 0;
+        for t in self.tunnels.values() {
+            let mut lanes: Vec<Arc<DialLane>> = t.lanes().clone();
+            lanes.sort_by_key(|l| std::cmp::Reverse(l.last_used.load(Ordering::Relaxed)));
+            for (i, lane) in lanes.into_iter().enumerate() {
+                let idle = lane.in_flight.load(Ordering::Relaxed) == 0;
+                if all || (idle && i >= keep) {
+                    // The socket, not the object: Pingora may hold the connection. Its HTTP/2
+                    // client reads the end and drops it, which removes the lane; its origin
+                    // dials again.
+                    let _ = nix::sys::socket::shutdown(lane.fd, nix::sys::socket::Shutdown::Both);
+                    drop(lane.parked.lock().unwrap_or_else(|p| p.into_inner()).take());
+                    t.remove(lane.id);
+                } else {
+                    left += 1;
                 }
             }
-            if busy == 0 {
+        }
+        left
+    }
+
+    /// This edge is shutting down: its lanes end as soon as no request is in flight on them, so
+    /// that their origins dial again and reach the edge that took the port over (an upgrade, or
+    /// a restart) instead of waiting out this one's grace period. One lane per tunnel stays a
+    /// moment longer ([`LAST_LANE`]) for a request that still reaches this process. Whatever is
+    /// still busy at the end of the grace period is cut.
+    pub async fn drain(&self, grace: Duration) {
+        let started = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            let keep = usize::from(now < started + LAST_LANE);
+            if now >= started + grace {
+                self.close(0, true);
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.close_idle(keep) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -513,7 +537,7 @@ impl ConnectorListener {
         tokio::spawn(watch_parked(LaneIo { tls, fd, id, early: Vec::new() }, asked));
     }
 
-    async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: ShutdownWatch) {
+    async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
         let pending = Arc::new(Pending::default());
         loop {
             let (tcp, from) = tokio::select! {
@@ -526,7 +550,7 @@ impl ConnectorListener {
                         continue;
                     }
                 },
-                _ = shutdown.changed() => return,
+                _ = stop.changed() => return,
             };
             if let Err(e) = super::tcp::tune(&tcp, self.congestion_control.as_deref(), DEAD_AFTER) {
                 log::debug!("connector listener: socket options of {from}: {e}");
@@ -573,16 +597,46 @@ impl ConnectorService {
 #[async_trait]
 impl BackgroundService for ConnectorService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Accepting stops on the first of SIGQUIT, SIGTERM and the server's shutdown: on an
+        // upgrade (SIGQUIT) the new process binds the port beside this one, and redialled lanes
+        // must reach it, not this one.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let sockets = std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|p| p.into_inner()));
         for socket in sockets {
             match TcpListener::from_std(socket) {
                 Ok(l) => {
-                    tokio::spawn(self.listener.clone().serve(l, shutdown.clone()));
+                    tokio::spawn(self.listener.clone().serve(l, stopped.clone()));
                 }
                 Err(e) => log::error!("connector listener: {e}"),
             }
         }
-        let _ = shutdown.changed().await;
-        self.listener.registry.drain(self.grace).await;
+        use tokio::signal::unix::{SignalKind, signal};
+        let registry = &self.listener.registry;
+        if let (Ok(mut quit), Ok(mut term)) = (signal(SignalKind::quit()), signal(SignalKind::terminate())) {
+            let why = tokio::select! {
+                _ = quit.recv() => "SIGQUIT",
+                _ = term.recv() => "SIGTERM",
+                _ = shutdown.changed() => "shutdown",
+            };
+            let _ = stop.send(true);
+            log::info!("connector listener: {why}: no more lanes accepted; idle lanes end, one per tunnel stays");
+            // Pingora keeps serving this process's clients until it broadcasts its shutdown
+            // (on an upgrade, seconds after SIGQUIT): one lane per tunnel serves them, the
+            // others go to the new process now.
+            if !*shutdown.borrow() {
+                loop {
+                    registry.close_idle(1);
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                }
+            }
+        } else {
+            log::error!("connector listener: cannot watch SIGQUIT and SIGTERM; lanes drain at the server's shutdown");
+            let _ = shutdown.changed().await;
+            let _ = stop.send(true);
+        }
+        registry.drain(self.grace).await;
     }
 }

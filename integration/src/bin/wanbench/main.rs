@@ -507,7 +507,7 @@ fn goals_of(title: &str, wan: &Wan, cc: &str, figures: &[Figures]) -> Vec<String
         let bound = rate_bound.min(rtt_bound);
         let share = rp.dynamic.rate / bound;
         goals.push(format!(
-            "- {title}: {CLIENTS} clients, dynamic page: {:.1} pages/s of the physical bound {bound:.1} (min of rate ÷ link bytes per page {rate_bound:.1}, clients ÷ RTT {rtt_bound:.1}): {share:.2} (goal ≥ 0.9: {})",
+            "- {title}: {CLIENTS} clients, dynamic page: {:.1} pages/s of the physical bound {bound:.1} (min of rate ÷ link bytes per page {rate_bound:.1}, clients ÷ RTT {rtt_bound:.1}): {share:.3} (goal ≥ 0.9: {})",
             rp.dynamic.rate,
             verdict(share >= 0.9)
         ));
