@@ -670,7 +670,8 @@ impl ProxyHttp for Edge {
             metrics::RETRIES.inc();
         }
         if let Some(used) = ctx.dial.take() {
-            // Its connection ended: the lane is gone, another may take the request.
+            // The lane's connection takes no new stream now (sent GOAWAY, or full), or its
+            // HTTP/2 handshake failed: nothing reached the origin, another lane may take it.
             ctx.tried_lanes.push(used.lane.id);
             e.set_retry(true);
             metrics::RETRIES.inc();

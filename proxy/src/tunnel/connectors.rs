@@ -14,8 +14,8 @@
 //! * A lane leaves its tunnel when its connection ends: Pingora dropped it (its PING went
 //!   unanswered, the origin sent GOAWAY and finished), the origin went away while the lane was
 //!   parked (a watcher reads it until Pingora takes it), or this edge is shutting down.
-//! * Requests take the lane with the fewest in flight, most recently used among equals, over
-//!   every replica's lanes at once.
+//! * Requests take the replicas in turn (or the least busy, `tunnel.balance`), and within one
+//!   the lane with the fewest in flight, most recently used among equals.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -220,21 +220,26 @@ impl Registry {
     fn close(&self, keep: usize, all: bool) -> usize {
         let mut left = 0;
         for t in self.tunnels.values() {
-            let mut lanes: Vec<Arc<DialLane>> = t.lanes().clone();
+            // Under the lock: a lane in the list has not finished leaving it, so its socket is
+            // still open and its descriptor still its own.
+            let mut lanes = t.lanes();
             lanes.sort_by_key(|l| std::cmp::Reverse(l.last_used.load(Ordering::Relaxed)));
-            for (i, lane) in lanes.into_iter().enumerate() {
+            let mut i = 0;
+            lanes.retain(|lane| {
                 let idle = lane.in_flight.load(Ordering::Relaxed) == 0;
-                if all || (idle && i >= keep) {
+                let end = all || (idle && i >= keep);
+                i += 1;
+                if end {
                     // The socket, not the object: Pingora may hold the connection. Its HTTP/2
-                    // client reads the end and drops it, which removes the lane; its origin
-                    // dials again.
+                    // client reads the end and drops it; its origin dials again.
                     let _ = nix::sys::socket::shutdown(lane.fd, nix::sys::socket::Shutdown::Both);
                     drop(lane.parked.lock().unwrap_or_else(|p| p.into_inner()).take());
-                    t.remove(lane.id);
+                    metrics::DIALOUT_LANES.with_label_values(&[&t.name, &lane.replica]).dec();
                 } else {
                     left += 1;
                 }
-            }
+                !end
+            });
         }
         left
     }
@@ -320,9 +325,6 @@ impl L4Connect for TakeLane {
     }
 }
 
-/// Where a lane's end is reported: its tunnel.
-static TUNNEL_OF_LANE: std::sync::LazyLock<Mutex<HashMap<u64, Weak<Tunnel>>>> =
-    std::sync::LazyLock::new(Mutex::default);
 
 /// A lane's TLS connection, as Pingora's virtual socket. Its end (dropped) takes the lane out
 /// of its tunnel.
@@ -331,6 +333,8 @@ struct LaneIo {
     tls: TlsStream<TcpStream>,
     fd: i32,
     id: u64,
+    /// Where its end is reported.
+    tunnel: Weak<Tunnel>,
     /// What the origin sent while the lane was parked (its HTTP/2 SETTINGS), read first.
     early: Vec<u8>,
 }
@@ -366,8 +370,7 @@ async fn watch_parked(mut io: LaneIo, mut asked: oneshot::Receiver<oneshot::Send
 
 impl Drop for LaneIo {
     fn drop(&mut self) {
-        let tunnel = TUNNEL_OF_LANE.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
-        if let Some(t) = tunnel.and_then(|t| t.upgrade()) {
+        if let Some(t) = self.tunnel.upgrade() {
             t.remove(self.id);
         }
     }
@@ -526,15 +529,15 @@ impl ConnectorListener {
             last_used: AtomicU64::new(0),
             acquire: Arc::default(),
         });
-        TUNNEL_OF_LANE.lock().unwrap_or_else(|p| p.into_inner()).insert(lane.id, Arc::downgrade(&t));
         let (ask, asked) = oneshot::channel();
         *lane.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(ask);
         let id = lane.id;
         metrics::DIALOUT_REGISTRATIONS.with_label_values(&["registered"]).inc();
         log::info!("tunnel {tunnel}: lane {} of {} from {from} connected", hello.lane, hello.replica);
         // In its tunnel before anything can end it (the watcher's end takes it out).
+        let tunnel = Arc::downgrade(&t);
         t.add(lane);
-        tokio::spawn(watch_parked(LaneIo { tls, fd, id, early: Vec::new() }, asked));
+        tokio::spawn(watch_parked(LaneIo { tls, fd, id, tunnel, early: Vec::new() }, asked));
     }
 
     async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
