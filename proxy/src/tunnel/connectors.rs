@@ -325,7 +325,6 @@ impl L4Connect for TakeLane {
     }
 }
 
-
 /// A lane's TLS connection, as Pingora's virtual socket. Its end (dropped) takes the lane out
 /// of its tunnel.
 #[derive(Debug)]
