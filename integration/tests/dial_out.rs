@@ -71,6 +71,11 @@ async fn an_origin_that_dials_out_listens_nowhere_and_serves_deltas_byte_exact()
     // The lanes' connections pool: a handful, not one per request.
     let opened = m.sum("railproxy_tunnel_connections_total", &[("mode", "edge")]);
     assert!((1.0..=4.0).contains(&opened), "{opened} tunnel connections for {n} requests");
+    // The origin's side: four lanes dialled once each, all four held.
+    let o = stack.origin_metrics().await;
+    assert_eq!(o.sum("railproxy_dialout_dials_total", &[("result", "ok")]), 4.0);
+    assert_eq!(o.sum("railproxy_dialout_dials_total", &[("result", "error")]), 0.0);
+    assert_eq!(o.sum("railproxy_dialout_connected_lanes", &[]), 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,6 +151,7 @@ impl<A: ServerApp + Send + Sync + 'static> Dialer<A> {
         stream.write_all(&hello.encode()).await.map_err(|e| format!("{addr}: {e}"))?;
         stream.flush().await.map_err(|e| format!("{addr}: {e}"))?;
         // Counted from the hello on: the edge has the lane from then.
+        metrics::DIALOUT_DIALS.with_label_values(&[&edge.to_string(), "ok"]).inc();
         let _counted = CountedLane::new(&self.connected, edge_index);
         let up = Instant::now();
         self.app.process_new(stream, shutdown).await;
@@ -166,7 +167,6 @@ impl<A: ServerApp + Send + Sync + 'static> Dialer<A> {
             }
             match self.lane(edge, lane, &shutdown).await {
                 Ok(up) => {
-                    metrics::DIALOUT_DIALS.with_label_values(&[&label, "ok"]).inc();
                     log::info!("tunnel.dial {label}: lane {lane} ended after {up:?}");
                     failures = if up >= WORKED { 0 } else { failures.saturating_add(1) };
                 }
