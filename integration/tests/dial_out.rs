@@ -329,14 +329,19 @@ fn a_host_routed_to_a_tunnel_must_be_one_it_may_serve() {
     std::fs::write(
         &origin,
         format!(
-            "mode: origin\nadmin: {{listen: 127.0.0.1:0}}\ntunnel:\n  dial: [127.0.0.1:2409]\n  lanes: 0\n  cert: {c}/tunnel-demo.pem\n  key: {c}/tunnel-demo.key\n  replica: \"a b\"\nhosts: {{a: {{backends: [127.0.0.1:1]}}}}\n"
+            "mode: origin\nadmin: {{listen: 127.0.0.1:0}}\ntunnel:\n  dial: [127.0.0.1:2409]\n  listen: [127.0.0.1:2408]\n  lanes: 0\n  cert: {c}/tunnel-demo.pem\n  key: {c}/tunnel-demo.key\n  replica: \"a b\"\nhosts: {{a: {{backends: [127.0.0.1:1]}}}}\n"
         ),
     )
     .unwrap();
     let o = railproxy(dir.path(), &["check", "-c", origin.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     let out = text(&o);
-    for expected in ["tunnel.ca: required", "tunnel.lanes: must be from 1 to 64", "tunnel.replica: \"a b\""] {
+    for expected in [
+        "tunnel.ca: required",
+        "tunnel.lanes: must be from 1 to 64",
+        "tunnel.replica: \"a b\"",
+        "tunnel.listen: an origin listens or dials out (dial), not both",
+    ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }

@@ -241,7 +241,13 @@ impl OriginConfig {
         let dials = !dial.is_empty();
         let tunnel = TunnelListener {
             listen: if dials {
-                t.list("listen")
+                if t.has("listen") {
+                    t.problem(
+                        "listen",
+                        "an origin listens or dials out (dial), not both: each needs a certificate of its own",
+                    );
+                }
+                Vec::new()
             } else {
                 t.req_list("listen", "addresses for edges, e.g. 127.0.0.1:2408 (or dial: the edges this origin dials)")
             },
@@ -254,8 +260,8 @@ impl OriginConfig {
             dial,
             cert: t.req("cert").unwrap_or_default(),
             key: t.req("key").unwrap_or_default(),
-            client_ca: if dials && !t.has("client_ca") {
-                PathBuf::new()
+            client_ca: if dials {
+                t.opt("client_ca").unwrap_or_default()
             } else {
                 t.req("client_ca").unwrap_or_default()
             },
@@ -289,9 +295,6 @@ impl OriginConfig {
         }
         if rustls::pki_types::ServerName::try_from(tunnel.edge_name.as_str()).is_err() {
             t.problem("edge_name", format!("{:?} is not a DNS name or IP address", tunnel.edge_name));
-        }
-        if !tunnel.listen.is_empty() && tunnel.client_ca.as_os_str().is_empty() && !t.has("client_ca") {
-            t.problem("client_ca", "required with listen: the CA whose edges may connect");
         }
         for n in &tunnel.client_names {
             if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::connectors::L4Connect;
@@ -42,6 +42,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::lane_hello::LaneHello;
+use super::listeners::now_ms;
 use super::tls::{ConnectorTls, tunnel_of};
 use crate::config::connectors::Connectors;
 use crate::config::edge::TunnelClient;
@@ -55,13 +56,6 @@ const LAST_LANE: Duration = Duration::from_secs(1);
 const DIAL_GROUP: u64 = 1 << 48;
 
 static LANE_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// What `Lane::last_used` counts from.
-static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
-
-fn now_ms() -> u64 {
-    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
 
 /// One connection an origin dialled in.
 #[derive(Debug)]
