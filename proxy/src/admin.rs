@@ -28,6 +28,12 @@ pub struct Admin {
 /// Ok when every host has an upstream that is up; otherwise one line per host that has none.
 pub type Readiness = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
 
+/// Ready when every check is; otherwise every reason any of them gives.
+pub fn all_ready(checks: impl IntoIterator<Item = Result<(), Vec<String>>>) -> Result<(), Vec<String>> {
+    let why: Vec<String> = checks.into_iter().filter_map(Result::err).flatten().collect();
+    if why.is_empty() { Ok(()) } else { Err(why) }
+}
+
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
     let body = body.into();
     Response::builder()

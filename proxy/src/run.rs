@@ -188,9 +188,9 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
             ready_probe: probe,
             corrupt_store: corrupt,
             readiness: Some(Arc::new(move || {
-                let mut why = ready_listeners.readiness().err().unwrap_or_default();
-                why.extend(registry.as_ref().and_then(|r| r.readiness().err()).unwrap_or_default());
-                if why.is_empty() { Ok(()) } else { Err(why) }
+                admin::all_ready(
+                    [ready_listeners.readiness()].into_iter().chain(registry.iter().map(|r| r.readiness())),
+                )
             })),
         },
     ));
@@ -260,9 +260,7 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
             ready_probe: t.listen.clone(),
             corrupt_store: None,
             readiness: Some(Arc::new(move || {
-                let mut why = upstreams.readiness().err().unwrap_or_default();
-                why.extend(dialled.as_ref().and_then(|d| d.readiness().err()).unwrap_or_default());
-                if why.is_empty() { Ok(()) } else { Err(why) }
+                admin::all_ready([upstreams.readiness()].into_iter().chain(dialled.iter().map(|d| d.readiness())))
             })),
         },
     ));

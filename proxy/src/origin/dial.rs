@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::ALPN;
-use pingora_core::protocols::l4::ext::TcpKeepalive;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -125,13 +124,7 @@ impl<A: ServerApp + Send + Sync + 'static> Dialer<A> {
         peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
         // A path that dies without a packet back: sent bytes unacknowledged, or idle probes
         // unanswered, for `dead_after` end the lane (the edge's PINGs keep it from idling).
-        let secs = t.dead_after.as_secs().max(3);
-        peer.options.tcp_keepalive = Some(TcpKeepalive {
-            idle: Duration::from_secs(secs / 3),
-            interval: Duration::from_secs((secs / 9).max(1)),
-            count: 3,
-            user_timeout: t.dead_after,
-        });
+        peer.options.tcp_keepalive = Some(tcp::keepalive(t.dead_after));
         peer.options.upstream_tcp_sock_tweak_hook = Some(tcp::hook(t.congestion_control.as_deref()));
         peer
     }

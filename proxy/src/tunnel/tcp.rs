@@ -64,9 +64,22 @@ pub fn hook(algorithm: Option<&str>) -> Hook {
     })
 }
 
+/// Keepalive that ends a connection whose path died within `dead_after`: idle probes after a
+/// third of it, three probes a ninth apart, and sent data unacknowledged for the whole of it.
+/// The dialling origin gives it to Pingora; the edge sets it on the lanes it accepts ([`tune`]).
+pub fn keepalive(dead_after: std::time::Duration) -> pingora_core::protocols::l4::ext::TcpKeepalive {
+    use std::time::Duration;
+    let secs = dead_after.as_secs().max(3);
+    pingora_core::protocols::l4::ext::TcpKeepalive {
+        idle: Duration::from_secs(secs / 3),
+        interval: Duration::from_secs((secs / 9).max(1)),
+        count: 3,
+        user_timeout: dead_after,
+    }
+}
+
 /// Sets up a tunnel socket made outside Pingora (a dial-out lane an edge accepted):
-/// [`NOTSENT_LOWAT`], `algorithm` when one is configured, and keepalive probes that end a
-/// connection whose path died while nothing was sent (`dead_after` in all, at the least).
+/// [`NOTSENT_LOWAT`], `algorithm` when one is configured, and [`keepalive`].
 pub fn tune(
     sock: &impl std::os::fd::AsFd,
     algorithm: Option<&str>,
@@ -79,16 +92,14 @@ pub fn tune(
         setsockopt(sock, TcpCongestion, &OsString::from(name))
             .map_err(|e| format!("congestion control {name}: {e}"))?;
     }
-    // A third of the time idle, then three probes a ninth apart; and sent data unacknowledged
-    // for the whole time ends it too.
-    let secs = dead_after.as_secs().max(3) as u32;
-    let probe = (secs / 9).max(1);
+    let ka = keepalive(dead_after);
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
     let opts = [
         setsockopt(sock, KeepAlive, &true),
-        setsockopt(sock, TcpKeepIdle, &(secs / 3)),
-        setsockopt(sock, TcpKeepInterval, &probe),
-        setsockopt(sock, TcpKeepCount, &3),
-        setsockopt(sock, TcpUserTimeout, &(secs * 1000)),
+        setsockopt(sock, TcpKeepIdle, &secs(ka.idle)),
+        setsockopt(sock, TcpKeepInterval, &secs(ka.interval)),
+        setsockopt(sock, TcpKeepCount, &(ka.count as u32)),
+        setsockopt(sock, TcpUserTimeout, &u32::try_from(ka.user_timeout.as_millis()).unwrap_or(u32::MAX)),
     ];
     opts.into_iter().collect::<nix::Result<Vec<()>>>().map(|_| ()).map_err(|e| format!("keepalive: {e}"))
 }
