@@ -86,6 +86,19 @@ pub async fn knock(addr: std::net::SocketAddr, k: Knock<'_>, host: &str, path: &
 /// The same with a request of the caller's making (raw bytes after the handshake).
 pub async fn knock_with(addr: std::net::SocketAddr, k: Knock<'_>, req: &str) -> Answer {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("TCP connect");
+    knock_over(tcp, addr, k, req).await
+}
+
+/// `knock` from a given local address (another loopback address, say 127.0.0.2, is another
+/// client to the server).
+pub async fn knock_from(from: std::net::IpAddr, addr: std::net::SocketAddr, k: Knock<'_>, host: &str) -> Answer {
+    let socket = tokio::net::TcpSocket::new_v4().expect("TCP socket");
+    socket.bind(std::net::SocketAddr::new(from, 0)).unwrap_or_else(|e| panic!("binding {from}: {e}"));
+    let tcp = socket.connect(addr).await.expect("TCP connect");
+    knock_over(tcp, addr, k, &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await
+}
+
+async fn knock_over(tcp: tokio::net::TcpStream, addr: std::net::SocketAddr, k: Knock<'_>, req: &str) -> Answer {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config(&k)));
     let name = ServerName::try_from(k.server_name.to_string()).expect("server name");
     let mut tls = match tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await {

@@ -183,6 +183,34 @@ fn version_keeping_and_store_problems_name_their_keys() {
 }
 
 #[test]
+fn tunnel_allow_takes_address_blocks_and_names_a_bad_one() {
+    let dir = demo_dir();
+    let origin = dir.path().join("o.yaml");
+    let head = "mode: origin\nadmin: {listen: 127.0.0.1:1}\nhosts: {a.example: {backends: [127.0.0.1:3]}}\n";
+    let tunnel = |allow: &str| {
+        format!("{head}tunnel: {{listen: [127.0.0.1:2], cert: a, key: b, client_ca: c, allow: {allow}}}\n")
+    };
+    for (allow, expected) in [
+        (
+            "[10.1.2.3/8]",
+            "tunnel.allow[0]: \"10.1.2.3/8\" has bits set past its prefix length: did you mean 10.0.0.0/8?",
+        ),
+        ("[10.0.0.0/8, edge.example]", "tunnel.allow[1]: \"edge.example\" is not an address block"),
+        ("[10.0.0.0/33]", "tunnel.allow[0]: \"10.0.0.0/33\" is not an address block"),
+        ("[]", "tunnel.allow: must not be empty"),
+    ] {
+        std::fs::write(&origin, tunnel(allow)).unwrap();
+        let o = railproxy(dir.path(), &["check", "-c", origin.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(64), "{allow}: {}", text(&o));
+        assert!(text(&o).contains(expected), "{allow}: missing {expected:?} in:\n{}", text(&o));
+    }
+    // Blocks of both families and bare addresses are taken.
+    std::fs::write(&origin, tunnel("[10.0.0.0/8, 192.0.2.7, \"2001:db8::/32\", \"::1\"]")).unwrap();
+    let o = railproxy(dir.path(), &["check", "-c", origin.to_str().unwrap()]);
+    assert!(!text(&o).contains("tunnel.allow"), "{}", text(&o));
+}
+
+#[test]
 fn syntax_errors_missing_mode_and_mode_mismatch_exit_64() {
     let dir = demo_dir();
     let bad = dir.path().join("syntax.yaml");

@@ -329,7 +329,7 @@ fn a_host_routed_to_a_tunnel_must_be_one_it_may_serve() {
     std::fs::write(
         &origin,
         format!(
-            "mode: origin\nadmin: {{listen: 127.0.0.1:0}}\ntunnel:\n  dial: [127.0.0.1:2409]\n  listen: [127.0.0.1:2408]\n  lanes: 0\n  cert: {c}/tunnel-demo.pem\n  key: {c}/tunnel-demo.key\n  replica: \"a b\"\nhosts: {{a: {{backends: [127.0.0.1:1]}}}}\n"
+            "mode: origin\nadmin: {{listen: 127.0.0.1:0}}\ntunnel:\n  dial: [127.0.0.1:2409]\n  listen: [127.0.0.1:2408]\n  lanes: 0\n  allow: [127.0.0.1/32]\n  cert: {c}/tunnel-demo.pem\n  key: {c}/tunnel-demo.key\n  replica: \"a b\"\nhosts: {{a: {{backends: [127.0.0.1:1]}}}}\n"
         ),
     )
     .unwrap();
@@ -341,6 +341,7 @@ fn a_host_routed_to_a_tunnel_must_be_one_it_may_serve() {
         "tunnel.lanes: must be from 1 to 64",
         "tunnel.replica: \"a b\"",
         "tunnel.listen: an origin listens or dials out (dial), not both",
+        "tunnel.allow: locks a listening origin to its edges; one that dials out (dial) has no port to lock",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

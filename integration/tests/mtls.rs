@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use integration::fake_origin::{FakeOrigin, tunnel_response};
 use integration::process::{bin, free_port};
 use integration::stack::{edge_yaml, make_certs, start_proxy};
-use integration::tls_client::{Knock, knock, not_after, plain};
+use integration::tls_client::{Knock, knock, knock_from, not_after, plain};
 use integration::{Http, Knobs, Metrics, Stack};
 
 const ORIGIN_NAME: &str = "origin.railproxy.internal";
@@ -110,6 +110,33 @@ async fn the_origin_refuses_every_peer_but_an_edge_from_its_ca_with_a_listed_nam
     eprintln!("origin refusals: ca {}, name {}, tls12 {}", failures("ca"), failures("name"), failures("tls12"));
     assert!(failures("ca") >= 2.0, "other CA and wrong key usage are counted");
     assert_eq!(failures("name"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_allow_closes_connections_from_other_addresses_before_tls() {
+    // The edge connects from 127.0.0.1; 127.0.0.2 (loopback too) is a stranger holding the
+    // edge's own certificate: only its address keeps it out.
+    let stack =
+        Stack::start(Knobs { origin_tunnel_extra: "  allow: [127.0.0.1/32]\n".into(), ..Knobs::default() }).await;
+    let certs = stack.dir.path().join("certs");
+    let (ca, cert, key) = (certs.join("ca.pem"), certs.join("edge.pem"), certs.join("edge.key"));
+    let k = Knock { ca: &ca, client: Some((&cert, &key)), tls12: false, server_name: ORIGIN_NAME };
+    let outside = knock_from("127.0.0.2".parse().unwrap(), stack.origin_addr, k, "127.0.0.1").await;
+    eprintln!("from 127.0.0.2: handshake {:?}, then {}", outside.handshake, outside.read_end);
+    assert!(outside.handshake.is_err(), "a client outside tunnel.allow completed a TLS handshake");
+    assert!(outside.server_cert.is_none(), "the origin showed its certificate outside tunnel.allow");
+    let m = stack.origin_metrics().await;
+    assert_eq!(m.sum("railproxy_tunnel_auth_failures_total", &[("reason", "address")]), 1.0);
+    assert_eq!(m.sum("railproxy_tunnel_auth_failures_total", &[]), 1.0, "refused before TLS, not in it");
+
+    let inside = knock_from("127.0.0.1".parse().unwrap(), stack.origin_addr, k, "127.0.0.1").await;
+    assert!(inside.served(), "a client inside tunnel.allow was refused: {inside:?}");
+    // And the edge, inside the list, is served as ever, byte-exact.
+    let http = Http::h1();
+    let through = http.get(&stack.url("/pages/generated-10k"), &[]).await.expect("through the edge");
+    let direct = http.get(&format!("http://{}/pages/generated-10k", stack.backend.addr), &[]).await.unwrap();
+    assert_eq!(through.status, 200);
+    assert!(through.body == direct.body, "the page through the edge differs from the backend's");
 }
 
 type YamlEdit = Box<dyn Fn(String) -> String>;

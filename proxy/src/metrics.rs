@@ -264,13 +264,14 @@ pub static STORE_OPERATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
-/// Tunnel peers refused for their TLS: at the origin, edge certificates (`ca`: not issued by
-/// the configured CA, or expired; `name`: none of `tunnel.client_names`; `tls12`); at the edge,
-/// an origin connection that did not negotiate TLS 1.3 (`tls12`).
+/// Tunnel peers refused: at the origin, edge certificates (`ca`: not issued by the configured
+/// CA, or expired; `name`: none of `tunnel.client_names`; `tls12`) and, before TLS, connections
+/// from outside `tunnel.allow` (`address`); at the edge, an origin connection that did not
+/// negotiate TLS 1.3 (`tls12`).
 pub static TUNNEL_AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "railproxy_tunnel_auth_failures_total",
-        "Tunnel peers refused at the TLS handshake, by reason",
+        "Tunnel peers refused at the TLS handshake or, for their address, before it, by reason",
         &["reason"]
     )
     .expect("metric")
@@ -435,7 +436,7 @@ pub fn init(mode: &str) {
     for result in ["ok", "error"] {
         TLS_RELOADS.with_label_values(&[result]);
     }
-    for reason in ["ca", "name", "tls12"] {
+    for reason in ["ca", "name", "tls12", "address"] {
         TUNNEL_AUTH_FAILURES.with_label_values(&[reason]);
     }
     UPSTREAM_ERRORS.with_label_values(&[mode, "connect"]);

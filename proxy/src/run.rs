@@ -20,6 +20,7 @@ use crate::origin::Origin;
 use crate::origin::backends::Upstreams;
 use crate::origin::dial::{DialService, Dialer};
 use crate::origin::redis_store::RedisStore;
+use crate::tunnel::allow::AllowList;
 use crate::tunnel::connectors::{self, ConnectorListener, ConnectorService, Registry};
 use crate::tunnel::listeners::Listeners;
 use crate::tunnel::probe::{self, Prober};
@@ -240,6 +241,9 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
         let mut proxy = Service::new("origin".to_string(), app.share());
         for addr in &t.listen {
             proxy.add_tls_with_settings(&addr.to_string(), None, origin_tls.settings()?);
+        }
+        if !t.allow.is_empty() {
+            proxy.set_connection_filter(Arc::new(AllowList::new(t.allow.clone())));
         }
         // Requests are taken once every name has had its first answer.
         server.add_service(proxy).add_dependency(&pools);

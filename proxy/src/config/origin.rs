@@ -14,6 +14,8 @@ use crate::hosts::HostPattern;
 pub struct TunnelListener {
     /// Addresses edges connect to (none: the origin only dials out).
     pub listen: Vec<SocketAddr>,
+    /// Addresses `listen` accepts connections from (empty: any); others are closed before TLS.
+    pub allow: Vec<ipnet::IpNet>,
     /// Dial-out: the edges' connector listeners this origin dials (and serves over).
     pub dial: Vec<HostPort>,
     /// Dial-out: connections held to each edge of `dial`.
@@ -250,6 +252,20 @@ impl OriginConfig {
                 Vec::new()
             } else {
                 t.req_list("listen", "addresses for edges, e.g. 127.0.0.1:2408 (or dial: the edges this origin dials)")
+            },
+            allow: match (dials, t.has("allow")) {
+                (_, false) => Vec::new(),
+                (true, true) => {
+                    t.problem(
+                        "allow",
+                        "locks a listening origin to its edges; one that dials out (dial) has no port to lock",
+                    );
+                    Vec::new()
+                }
+                (false, true) => t.req_list(
+                    "allow",
+                    "address blocks edges connect from, e.g. 203.0.113.0/24 (omit allow to admit any)",
+                ),
             },
             lanes: t.or("lanes", 4usize),
             ca: if dials { t.req("ca").unwrap_or_default() } else { t.opt("ca").unwrap_or_default() },

@@ -300,6 +300,25 @@ impl FromYaml for SocketAddr {
     }
 }
 
+/// An address block (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a block of one.
+impl FromYaml for ipnet::IpNet {
+    const EXPECTED: &'static str = "an address block such as 10.0.0.0/8 or an address";
+    fn from_yaml(v: &Value) -> Result<Self, String> {
+        let s = as_text(v, Self::EXPECTED)?;
+        let s = s.trim();
+        match s.parse::<ipnet::IpNet>() {
+            Ok(net) if net.trunc() != net => {
+                Err(format!("{s:?} has bits set past its prefix length: did you mean {}?", net.trunc()))
+            }
+            Ok(net) => Ok(net),
+            Err(_) => s
+                .parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| format!("{s:?} is not an address block such as 10.0.0.0/8 or an address")),
+        }
+    }
+}
+
 /// A byte size: a number, or a string with a binary suffix (`64k`, `8M`, `1G`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);

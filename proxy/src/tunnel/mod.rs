@@ -6,8 +6,10 @@
 //! * [`listeners`], [`probe`]: the edge's view of origin listeners (up, down, backoff) and the
 //!   probes that keep it.
 //! * [`tls`]: mutual TLS 1.3 anchored in the private CA.
+//! * [`allow`]: the origin's listener locked to its edges' addresses (before TLS).
 //! * [`tcp`]: the tunnel's TCP sockets: congestion control, unsent data held by the kernel.
 
+pub mod allow;
 pub mod connectors;
 pub mod lane_hello;
 pub mod listeners;
