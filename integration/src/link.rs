@@ -6,6 +6,9 @@
 //! a /30 of 198.18.0.0/15 (RFC 2544's benchmarking range) that exists only on the two devices,
 //! so traffic goes nowhere but across the link.
 //!
+//! Beside delay, rate and loss, the link can refuse every connection towards the far side
+//! (a firewall dropping inbound SYNs) and become a silent black hole for a while.
+//!
 //! `RAILPROXY_LINK_TRACE=1` logs every packet dropped at the full queue (source, ports, time).
 //!
 //! It needs root and `/dev/net/tun`; [`Link::start`] says why not otherwise, for tests to skip.
@@ -14,7 +17,7 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng as _;
@@ -55,6 +58,39 @@ pub struct Drops {
     /// The part of `carried` the far side sent (responses, when origins are there): each
     /// direction has its own bottleneck, so the busier one bounds a path's rate.
     pub carried_from_far: AtomicU64,
+    /// Packets dropped by [`Link::refuse_inbound`] and [`Link::black_hole`].
+    pub filtered: AtomicU64,
+}
+
+/// What the link drops on purpose, beside its queue and random loss.
+#[derive(Debug, Default)]
+struct Rules {
+    /// TCP SYNs towards the far side: nothing there can be connected to, as behind a firewall
+    /// that drops every inbound packet; connections the far side opens work.
+    refuse_inbound: AtomicBool,
+    /// Every packet, both ways, with no RST or ICMP: a silent black hole on the path.
+    black_hole: AtomicBool,
+}
+
+impl Rules {
+    fn drops(&self, packet: &[u8], from_far: bool) -> bool {
+        if self.black_hole.load(Ordering::Relaxed) {
+            return true;
+        }
+        !from_far && self.refuse_inbound.load(Ordering::Relaxed) && opens_a_connection(packet)
+    }
+}
+
+/// An IPv4 TCP segment with SYN and without ACK: the first packet of a connection.
+fn opens_a_connection(packet: &[u8]) -> bool {
+    const TCP: u8 = 6;
+    if packet.len() < 20 || packet[0] >> 4 != 4 || packet[9] != TCP {
+        return false;
+    }
+    let header = usize::from(packet[0] & 0x0f) * 4;
+    let Some(&flags) = packet.get(header + 13) else { return false };
+    let (syn, ack) = (flags & 0x02 != 0, flags & 0x10 != 0);
+    syn && !ack
 }
 
 /// A running link; dropping it stops the forwarder and removes the namespace (with the
@@ -67,6 +103,7 @@ pub struct Link {
     pub near: Ipv4Addr,
     pub far: Ipv4Addr,
     pub drops: Arc<Drops>,
+    rules: Arc<Rules>,
     /// The TUN devices: this side's, and the far side's (in `ns`).
     devices: (String, String),
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -100,7 +137,15 @@ impl Link {
         let (near_dev, far_dev) = (format!("rpl{id}n{n}"), format!("rpl{id}f{n}"));
         ip(&["netns", "add", &ns]).map_err(|e| format!("cannot make a network namespace ({e}); run as root"))?;
         let devices = (near_dev.clone(), far_dev.clone());
-        let mut link = Link { ns: ns.clone(), near, far, drops: Arc::default(), devices, tasks: Vec::new() };
+        let mut link = Link {
+            ns: ns.clone(),
+            near,
+            far,
+            drops: Arc::default(),
+            rules: Arc::default(),
+            devices,
+            tasks: Vec::new(),
+        };
         let build = |name: &str| {
             DeviceBuilder::new().name(name).mtu(1500).build_async().map_err(|e| format!("TUN device {name}: {e}"))
         };
@@ -112,9 +157,20 @@ impl Link {
         ip(&["-n", &ns, "addr", "add", &format!("{far}/30"), "dev", &far_dev])?;
         ip(&["-n", &ns, "link", "set", &far_dev, "up"])?;
         let (a, b) = (Arc::new(a), Arc::new(b));
-        link.tasks.extend(direction(a.clone(), b.clone(), profile, link.drops.clone(), false));
-        link.tasks.extend(direction(b, a, profile, link.drops.clone(), true));
+        link.tasks.extend(direction(a.clone(), b.clone(), profile, link.drops.clone(), link.rules.clone(), false));
+        link.tasks.extend(direction(b, a, profile, link.drops.clone(), link.rules.clone(), true));
         Ok(link)
+    }
+
+    /// Drops every TCP SYN towards the far side from now on (`false`: no more): processes
+    /// there can connect out, nothing can connect in.
+    pub fn refuse_inbound(&self, on: bool) {
+        self.rules.refuse_inbound.store(on, Ordering::Relaxed);
+    }
+
+    /// Drops every packet both ways from now on (`false`: carries them again), silently.
+    pub fn black_hole(&self, on: bool) {
+        self.rules.black_hole.store(on, Ordering::Relaxed);
     }
 
     /// `program args…` run on the far side of the link.
@@ -165,6 +221,7 @@ fn direction(
     to: Arc<AsyncDevice>,
     p: Profile,
     drops: Arc<Drops>,
+    rules: Arc<Rules>,
     from_far: bool,
 ) -> [tokio::task::JoinHandle<()>; 2] {
     let line: Arc<std::sync::Mutex<VecDeque<InFlight>>> = Arc::default();
@@ -178,6 +235,10 @@ fn direction(
             let mut busy_until = Instant::now();
             loop {
                 let Ok(n) = from.recv(&mut buf).await else { return };
+                if rules.drops(&buf[..n], from_far) {
+                    drops.filtered.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 drops.carried.fetch_add(n as u64, Ordering::Relaxed);
                 if from_far {
                     drops.carried_from_far.fetch_add(n as u64, Ordering::Relaxed);
@@ -230,4 +291,32 @@ fn direction(
         }
     });
     [reader, writer]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 header of 20 bytes and a TCP header with `flags`.
+    fn segment(protocol: u8, flags: u8) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = protocol;
+        p[20 + 13] = flags;
+        p
+    }
+
+    #[test]
+    fn only_a_connections_first_segment_is_refused_inbound() {
+        let rules = Rules::default();
+        rules.refuse_inbound.store(true, Ordering::Relaxed);
+        let (syn, syn_ack, ack, udp) = (segment(6, 0x02), segment(6, 0x12), segment(6, 0x10), segment(17, 0x02));
+        assert!(rules.drops(&syn, false), "a SYN towards the far side");
+        assert!(!rules.drops(&syn, true), "the far side's own SYN goes out");
+        assert!(!rules.drops(&syn_ack, false) && !rules.drops(&ack, false), "established traffic");
+        assert!(!rules.drops(&udp, false), "not TCP");
+        assert!(!rules.drops(&syn[..30], false), "a cut-short segment is not read past its end");
+        rules.black_hole.store(true, Ordering::Relaxed);
+        assert!(rules.drops(&ack, false) && rules.drops(&ack, true), "a black hole drops everything");
+    }
 }

@@ -271,7 +271,7 @@ impl OriginConfig {
             ca: if dials { t.req("ca").unwrap_or_default() } else { t.opt("ca").unwrap_or_default() },
             edge_name: t.or("edge_name", crate::ops::certs::CONNECTOR_NAME.to_string()),
             reconnect_cap: t.or("reconnect_cap", Secs(Duration::from_secs(30))).0,
-            dead_after: t.or("dead_after", Secs(Duration::from_secs(15))).0,
+            dead_after: t.or("dead_after", Secs(Duration::from_secs(10))).0,
             replica: t.opt("replica"),
             dial,
             cert: t.req("cert").unwrap_or_default(),

@@ -463,9 +463,15 @@ pub struct ConnectorListener {
     congestion_control: Option<String>,
 }
 
-/// A parked lane (no HTTP/2 yet, so no PINGs) whose path died is ended by TCP keepalive within
-/// this; one in use is watched by its PINGs.
-const DEAD_AFTER: Duration = Duration::from_secs(15);
+/// How long a PING may go unanswered (Pingora's HTTP/2 client waits this long for a PONG).
+const PING_ANSWER: Duration = Duration::from_secs(5);
+
+/// A lane in use is watched by its PINGs: dead `ping_interval` + [`PING_ANSWER`] after its
+/// path went silent. A parked lane (no HTTP/2 yet, so no PINGs) is ended by TCP keepalive
+/// within the same bound.
+fn dead_after(ping_interval: Duration) -> Duration {
+    ping_interval + PING_ANSWER
+}
 
 impl ConnectorListener {
     pub fn new(registry: Arc<Registry>, tls: Arc<ConnectorTls>, congestion_control: Option<&str>) -> Self {
@@ -548,7 +554,11 @@ impl ConnectorListener {
                 },
                 _ = stop.changed() => return,
             };
-            if let Err(e) = super::tcp::tune(&tcp, self.congestion_control.as_deref(), DEAD_AFTER) {
+            if let Err(e) = super::tcp::tune(
+                &tcp,
+                self.congestion_control.as_deref(),
+                dead_after(self.registry.settings.ping_interval),
+            ) {
                 log::debug!("connector listener: socket options of {from}: {e}");
             }
             let (me, pending) = (self.clone(), pending.clone());
