@@ -98,6 +98,9 @@ async fn with_no_lane_the_edge_waits_then_answers_502_naming_the_tunnel_and_a_la
     let ready = Http::h1().get(&format!("http://{}/ready", stack.edge_admin), &[]).await.expect("ready");
     assert_eq!(ready.status, 503);
     assert!(String::from_utf8_lossy(&ready.body).contains(&format!("connectors.tunnels.{TUNNEL}: no origin")));
+    // What RailproxyTunnelNoLane alerts on.
+    let up = |m: Metrics| m.sum("railproxy_dialout_tunnel_up", &[("tunnel", TUNNEL)]);
+    assert_eq!(up(Metrics::scrape(stack.edge_admin).await), 0.0);
     // A request waiting for a lane is served by the first one that arrives.
     let url = stack.url("/pages/generated-10k");
     let waiting = tokio::spawn(async move { Http::h1().get(&url, &[]).await });
@@ -106,6 +109,7 @@ async fn with_no_lane_the_edge_waits_then_answers_502_naming_the_tunnel_and_a_la
     let r = waiting.await.expect("task").expect("GET");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.body == testing::generated_sets()[0].versions[0][..]);
+    assert_eq!(up(Metrics::scrape(stack.edge_admin).await), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +281,6 @@ async fn a_killed_replica_costs_only_what_was_in_flight_on_it() {
 async fn a_restarted_edge_gets_its_lanes_back_without_a_herd() {
     const ORIGINS: usize = 20;
     let mut stack = Stack::start(dialling(Knobs { origins: ORIGINS, lanes: 1, threads: 1, ..Knobs::default() })).await;
-    stack.wait_lanes(ORIGINS).await;
     let yaml = std::fs::read_to_string(stack.dir.path().join("edge1.yaml")).expect("edge yaml");
     stack.edge.signal("KILL");
     stack.edge.wait_exit(Duration::from_secs(5));

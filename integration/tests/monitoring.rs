@@ -236,7 +236,9 @@ async fn prometheus_scrapes_edge_and_origin_and_every_dashboard_query_runs() {
     dashboard_queries(&dashboard, &mut queries);
     assert!(queries.len() >= 15, "{} queries", queries.len());
     let mut exported = BTreeSet::new();
-    for admin in [stack.edge_admin, stack.origin_admin] {
+    // The dial-out metrics come from a stack whose origin dials out (ready once its lanes are).
+    let dialling = Stack::start(Knobs { dial_out: true, ..Knobs::default() }).await;
+    for admin in [stack.edge_admin, stack.origin_admin, dialling.edge_admin, dialling.origin_admin] {
         let r = Http::h1().get(&format!("http://{admin}/metrics"), &[]).await.unwrap();
         let text = String::from_utf8_lossy(&r.body).into_owned();
         exported.extend(

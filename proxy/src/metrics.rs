@@ -22,6 +22,17 @@ pub static DIALOUT_LANES: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+/// Whether a configured tunnel has a lane at all (1) or none (0): every tunnel has the series,
+/// from the start, so that one no origin ever dialled shows as 0 rather than as nothing.
+pub static DIALOUT_TUNNEL_UP: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "railproxy_dialout_tunnel_up",
+        "Whether a configured dial-out tunnel has at least one lane (1) or none (0)",
+        &["tunnel"]
+    )
+    .expect("metric")
+});
+
 /// Connections to the connector listener, by outcome: `registered`, or why one was refused.
 pub static DIALOUT_REGISTRATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

@@ -91,6 +91,7 @@ pub struct Tunnel {
 
 impl Tunnel {
     fn new(name: &str) -> Arc<Self> {
+        metrics::DIALOUT_TUNNEL_UP.with_label_values(&[name]).set(0);
         Arc::new(Tunnel {
             name: name.to_string(),
             lanes: Mutex::default(),
@@ -110,6 +111,7 @@ impl Tunnel {
     fn add(&self, lane: Arc<DialLane>) {
         metrics::DIALOUT_LANES.with_label_values(&[&self.name, &lane.replica]).inc();
         self.lanes().push(lane);
+        metrics::DIALOUT_TUNNEL_UP.with_label_values(&[&self.name]).set(1);
         self.arrived.notify_waiters();
     }
 
@@ -119,6 +121,7 @@ impl Tunnel {
         if let Some(i) = lanes.iter().position(|l| l.id == id) {
             let lane = lanes.swap_remove(i);
             metrics::DIALOUT_LANES.with_label_values(&[&self.name, &lane.replica]).dec();
+            metrics::DIALOUT_TUNNEL_UP.with_label_values(&[&self.name]).set(i64::from(!lanes.is_empty()));
             log::info!("tunnel {}: lane of {} from {} gone", self.name, lane.replica, lane.remote);
         }
     }
