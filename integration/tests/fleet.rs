@@ -38,7 +38,7 @@ fn the_example_fleet_renders_and_every_config_checks() {
     assert!(o.status.success(), "{}", text(&o));
     let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("rendered 3 edges and 3 origin listeners"), "{}", text(&o));
+    assert!(text(&o).contains("rendered 3 edges and 4 origins"), "{}", text(&o));
     assert!(!text(&o).contains("warning"), "{}", text(&o));
     let out = dir.path().join("out");
     let files = tree(&out);
@@ -50,13 +50,16 @@ fn the_example_fleet_renders_and_every_config_checks() {
         ("origin-dc1-a", "origin"),
         ("origin-dc1-b", "origin"),
         ("origin-blog-1", "origin"),
+        ("origin-lab-1", "origin"),
     ] {
+        // A dial-out site's origin holds the site's tunnel certificate, not one of its own.
+        let cert = if host == "origin-lab-1" { "tunnel-lab".to_string() } else { host.to_string() };
         for f in [
             format!("{host}/{mode}.yaml"),
             format!("{host}/railproxy-{mode}.service"),
             format!("{host}/tls/ca.pem"),
-            format!("{host}/tls/{host}.pem"),
-            format!("{host}/tls/{host}.key"),
+            format!("{host}/tls/{cert}.pem"),
+            format!("{host}/tls/{cert}.key"),
         ] {
             assert!(files.contains(&f), "{f} missing from {files:?}");
         }
@@ -103,7 +106,30 @@ fn the_example_fleet_renders_and_every_config_checks() {
     let inventory = std::fs::read_to_string(out.join("inventory.ini")).unwrap();
     assert!(inventory.contains("[edges]\nedge-fra-1 ansible_host=192.0.2.11"), "{inventory}");
     let targets = std::fs::read_to_string(out.join("prometheus-targets.yml")).unwrap();
-    assert_eq!(targets.matches("- targets:").count(), 6, "{targets}");
+    assert_eq!(targets.matches("- targets:").count(), 7, "{targets}");
+    // The dial-out site: the edge serving its host takes its tunnel on a connector listener
+    // and routes the host to it; its origin dials that edge and listens nowhere but admin.
+    let yaml = |host: &str, mode: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(out.join(host).join(format!("{mode}.yaml"))).unwrap()).unwrap()
+    };
+    let value = |s: &str| serde_yaml::from_str::<serde_yaml::Value>(s).unwrap();
+    let nyc = yaml("edge-nyc-1", "edge");
+    assert_eq!(nyc["origins"]["lab.example.org"], value("{tunnel: lab}"));
+    assert_eq!(nyc["connectors"]["listen"], value("['203.0.113.21:2409']"));
+    assert_eq!(nyc["connectors"]["tunnels"], value("{lab: {hosts: [lab.example.org]}}"));
+    assert!(files.contains(&"edge-nyc-1/tls/connector.railproxy.internal.pem".to_string()), "{files:?}");
+    for edge in ["edge-fra-1", "edge-fra-2"] {
+        assert!(yaml(edge, "edge").get("connectors").is_none(), "{edge} serves no dial-out site");
+    }
+    let lab = yaml("origin-lab-1", "origin");
+    assert_eq!(lab["tunnel"]["dial"], value("['203.0.113.21:2409']"));
+    assert_eq!(lab["tunnel"]["replica"], value("origin-lab-1"));
+    assert!(lab["tunnel"].get("listen").is_none(), "a dial-out origin listens: {lab:?}");
+    assert!(inventory.contains("origin-lab-1 ansible_host=10.9.0.5 railproxy_mode=origin"), "{inventory}");
+    assert!(
+        inventory.contains("railproxy_tls=tls/edge-nyc-1.pem,tls/edge-nyc-1.key,tls/connector.railproxy.internal.pem"),
+        "{inventory}"
+    );
 
     // Rendering again keeps every certificate and key.
     let cert = std::fs::read(out.join("origin-dc1-a/tls/origin-dc1-a.pem")).unwrap();
@@ -182,7 +208,8 @@ fn render_renews_the_certificates_that_no_longer_fit_and_keeps_the_rest() {
     // What was renewed fits: the next render keeps everything.
     let again = ok(&["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
     assert!(!again.contains("renewed") && !again.contains("replaced"), "{again}");
-    assert_eq!(again.matches("kept    ").count(), hosts.len(), "{again}");
+    // The hosts' certificates, edge-nyc-1's connector certificate and origin-lab-1's tunnel's.
+    assert_eq!(again.matches("kept    ").count(), hosts.len() + 2, "{again}");
 }
 
 #[test]
@@ -269,6 +296,13 @@ sites:
   lonely:
     listeners: {o-9: {address: 10.0.1.9}}
     hosts: {lonely.example.com: {backends: [10.0.2.9:80]}}
+  both:
+    listeners: {o-5: {address: 10.0.1.5}}
+    origins: {o-6: {address: 10.0.1.6}}
+    hosts: {both.example.com: {backends: [10.0.2.5:80]}}
+  Lab.Site:
+    origins: {o-7: {address: 10.0.1.7, admin: 10.0.1.5:9102}}
+    hosts: {lab.example.com: {backends: [10.0.2.7:80]}}
 ";
     std::fs::write(dir.path().join("fleet.yaml"), fleet).unwrap();
     let o = railproxy(dir.path(), &["fleet", "render", "-f", "fleet.yaml", "-o", "out"]);
@@ -289,6 +323,9 @@ sites:
         "edges.edge-1.https.listen: required",
         "edges.edge-1.https.cert: cannot read",
         "edges.edge-1.https.key: cannot read",
+        "sites.both.origins: a site's origins listen (listeners:) or dial out (origins:), not both",
+        "sites.Lab.Site: a dial-out site's name is its tunnel's: one DNS label",
+        "sites.Lab.Site.origins.o-7.admin: duplicate listener: 10.0.1.5:9102 is also sites.both.listeners.o-5.admin",
     ] {
         assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
     }
@@ -355,6 +392,19 @@ impl Drop for Daemons {
                 let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
             }
         }
+    }
+}
+
+/// Waits until the edge at `admin` holds a dial-out lane; how many it holds then.
+async fn until_lanes(admin: std::net::SocketAddr) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lanes = Metrics::scrape(admin).await.sum("railproxy_dialout_lanes", &[]);
+        if lanes > 0.0 {
+            return lanes;
+        }
+        assert!(Instant::now() < deadline, "no dial-out lane reached the rendered edge in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -454,6 +504,7 @@ async fn the_playbook_installs_a_fleet_that_serves_and_upgrades_without_systemd(
     let backend = Backend::start(d, "backend", None);
     let (edge_addr, edge_admin, edge_https) = (free_port(), free_port(), free_port());
     let (tunnel, origin_admin) = (free_port(), free_port());
+    let (connector, dialer_admin) = (free_port(), free_port());
     std::fs::create_dir(d.join("run")).unwrap();
     let fleet = format!(
         "ca: ca
@@ -466,7 +517,8 @@ edges:
     address: 127.0.0.1
     listen: ['127.0.0.1:{edge_addr}']
     admin: '127.0.0.1:{edge_admin}'
-    hosts: [127.0.0.1]
+    connector: '127.0.0.1:{connector}'
+    hosts: [127.0.0.1, lab.example]
     https: {{listen: ['127.0.0.1:{edge_https}'], cert: site/127.0.0.1.pem, key: site/127.0.0.1.key}}
 sites:
   local:
@@ -474,6 +526,11 @@ sites:
       origin-1: {{address: 127.0.0.1, tunnel: '127.0.0.1:{tunnel}', admin: '127.0.0.1:{origin_admin}'}}
     hosts:
       127.0.0.1: {{backends: ['{backend}']}}
+  lab:
+    origins:
+      origin-2: {{address: 127.0.0.1, admin: '127.0.0.1:{dialer_admin}'}}
+    hosts:
+      lab.example: {{backends: ['{backend}']}}
 ",
         run = d.join("run").display(),
         backend = backend.addr,
@@ -494,17 +551,26 @@ sites:
     let first = ansible_playbook(d, &out, &root, 1);
     for task in ["railproxy check (before any reload)", "systemd-analyze verify the unit"] {
         let sections: Vec<&str> = first.split("TASK [").filter(|t| t.contains(task)).collect();
-        let ran = sections.len() == 2 && sections.iter().all(|t| t.contains("ok: [") && !t.contains("skipping"));
+        // Origins go one at a time, edges after them: every host runs the task, none skips it.
+        let ran = ["origin-1", "origin-2", "edge-1"]
+            .iter()
+            .all(|h| sections.iter().any(|t| t.contains(&format!("ok: [{h}]"))))
+            && sections.iter().all(|t| !t.contains("skipping"));
         let here = task.starts_with("railproxy") || Command::new("systemd-analyze").arg("--version").output().is_ok();
         assert!(!here || ran, "task {task:?} did not run on every host:\n{first}");
     }
     println!("installed tree:\n  {}", tree(&root).join("\n  "));
-    for (host, mode) in [("edge-1", "edge"), ("origin-1", "origin")] {
+    for (host, mode, key) in [
+        ("edge-1", "edge", "edge-1"),
+        ("edge-1", "edge", "connector.railproxy.internal"),
+        ("origin-1", "origin", "origin-1"),
+        ("origin-2", "origin", "tunnel-lab"),
+    ] {
         let r = root.join(host);
         for f in [
             "usr/local/bin/railproxy".to_string(),
             format!("etc/railproxy/{mode}.yaml"),
-            format!("etc/railproxy/tls/{host}.key"),
+            format!("etc/railproxy/tls/{key}.key"),
             format!("etc/systemd/system/railproxy-{mode}.service"),
         ] {
             assert!(r.join(&f).exists(), "{host}: {f} not installed");
@@ -524,7 +590,7 @@ sites:
     // Start as systemd would: ExecStartPre (check), ExecStart (daemon), main pid from PIDFile.
     let mut daemons = Daemons { pids: Vec::new(), root: root.clone() };
     let units: Vec<(String, PathBuf, PathBuf, std::net::SocketAddr)> =
-        [("origin-1", "origin", origin_admin), ("edge-1", "edge", edge_admin)]
+        [("origin-1", "origin", origin_admin), ("edge-1", "edge", edge_admin), ("origin-2", "origin", dialer_admin)]
             .into_iter()
             .map(|(host, mode, admin)| {
                 let r = root.join(host);
@@ -577,6 +643,12 @@ sites:
         fetch(v).await;
         fetch_https(v).await;
     }
+    // The dial-out site's host, through the lanes its origin dialled to the edge.
+    let lanes = until_lanes(std::net::SocketAddr::from(([127, 0, 0, 1], edge_admin))).await;
+    let r = http.get(&url, &[("host", "lab.example"), ("x-version", "1")]).await.expect("lab.example through the edge");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body == versions[1], "lab.example: the page differs from the backend's");
+    println!("lab.example served over {lanes} dial-out lanes");
     let edge_metrics = Metrics::settled(std::net::SocketAddr::from(([127, 0, 0, 1], edge_admin))).await;
     assert!(
         edge_metrics.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]) > 0.0,
@@ -601,7 +673,7 @@ sites:
     assert!(!alive(old), "the old edge {old} did not exit after handing its sockets over");
     assert!(alive(new));
     let served: HashSet<u32> = daemons.pids.iter().copied().filter(|p| alive(*p)).collect();
-    assert_eq!(served.len(), 2, "origin and new edge running");
+    assert_eq!(served.len(), 3, "both origins and the new edge running");
 
     // The edge loses HTTPS: render removes the rendered files, the role the installed ones.
     let without = fleet.lines().filter(|l| !l.trim_start().starts_with("https:")).collect::<Vec<_>>().join("\n");

@@ -109,6 +109,15 @@ pub fn run_cmd(cmd: CertsCmd) -> CmdResult {
     }
 }
 
+/// The files [`issue`] writes are `STEM.pem` and `STEM.key`: a tunnel's `tunnel-NAME`, any other
+/// certificate's its first name.
+pub fn stem_of(names: &[String], role: Role) -> String {
+    match role {
+        Role::Tunnel => format!("tunnel-{}", names.first().map_or("", String::as_str)),
+        _ => names.first().cloned().unwrap_or_default(),
+    }
+}
+
 /// Issues `names[0].pem` and `.key` into `out` from the CA in `ca_dir` (kept while they fit, see
 /// `renewal`), with a copy of ca.pem (kept while it holds that CA, e.g. in a rotation bundle).
 pub fn issue(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32) -> anyhow::Result<()> {
@@ -118,9 +127,9 @@ pub fn issue(ca_dir: &Path, names: &[String], role: Role, out: &Path, days: u32)
             if !crate::config::connectors::valid_tunnel_name(tunnel) {
                 bail!("--name {tunnel:?}: a tunnel name is one DNS label (a-z, 0-9 and -)");
             }
-            (format!("tunnel-{tunnel}"), vec![crate::config::connectors::certificate_name(tunnel)])
+            (stem_of(names, role), vec![crate::config::connectors::certificate_name(tunnel)])
         }
-        _ => (names[0].clone(), names.to_vec()),
+        _ => (stem_of(names, role), names.to_vec()),
     };
     let (stem, names) = (&stem, &names[..]);
     if stem.is_empty() || stem.contains(['/', '\\']) || stem.starts_with('.') {

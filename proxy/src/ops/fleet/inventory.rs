@@ -38,6 +38,10 @@ pub struct Edge {
     pub admin: SocketAddr,
     pub hosts: Vec<String>,
     pub https: Option<Https>,
+    /// Where its connector listener binds, for the origins of dial-out sites, and where they
+    /// dial it (the edge's name when its address is one).
+    pub connector: SocketAddr,
+    pub connector_connect: HostPort,
     /// Per-host settings, merged over `defaults.edge`.
     pub config: Mapping,
 }
@@ -65,12 +69,25 @@ pub struct Listener {
     pub config: Mapping,
 }
 
+/// An origin process of a dial-out site: it listens on its admin port only and dials every
+/// edge that serves one of the site's hosts.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub name: String,
+    pub address: String,
+    pub admin: SocketAddr,
+    pub config: Mapping,
+}
+
 #[derive(Debug, Clone)]
 pub struct Site {
     pub name: String,
     /// Name in every listener certificate of the site, which edges check.
     pub server_name: String,
+    /// Origins edges connect to (dial-in) …
     pub listeners: Vec<Listener>,
+    /// … or origins that dial the edges (dial-out: the site is a tunnel of that name).
+    pub dialers: Vec<Dialer>,
     /// `redis://…` shared by the site's listeners; none: each keeps its own versions.
     pub store: Option<String>,
     /// Host -> backends.
@@ -105,12 +122,18 @@ impl Fleet {
     }
 
     /// Names of the edges that send requests to `site`: the names its listeners accept.
-    pub fn edges_of(&self, site: &Site) -> Vec<&str> {
-        self.edges
-            .iter()
-            .filter(|e| e.hosts.iter().any(|h| site.hosts.iter().any(|(sh, _)| sh == h)))
-            .map(|e| e.name.as_str())
-            .collect()
+    pub fn edges_of<'a>(&'a self, site: &'a Site) -> Vec<&'a str> {
+        self.serving(site).map(|e| e.name.as_str()).collect()
+    }
+
+    /// The edges that serve one of `site`'s hosts.
+    pub fn serving<'a>(&'a self, site: &'a Site) -> impl Iterator<Item = &'a Edge> + 'a {
+        self.edges.iter().filter(|e| e.hosts.iter().any(|h| site.hosts.iter().any(|(sh, _)| sh == h)))
+    }
+
+    /// The dial-out sites `edge` serves a host of: the tunnels its connector listener takes.
+    pub fn dial_out_sites_of<'a>(&'a self, edge: &'a Edge) -> impl Iterator<Item = &'a Site> + 'a {
+        self.sites.iter().filter(|s| !s.dialers.is_empty() && self.serving(s).any(|e| e.name == edge.name))
     }
 }
 
@@ -151,8 +174,20 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
                     key: file("key"),
                 }
             });
+            let named = !address.is_empty() && address.parse::<std::net::IpAddr>().is_err();
+            // A named edge's connector binds every address and is dialled by name.
+            let connector = match e.opt("connector") {
+                Some(c) => c,
+                None if named => SocketAddr::from(([0, 0, 0, 0], CONNECTOR_PORT)),
+                None => default_addr(&e, &address, CONNECTOR_PORT).unwrap_or(UNSET),
+            };
+            let connector_connect = match e.opt::<HostPort>("connector_connect") {
+                Some(c) => c,
+                None if named => HostPort { host: address.to_ascii_lowercase(), port: connector.port() },
+                None => HostPort { host: connector.ip().to_string(), port: connector.port() },
+            };
             let config = mapping(&e, "config");
-            Edge { name, address, listen, admin, hosts, https, config }
+            Edge { name, address, listen, admin, hosts, https, connector, connector_connect, config }
         })
         .collect();
     let sites = root
@@ -182,8 +217,28 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
                     Listener { name: lname, address, tunnel, connect, admin, config }
                 })
                 .collect::<Vec<_>>();
-            if listeners.is_empty() {
-                s.problem("listeners", "required: at least one origin listener");
+            let dialers = s
+                .entries("origins")
+                .into_iter()
+                .map(|(oname, o)| {
+                    let address: String = o.req("address").unwrap_or_default();
+                    let admin = o.opt("admin").or_else(|| default_addr(&o, &address, 9102)).unwrap_or(UNSET);
+                    Dialer { name: oname, address, admin, config: mapping(&o, "config") }
+                })
+                .collect::<Vec<_>>();
+            match (listeners.is_empty(), dialers.is_empty()) {
+                (true, true) => s.problem(
+                    "listeners",
+                    "required: origin listeners edges connect to, or origins: that dial out to the edges",
+                ),
+                (false, false) => s.problem(
+                    "origins",
+                    "a site's origins listen (listeners:) or dial out (origins:), not both: make two sites",
+                ),
+                _ => {}
+            }
+            if !dialers.is_empty() && !crate::config::connectors::valid_tunnel_name(&name) {
+                s.problem("", "a dial-out site's name is its tunnel's: one DNS label (a-z, 0-9 and -)");
             }
             let store = s.opt::<String>("store");
             let hosts = s
@@ -198,7 +253,7 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
             if hosts.is_empty() {
                 s.problem("hosts", "required: the hosts this site serves, each with its backends");
             }
-            Site { name, server_name, listeners, store, hosts }
+            Site { name, server_name, listeners, dialers, store, hosts }
         })
         .collect::<Vec<_>>();
     if edges.is_empty() {
@@ -209,6 +264,9 @@ fn read(root: &Section<'_>, base: &Path) -> Fleet {
     }
     Fleet { ca, defaults, edges, sites }
 }
+
+/// The connector listener's port (the tunnel's, 2408, plus one).
+const CONNECTOR_PORT: u16 = 2409;
 
 /// Stands in for an address already reported as a problem.
 const UNSET: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
@@ -267,7 +325,10 @@ fn validate(f: &Fleet, problems: &Problems) {
     let mut names: HashMap<&str, String> = HashMap::new();
     let machines =
         f.edges.iter().map(|e| (e.name.as_str(), format!("edges.{}", e.name))).chain(f.sites.iter().flat_map(|s| {
-            s.listeners.iter().map(move |l| (l.name.as_str(), format!("sites.{}.listeners.{}", s.name, l.name)))
+            let listeners =
+                s.listeners.iter().map(move |l| (l.name.as_str(), format!("sites.{}.listeners.{}", s.name, l.name)));
+            listeners
+                .chain(s.dialers.iter().map(move |o| (o.name.as_str(), format!("sites.{}.origins.{}", s.name, o.name))))
         }));
     for (name, path) in machines {
         if !is_dns_name(name) {
@@ -302,6 +363,9 @@ fn validate(f: &Fleet, problems: &Problems) {
             claim(*a, format!("edges.{}.https.listen[{i}]", e.name));
         }
         claim(e.admin, format!("edges.{}.admin", e.name));
+        if f.dial_out_sites_of(e).next().is_some() {
+            claim(e.connector, format!("edges.{}.connector", e.name));
+        }
     }
     // Render copies these; say now, beside the other problems, when one cannot be read.
     for e in &f.edges {
@@ -317,6 +381,9 @@ fn validate(f: &Fleet, problems: &Problems) {
         for l in &s.listeners {
             claim(l.tunnel, format!("sites.{}.listeners.{}.tunnel", s.name, l.name));
             claim(l.admin, format!("sites.{}.listeners.{}.admin", s.name, l.name));
+        }
+        for o in &s.dialers {
+            claim(o.admin, format!("sites.{}.origins.{}.admin", s.name, o.name));
         }
     }
     // Every host an edge serves belongs to exactly one site.

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use crate::config::reader::Problem;
 use crate::config::{Config, ConfigError, Mode};
 use crate::exit::{CANT_CREATE, CmdResult, Failure, USAGE};
-use crate::ops::certs::{self, Role};
+use crate::ops::certs;
 pub use inventory::Fleet;
 use render::{Copied, HTTPS_CERT, WRITTEN_BY};
 pub use render::{Host, render};
@@ -36,7 +36,9 @@ pub enum FleetCmd {
 const RENDER_HELP: &str = "Writes, for each edge and origin listener of the inventory:
   DIR/<host>/edge.yaml or origin.yaml    install as <config_dir>/ (paths inside are relative)
   DIR/<host>/tls/ca.pem, <host>.pem, <host>.key   issued from the fleet CA (kept while they fit;
-                                         renewed, saying why, in the last third of cert_days)
+                                         renewed, saying why, in the last third of cert_days);
+                                         an edge serving a dial-out site also gets its connector
+                                         certificate, a dial-out site's origins its tunnel's
   DIR/<host>/railproxy-edge.service or railproxy-origin.service   hardened systemd unit
   DIR/<host>/https/cert.pem, key.pem     an edge's HTTPS files, copied from the inventory's
 and DIR/inventory.ini (Ansible: groups edges and origins) and DIR/prometheus-targets.yml
@@ -80,7 +82,7 @@ fn render_fleet(file: &Path, out: &Path) -> CmdResult {
         ));
     }
     println!(
-        "rendered {} edges and {} origin listeners into {}",
+        "rendered {} edges and {} origins into {}",
         hosts.iter().filter(|h| h.mode == Mode::Edge).count(),
         hosts.iter().filter(|h| h.mode == Mode::Origin).count(),
         out.display()
@@ -95,9 +97,10 @@ fn write_all(fleet: &Fleet, hosts: &[Host], out: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write(&dir.join(format!("{}.yaml", h.mode)), &h.config)?;
         write(&dir.join(format!("railproxy-{}.service", h.mode)), &h.unit)?;
-        let role = if h.mode == Mode::Edge { Role::Edge } else { Role::Origin };
-        certs::issue(&fleet.ca, &h.cert_names, role, &dir.join("tls"), fleet.defaults.cert_days)
-            .with_context(|| format!("issuing the certificate of {}", h.name))?;
+        for c in &h.certs {
+            certs::issue(&fleet.ca, &c.names, c.role, &dir.join("tls"), fleet.defaults.cert_days)
+                .with_context(|| format!("issuing the certificate of {} ({})", h.name, c.names.join(", ")))?;
+        }
         for c in &h.copies {
             copy(c, &dir)?;
         }
@@ -199,6 +202,9 @@ fn ansible_inventory(fleet: &Fleet, hosts: &[Host]) -> String {
         for h in hosts.iter().filter(|h| h.mode == mode) {
             let _ =
                 write!(s, "{} ansible_host={} railproxy_mode={mode} railproxy_admin={}", h.name, h.address, h.admin);
+            // Its certificates and keys, which the role installs beside tls/ca.pem.
+            let tls: Vec<String> = h.certs.iter().flat_map(|c| c.files()).collect();
+            let _ = write!(s, " railproxy_tls={}", tls.join(","));
             // The role installs these beside the host's own files.
             if h.copies.iter().any(|c| c.to == HTTPS_CERT) {
                 let _ = write!(s, " railproxy_https=true");

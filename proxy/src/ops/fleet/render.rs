@@ -7,6 +7,7 @@ use serde_yaml::{Mapping, Value};
 use super::inventory::{Defaults, Fleet};
 use crate::config::Mode;
 use crate::config::reader::Problem;
+use crate::ops::certs::{self, CONNECTOR_NAME, Role};
 
 /// One host's rendered files.
 #[derive(Debug, Clone)]
@@ -17,12 +18,37 @@ pub struct Host {
     pub address: String,
     /// The admin listener (`/metrics`), for Prometheus.
     pub admin: std::net::SocketAddr,
-    /// Names its certificate is valid for; the first names the files in `tls/`.
-    pub cert_names: Vec<String>,
+    /// The certificates issued into its `tls/`.
+    pub certs: Vec<Cert>,
     pub config: String,
     pub unit: String,
     /// Files of the inventory's to copy into the host's folder.
     pub copies: Vec<Copied>,
+}
+
+/// A certificate render issues for a host from the fleet CA.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    /// The names it is valid for (a tunnel's: its name only).
+    pub names: Vec<String>,
+    pub role: Role,
+}
+
+impl Cert {
+    fn new(names: &[&str], role: Role) -> Self {
+        Cert { names: names.iter().map(|n| n.to_string()).collect(), role }
+    }
+
+    /// Its files, relative to the host's folder: certificate, key.
+    pub fn files(&self) -> [String; 2] {
+        let stem = certs::stem_of(&self.names, self.role);
+        [format!("tls/{stem}.pem"), format!("tls/{stem}.key")]
+    }
+
+    fn config(&self, cert_key: &str) -> Value {
+        let [cert, key] = self.files();
+        map([("ca", "tls/ca.pem".into()), (cert_key, cert.into()), ("key", key.into())])
+    }
 }
 
 /// A file copied into a host's rendered folder.
@@ -53,20 +79,44 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
         let mut origins = Mapping::new();
         for h in &e.hosts {
             let Some(site) = fleet.site_of(h) else { continue };
-            let listeners: Vec<Value> = site.listeners.iter().map(|l| l.connect.to_string().into()).collect();
-            origins.insert(
-                h.as_str().into(),
-                map([("listeners", listeners.into()), ("server_name", site.server_name.as_str().into())]),
-            );
+            let route = if site.dialers.is_empty() {
+                let listeners: Vec<Value> = site.listeners.iter().map(|l| l.connect.to_string().into()).collect();
+                map([("listeners", listeners.into()), ("server_name", site.server_name.as_str().into())])
+            } else {
+                map([("tunnel", site.name.as_str().into())])
+            };
+            origins.insert(h.as_str().into(), route);
         }
+        let client = Cert::new(&[&e.name], Role::Edge);
+        let mut certs = vec![client.clone()];
         let mut generated = map([
             ("mode", "edge".into()),
             ("server", server(d, Mode::Edge)),
             ("listen", e.listen.iter().map(|a| addr(*a)).collect::<Vec<_>>().into()),
             ("admin", map([("listen", addr(e.admin))])),
-            ("tunnel", map([("ca", "tls/ca.pem".into()), ("cert", tls(&e.name, "pem")), ("key", tls(&e.name, "key"))])),
+            ("tunnel", client.config("cert")),
             ("origins", Value::Mapping(origins)),
         ]);
+        // The dial-out sites among its hosts' are tunnels its connector listener takes, each
+        // for the hosts of the site this edge serves.
+        let tunnels: Mapping = fleet
+            .dial_out_sites_of(e)
+            .map(|s| {
+                let hosts: Vec<Value> =
+                    s.hosts.iter().filter(|(h, _)| e.hosts.contains(h)).map(|(h, _)| h.as_str().into()).collect();
+                (s.name.as_str().into(), map([("hosts", hosts.into())]))
+            })
+            .collect();
+        if let (false, Value::Mapping(m)) = (tunnels.is_empty(), &mut generated) {
+            // Its connector certificate carries the name every dialling origin checks
+            // (`tunnel.edge_name`'s default) and the edge's own.
+            let connector = Cert::new(&[CONNECTOR_NAME, &e.name], Role::Connector);
+            let Value::Mapping(mut c) = connector.config("cert") else { unreachable!("a map") };
+            c.insert("listen".into(), vec![addr(e.connector)].into());
+            c.insert("tunnels".into(), Value::Mapping(tunnels));
+            m.insert("connectors".into(), Value::Mapping(c));
+            certs.push(connector);
+        }
         let mut copies = Vec::new();
         if let (Some(h), Value::Mapping(m)) = (&e.https, &mut generated) {
             let listen: Vec<Value> = h.listen.iter().map(|a| addr(*a)).collect();
@@ -97,7 +147,7 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             mode: Mode::Edge,
             address: e.address.clone(),
             admin: e.admin,
-            cert_names: vec![e.name.clone()],
+            certs,
             config: document(&e.name, Mode::Edge, &config),
             unit: unit(d, Mode::Edge, &e.name),
             copies,
@@ -119,8 +169,8 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
                     "tunnel",
                     map([
                         ("listen", vec![addr(l.tunnel)].into()),
-                        ("cert", tls(&l.name, "pem")),
-                        ("key", tls(&l.name, "key")),
+                        ("cert", format!("tls/{}.pem", l.name).into()),
+                        ("key", format!("tls/{}.key", l.name).into()),
                         ("client_ca", "tls/ca.pem".into()),
                         ("client_names", client_names.clone().into()),
                     ]),
@@ -137,9 +187,40 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
                 mode: Mode::Origin,
                 address: l.address.clone(),
                 admin: l.admin,
-                cert_names: vec![l.name.clone(), s.server_name.clone()],
+                certs: vec![Cert::new(&[&l.name, &s.server_name], Role::Origin)],
                 config: document(&l.name, Mode::Origin, &config),
                 unit: unit(d, Mode::Origin, &l.name),
+                copies: Vec::new(),
+            });
+        }
+        // A dial-out site: every origin holds lanes to every edge that serves one of its hosts,
+        // with the site's tunnel certificate; it listens on its admin port only.
+        let dial: Vec<Value> = fleet.serving(s).map(|e| e.connector_connect.to_string().into()).collect();
+        let tunnel = Cert::new(&[&s.name], Role::Tunnel);
+        for o in &s.dialers {
+            let Value::Mapping(mut t) = tunnel.config("cert") else { unreachable!("a map") };
+            t.insert("dial".into(), dial.clone().into());
+            t.insert("replica".into(), o.name.as_str().into());
+            let mut generated = map([
+                ("mode", "origin".into()),
+                ("server", server(d, Mode::Origin)),
+                ("admin", map([("listen", addr(o.admin))])),
+                ("tunnel", Value::Mapping(t)),
+                ("hosts", Value::Mapping(backends.clone())),
+            ]);
+            if let (Some(store), Value::Mapping(m)) = (&s.store, &mut generated) {
+                m.insert("delta".into(), map([("store", store.as_str().into())]));
+            }
+            let own_at = format!("sites.{}.origins.{}.config", s.name, o.name);
+            let config = merged((&d.origin, "defaults.origin"), (&o.config, &own_at), &generated, &mut problems);
+            hosts.push(Host {
+                name: o.name.clone(),
+                mode: Mode::Origin,
+                address: o.address.clone(),
+                admin: o.admin,
+                certs: vec![tunnel.clone()],
+                config: document(&o.name, Mode::Origin, &config),
+                unit: unit(d, Mode::Origin, &o.name),
                 copies: Vec::new(),
             });
         }
@@ -163,10 +244,6 @@ fn backend(b: &BackendSpec) -> Value {
         m.insert("optional".into(), true.into());
     }
     Value::Mapping(m)
-}
-
-fn tls(name: &str, ext: &str) -> Value {
-    format!("tls/{name}.{ext}").into()
 }
 
 fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
