@@ -60,10 +60,10 @@ test: deps
 	  exit $$(( dial_in | dial_out ))
 
 # Test families run a second time over dial-out tunnels by `make test`. The others test how
-# origins are reached by their listeners (failover, probes, the listener's TLS and framing),
-# WebSocket (not carried over dial-out lanes yet) or the long link (its own topology).
+# origins are reached by their listeners (failover, probes, the listener's TLS and framing)
+# or the long link (its own topology).
 DIAL_OUT_FAMILIES := end_to_end request_bodies request_buffering streams personal upgrade cache \
-  unchanged limits http1_interop https shared_store
+  unchanged limits http1_interop https shared_store websocket
 
 lint: deps
 	$(CARGO) fmt --all --check

@@ -71,9 +71,10 @@ async fn an_origin_that_dials_out_listens_nowhere_and_serves_deltas_byte_exact()
     // The lanes' connections pool: a handful, not one per request.
     let opened = m.sum("railproxy_tunnel_connections_total", &[("mode", "edge")]);
     assert!((1.0..=4.0).contains(&opened), "{opened} tunnel connections for {n} requests");
-    // The origin's side: four lanes dialled once each, all four held.
+    // The origin's side: four request lanes and four WebSocket lanes dialled once each, the
+    // four request lanes held.
     let o = stack.origin_metrics().await;
-    assert_eq!(o.sum("railproxy_dialout_dials_total", &[("result", "ok")]), 4.0);
+    assert_eq!(o.sum("railproxy_dialout_dials_total", &[("result", "ok")]), 8.0);
     assert_eq!(o.sum("railproxy_dialout_dials_total", &[("result", "error")]), 0.0);
     assert_eq!(o.sum("railproxy_dialout_connected_lanes", &[]), 4.0);
 }
@@ -158,8 +159,9 @@ async fn only_a_configured_tunnels_certificate_gets_a_lane() {
         assert_eq!(r.status, 200, "{what}");
     }
     let m = Metrics::scrape(stack.edge_admin).await;
-    assert_eq!(m.sum("railproxy_dialout_registrations_total", &[("result", "registered")]), 4.0);
-    let refused = m.sum("railproxy_dialout_registrations_total", &[]) - 4.0;
+    // The origin's four request lanes and four WebSocket lanes.
+    assert_eq!(m.sum("railproxy_dialout_registrations_total", &[("result", "registered")]), 8.0);
+    let refused = m.sum("railproxy_dialout_registrations_total", &[]) - 8.0;
     assert_eq!(refused, 4.0, "every knock counted as refused");
 }
 
@@ -367,15 +369,26 @@ fn a_host_routed_to_a_tunnel_must_be_one_it_may_serve() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_websocket_to_a_dial_out_host_is_refused_with_the_reason() {
-    // Not carried over dial-out lanes yet: the client is told so at once, and the lanes serve on.
+async fn websockets_cross_as_streams_of_the_lanes_the_origin_dialled() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
     let stack = Stack::start(dialling(Knobs::default())).await;
     let url = format!("ws://{}/ws", stack.edge_addr);
-    let e = tokio_tungstenite::connect_async(url.as_str()).await.expect_err("refused");
-    let tokio_tungstenite::tungstenite::Error::Http(r) = e else { panic!("not an HTTP answer: {e}") };
-    assert_eq!(r.status().as_u16(), 502);
-    let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string();
-    assert!(body.contains("WebSocket is not carried over tunnels that dial out"), "{body}");
+    let mut sockets = Vec::new();
+    for i in 0..50 {
+        let (mut ws, resp) = tokio_tungstenite::connect_async(url.as_str()).await.expect("handshake");
+        assert_eq!(resp.status(), 101);
+        let msg = Message::text(format!("socket {i} through a lane the origin dialled"));
+        ws.send(msg.clone()).await.expect("send");
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("echo in time");
+        assert_eq!(back.expect("a frame").expect("a message"), msg);
+        sockets.push(ws);
+    }
+    // Fifty sockets, and not one connection more than the origin dialled at its start: four
+    // request lanes and four socket lanes.
+    let o = stack.origin_metrics().await;
+    assert_eq!(o.sum("railproxy_dialout_dials_total", &[("result", "ok")]), 8.0);
+    assert_eq!(o.sum("railproxy_dialout_connected_lanes", &[]), 4.0, "socket lanes are not request lanes");
     let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET");
     assert_eq!(r.status, 200);
 }

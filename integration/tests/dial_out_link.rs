@@ -15,6 +15,8 @@ use integration::stack::{TUNNEL, edge_yaml, make_certs, origin_yaml, start_proxy
 use integration::{Backend, Http, Knobs};
 
 const LANES: usize = 4;
+/// The lanes an origin dials for WebSockets beside its request lanes.
+const SOCKET_LANES: usize = 4;
 
 /// The edge here (its connector listener on the link's near address), origin and backend
 /// beyond the link, the origin dialling out.
@@ -141,7 +143,7 @@ async fn a_silent_black_hole_is_noticed_by_both_ends_and_served_again_when_it_li
     let http = Http::h1();
     let page = |r: &integration::client::Resp| r.status == 200 && r.body.len() > 1000;
     assert!(page(&http.get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET")));
-    assert_eq!(stack.origin_connections(), LANES);
+    assert_eq!(stack.origin_connections(), LANES + SOCKET_LANES);
 
     let hole = Instant::now();
     stack.link.black_hole(true);

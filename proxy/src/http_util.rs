@@ -294,7 +294,7 @@ pub fn is_event_stream(resp: &ResponseHeader) -> bool {
 }
 
 /// An HTTP/1.1 `GET` asking to switch to WebSocket (RFC 6455 §4.1): the one upgrade railproxy
-/// carries, over an HTTP/1.1 connection of its own on every hop. Other upgrades (h2c, …) are
+/// carries (as a tunnel stream, see `tunnel::websocket`). Other upgrades (h2c, …) are
 /// answered as plain requests, as Pingora strips their `Upgrade`.
 pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
     req.version == http::Version::HTTP_11

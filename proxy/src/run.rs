@@ -235,6 +235,11 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     let mut app = pingora_proxy::HttpProxy::new(origin, server.configuration.clone());
     app.handle_init_modules();
     app.h2_options = Some(peer::server_options(t));
+    // Edges open WebSockets as extended CONNECT streams (`origin::websocket`); a plain CONNECT
+    // is still refused (405) by the origin's own checks.
+    let mut options = app.server_options.take().unwrap_or_default();
+    options.allow_connect_method_proxying = true;
+    app.server_options = Some(options);
     let app = tcp::Accepted::new(app, t.congestion_control.as_deref());
     if !t.listen.is_empty() {
         let origin_tls = Arc::new(tunnel_tls::OriginTls::load(&t.cert, &t.key, &t.client_ca, &t.client_names)?);

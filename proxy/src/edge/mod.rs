@@ -9,6 +9,7 @@ mod coalesce;
 mod decode;
 pub mod limits;
 mod pace;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct Edge {
     users: UserKeys,
     /// The lanes of origins that dial out, by tunnel (`connectors:`).
     connectors: Option<Arc<Registry>>,
+    /// The connections that carry WebSockets to origin listeners.
+    sockets: crate::tunnel::socket_lanes::ListenerSockets,
 }
 
 impl Edge {
@@ -100,7 +103,8 @@ impl Edge {
         let cache = config.cache.enabled.then(|| cache::EdgeCache::new(&config.cache));
         let tcp = tcp::hook(config.tunnel.congestion_control.as_deref());
         let users = UserKeys::new(&config.credentials.headers);
-        Edge { config, tls, store, listeners, probe_secret, tcp, cache, names, users, connectors }
+        let sockets = crate::tunnel::socket_lanes::ListenerSockets::new(&config.tunnel);
+        Edge { config, tls, store, listeners, probe_secret, tcp, cache, names, users, connectors, sockets }
     }
 }
 
@@ -157,7 +161,8 @@ pub struct EdgeCtx {
     /// The body was buffered and the request handed on as a subrequest, which answers and is
     /// logged in its own right.
     handed_off: bool,
-    /// A WebSocket upgrade: it crosses on a connection of its own (see `peer::websocket_peer`).
+    /// A WebSocket upgrade: a stream of a tunnel connection (`edge::websocket`), or, when the
+    /// host falls back to its origin directly, Pingora's own upgrade there.
     websocket: bool,
     /// A GET or HEAD that may carry no body (`limits.get_bodies: refuse`).
     bodiless: bool,
@@ -187,18 +192,10 @@ impl Edge {
     /// The peer for a request to a host that a tunnel dialling out serves: a lane of that
     /// tunnel (waiting `connectors.wait` for one), else the host's fallback. The 502 names
     /// the tunnel, never an address.
-    async fn dial_peer(&self, host: &str, tunnel: &str, ctx: &mut EdgeCtx) -> Result<Result<Box<HttpPeer>, String>> {
+    async fn dial_peer(&self, tunnel: &str, ctx: &mut EdgeCtx) -> Result<Result<Box<HttpPeer>, String>> {
         let Some(registry) = &self.connectors else {
             return Error::e_explain(ErrorType::HTTPStatus(502), format!("no connector listener for tunnel {tunnel}"));
         };
-        if ctx.websocket {
-            return Error::e_explain(
-                ErrorType::HTTPStatus(502),
-                format!(
-                    "WebSocket is not carried over tunnels that dial out yet ({host} is served by tunnel {tunnel})"
-                ),
-            );
-        }
         let max_streams = self.config.tunnel.max_streams;
         let Some(used) = registry.pick(tunnel, &ctx.tried_lanes, max_streams, self.config.tunnel.balance).await else {
             let waited = self.config.connectors.as_ref().map(|c| c.wait).unwrap_or_default();
@@ -422,8 +419,8 @@ impl ProxyHttp for Edge {
         }
         if http_util::is_websocket_upgrade(session.req_header()) {
             // Once upgraded, the client's side is read with the socket's idle timeout, not the
-            // 60 s Pingora gives a request body. Its frames go on as they come: the socket has a
-            // tunnel connection of its own, and a message may wait for an answer.
+            // 60 s Pingora gives a request body. Its frames go on as they come (a message may
+            // wait for an answer): a stream of the tunnel (`websocket`), never buffered.
             ctx.websocket = true;
             ctx.joiner = None;
             session.set_read_timeout(Some(self.config.websocket.idle_timeout));
@@ -431,6 +428,10 @@ impl ProxyHttp for Edge {
             if rate > 0 {
                 let now = std::time::Instant::now();
                 ctx.pace = Some((pace::Pace::new(rate, now), pace::Pace::new(rate, now)));
+            }
+            ctx.host = host.clone();
+            if let Some(done) = websocket::carry(self, session, ctx, host.as_deref().unwrap_or_default()).await? {
+                return Ok(done);
             }
         }
         if replayed(session) {
@@ -546,7 +547,9 @@ impl ProxyHttp for Edge {
             .route(host)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("no origin for host {host}")))?;
         let picked = match &route.tunnel {
-            Some(tunnel) => match self.dial_peer(host, tunnel, ctx).await? {
+            // A WebSocket here found no tunnel stream (`edge::websocket`): the host's fallback.
+            _ if ctx.websocket => Err(format!("no origin took the WebSocket for {host}")),
+            Some(tunnel) => match self.dial_peer(tunnel, ctx).await? {
                 Ok(peer) => return Ok(peer),
                 Err(why) => Err(why),
             },
@@ -586,17 +589,7 @@ impl ProxyHttp for Edge {
             }
         };
         ctx.direct = false;
-        let peer = match ctx.websocket {
-            true => {
-                let l = &lane.listener;
-                let idle = self.config.websocket.idle_timeout;
-                let mut peer =
-                    peer::websocket_peer(&self.config.tunnel, &self.tls.load(), l.addr, &l.server_name, idle);
-                peer.options.upstream_tcp_sock_tweak_hook = Some(self.tcp.clone());
-                Box::new(peer)
-            }
-            false => self.lane_peer(&lane, ctx).await,
-        };
+        let peer = self.lane_peer(&lane, ctx).await;
         ctx.lane = Some(lane);
         Ok(peer)
     }

@@ -145,7 +145,7 @@ impl HealthCheck for Check {
 
 fn alpn(scheme: Scheme, websocket: bool) -> ALPN {
     match (scheme, websocket) {
-        // Upgrades are HTTP/1.1 (Pingora has no extended CONNECT).
+        // Upgrades to backends are HTTP/1.1, as backends take WebSockets.
         (_, true) | (Scheme::Http, _) => ALPN::H1,
         (Scheme::Https, false) => ALPN::H2H1,
         (Scheme::H2c, false) => ALPN::H2,

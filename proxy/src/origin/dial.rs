@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt as _;
 use crate::config::origin::TunnelListener;
 use crate::metrics;
 use crate::resolve::Names;
-use crate::tunnel::lane_hello::{LaneHello, valid_replica};
+use crate::tunnel::lane_hello::{LaneHello, SOCKET_LANE, SOCKET_LANES, carries_sockets, valid_replica};
 use crate::tunnel::tcp;
 use crate::tunnel::tls::PeerTls;
 
@@ -145,7 +145,8 @@ impl<A: ServerApp + Send + Sync + 'static> Dialer<A> {
         stream.flush().await.map_err(|e| format!("{addr}: {e}"))?;
         // Counted from the hello on: the edge has the lane from then.
         metrics::DIALOUT_DIALS.with_label_values(&[&edge.to_string(), "ok"]).inc();
-        let _counted = CountedLane::new(&self.connected, edge_index);
+        // The WebSocket lane is not one of the request lanes `/ready` and the gauge count.
+        let _counted = (!carries_sockets(lane)).then(|| CountedLane::new(&self.connected, edge_index));
         let up = Instant::now();
         self.app.process_new(stream, shutdown).await;
         Ok(up.elapsed())
@@ -219,8 +220,9 @@ impl<A: ServerApp + Send + Sync + 'static> BackgroundService for DialService<A> 
         // once, not while this process is on its way out.
         let (drain, draining) = tokio::sync::watch::channel(false);
         for edge in 0..d.settings.dial.len() {
-            for lane in 0..d.settings.lanes {
-                tokio::spawn(d.clone().keep_lane(edge, lane as u8, draining.clone()));
+            // The request lanes, and the lanes for WebSockets.
+            for lane in (0..d.settings.lanes as u8).chain((0..SOCKET_LANES).map(|i| SOCKET_LANE + i)) {
+                tokio::spawn(d.clone().keep_lane(edge, lane, draining.clone()));
             }
         }
         use tokio::signal::unix::{SignalKind, signal};

@@ -7,6 +7,7 @@ pub mod dial;
 mod encode;
 mod pause;
 pub mod redis_store;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,9 @@ impl ConnectionTracker {
 
 pub struct Origin {
     config: Arc<OriginConfig>,
+    /// Backend connections of WebSockets, made outside Pingora's proxy (which carries no
+    /// upgrade from an HTTP/2 stream) and never pooled.
+    connector: pingora_core::connectors::TransportConnector,
     upstreams: Arc<Upstreams>,
     store: Arc<dyn VersionStore<VersionId>>,
     connections: ConnectionTracker,
@@ -70,7 +74,8 @@ pub struct Origin {
 impl Origin {
     pub fn new(config: Arc<OriginConfig>, store: Arc<dyn VersionStore<VersionId>>, upstreams: Arc<Upstreams>) -> Self {
         let delta_params = config.effort.params();
-        Origin { config, upstreams, store, connections: ConnectionTracker::new(), delta_params }
+        let connector = pingora_core::connectors::TransportConnector::new(None);
+        Origin { config, connector, upstreams, store, connections: ConnectionTracker::new(), delta_params }
     }
 }
 
@@ -98,7 +103,8 @@ pub struct OriginCtx {
     /// This attempt's turn to connect, held until its connection is up or failed.
     connecting: Option<backends::ConnectSlot>,
     tried: Vec<SocketAddr>,
-    /// A WebSocket upgrade from an edge, on a tunnel connection of its own.
+    /// A WebSocket upgrade over HTTP/1.1, on a tunnel connection of its own: how an edge of an
+    /// earlier version sends one (today's open a stream, see `websocket`).
     websocket: bool,
     /// The edge reads segmented bodies.
     segments: bool,
@@ -146,6 +152,10 @@ impl ProxyHttp for Origin {
             session.write_response_header(Box::new(resp), false).await?;
             session.write_response_body(Some(Bytes::from_static(Probe::ANSWER)), true).await?;
             return Ok(true);
+        }
+        if crate::tunnel::websocket::is_extended_connect(session.req_header()) {
+            // A client's WebSocket, as a stream of the tunnel: joined to the backend here.
+            return websocket::carry(self, session).await;
         }
         if let Some(problem) = http_util::session_framing_problem(session) {
             return http_util::refuse(session, 400, "framing", problem).await;

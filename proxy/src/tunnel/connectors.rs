@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::lane_hello::LaneHello;
+use super::lane_hello::{LaneHello, carries_sockets};
 use super::listeners::now_ms;
 use super::tls::{ConnectorTls, tunnel_of};
 use crate::config::connectors::Connectors;
@@ -84,6 +84,8 @@ pub struct DialLane {
 pub struct Tunnel {
     pub name: String,
     lanes: Mutex<Vec<Arc<DialLane>>>,
+    /// The connections its origins dialled for WebSockets.
+    pub sockets: super::socket_lanes::Conns,
     arrived: tokio::sync::Notify,
     /// The next replica in turn (`tunnel.balance: round_robin`).
     next: AtomicUsize,
@@ -95,6 +97,7 @@ impl Tunnel {
         Arc::new(Tunnel {
             name: name.to_string(),
             lanes: Mutex::default(),
+            sockets: super::socket_lanes::Conns::default(),
             arrived: tokio::sync::Notify::new(),
             next: AtomicUsize::new(0),
         })
@@ -515,6 +518,18 @@ impl ConnectorListener {
             Ok(Ok(done)) => done,
         };
         let Some(t) = self.registry.tunnel(&tunnel).cloned() else { return };
+        if carries_sockets(hello.lane) {
+            // The edge is this lane's HTTP/2 client for WebSockets, outside Pingora's pool.
+            match super::socket_lanes::handshake(tls, super::socket_lanes::WINDOW).await {
+                Ok(conn) => {
+                    metrics::DIALOUT_REGISTRATIONS.with_label_values(&["registered"]).inc();
+                    log::info!("tunnel {tunnel}: the WebSocket lane of {} from {from} connected", hello.replica);
+                    t.sockets.add(conn);
+                }
+                Err(e) => refuse("hello", e),
+            }
+            return;
+        }
         if t.lane_count() >= s.max_lanes_per_tunnel {
             return refuse("full", format!("tunnel {tunnel} holds {} lanes already", s.max_lanes_per_tunnel));
         }

@@ -9,6 +9,20 @@
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 const MAGIC: &[u8; 4] = b"RPXL";
+
+/// Lanes from this index up carry WebSockets (see `socket_lanes`): the edge is their HTTP/2
+/// client itself, not Pingora's pool. Each takes the origin's `max_streams` sockets; an origin
+/// dials [`SOCKET_LANES`] of them to each edge. An edge that does not know them takes them for
+/// requests, which they serve as well.
+pub const SOCKET_LANE: u8 = 252;
+pub const SOCKET_LANES: u8 = 4;
+
+const _: () = assert!(SOCKET_LANE as usize + SOCKET_LANES as usize == 256, "the socket lanes are the last indices");
+
+/// Whether lane `index` is one for WebSockets.
+pub fn carries_sockets(index: u8) -> bool {
+    index >= SOCKET_LANE
+}
 const VERSION: u8 = 1;
 const MAX_NAME: usize = 64;
 

@@ -7,6 +7,8 @@
 //!   probes that keep it.
 //! * [`tls`]: mutual TLS 1.3 anchored in the private CA.
 //! * [`allow`]: the origin's listener locked to its edges' addresses (before TLS).
+//! * [`socket_lanes`]: the edge's own HTTP/2 connections that carry WebSockets.
+//! * [`websocket`]: WebSockets as HTTP/2 streams of the tunnel (RFC 8441 extended CONNECT).
 //! * [`tcp`]: the tunnel's TCP sockets: congestion control, unsent data held by the kernel.
 
 pub mod allow;
@@ -16,5 +18,7 @@ pub mod listeners;
 pub mod peer;
 pub mod probe;
 pub mod protocol;
+pub mod socket_lanes;
 pub mod tcp;
 pub mod tls;
+pub mod websocket;

@@ -31,29 +31,6 @@ pub fn tunnel_peer(t: &TunnelClient, tls: &PeerTls, addr: SocketAddr, server_nam
     peer
 }
 
-/// Pool group of the WebSocket connections, apart from every lane's.
-const WEBSOCKET_GROUP: u64 = 1 << 32;
-
-/// The tunnel peer for one WebSocket: an HTTP/1.1 connection of its own over the same mutual
-/// TLS 1.3 (ALPN http/1.1). Pingora 0.9 carries upgrades only between HTTP/1.1 sessions and
-/// speaks no RFC 8441 extended CONNECT, so a WebSocket cannot be a stream of a lane's HTTP/2
-/// connection; a connection per socket also keeps a long-lived socket's flow control and head
-/// of line apart from the lanes' requests. Reads wait up to `idle`, not a response timeout.
-pub fn websocket_peer(
-    t: &TunnelClient,
-    tls: &PeerTls,
-    addr: SocketAddr,
-    server_name: &str,
-    idle: std::time::Duration,
-) -> HttpPeer {
-    let mut peer = tunnel_peer(t, tls, addr, server_name, 0);
-    peer.group_key = WEBSOCKET_GROUP;
-    peer.options.set_http_version(1, 1);
-    peer.options.h2_ping_interval = None;
-    peer.options.read_timeout = Some(idle);
-    peer
-}
-
 /// The origin's HTTP/2 server settings for tunnel connections. Its peers are edges that
 /// authenticated with a certificate, not anonymous clients, so the limits are set for throughput
 /// on a long link rather than against a hostile peer:
@@ -77,7 +54,9 @@ pub fn server_options(t: &TunnelListener) -> H2Options {
         .initial_window_size(t.stream_window)
         .initial_connection_window_size(t.connection_window)
         .max_pending_accept_reset_streams(resets)
-        .max_local_error_reset_streams(Some(resets));
+        .max_local_error_reset_streams(Some(resets))
+        // Edges open WebSockets as streams (RFC 8441, see `tunnel::websocket`).
+        .enable_connect_protocol();
     h2
 }
 

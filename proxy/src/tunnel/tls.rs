@@ -289,3 +289,22 @@ pub fn tunnel_of(der: &CertificateDer<'_>, tunnels: &[String]) -> Option<String>
         })
         .cloned()
 }
+
+/// The edge's client configuration for its WebSocket connections to an origin listener (see
+/// `socket_lanes`): the tunnel's CA only, its client certificate, TLS 1.3, HTTP/2. Read from
+/// the files at each dial, so that a certificate replaced and SIGHUPed is the one used.
+pub fn socket_client_config(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in crate::tls::ca_certs(ca)? {
+        roots.add(c).with_context(|| format!("a CA certificate of {}", ca.display()))?;
+    }
+    let (chain, key_der) = crate::tls::certs_and_key(cert, key)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(tls13_only()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key_der)
+        .context("the tunnel's client certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
