@@ -57,6 +57,7 @@ const NGINX_PLAIN: &str = "nginx edge → nginx origin";
 const NGINX_GZIP: &str = "nginx edge → nginx origin, gzip between";
 const RAILPROXY: &str = "railproxy edge → tunnel → railproxy origin";
 const DELTAS_OFF: &str = "railproxy, deltas off (origin `max_body: 1K`)";
+const DIAL_OUT: &str = "railproxy, as above, the origin dialling out (`tunnel.dial`)";
 const PINGORA_H2C: &str = "Pingora alone, two hops over h2c (no hooks)";
 const PINGORA_TLS: &str = "Pingora alone, two hops over TLS 1.3 h2 (no hooks)";
 const NGINX_HITS: &str = "nginx proxy_cache, hits";
@@ -196,9 +197,23 @@ impl Bench {
         let dir = self.dir.path();
         let (o_listen, o_admin, e_listen, e_admin) =
             (free_loopback(), free_loopback(), free_loopback(), free_loopback());
+        // Dialling out, `o_listen` is the edge's connector listener, which the origin dials.
         let oy = origin_yaml(dir, knobs, o_listen, o_admin, &[self.backend.addr], free_loopback());
         let ey = edge_yaml(dir, knobs, e_listen, e_admin, &[o_listen], self.backend.addr);
         self.rt.block_on(async {
+            if knobs.dial_out {
+                let edge =
+                    start_proxy_pinned(dir, "rp-edge", "edge", &ey, e_admin, Some(edge_cpu)).await.expect("edge");
+                let origin = start_proxy_pinned(dir, "rp-origin", "origin", &oy, o_admin, Some(origin_cpu))
+                    .await
+                    .expect("origin");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Metrics::scrape(e_admin).await.sum("railproxy_dialout_lanes", &[]) < knobs.lanes as f64 {
+                    assert!(Instant::now() < deadline, "the origin's lanes never reached the edge");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                return (origin, edge, e_listen, o_admin, e_admin);
+            }
             let origin =
                 start_proxy_pinned(dir, "rp-origin", "origin", &oy, o_admin, Some(origin_cpu)).await.expect("origin");
             let edge = start_proxy_pinned(dir, "rp-edge", "edge", &ey, e_admin, Some(edge_cpu)).await.expect("edge");
@@ -507,6 +522,10 @@ fn main() {
             (NGINX_GZIP, Box::new(|n| bench.nginx_two_hops(&dynamic, true, n))),
             (RAILPROXY, Box::new(|n| bench.railproxy_row(&dynamic, n, true, &one_thread("fast")))),
             (
+                DIAL_OUT,
+                Box::new(|n| bench.railproxy_row(&dynamic, n, true, &Knobs { dial_out: true, ..one_thread("fast") })),
+            ),
+            (
                 "railproxy, as above, `delta.effort: small`",
                 Box::new(|n| bench.railproxy_row(&dynamic, n, true, &one_thread("small"))),
             ),
@@ -553,8 +572,9 @@ fn main() {
         println!("\n## Targets (ratios within this run)\n");
     }
     for (size, rows, hits) in &summary {
-        let [direct, plain, gzip, rp, floor, h2c, tls] =
-            [DIRECT, NGINX_PLAIN, NGINX_GZIP, RAILPROXY, DELTAS_OFF, PINGORA_H2C, PINGORA_TLS].map(|n| named(rows, n));
+        let [direct, plain, gzip, rp, floor, h2c, tls, dial_out] =
+            [DIRECT, NGINX_PLAIN, NGINX_GZIP, RAILPROXY, DELTAS_OFF, PINGORA_H2C, PINGORA_TLS, DIAL_OUT]
+                .map(|n| named(rows, n));
         let r_gzip = rp.load.rps / gzip.load.rps;
         let r_plain = rp.load.rps / plain.load.rps;
         let bytes = rp.hop_bytes.unwrap_or(f64::NAN) / gzip.hop_bytes.unwrap_or(f64::NAN);
@@ -584,6 +604,15 @@ fn main() {
             fmt_opt(pingora_hits.cpu_us, 1),
             fmt_opt(rp_hits.cpu_us, 1),
             fmt_opt(nginx_hits.cpu_us, 1)
+        );
+        let r_dial = dial_out.cpu_us.unwrap_or(f64::NAN) / rp.cpu_us.unwrap_or(f64::NAN);
+        println!(
+            "- the origin dialling out vs listening: {r_dial:.2}× CPU per request ({} against {} µs; target ≤ 1.10×: \
+             {}), {:.2}× req/s",
+            fmt_opt(dial_out.cpu_us, 0),
+            fmt_opt(rp.cpu_us, 0),
+            verdict(r_dial <= 1.10),
+            dial_out.load.rps / rp.load.rps
         );
         println!("- railproxy two hops vs nginx two hops without compression: {r_plain:.2}× req/s");
         println!("- bytes between hops vs the gzip path: 1/{:.0}", 1.0 / bytes);
