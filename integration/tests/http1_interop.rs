@@ -183,22 +183,38 @@ async fn a_dead_kept_alive_backend_connection_costs_a_retry_not_a_502() {
 async fn a_request_on_a_connection_the_backend_just_closed_is_retried_if_idempotent() {
     let (recorder, stack) = recorded_stack("").await;
     let http = Http::h1();
-    assert_eq!(http.get(&stack.url("/warm"), &[]).await.unwrap().status, 200);
-    recorder.clear();
-    recorder.drop_reused(1);
-    let r = http.get(&stack.url("/again"), &[]).await.unwrap();
-    assert_eq!(r.status, 200);
-    let seen = recorder.requests();
+    // The origin pools the warm-up's connection just after the client has its answer: a
+    // request sent in between goes on a new connection, and meets no drop. Sent again then,
+    // up to five times, until one meets it.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        assert_eq!(http.get(&stack.url("/warm"), &[]).await.unwrap().status, 200);
+        recorder.clear();
+        recorder.drop_reused(1);
+        let r = http.get(&stack.url("/again"), &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        seen = recorder.requests();
+        if seen.iter().any(|s| s.error.is_some()) {
+            break;
+        }
+    }
     assert_eq!(seen.len(), 2, "{seen:#?}");
     assert_eq!(seen[0].error.as_deref(), Some("dropped"));
     assert!(seen[1].error.is_none() && seen[1].target == "/again" && seen[1].connection != seen[0].connection);
     let m = stack.origin_metrics().await;
     assert_eq!(m.sum("railproxy_backend_retries_total", &[]), 1.0);
     // A POST on a connection that is then closed: not sent twice.
-    assert_eq!(http.get(&stack.url("/warm"), &[]).await.unwrap().status, 200);
-    recorder.clear();
-    recorder.drop_reused(1);
-    let r = http.send(http::Method::POST, &stack.url("/post"), &[], bytes::Bytes::from_static(b"once")).await.unwrap();
-    assert_eq!(r.status, 502);
-    assert_eq!(recorder.requests().len(), 1, "the POST was sent again");
+    for attempt in 1..=5 {
+        assert_eq!(http.get(&stack.url("/warm"), &[]).await.unwrap().status, 200);
+        recorder.clear();
+        recorder.drop_reused(1);
+        let body = bytes::Bytes::from_static(b"once");
+        let r = http.send(http::Method::POST, &stack.url("/post"), &[], body).await.unwrap();
+        if r.status == 200 && recorder.requests().iter().all(|s| s.error.is_none()) && attempt < 5 {
+            continue; // on a new connection: nothing was dropped
+        }
+        assert_eq!(r.status, 502);
+        assert_eq!(recorder.requests().len(), 1, "the POST was sent again");
+        break;
+    }
 }

@@ -121,7 +121,8 @@ async fn exchange(edge: &Edge, session: &mut Session, ctx: &mut EdgeCtx, opened:
         Ok(Ok(a)) => a,
     };
     let (head, mut down) = answer.into_parts();
-    if head.status != http::StatusCode::OK {
+    if head.status != http::StatusCode::OK || protocol::websocket_refused(&head.headers) {
+        // The backend's answer instead of a socket (or the origin's own 4xx/5xx).
         let mut resp = ResponseHeader::build(head.status, None)?;
         copy_fields(&head.headers, &mut resp)?;
         let body = refusal_body(&mut down, limit).await;
@@ -140,11 +141,13 @@ async fn exchange(edge: &Edge, session: &mut Session, ctx: &mut EdgeCtx, opened:
     Ok(true)
 }
 
-/// The origin's answer fields that are the client's too (subprotocol, extensions, cookies).
+/// The origin's answer fields that are the client's too (subprotocol, extensions, cookies):
+/// not one hop's, nor the tunnel's.
 fn copy_fields(from: &http::HeaderMap, to: &mut ResponseHeader) -> Result<()> {
     for (name, value) in from.iter().filter(|(n, _)| !websocket::hop_only(n)) {
         to.append_header(name.clone(), value.clone())?;
     }
+    protocol::strip_response(to);
     Ok(())
 }
 

@@ -69,8 +69,12 @@ pub(super) async fn carry(origin: &Origin, session: &mut Session) -> Result<bool
     for (name, value) in head.headers.iter().filter(|(n, _)| !websocket::hop_only(n)) {
         resp.append_header(name.clone(), value.clone())?;
     }
+    // Nothing from the backend may steer the tunnel.
+    protocol::strip_response(&mut resp);
     if !accepted {
-        // A refusal (401, 403, 404, …) reaches the client as the backend wrote it.
+        // A refusal (401, 403, 404, or a page where a socket was asked for) reaches the client
+        // as the backend wrote it, marked so that no 2xx of it reads as the socket.
+        protocol::mark_websocket_refused(&mut resp)?;
         let body = refusal_body(&mut backend, &head, rest, b.response_timeout).await;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         session.write_response_header(Box::new(resp), false).await?;

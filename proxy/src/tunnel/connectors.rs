@@ -520,6 +520,12 @@ impl ConnectorListener {
         let Some(t) = self.registry.tunnel(&tunnel).cloned() else { return };
         if carries_sockets(hello.lane) {
             // The edge is this lane's HTTP/2 client for WebSockets, outside Pingora's pool.
+            // Bounded as request lanes are: a tunnel cannot make this edge hold connections
+            // without end.
+            if t.sockets.count() >= s.max_lanes_per_tunnel {
+                let held = s.max_lanes_per_tunnel;
+                return refuse("full", format!("tunnel {tunnel} holds {held} WebSocket lanes already"));
+            }
             match super::socket_lanes::handshake(tls, super::socket_lanes::WINDOW).await {
                 Ok(conn) => {
                     metrics::DIALOUT_REGISTRATIONS.with_label_values(&["registered"]).inc();

@@ -49,6 +49,10 @@ const PROBE: &str = "railproxy-probe";
 const LANE_PROBE: &str = "railproxy-lane-probe";
 /// The `Host` of a probe: no configured host, so a probe can never reach a backend.
 const PROBE_HOST: &str = "railproxy.probe";
+/// Response to a WebSocket's extended CONNECT: the backend did not switch protocols, and this
+/// is its answer as it gave it. Without it a backend's 200 (a page where a socket was asked for)
+/// would read as the origin's 200 that opens the socket (RFC 8441 §5: any 2xx does).
+const WEBSOCKET_REFUSED: &str = "railproxy-websocket-refused";
 /// Prefix of every railproxy header.
 const HEADER_PREFIX: &str = "railproxy-";
 /// The one railproxy header clients see: the edge's cache outcome, set after the tunnel's
@@ -80,6 +84,16 @@ pub fn strip_response(resp: &mut ResponseHeader) {
     for name in tunnel_header_names(&resp.headers) {
         resp.remove_header(&name);
     }
+}
+
+/// Marks the origin's answer to a WebSocket as the backend's refusal (see [`WEBSOCKET_REFUSED`]).
+pub fn mark_websocket_refused(resp: &mut ResponseHeader) -> Result<()> {
+    resp.insert_header(WEBSOCKET_REFUSED, "1")
+}
+
+/// Whether the origin's answer to a WebSocket is the backend's refusal, not the socket.
+pub fn websocket_refused(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(WEBSOCKET_REFUSED)
 }
 
 /// The encodings an edge accepts over the tunnel.

@@ -94,6 +94,11 @@ impl Conns {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Connections that are still up.
+    pub fn count(&self) -> usize {
+        self.list().iter().filter(|c| !c.closed.load(Ordering::Relaxed)).count()
+    }
+
     /// The open connection with the fewest sockets and room for one more.
     fn least_busy(&self) -> Option<Conn> {
         let mut list = self.list();
@@ -195,6 +200,7 @@ impl ListenerSockets {
         if tls.get_ref().1.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
             return Err("the origin listener did not negotiate TLS 1.3".into());
         }
+        crate::metrics::TUNNEL_CONNECTIONS.with_label_values(&["edge"]).inc();
         handshake(tls, WINDOW).await
     }
 }
