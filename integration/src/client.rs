@@ -64,6 +64,21 @@ impl Http {
     }
 }
 
+/// GETs `url` for each version of `versions` in turn (`x-version: i`), round after round until
+/// `at_least` were sent, each answer 200 and byte for byte that version; how many were sent.
+pub async fn get_versions_byte_exact(http: &Http, url: &str, versions: &[Vec<u8>], at_least: usize) -> usize {
+    let mut n = 0;
+    while n < at_least {
+        for (i, v) in versions.iter().enumerate() {
+            let r = http.get(url, &[("x-version", &i.to_string())]).await.expect("GET");
+            assert_eq!(r.status, 200, "version {i}: {}", String::from_utf8_lossy(&r.body));
+            assert!(r.body == v[..], "version {i} differs");
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The rule for a response whose tunnel body may fail verification: the exact `expected` bytes
 /// with 200, or a server error, or a broken response — never other bytes.
 pub fn assert_right_or_refused(result: Result<Resp, String>, expected: &[u8], what: &str) {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use delta::testing;
+use integration::client::get_versions_byte_exact;
 use integration::metrics::Metrics;
 use integration::process::{railproxy, text};
 use integration::stack::{TUNNEL, start_proxy};
@@ -51,18 +52,8 @@ async fn an_origin_that_dials_out_listens_nowhere_and_serves_deltas_byte_exact()
         vec![stack.origin_admin.port()],
         "the origin listens on its admin port and nothing else"
     );
-    let http = Http::h1();
     let versions = &testing::generated_sets()[1].versions;
-    let url = stack.url("/pages/generated-100k");
-    let mut n = 0;
-    while n < 1000 {
-        for (i, v) in versions.iter().enumerate() {
-            let r = http.get(&url, &[("x-version", &i.to_string())]).await.expect("GET");
-            assert_eq!(r.status, 200);
-            assert!(r.body == v[..], "version {i} differs");
-            n += 1;
-        }
-    }
+    let n = get_versions_byte_exact(&Http::h1(), &stack.url("/pages/generated-100k"), versions, 1000).await;
     let m = stack.edge_metrics().await;
     let dcz = m.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]);
     let raw = m.sum("railproxy_delta_raw_bytes_total", &[("encoding", "dcz")]);

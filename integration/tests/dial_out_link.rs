@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use delta::testing;
+use integration::client::get_versions_byte_exact;
 use integration::link::{Link, Profile};
 use integration::metrics::Metrics;
 use integration::process::{Proc, bin, free_loopback, free_port};
@@ -114,18 +115,8 @@ async fn an_origin_nothing_can_connect_to_serves_deltas_over_the_lanes_it_dialle
     assert!(knock.is_err(), "a connection into the origin's namespace got an answer: {knock:?}");
     assert!(stack.link.drops.filtered.load(std::sync::atomic::Ordering::Relaxed) >= 1, "no SYN was dropped");
 
-    let http = Http::h1();
     let versions = &testing::generated_sets()[1].versions;
-    let url = stack.url("/pages/generated-100k");
-    let mut n = 0;
-    while n < 1000 {
-        for (i, v) in versions.iter().enumerate() {
-            let r = http.get(&url, &[("x-version", &i.to_string())]).await.expect("GET");
-            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-            assert!(r.body == v[..], "version {i} differs");
-            n += 1;
-        }
-    }
+    let n = get_versions_byte_exact(&Http::h1(), &stack.url("/pages/generated-100k"), versions, 1000).await;
     let m = Metrics::scrape(stack.edge_admin).await;
     let dcz = m.sum("railproxy_delta_wire_bytes_total", &[("encoding", "dcz")]);
     let raw = m.sum("railproxy_delta_raw_bytes_total", &[("encoding", "dcz")]);

@@ -161,37 +161,17 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             .map(|(h, b)| (h.as_str().into(), map([("backends", b.iter().map(backend).collect::<Vec<_>>().into())])))
             .collect();
         for l in &s.listeners {
-            let mut generated = map([
-                ("mode", "origin".into()),
-                ("server", server(d, Mode::Origin)),
-                ("admin", map([("listen", addr(l.admin))])),
-                (
-                    "tunnel",
-                    map([
-                        ("listen", vec![addr(l.tunnel)].into()),
-                        ("cert", format!("tls/{}.pem", l.name).into()),
-                        ("key", format!("tls/{}.key", l.name).into()),
-                        ("client_ca", "tls/ca.pem".into()),
-                        ("client_names", client_names.clone().into()),
-                    ]),
-                ),
-                ("hosts", Value::Mapping(backends.clone())),
+            let tunnel = map([
+                ("listen", vec![addr(l.tunnel)].into()),
+                ("cert", format!("tls/{}.pem", l.name).into()),
+                ("key", format!("tls/{}.key", l.name).into()),
+                ("client_ca", "tls/ca.pem".into()),
+                ("client_names", client_names.clone().into()),
             ]);
-            if let (Some(store), Value::Mapping(m)) = (&s.store, &mut generated) {
-                m.insert("delta".into(), map([("store", store.as_str().into())]));
-            }
+            let origin = OriginHost { name: &l.name, address: &l.address, admin: l.admin, config: &l.config };
             let own_at = format!("sites.{}.listeners.{}.config", s.name, l.name);
-            let config = merged((&d.origin, "defaults.origin"), (&l.config, &own_at), &generated, &mut problems);
-            hosts.push(Host {
-                name: l.name.clone(),
-                mode: Mode::Origin,
-                address: l.address.clone(),
-                admin: l.admin,
-                certs: vec![Cert::new(&[&l.name, &s.server_name], Role::Origin)],
-                config: document(&l.name, Mode::Origin, &config),
-                unit: unit(d, Mode::Origin, &l.name),
-                copies: Vec::new(),
-            });
+            let cert = Cert::new(&[&l.name, &s.server_name], Role::Origin);
+            hosts.push(origin_host(d, s, origin, &own_at, (tunnel, cert), &backends, &mut problems));
         }
         // A dial-out site: every origin holds lanes to every edge that serves one of its hosts,
         // with the site's tunnel certificate; it listens on its admin port only.
@@ -201,31 +181,56 @@ pub fn render(fleet: &Fleet) -> Result<Vec<Host>, Vec<Problem>> {
             let Value::Mapping(mut t) = tunnel.config("cert") else { unreachable!("a map") };
             t.insert("dial".into(), dial.clone().into());
             t.insert("replica".into(), o.name.as_str().into());
-            let mut generated = map([
-                ("mode", "origin".into()),
-                ("server", server(d, Mode::Origin)),
-                ("admin", map([("listen", addr(o.admin))])),
-                ("tunnel", Value::Mapping(t)),
-                ("hosts", Value::Mapping(backends.clone())),
-            ]);
-            if let (Some(store), Value::Mapping(m)) = (&s.store, &mut generated) {
-                m.insert("delta".into(), map([("store", store.as_str().into())]));
-            }
+            let origin = OriginHost { name: &o.name, address: &o.address, admin: o.admin, config: &o.config };
             let own_at = format!("sites.{}.origins.{}.config", s.name, o.name);
-            let config = merged((&d.origin, "defaults.origin"), (&o.config, &own_at), &generated, &mut problems);
-            hosts.push(Host {
-                name: o.name.clone(),
-                mode: Mode::Origin,
-                address: o.address.clone(),
-                admin: o.admin,
-                certs: vec![tunnel.clone()],
-                config: document(&o.name, Mode::Origin, &config),
-                unit: unit(d, Mode::Origin, &o.name),
-                copies: Vec::new(),
-            });
+            let tunnel = (Value::Mapping(t), tunnel.clone());
+            hosts.push(origin_host(d, s, origin, &own_at, tunnel, &backends, &mut problems));
         }
     }
     if problems.is_empty() { Ok(hosts) } else { Err(problems) }
+}
+
+/// An origin process of a site, as the inventory names it.
+#[derive(Clone, Copy)]
+struct OriginHost<'a> {
+    name: &'a str,
+    address: &'a str,
+    admin: std::net::SocketAddr,
+    config: &'a Mapping,
+}
+
+/// An origin's files: its `tunnel` section and certificate (a listener's or the site's tunnel's),
+/// the site's hosts and store, `defaults.origin` and its own `config` merged in.
+fn origin_host(
+    d: &Defaults,
+    site: &super::inventory::Site,
+    o: OriginHost<'_>,
+    own_at: &str,
+    (tunnel, cert): (Value, Cert),
+    backends: &Mapping,
+    problems: &mut Vec<Problem>,
+) -> Host {
+    let mut generated = map([
+        ("mode", "origin".into()),
+        ("server", server(d, Mode::Origin)),
+        ("admin", map([("listen", addr(o.admin))])),
+        ("tunnel", tunnel),
+        ("hosts", Value::Mapping(backends.clone())),
+    ]);
+    if let (Some(store), Value::Mapping(m)) = (&site.store, &mut generated) {
+        m.insert("delta".into(), map([("store", store.as_str().into())]));
+    }
+    let config = merged((&d.origin, "defaults.origin"), (o.config, own_at), &generated, problems);
+    Host {
+        name: o.name.to_string(),
+        mode: Mode::Origin,
+        address: o.address.to_string(),
+        admin: o.admin,
+        certs: vec![cert],
+        config: document(o.name, Mode::Origin, &config),
+        unit: unit(d, Mode::Origin, o.name),
+        copies: Vec::new(),
+    }
 }
 
 fn addr(a: std::net::SocketAddr) -> Value {
