@@ -260,9 +260,9 @@ async fn idle_sockets_cost_each_end_little_memory() {
     for (i, ws) in sockets.iter_mut().enumerate().step_by(97) {
         echoes(ws, Message::text(format!("still here {i}"))).await;
     }
-    // The origin meets the 50 KB goal. The edge holds ~59 KB: most of it is the client's own
-    // HTTP/1.1 connection and its request task in Pingora, which a socket of its own cost too;
-    // the bound here catches a return to a connection per socket (~280 KB).
-    assert!(edge_kb <= 64.0, "the edge holds {edge_kb:.1} KB per idle socket");
+    // The goal is 50 KB at each end (a connection per socket cost ~280 KB). The edge's share is
+    // mostly Pingora's own per-connection state; it held 59 KB until its dial and handshake
+    // futures were boxed (edge/websocket.rs, the vendored listening.rs), 44 KB since.
+    assert!(edge_kb <= 50.0, "the edge holds {edge_kb:.1} KB per idle socket");
     assert!(origin_kb <= 50.0, "the origin holds {origin_kb:.1} KB per idle socket");
 }

@@ -13,8 +13,9 @@ use pingora_proxy::Session;
 
 use super::{Edge, EdgeCtx, MODE};
 use crate::config::edge::Fallback;
+use crate::config::edge::OriginRoute;
 use crate::http_util;
-use crate::tunnel::socket_lanes::Opened;
+use crate::tunnel::socket_lanes::{Held, Opened};
 use crate::tunnel::{protocol, websocket};
 
 /// A refusal's body (a 403 page, say) is passed on up to this much.
@@ -32,18 +33,35 @@ pub(super) async fn carry(edge: &Edge, session: &mut Session, ctx: &mut EdgeCtx,
             .map(Some);
     };
     let request = connect_request(session, host)?;
-    let opened = match &route.tunnel {
+    // Boxed, as the handshake below: an idle socket's task holds only `join`'s state, not the
+    // largest state of dialling a connection (TLS, HTTP/2 handshake), ~5 KB per socket.
+    let opened = match Box::pin(open(edge, route, host, &request)).await {
+        Ok(o) => o,
+        Err(_) if matches!(route.fallback, Fallback::Direct(_)) => return Ok(None),
+        Err(why) => return Err(Error::explain(ErrorType::HTTPStatus(502), why)),
+    };
+    let Some((mut up, mut down, _held)) = Box::pin(answer(edge, session, opened, &key)).await? else {
+        return Ok(Some(true));
+    };
+    join(session, ctx, &mut up, &mut down, edge.config.websocket.idle_timeout).await;
+    Ok(Some(true))
+}
+
+/// A stream for the socket on a tunnel connection: the tunnel's dial-out origins, or a
+/// listener of the host's; `Err` says why none took it, without the tunnel's addresses.
+async fn open(
+    edge: &Edge,
+    route: &OriginRoute,
+    host: &str,
+    request: &http::Request<()>,
+) -> std::result::Result<Opened, String> {
+    match &route.tunnel {
         Some(tunnel) => {
             let (Some(registry), Some(c)) = (&edge.connectors, &edge.config.connectors) else {
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(502),
-                    format!("no connector listener for tunnel {tunnel}"),
-                ));
+                return Err(format!("no connector listener for tunnel {tunnel}"));
             };
-            let Some(t) = registry.tunnel(tunnel) else {
-                return Err(Error::explain(ErrorType::HTTPStatus(502), format!("no tunnel {tunnel}")));
-            };
-            t.sockets.open_within(c.wait, &request).await.map_err(|e| {
+            let Some(t) = registry.tunnel(tunnel) else { return Err(format!("no tunnel {tunnel}")) };
+            t.sockets.open_within(c.wait, request).await.map_err(|e| {
                 log::debug!("websocket to {host}: tunnel {tunnel}: {e}");
                 format!("no origin of tunnel {tunnel} is connected for WebSockets (waited {:?})", c.wait)
             })
@@ -52,20 +70,14 @@ pub(super) async fn carry(edge: &Edge, session: &mut Session, ctx: &mut EdgeCtx,
             Some(lane) => {
                 let (addr, name) = (lane.listener.addr, lane.listener.server_name.clone());
                 drop(lane);
-                edge.sockets.open(addr, &name, &request).await.map_err(|e| {
+                edge.sockets.open(addr, &name, request).await.map_err(|e| {
                     log::warn!("websocket to {host}: origin listener {addr}: {e}");
                     format!("no origin listener for {host} took the WebSocket")
                 })
             }
             None => Err(format!("no origin listener for {host} is up")),
         },
-    };
-    let opened = match opened {
-        Ok(o) => o,
-        Err(_) if matches!(route.fallback, Fallback::Direct(_)) => return Ok(None),
-        Err(why) => return Err(Error::explain(ErrorType::HTTPStatus(502), why)),
-    };
-    exchange(edge, session, ctx, opened, &key).await.map(Some)
+    }
 }
 
 /// The extended CONNECT for the client's handshake: its fields but one hop's and the tunnel's,
@@ -102,10 +114,15 @@ fn connect_request(session: &Session, host: &str) -> Result<http::Request<()>> {
     builder.body(()).map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "the WebSocket's request", e))
 }
 
-/// The origin's answer to the client, then the socket.
-async fn exchange(edge: &Edge, session: &mut Session, ctx: &mut EdgeCtx, opened: Opened, key: &[u8]) -> Result<bool> {
-    // Its place on the connection (the rest of `opened`) is held until the socket ends.
-    let Opened { response, body: mut up, .. } = opened;
+/// The origin's answer to the client: the 101 and the socket's two directions (with its place
+/// on the connection, held until the socket ends), or `None` once a refusal was passed on.
+async fn answer(
+    edge: &Edge,
+    session: &mut Session,
+    opened: Opened,
+    key: &[u8],
+) -> Result<Option<(h2::SendStream<Bytes>, h2::RecvStream, Held)>> {
+    let Opened { response, body: up, held } = opened;
     let limit = edge.config.tunnel.response_timeout;
     // A client that leaves while the backend thinks costs nothing past this: its stream is
     // reset (dropped), and the origin drops the backend's connection.
@@ -129,16 +146,16 @@ async fn exchange(edge: &Edge, session: &mut Session, ctx: &mut EdgeCtx, opened:
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
-        return Ok(true);
+        return Ok(None);
     }
-    let mut resp = ResponseHeader::build(101, None)?;
+    // Sized for the handshake's few fields: the session keeps it as long as the socket lasts.
+    let mut resp = ResponseHeader::build(101, Some(3 + head.headers.len()))?;
     resp.insert_header(http::header::UPGRADE, "websocket")?;
     resp.insert_header(http::header::CONNECTION, "Upgrade")?;
     resp.insert_header(http::header::SEC_WEBSOCKET_ACCEPT, websocket::accept_key(key))?;
     copy_fields(&head.headers, &mut resp)?;
     session.write_response_header(Box::new(resp), false).await?;
-    join(session, ctx, &mut up, &mut down, edge.config.websocket.idle_timeout).await;
-    Ok(true)
+    Ok(Some((up, down, held)))
 }
 
 /// The origin's answer fields that are the client's too (subprotocol, extensions, cookies):

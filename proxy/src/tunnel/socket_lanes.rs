@@ -36,14 +36,15 @@ impl Conn {
 }
 
 /// A socket's stream: its answer, its request body (the client's bytes), and its place on the
-/// connection, given back when it is dropped.
+/// connection, given back when `held` is dropped.
 pub struct Opened {
     pub response: h2::client::ResponseFuture,
     pub body: h2::SendStream<Bytes>,
-    _held: Held,
+    pub held: Held,
 }
 
-struct Held(Arc<AtomicUsize>);
+/// A socket's place on its connection, counted until dropped.
+pub struct Held(Arc<AtomicUsize>);
 
 impl Drop for Held {
     fn drop(&mut self) {
@@ -117,7 +118,7 @@ impl Conns {
                 send.send_request(request.clone(), false)
             };
             match sent.await {
-                Ok((response, body)) => return Ok(Opened { response, body, _held: held }),
+                Ok((response, body)) => return Ok(Opened { response, body, held }),
                 Err(e) => {
                     // Closing (GOAWAY) or gone: the next socket goes elsewhere.
                     conn.closed.store(true, Ordering::Relaxed);
