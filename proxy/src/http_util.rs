@@ -334,6 +334,17 @@ pub fn header_str(value: Option<&HeaderValue>) -> Option<&str> {
     value.and_then(|v| v.to_str().ok())
 }
 
+/// `X-Forwarded-For` with the client's address appended to what it already said, as nginx's
+/// `$proxy_add_x_forwarded_for` does; `None` when there is neither.
+pub fn forwarded_for(prev: Option<&HeaderValue>, client: Option<std::net::IpAddr>) -> Option<String> {
+    let prev = header_str(prev);
+    match (prev, client) {
+        (Some(prev), Some(ip)) => Some(format!("{prev}, {ip}")),
+        (None, Some(ip)) => Some(ip.to_string()),
+        (prev, None) => prev.map(str::to_string),
+    }
+}
+
 /// `Content-Length` if present and a plain number.
 pub fn content_length(resp: &ResponseHeader) -> Option<u64> {
     header_str(resp.headers.get(http::header::CONTENT_LENGTH)).and_then(|v| v.trim().parse().ok())
@@ -354,6 +365,17 @@ pub fn accepts(accept_encoding: Option<&str>, token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_client_is_appended_to_x_forwarded_for() {
+        use super::forwarded_for;
+        let ip = Some(std::net::IpAddr::from([192, 0, 2, 7]));
+        let prev = http::HeaderValue::from_static("198.51.100.1");
+        assert_eq!(forwarded_for(Some(&prev), ip).as_deref(), Some("198.51.100.1, 192.0.2.7"));
+        assert_eq!(forwarded_for(None, ip).as_deref(), Some("192.0.2.7"));
+        assert_eq!(forwarded_for(Some(&prev), None).as_deref(), Some("198.51.100.1"));
+        assert_eq!(forwarded_for(None, None), None);
+    }
+
     #[test]
     fn raw_header_lines_are_matched_by_name_only() {
         let head = b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";

@@ -29,7 +29,7 @@ use crate::config::EdgeConfig;
 use crate::config::edge::Fallback;
 use crate::config::limits::GetBodies;
 use crate::envelope::Envelope;
-use crate::http_util::{self, header_str};
+use crate::http_util;
 use crate::http1_reuse;
 use crate::metrics;
 use crate::resolve::Names;
@@ -780,11 +780,9 @@ impl ProxyHttp for Edge {
             return http1_reuse::close_after_unread_body(session, upstream_request, MODE);
         }
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let forwarded = match header_str(upstream_request.headers.get("x-forwarded-for")) {
-                Some(prev) => format!("{prev}, {}", client.ip()),
-                None => client.ip().to_string(),
-            };
-            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+            let forwarded =
+                http_util::forwarded_for(upstream_request.headers.get("x-forwarded-for"), Some(client.ip()));
+            upstream_request.insert_header("x-forwarded-for", forwarded.unwrap_or_default())?;
         }
         if let Some(key) = ctx.key.as_ref().filter(|_| !ctx.without_base) {
             ctx.base = self.store.get(key).await;

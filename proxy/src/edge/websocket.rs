@@ -12,14 +12,10 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::{Edge, EdgeCtx, MODE};
-use crate::config::edge::Fallback;
-use crate::config::edge::OriginRoute;
+use crate::config::edge::{Fallback, OriginRoute};
 use crate::http_util;
 use crate::tunnel::socket_lanes::{Held, Opened};
 use crate::tunnel::{protocol, websocket};
-
-/// A refusal's body (a 403 page, say) is passed on up to this much.
-const MAX_REFUSAL_BODY: usize = 1 << 20;
 
 /// Carries the WebSocket in `session` over the tunnel: `Some` with what `request_filter`
 /// returns once done; `None` when no tunnel stream could be had and the host falls back to
@@ -97,13 +93,8 @@ fn connect_request(session: &Session, host: &str) -> Result<http::Request<()>> {
         .uri(uri)
         .version(http::Version::HTTP_2)
         .extension(h2::ext::Protocol::from_static("websocket"));
-    let mut forwarded = http_util::header_str(req.headers.get("x-forwarded-for")).map(str::to_string);
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-        forwarded = Some(match forwarded {
-            Some(prev) => format!("{prev}, {}", client.ip()),
-            None => client.ip().to_string(),
-        });
-    }
+    let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let forwarded = http_util::forwarded_for(req.headers.get("x-forwarded-for"), client);
     for (name, value) in req.headers.iter().filter(|(n, _)| !websocket::hop_only(n) && n.as_str() != "x-forwarded-for")
     {
         builder = builder.header(name, value);
@@ -141,7 +132,7 @@ async fn answer(
     if head.status != http::StatusCode::OK || protocol::websocket_refused(&head.headers) {
         // The backend's answer instead of a socket (or the origin's own 4xx/5xx).
         let mut resp = ResponseHeader::build(head.status, None)?;
-        copy_fields(&head.headers, &mut resp)?;
+        websocket::copy_answer_fields(&head.headers, &mut resp)?;
         let body = refusal_body(&mut down, limit).await;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         session.write_response_header(Box::new(resp), false).await?;
@@ -153,19 +144,9 @@ async fn answer(
     resp.insert_header(http::header::UPGRADE, "websocket")?;
     resp.insert_header(http::header::CONNECTION, "Upgrade")?;
     resp.insert_header(http::header::SEC_WEBSOCKET_ACCEPT, websocket::accept_key(key))?;
-    copy_fields(&head.headers, &mut resp)?;
+    websocket::copy_answer_fields(&head.headers, &mut resp)?;
     session.write_response_header(Box::new(resp), false).await?;
     Ok(Some((up, down, held)))
-}
-
-/// The origin's answer fields that are the client's too (subprotocol, extensions, cookies):
-/// not one hop's, nor the tunnel's.
-fn copy_fields(from: &http::HeaderMap, to: &mut ResponseHeader) -> Result<()> {
-    for (name, value) in from.iter().filter(|(n, _)| !websocket::hop_only(n)) {
-        to.append_header(name.clone(), value.clone())?;
-    }
-    protocol::strip_response(to);
-    Ok(())
 }
 
 async fn refusal_body(down: &mut h2::RecvStream, limit: Duration) -> Bytes {
@@ -174,13 +155,13 @@ async fn refusal_body(down: &mut h2::RecvStream, limit: Duration) -> Bytes {
         while let Some(Ok(d)) = down.data().await {
             let _ = down.flow_control().release_capacity(d.len());
             body.extend_from_slice(&d);
-            if body.len() >= MAX_REFUSAL_BODY {
+            if body.len() >= websocket::MAX_REFUSAL_BODY {
                 break;
             }
         }
     })
     .await;
-    body.truncate(MAX_REFUSAL_BODY);
+    body.truncate(websocket::MAX_REFUSAL_BODY);
     Bytes::from(body)
 }
 

@@ -19,8 +19,6 @@ use crate::{http_util, metrics};
 
 /// The backend's handshake answer must fit this (nginx's `large_client_header_buffers`).
 const MAX_HEAD: usize = 32 * 1024;
-/// A refusal's body (a 403 page, say) is passed on up to this much.
-const MAX_REFUSAL_BODY: usize = 1 << 20;
 /// Read buffer of each socket's backend side: small, as most sockets are idle most of the time.
 const READ_BUFFER: usize = 8 * 1024;
 
@@ -66,11 +64,7 @@ pub(super) async fn carry(origin: &Origin, session: &mut Session) -> Result<bool
         return Err(e);
     }
     let mut resp = ResponseHeader::build(if accepted { 200 } else { head.status.as_u16() }, None)?;
-    for (name, value) in head.headers.iter().filter(|(n, _)| !websocket::hop_only(n)) {
-        resp.append_header(name.clone(), value.clone())?;
-    }
-    // Nothing from the backend may steer the tunnel.
-    protocol::strip_response(&mut resp);
+    websocket::copy_answer_fields(&head.headers, &mut resp)?;
     if !accepted {
         // A refusal (401, 403, 404, or a page where a socket was asked for) reaches the client
         // as the backend wrote it, marked so that no 2xx of it reads as the socket.
@@ -171,13 +165,13 @@ async fn read_head(backend: &mut Stream) -> Result<(http::response::Parts, Bytes
 }
 
 /// A refusal's body: its Content-Length's worth, or what comes before the backend closes,
-/// at most [`MAX_REFUSAL_BODY`].
+/// at most [`websocket::MAX_REFUSAL_BODY`].
 async fn refusal_body(backend: &mut Stream, head: &http::response::Parts, rest: Bytes, limit: Duration) -> Bytes {
     let length = head
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .map_or(MAX_REFUSAL_BODY, |n| n.min(MAX_REFUSAL_BODY));
+        .map_or(websocket::MAX_REFUSAL_BODY, |n| n.min(websocket::MAX_REFUSAL_BODY));
     let mut body = rest.to_vec();
     let _ = tokio::time::timeout(limit, async {
         let mut chunk = [0u8; 4096];

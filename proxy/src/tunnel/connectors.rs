@@ -240,6 +240,7 @@ impl Registry {
                 }
                 !end
             });
+            metrics::DIALOUT_TUNNEL_UP.with_label_values(&[&t.name]).set(i64::from(!lanes.is_empty()));
         }
         left
     }
@@ -469,16 +470,6 @@ pub struct ConnectorListener {
     congestion_control: Option<String>,
 }
 
-/// How long a PING may go unanswered (Pingora's HTTP/2 client waits this long for a PONG).
-const PING_ANSWER: Duration = Duration::from_secs(5);
-
-/// A lane in use is watched by its PINGs: dead `ping_interval` + [`PING_ANSWER`] after its
-/// path went silent. A parked lane (no HTTP/2 yet, so no PINGs) is ended by TCP keepalive
-/// within the same bound.
-fn dead_after(ping_interval: Duration) -> Duration {
-    ping_interval + PING_ANSWER
-}
-
 impl ConnectorListener {
     pub fn new(registry: Arc<Registry>, tls: Arc<ConnectorTls>, congestion_control: Option<&str>) -> Self {
         ConnectorListener { registry, tls, congestion_control: congestion_control.map(String::from) }
@@ -581,7 +572,7 @@ impl ConnectorListener {
             if let Err(e) = super::tcp::tune(
                 &tcp,
                 self.congestion_control.as_deref(),
-                dead_after(self.registry.settings.ping_interval),
+                super::tcp::dead_after(self.registry.settings.ping_interval),
             ) {
                 log::debug!("connector listener: socket options of {from}: {e}");
             }

@@ -191,7 +191,7 @@ impl ListenerSockets {
         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connecting: {e}"))?;
         let _ = tcp.set_nodelay(true);
         // Ended, as a lane is, once the path is dead for this long.
-        if let Err(e) = super::tcp::tune(&tcp, self.tcp.as_deref(), t.ping_interval + Duration::from_secs(5)) {
+        if let Err(e) = super::tcp::tune(&tcp, self.tcp.as_deref(), super::tcp::dead_after(t.ping_interval)) {
             log::debug!("websocket connection to {addr}: {e}");
         }
         let config = super::tls::socket_client_config(&t.ca, &t.cert, &t.key).map_err(|e| format!("{e:#}"))?;

@@ -64,6 +64,17 @@ pub fn hook(algorithm: Option<&str>) -> Hook {
     })
 }
 
+/// How long a PING may go unanswered (Pingora's HTTP/2 client waits this long for a PONG, and
+/// the edge's socket connections as long).
+pub const PING_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An edge's tunnel connection in use is watched by its PINGs: dead `ping_interval` +
+/// [`PING_ANSWER`] after its path went silent. One without HTTP/2 PINGs yet (a parked lane) is
+/// ended by TCP keepalive ([`keepalive`]) within the same bound.
+pub fn dead_after(ping_interval: std::time::Duration) -> std::time::Duration {
+    ping_interval + PING_ANSWER
+}
+
 /// Keepalive that ends a connection whose path died within `dead_after`: idle probes after a
 /// third of it, three probes a ninth apart, and sent data unacknowledged for the whole of it.
 /// The dialling origin gives it to Pingora; the edge sets it on the lanes it accepts ([`tune`]).

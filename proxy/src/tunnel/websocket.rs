@@ -7,6 +7,9 @@
 
 use base64::Engine as _;
 
+/// A refusal's body (a 403 page, say) is passed on up to this much, at each end.
+pub const MAX_REFUSAL_BODY: usize = 1 << 20;
+
 /// RFC 6455 §1.3: appended to the key before hashing.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -46,6 +49,16 @@ pub fn hop_only(name: &http::HeaderName) -> bool {
             | header::SEC_WEBSOCKET_ACCEPT
             | header::PROXY_AUTHORIZATION
     ) || matches!(name.as_str(), "keep-alive" | "proxy-connection" | "http2-settings")
+}
+
+/// Appends `from`'s fields that are the next hop's too (subprotocol, extensions, cookies) to
+/// `to`: not one hop's, nor the tunnel's, which nothing from the far side may steer.
+pub fn copy_answer_fields(from: &http::HeaderMap, to: &mut pingora_http::ResponseHeader) -> pingora_error::Result<()> {
+    for (name, value) in from.iter().filter(|(n, _)| !hop_only(n)) {
+        to.append_header(name.clone(), value.clone())?;
+    }
+    super::protocol::strip_response(to);
+    Ok(())
 }
 
 #[cfg(test)]
