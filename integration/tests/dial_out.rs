@@ -383,3 +383,51 @@ async fn websockets_cross_as_streams_of_the_lanes_the_origin_dialled() {
     let r = Http::h1().get(&stack.url("/pages/generated-10k"), &[]).await.expect("GET");
     assert_eq!(r.status, 200);
 }
+
+/// CPU time (clock ticks, user + system) of each of `pid`'s threads whose name starts with
+/// `prefix` (Pingora names a service's threads after it, cut to 15 bytes).
+fn thread_ticks(pid: u32, prefix: &str) -> Vec<u64> {
+    let mut ticks = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("its threads").flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the name's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+        let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks.push(field(14) + field(15));
+    }
+    ticks
+}
+
+/// A dialling origin serves its lanes on `server.threads` workers, as a listening origin does
+/// (a background service gets one thread unless told otherwise), and the edge's connector
+/// listener likewise; under load both of the origin's workers serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialling_origin_serves_on_every_worker_thread() {
+    let stack = Stack::start(dialling(Knobs { threads: 2, ..Knobs::default() })).await;
+    let origin = stack.origins[0].proc.as_ref().expect("origin").pid();
+    let (stop, ok, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let before = thread_ticks(origin, "BG dial-out");
+    let served = || thread_ticks(origin, "BG dial-out").iter().zip(&before).map(|(a, b)| a - b).collect::<Vec<_>>();
+    let clients = load(&stack, 16, &stop, &ok, &failed);
+    // Until each worker has run for a few ticks (10 ms each) more, 20 s at most.
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until && !served().iter().all(|t| *t >= 5) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let served = served();
+    eprintln!("dial-out workers' CPU ticks under load: {served:?}, {} requests", ok.load(Ordering::Relaxed));
+    assert_eq!(before.len(), 2, "the origin's dial-out lanes run on {} threads, not server.threads", before.len());
+    assert!(served.iter().all(|t| *t >= 5), "each worker serves (CPU ticks {served:?})");
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    let connector = thread_ticks(stack.edge.pid(), "BG connector");
+    assert_eq!(connector.len(), 2, "the edge's connector listener runs on {} threads", connector.len());
+}

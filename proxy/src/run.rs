@@ -177,7 +177,11 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(background_service("expired versions", sweeper));
     server.add_service(background_service("TLS reload", reloader));
     if let Some((_, tls, service)) = connectors {
-        server.add_service(background_service("connector listener", service));
+        // Its handshakes, and the HTTP/2 of WebSocket lanes, on as many threads as the edge's
+        // listeners (a background service gets one otherwise).
+        let mut service = background_service("connector listener", service);
+        service.threads = Some(config.server.threads);
+        server.add_service(service);
         server.add_service(background_service(
             "TLS reload",
             tls::Reloader::new("connector certificate and tunnel CA", move || tls.reload()),
@@ -261,7 +265,11 @@ pub fn origin(config: OriginConfig, upgrade: bool) -> anyhow::Result<()> {
     if !t.dial.is_empty() {
         let dialer = Arc::new(Dialer::new(Arc::new(app.share()), t, names).context("tunnel.dial")?);
         dialled = Some(dialer.connected.clone());
-        server.add_service(background_service("dial-out lanes", DialService(dialer))).add_dependency(&pools);
+        // A background service gets one thread unless told otherwise; this one serves every
+        // request that reaches the origin, so it gets the workers a listener would.
+        let mut lanes = background_service("dial-out lanes", DialService(dialer));
+        lanes.threads = Some(config.server.threads);
+        server.add_service(lanes).add_dependency(&pools);
     }
     server.add_service(admin::service(
         config.admin.listen,

@@ -222,7 +222,9 @@ impl<A: ServerApp + Send + Sync + 'static> BackgroundService for DialService<A> 
         for edge in 0..d.settings.dial.len() {
             // The request lanes, and the lanes for WebSockets.
             for lane in (0..d.settings.lanes as u8).chain((0..SOCKET_LANES).map(|i| SOCKET_LANE + i)) {
-                tokio::spawn(d.clone().keep_lane(edge, lane, draining.clone()));
+                // On any of the service's threads (`server.threads`): each lane's HTTP/2
+                // server, and the streams it spawns, run where its task does.
+                pingora_runtime::current_handle().spawn(d.clone().keep_lane(edge, lane, draining.clone()));
             }
         }
         use tokio::signal::unix::{SignalKind, signal};

@@ -577,7 +577,8 @@ impl ConnectorListener {
                 log::debug!("connector listener: socket options of {from}: {e}");
             }
             let (me, pending) = (self.clone(), pending.clone());
-            tokio::spawn(async move { me.admit(tcp, from, pending).await });
+            // Spread over the service's threads: handshakes, and the WebSocket lanes' HTTP/2.
+            pingora_runtime::current_handle().spawn(async move { me.admit(tcp, from, pending).await });
         }
     }
 }

@@ -8,7 +8,9 @@
 //! the sockets (`ss -ti`). Per path: a 190 KB dynamic page (a real one when `--corpus DIR` has
 //! volksstimme-home; every version differs from the one before) one at a time; 16 clients
 //! side by side on it as steady load, and on a 200 KB body that is no delta; 2 MB downloads
-//! after idle gaps and in sequence; a 2 MB upload; what the tunnel did meanwhile. A fourth link
+//! after idle gaps and in sequence; a 2 MB upload; what the tunnel did meanwhile. On the lossy
+//! link railproxy runs a second time with its origin dialling out (as many lanes as dial-in),
+//! and the goals compare the two. A fourth link
 //! (150 ms / 50 Mbit/s) runs the 2 MB downloads only. Every percentile says how many
 //! requests it is from. Then, on loopback, GETs beside a flood of one-byte-chunk uploads, the
 //! backend connections that slowhttptest's slow bodies hold, and requests answered in error right
@@ -50,6 +52,8 @@ struct Wan {
     non_delta: bool,
     /// Whether only the 2 MB downloads run across it.
     downloads_only: bool,
+    /// Whether railproxy with its origin dialling out runs across it too, beside dial-in.
+    dial_out: bool,
 }
 
 const LINKS: [Wan; 4] = [
@@ -60,7 +64,9 @@ const LINKS: [Wan; 4] = [
         loss_percent: 0.0,
         non_delta: true,
         downloads_only: false,
+        dial_out: false,
     },
+    // Dial-out is measured here, where loss makes the lanes' windows and retransmissions count.
     Wan {
         name: "150 ms RTT, 10 Mbit/s, 0.5 % loss",
         rtt_ms: 150,
@@ -68,6 +74,7 @@ const LINKS: [Wan; 4] = [
         loss_percent: 0.5,
         non_delta: true,
         downloads_only: false,
+        dial_out: true,
     },
     Wan {
         name: "150 ms RTT, 2 Mbit/s",
@@ -76,6 +83,7 @@ const LINKS: [Wan; 4] = [
         loss_percent: 0.0,
         non_delta: false,
         downloads_only: false,
+        dial_out: false,
     },
     // Where a download on a lane left cold shows: slow start to this link's window takes many
     // round trips of 150 ms, and no loss blurs it (5 downloads under loss say little).
@@ -86,6 +94,7 @@ const LINKS: [Wan; 4] = [
         loss_percent: 0.0,
         non_delta: false,
         downloads_only: true,
+        dial_out: false,
     },
 ];
 
@@ -126,7 +135,7 @@ async fn measure(run: &Running, versions: &[Vec<u8>], non_delta: Option<&Bytes>,
     if scope == Scope::Downloads {
         f.after_idle_gaps = phases::downloads_after_idle(run).await;
         f.in_sequence = phases::downloads_in_sequence(run).await;
-        f.sockets = paths::congestion_in_use(&run.link, run.origin_port);
+        f.sockets = paths::congestion_in_use(&run.link, &run.origin_sockets);
         return f;
     }
     let mut turns = Turns::new(versions.to_vec());
@@ -174,7 +183,7 @@ async fn measure(run: &Running, versions: &[Vec<u8>], non_delta: Option<&Bytes>,
         let after = Churn::read(run).await;
         f.churn[1] = after.zip(mid).map(|(a, m)| a.since(m));
     }
-    f.sockets = paths::congestion_in_use(&run.link, run.origin_port);
+    f.sockets = paths::congestion_in_use(&run.link, &run.origin_sockets);
     if scope == Scope::All {
         f.after_idle_gaps = phases::downloads_after_idle(run).await;
         if plain {
@@ -334,7 +343,12 @@ async fn main() {
             let profile = Profile::new(Duration::from_millis(wan.rtt_ms), wan.mbit, wan.loss_percent);
             let scope = if wan.downloads_only { Scope::Downloads } else { scope };
             eprintln!("{title} …");
-            let routes = &Route::ALL[..if scope == Scope::All { 4 } else { 2 }];
+            let mut routes = Route::ALL[..if scope == Scope::All { 4 } else { 2 }].to_vec();
+            // Last, so that the tables' first rows stay railproxy and nginx.
+            if wan.dial_out && scope != Scope::Downloads {
+                routes.push(Route::RailproxyDialOut);
+            }
+            let routes = &routes[..];
             let mut running = Vec::new();
             for &p in routes {
                 running.push(paths::start(p, profile, cc, setup, dir.path(), &sets).await);
@@ -342,7 +356,7 @@ async fn main() {
             let mut figures = Vec::new();
             for (p, run) in routes.iter().zip(&running) {
                 eprintln!("  {}", p.name());
-                let plain = matches!(p, Route::Railproxy | Route::Nginx);
+                let plain = matches!(p, Route::Railproxy | Route::RailproxyDialOut | Route::Nginx);
                 figures
                     .push(measure(run, &versions, (wan.non_delta && plain).then_some(&non_delta), plain, scope).await);
             }
@@ -357,6 +371,9 @@ async fn main() {
             drop(running);
             print_tables(&title, routes, &figures);
             goals.extend(goals_of(&title, wan, cc, &figures));
+            if let Some(i) = routes.iter().position(|r| *r == Route::RailproxyDialOut) {
+                goals.extend(dial_out_goals(&title, &figures[0], &figures[i]));
+            }
         }
     }
     if !goals.is_empty() {
@@ -524,6 +541,32 @@ fn goals_of(title: &str, wan: &Wan, cc: &str, figures: &[Figures]) -> Vec<String
             alone * 1000.0,
             CLIENTS as f64 / alone,
             CLIENTS as f64 / alone / down_bound,
+        ));
+    }
+    goals
+}
+
+/// Dial-out beside dial-in, both railproxy on the same link (issue 31: within 10 %).
+fn dial_out_goals(title: &str, dial_in: &Figures, dial_out: &Figures) -> Vec<String> {
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut goals = Vec::new();
+    for (what, i, o) in [
+        ("dynamic page".to_string(), &dial_in.dynamic, &dial_out.dynamic),
+        (format!("{} KB not a delta", phases::NON_DELTA / 1000), &dial_in.non_delta, &dial_out.non_delta),
+    ] {
+        if i.times.n() == 0 || o.times.n() == 0 {
+            continue;
+        }
+        let rate = o.rate / i.rate;
+        let p99 = o.times.ms(0.99) / i.times.ms(0.99);
+        goals.push(format!(
+            "- {title}: {CLIENTS} clients, {what}: dial-out ÷ dial-in pages/s {rate:.3} (goal ≥ 0.9: {}), p99 {p99:.3} ({:.0} / {:.0} ms; goal ≤ 1.1: {}); n = {} and {}",
+            verdict(rate >= 0.9),
+            o.times.ms(0.99),
+            i.times.ms(0.99),
+            verdict(p99 <= 1.1),
+            o.times.n(),
+            i.times.n()
         ));
     }
     goals

@@ -16,6 +16,9 @@ use integration::{Backend, Http, Knobs};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Railproxy,
+    /// railproxy with the origin dialling out to the edge's connector listener: the same
+    /// request path over lanes the origin opened.
+    RailproxyDialOut,
     Nginx,
     /// nginx two hops, the origin gzipping at nginx's default level (1), the edge gunzipping.
     NginxGzip,
@@ -27,6 +30,7 @@ impl Route {
     pub fn name(self) -> &'static str {
         match self {
             Route::Railproxy => "railproxy edge → tunnel → railproxy origin",
+            Route::RailproxyDialOut => "railproxy, as above, the origin dialling out (as many lanes)",
             Route::Nginx => "nginx edge → nginx origin",
             Route::NginxGzip => "nginx, gzip between (level 1, nginx's default)",
             Route::NginxGzip6 => "nginx, gzip between (level 6)",
@@ -41,8 +45,9 @@ pub struct Running {
     pub edge: SocketAddr,
     /// railproxy's edge admin listener (its metrics), if this is railproxy.
     pub edge_admin: Option<SocketAddr>,
-    /// The origin's listening port beyond the link, whose sockets carry the responses.
-    pub origin_port: u16,
+    /// `ss`'s filter for the origin side's sockets (beyond the link) that carry the responses:
+    /// its listening port's, or, dialling out, those to the edge's connector listener.
+    pub origin_sockets: String,
     // Dropped first: the processes, then the backend, then the link.
     _procs: Vec<Proc>,
     _backend: Backend,
@@ -70,7 +75,7 @@ pub async fn start(path: Route, profile: Profile, congestion: &str, setup: Setup
     let backend = Backend::start_with(dir, "backend", backend_cmd);
     let origin = SocketAddr::from((link.far, free_port()));
     let edge = free_loopback();
-    let (procs, edge_admin) = match path {
+    let (procs, edge_admin, origin_sockets) = match path {
         Route::Railproxy => {
             // conf/*.yaml's timeouts, which must fit a long link (and a thin one's queues).
             let knobs = Knobs { response_timeout: "60s".into(), lanes: setup.lanes.unwrap_or(0), ..Knobs::default() };
@@ -81,18 +86,36 @@ pub async fn start(path: Route, profile: Profile, congestion: &str, setup: Setup
                 .await
                 .expect("railproxy origin starts");
             let edge_admin = free_loopback();
-            let mut ey = edge_yaml(dir, &knobs, edge, edge_admin, &[origin], backend.addr);
-            if setup.lanes.is_none() {
-                ey = ey.replace("  lanes: 0\n", "");
-            }
-            let ey = ey
+            let ey = edge_yaml(dir, &knobs, edge, edge_admin, &[origin], backend.addr);
+            let ey = default_lanes(ey, setup)
                 .replace("connect_timeout: 1s", "connect_timeout: 2s")
                 .replace("probe_timeout: 500ms", "probe_timeout: 1s")
                 .replace("probe_interval: 200ms", "probe_interval: 2s");
             let e = start_proxy_with(dir, "edge", "edge", &ey, edge_admin, Command::new(knobs.railproxy()))
                 .await
                 .expect("railproxy edge starts");
-            (vec![e, o], Some(edge_admin))
+            (vec![e, o], Some(edge_admin), format!("sport = :{}", origin.port()))
+        }
+        Route::RailproxyDialOut => {
+            // As many lanes as the edge dials by default, so that the row compares the
+            // transports, not the lane counts (the origin's own default is 4; on this lossy link
+            // 4 loss-based flows carried ~0.57x 16's pages/s of bodies that are no delta).
+            let lanes = setup.lanes.unwrap_or(DIAL_IN_LANES);
+            let knobs = Knobs { response_timeout: "60s".into(), lanes, dial_out: true, ..Knobs::default() };
+            // The edge's connector listener, on this side of the link: the origin dials it.
+            let connector = SocketAddr::from((link.near, free_port()));
+            let edge_admin = free_loopback();
+            let ey = edge_yaml(dir, &knobs, edge, edge_admin, &[connector], backend.addr);
+            let e = start_proxy_with(dir, "edge", "edge", &ey, edge_admin, Command::new(knobs.railproxy()))
+                .await
+                .expect("railproxy edge starts");
+            let origin_admin = SocketAddr::from((link.far, free_port()));
+            let oy = origin_yaml(dir, &knobs, connector, origin_admin, &[backend.addr], free_loopback());
+            let o = start_proxy_with(dir, "origin", "origin", &oy, origin_admin, link.command(&knobs.railproxy()))
+                .await
+                .expect("railproxy origin starts");
+            wait_for_lanes(edge_admin, lanes).await;
+            (vec![e, o], Some(edge_admin), format!("dport = :{}", connector.port()))
         }
         _ => {
             let (edge_role, origin_role) = match path {
@@ -104,10 +127,35 @@ pub async fn start(path: Route, profile: Profile, congestion: &str, setup: Setup
             let o = nginx(dir, "nginx-origin", &oc, origin, Some(&link));
             let ec = nginx_conf(dir, "nginx-edge", edge_role, edge, origin);
             let e = nginx(dir, "nginx-edge", &ec, edge, None);
-            (vec![e, o], None)
+            (vec![e, o], None, format!("sport = :{}", origin.port()))
         }
     };
-    Running { edge, edge_admin, origin_port: origin.port(), _procs: procs, _backend: backend, link }
+    Running { edge, edge_admin, origin_sockets, _procs: procs, _backend: backend, link }
+}
+
+/// The edge's `tunnel.lanes` default (dial-in).
+const DIAL_IN_LANES: usize = 16;
+
+/// `yaml` with its `tunnel.lanes` line dropped when the run uses the default.
+fn default_lanes(yaml: String, setup: Setup) -> String {
+    if setup.lanes.is_none() { yaml.replace("  lanes: 0\n", "") } else { yaml }
+}
+
+/// Until the edge holds `lanes` request lanes of the dialling origin (its WebSocket lanes are
+/// not counted there), 30 s at most: the link's round trips make each TLS handshake slow.
+async fn wait_for_lanes(edge_admin: SocketAddr, lanes: usize) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = integration::metrics::Metrics::scrape(edge_admin).await.sum("railproxy_dialout_lanes", &[]);
+        if held as usize >= lanes {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "the dialling origin's lanes did not reach the edge in 30 s ({held} of {lanes})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// nginx in the foreground, on the far side of `link` when given; one process (no master), so
@@ -123,12 +171,11 @@ pub fn nginx(dir: &Path, name: &str, conf: &str, listen: SocketAddr, link: Optio
     start_listening(dir, name, cmd, listen)
 }
 
-/// What the origin side's sockets on `port` (beyond the link) say they use: the congestion
+/// What the origin side's sockets that `filter` picks (beyond the link) say they use: the congestion
 /// control of each established connection, counted (`ss -ti`), e.g. "4 × bbr".
-pub fn congestion_in_use(link: &Link, port: u16) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &link.ns, "ss", "-tinH", "state", "established", &format!("sport = :{port}")])
-        .output();
+pub fn congestion_in_use(link: &Link, filter: &str) -> String {
+    let out =
+        Command::new("ip").args(["netns", "exec", &link.ns, "ss", "-tinH", "state", "established", filter]).output();
     let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for line in text.lines() {
@@ -158,8 +205,9 @@ impl Loopback {
     /// The path, where clients connect, and its backend's address.
     pub async fn start(path: Route, dir: &Path) -> (Loopback, SocketAddr, SocketAddr) {
         match path {
-            Route::Railproxy => {
-                let stack = integration::Stack::start(Knobs::default()).await;
+            Route::Railproxy | Route::RailproxyDialOut => {
+                let dial_out = path == Route::RailproxyDialOut;
+                let stack = integration::Stack::start(Knobs { dial_out, ..Knobs::default() }).await;
                 let (edge, backend) = (stack.edge_addr, stack.backend.addr);
                 (Loopback { _stack: Some(Box::new(stack)), _procs: Vec::new(), _backend: None }, edge, backend)
             }
