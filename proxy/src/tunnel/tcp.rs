@@ -64,13 +64,12 @@ pub fn hook(algorithm: Option<&str>) -> Hook {
     })
 }
 
-/// How long a PING may go unanswered (Pingora's HTTP/2 client waits this long for a PONG, and
-/// the edge's socket connections as long).
+/// How long a PING may go unanswered (Pingora's HTTP/2 client waits this long for a PONG).
 pub const PING_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// An edge's tunnel connection in use is watched by its PINGs: dead `ping_interval` +
-/// [`PING_ANSWER`] after its path went silent. One without HTTP/2 PINGs yet (a parked lane) is
-/// ended by TCP keepalive ([`keepalive`]) within the same bound.
+/// An edge's lane in use is watched by its PINGs: dead `ping_interval` + [`PING_ANSWER`] after
+/// its path went silent. A connection without PINGs (a parked lane, a connection carrying
+/// WebSockets) is ended by TCP keepalive ([`keepalive`]) within the same bound.
 pub fn dead_after(ping_interval: std::time::Duration) -> std::time::Duration {
     ping_interval + PING_ANSWER
 }
