@@ -177,11 +177,10 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(background_service("expired versions", sweeper));
     server.add_service(background_service("TLS reload", reloader));
     if let Some((_, tls, service)) = connectors {
-        // Its handshakes, and the HTTP/2 of WebSocket lanes, on as many threads as the edge's
-        // listeners (a background service gets one otherwise).
-        let mut service = background_service("connector listener", service);
-        service.threads = Some(config.server.threads);
-        server.add_service(service);
+        // One thread (a background service's default): on `server.threads` it made the
+        // dial-out edge-upgrade test fail 2 runs in 3 (a request finding no free lane); not
+        // understood yet, so left as it was.
+        server.add_service(background_service("connector listener", service));
         server.add_service(background_service(
             "TLS reload",
             tls::Reloader::new("connector certificate and tunnel CA", move || tls.reload()),
