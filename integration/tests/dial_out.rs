@@ -403,8 +403,8 @@ fn thread_ticks(pid: u32, prefix: &str) -> Vec<u64> {
 }
 
 /// A dialling origin serves its lanes on `server.threads` workers, as a listening origin does
-/// (a background service gets one thread unless told otherwise); under load both of its
-/// workers serve.
+/// (a background service gets one thread unless told otherwise), and the edge's connector
+/// listener likewise; under load both of the origin's workers serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialling_origin_serves_on_every_worker_thread() {
     let stack = Stack::start(dialling(Knobs { threads: 2, ..Knobs::default() })).await;
@@ -428,4 +428,6 @@ async fn a_dialling_origin_serves_on_every_worker_thread() {
     assert_eq!(before.len(), 2, "the origin's dial-out lanes run on {} threads, not server.threads", before.len());
     assert!(served.iter().all(|t| *t >= 5), "each worker serves (CPU ticks {served:?})");
     assert_eq!(failed.load(Ordering::Relaxed), 0);
+    let connector = thread_ticks(stack.edge.pid(), "BG connector");
+    assert_eq!(connector.len(), 2, "the edge's connector listener runs on {} threads", connector.len());
 }

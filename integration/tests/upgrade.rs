@@ -80,7 +80,9 @@ async fn progressed(tally: &Tally, from: u64, by: u64) {
 }
 
 async fn upgrade_under_load(mode: &str) {
-    let mut stack = Stack::start(Knobs::default()).await;
+    let knobs = Knobs::default();
+    let dial_out = knobs.dial_out;
+    let mut stack = Stack::start(knobs).await;
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
     let clients = load(&stack, 32, &stop, &tally);
     progressed(&tally, 0, 200).await;
@@ -106,6 +108,13 @@ async fn upgrade_under_load(mode: &str) {
         ok + failed
     );
     assert_eq!(failed, 0);
+    if dial_out && mode == "edge" {
+        // The new edge listens for lanes before the old one stops (SO_REUSEPORT): the lanes
+        // the old one ends are dialled again at once, never refused (a refusal puts the origin
+        // into backoff, and requests on the new edge wait for a lane).
+        let o = stack.origin_metrics().await;
+        assert_eq!(o.sum("railproxy_dialout_dials_total", &[("result", "error")]), 0.0, "refused or failed dials");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,6 +104,14 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     StoreCollector::register("edge", Arc::new(move || stats.stats()));
     let sweeper = Sweeper::new(store.clone(), config.delta.version_ttl);
 
+    // Bound before Pingora's bootstrap, which on `--upgrade` waits for the old process's
+    // SIGQUIT: the new socket joins the port's SO_REUSEPORT group first, so that lanes the old
+    // process ends (it stops accepting at SIGQUIT) are dialled again into this one's backlog,
+    // never to a port with no listener (refused, and the origin backs off past `connectors.wait`).
+    let connector_sockets = match &config.connectors {
+        Some(c) => c.listen.iter().map(|a| connectors::bind(*a)).collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let mut server = server::build(&config.server, upgrade);
     // Names were resolved when the file was read; looked up again as answers age.
     let names = Arc::new(crate::resolve::Names::new(&config.dns)?);
@@ -116,11 +124,10 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
         Some(c) => {
             let names: Vec<String> = c.tunnels.iter().map(|t| t.certificate_name()).collect();
             let tls = Arc::new(tunnel_tls::ConnectorTls::load(&c.cert, &c.key, &c.ca, &names).context("connectors")?);
-            let sockets = c.listen.iter().map(|a| connectors::bind(*a)).collect::<anyhow::Result<Vec<_>>>()?;
             let registry = Registry::new(c);
             let listener = ConnectorListener::new(registry.clone(), tls.clone(), t.congestion_control.as_deref());
             let grace = config.server.grace_period;
-            Some((registry, tls, ConnectorService::new(listener, sockets, grace)))
+            Some((registry, tls, ConnectorService::new(listener, connector_sockets, grace)))
         }
         None => None,
     };
@@ -177,10 +184,11 @@ pub fn edge(config: EdgeConfig, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(background_service("expired versions", sweeper));
     server.add_service(background_service("TLS reload", reloader));
     if let Some((_, tls, service)) = connectors {
-        // One thread (a background service's default): on `server.threads` it made the
-        // dial-out edge-upgrade test fail 2 runs in 3 (a request finding no free lane); not
-        // understood yet, so left as it was.
-        server.add_service(background_service("connector listener", service));
+        // Its handshakes, and the HTTP/2 of WebSocket lanes, on as many threads as the edge's
+        // listeners (a background service gets one otherwise).
+        let mut service = background_service("connector listener", service);
+        service.threads = Some(config.server.threads);
+        server.add_service(service);
         server.add_service(background_service(
             "TLS reload",
             tls::Reloader::new("connector certificate and tunnel CA", move || tls.reload()),

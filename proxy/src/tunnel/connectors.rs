@@ -554,20 +554,18 @@ impl ConnectorListener {
         tokio::spawn(watch_parked(LaneIo { tls, fd, id, tunnel, early: Vec::new() }, asked));
     }
 
-    async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Accepts until its task is aborted (which closes the socket).
+    async fn serve(self: Arc<Self>, listener: TcpListener) {
         let pending = Arc::new(Pending::default());
         loop {
-            let (tcp, from) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors, say: accepting again at once would spin.
-                        log::warn!("connector listener: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stop.changed() => return,
+            let (tcp, from) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, say: accepting again at once would spin.
+                    log::warn!("connector listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             if let Err(e) = super::tcp::tune(
                 &tcp,
@@ -577,7 +575,8 @@ impl ConnectorListener {
                 log::debug!("connector listener: socket options of {from}: {e}");
             }
             let (me, pending) = (self.clone(), pending.clone());
-            // Spread over the service's threads: handshakes, and the WebSocket lanes' HTTP/2.
+            // On any of the service's threads (Pingora's runtime may be one per thread, where
+            // `tokio::spawn` would keep every handshake and WebSocket lane on this one).
             pingora_runtime::current_handle().spawn(async move { me.admit(tcp, from, pending).await });
         }
     }
@@ -620,18 +619,24 @@ impl ConnectorService {
 impl BackgroundService for ConnectorService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         // Accepting stops on the first of SIGQUIT, SIGTERM and the server's shutdown: on an
-        // upgrade (SIGQUIT) the new process binds the port beside this one, and redialled lanes
-        // must reach it, not this one.
-        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // upgrade (SIGQUIT) the new process has bound the port beside this one already (see
+        // `run::edge`), and redialled lanes must reach it, not this one.
         let sockets = std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut accepting: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         for socket in sockets {
             match TcpListener::from_std(socket) {
-                Ok(l) => {
-                    tokio::spawn(self.listener.clone().serve(l, stopped.clone()));
-                }
+                Ok(l) => accepting.push(tokio::spawn(self.listener.clone().serve(l))),
                 Err(e) => log::error!("connector listener: {e}"),
             }
         }
+        // Each socket closed before its lanes are ended: a lane dialled again at once must not
+        // land in this process's backlog (reset when it closes) instead of the new one's.
+        let stop = async move {
+            for task in accepting {
+                task.abort();
+                let _ = task.await;
+            }
+        };
         use tokio::signal::unix::{SignalKind, signal};
         let registry = &self.listener.registry;
         if let (Ok(mut quit), Ok(mut term)) = (signal(SignalKind::quit()), signal(SignalKind::terminate())) {
@@ -640,7 +645,7 @@ impl BackgroundService for ConnectorService {
                 _ = term.recv() => "SIGTERM",
                 _ = shutdown.changed() => "shutdown",
             };
-            let _ = stop.send(true);
+            stop.await;
             log::info!("connector listener: {why}: no more lanes accepted; idle lanes end, one per tunnel stays");
             // Pingora keeps serving this process's clients until it broadcasts its shutdown
             // (on an upgrade, seconds after SIGQUIT): one lane per tunnel serves them, the
@@ -657,7 +662,7 @@ impl BackgroundService for ConnectorService {
         } else {
             log::error!("connector listener: cannot watch SIGQUIT and SIGTERM; lanes drain at the server's shutdown");
             let _ = shutdown.changed().await;
-            let _ = stop.send(true);
+            stop.await;
         }
         registry.drain(self.grace).await;
     }
