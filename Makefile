@@ -12,7 +12,7 @@ BIN        := target/release/railproxy
 # Ansible for the fleet playbook, Prometheus and promtool for the monitoring files, iproute2 for the
 # emulated long link's namespaces) and the demo uses.
 BUILD_PACKAGES := cmake pkg-config
-TEST_PACKAGES := redis-server ansible-core prometheus iproute2
+TEST_PACKAGES := redis-server ansible-core prometheus iproute2 chromium
 DEMO_PACKAGES := curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -3,6 +3,7 @@
 //! and stops every process it started when dropped.
 
 pub mod bench;
+pub mod chromium;
 pub mod client;
 pub mod dns;
 pub mod fake_origin;

@@ -444,6 +444,17 @@ pub fn init(mode: &str) {
         UPSTREAM_DISCARDED.with_label_values(&[mode, reason]);
     }
     UNCHANGED.with_label_values(&[mode]);
+    if mode == "edge" {
+        for scope in ["shared", "user"] {
+            CLIENT_DICTIONARY_OFFERS.with_label_values(&[scope]);
+        }
+        for result in ["hit", "miss", "unknown", "corrupt"] {
+            CLIENT_DELTAS.with_label_values(&[result]);
+        }
+        for kind in ["raw", "wire"] {
+            CLIENT_DELTA_BYTES.with_label_values(&[kind]);
+        }
+    }
     for result in ["ok", "error"] {
         TLS_RELOADS.with_label_values(&[result]);
     }
@@ -593,6 +604,40 @@ impl Collector for CacheCollector {
         Self::metrics((self.stats)()).iter().flat_map(|m| m.collect()).collect()
     }
 }
+
+/// Edge: responses offered to browsers as dictionaries (`Use-As-Dictionary`), by whose page
+/// they are (`shared` or `user`).
+pub static CLIENT_DICTIONARY_OFFERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_client_dictionary_offers_total",
+        "Responses offered to browsers as dictionaries, by whose page they are (shared, user)",
+        &["scope"]
+    )
+    .expect("metric")
+});
+
+/// Edge: requests whose browser offered a dictionary (`Available-Dictionary` and `dcz`), by
+/// outcome: `hit` (answered with dcz), `miss` (held, but this response or request may not be a
+/// delta), `unknown` (no such hash held: expired, evicted, another user's, or made up),
+/// `corrupt` (held, but its bytes no longer hash to it: dropped).
+pub static CLIENT_DELTAS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_client_deltas_total",
+        "Requests whose browser offered a dictionary, by outcome (hit, miss, unknown, corrupt)",
+        &["result"]
+    )
+    .expect("metric")
+});
+
+/// Edge: bytes of dcz answers to browsers, as the page (`raw`) and as sent (`wire`).
+pub static CLIENT_DELTA_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "railproxy_client_delta_bytes_total",
+        "Bytes of dcz answers to browsers: the pages (raw) and what was sent (wire)",
+        &["kind"]
+    )
+    .expect("metric")
+});
 
 /// The text exposition of every registered metric.
 pub fn render() -> Vec<u8> {

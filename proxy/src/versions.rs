@@ -69,7 +69,7 @@ impl Keep {
 
 /// Whether the `Cache-Control` of `resp` has `directive` (case-insensitive, with or without an
 /// argument: `private="Set-Cookie"` is `private`).
-fn has_directive(resp: &ResponseHeader, directive: &str) -> bool {
+pub fn has_directive(resp: &ResponseHeader, directive: &str) -> bool {
     resp.headers
         .get_all(http::header::CACHE_CONTROL)
         .iter()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::common::{AdminSettings, DeltaSettings, ServerSettings, WebSocketSettings, check_distinct_addresses};
 use super::origin::Balance;
+use super::client_dictionaries::ClientDictionaries;
 use super::reader::{ByteSize, Secs, Section};
 use super::upstream::{DnsSettings, HostPort};
 use crate::hosts::{self, HostPattern};
@@ -73,6 +74,8 @@ pub struct OriginRoute {
     pub shared_bases: Vec<String>,
     /// Keep `Cache-Control: no-store` responses as versions (both ends).
     pub store_no_store: bool,
+    /// Pages offered to browsers as dictionaries, and deltas against them; None: off.
+    pub client_dictionaries: Option<ClientDictionaries>,
 }
 
 impl OriginRoute {
@@ -176,6 +179,9 @@ pub struct EdgeConfig {
     pub websocket: WebSocketSettings,
     pub dns: DnsSettings,
     pub credentials: Credentials,
+    /// `delta.report_header`: every response says how its body crossed the tunnel and reached
+    /// the client (`railproxy-delta`), for operators.
+    pub report_header: bool,
 }
 
 impl EdgeConfig {
@@ -222,6 +228,14 @@ impl EdgeConfig {
         drop(t);
         let connectors =
             root.has("connectors").then(|| super::connectors::Connectors::read(&root.section("connectors")));
+        let d = root.section("delta");
+        let mut delta = DeltaSettings::read(&d, 256 << 20);
+        delta.max_decoded = d.or("max_decoded", ByteSize(256 << 20)).0;
+        if delta.max_decoded < delta.max_body {
+            d.problem("max_decoded", "must be at least max_body");
+        }
+        let report_header = d.or("report_header", false);
+        drop(d);
         let mut origins: Vec<OriginRoute> = Vec::new();
         for (name, s) in root.entries("origins") {
             let Ok(pattern) = HostPattern::parse(&name).map_err(|e| s.problem("", e)) else {
@@ -277,6 +291,7 @@ impl EdgeConfig {
                 cookies: s.has("cookies").then(|| read_cookie_names(&s)),
                 shared_bases: s.list("shared_bases"),
                 store_no_store: s.or("store_no_store", false),
+                client_dictionaries: ClientDictionaries::read(&s, "client_dictionaries", delta.version_ttl),
             };
             if let Some(p) = route.shared_bases.iter().find(|p| !p.starts_with('/')) {
                 s.problem("shared_bases", format!("{p:?} must start with /"));
@@ -298,13 +313,6 @@ impl EdgeConfig {
                 }
             }
         }
-        let d = root.section("delta");
-        let mut delta = DeltaSettings::read(&d, 256 << 20);
-        delta.max_decoded = d.or("max_decoded", ByteSize(256 << 20)).0;
-        if delta.max_decoded < delta.max_body {
-            d.problem("max_decoded", "must be at least max_body");
-        }
-        drop(d);
         let c = root.section("cache");
         let cache = CacheSettings {
             enabled: c.or("enabled", true),
@@ -378,6 +386,7 @@ impl EdgeConfig {
             websocket,
             dns,
             credentials,
+            report_header,
         }
     }
 

@@ -2,6 +2,7 @@
 //! reported at once with its key path. Relative paths in a file are relative to the folder the
 //! file is in, so a rendered config folder works wherever it is installed.
 
+pub mod client_dictionaries;
 mod common;
 pub mod connectors;
 pub mod edge;

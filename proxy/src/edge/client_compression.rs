@@ -16,6 +16,10 @@ use pingora_error::{ErrorType, OrErr as _, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::http_util::{content_length, header_str, is_event_stream};
+use crate::metrics;
+
+/// `delta.report_header`: how a body crossed the tunnel and reached the client.
+pub const REPORT: &str = "railproxy-delta";
 
 /// Codings offered, best first when a client rates several alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +94,7 @@ fn compresses(resp: &ResponseHeader) -> bool {
 
 enum Encoder {
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
+    /// zstd, or dcz against a browser's dictionary (the same encoder, with a base).
     Zstd(Box<delta::codec::Encoder>),
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
 }
@@ -129,6 +134,26 @@ impl Encoder {
         }
     }
 
+    /// The last piece: no flush (the end follows at once), which for dcz keeps the whole
+    /// body for its sampled match finder, and saves a block's framing in every coding.
+    fn last(&mut self, input: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoder::Brotli(w) => {
+                w.write_all(input)?;
+                Ok(std::mem::take(w.get_mut()))
+            }
+            Encoder::Gzip(w) => {
+                w.write_all(input)?;
+                Ok(std::mem::take(w.get_mut()))
+            }
+            Encoder::Zstd(e) => {
+                let mut out = Vec::new();
+                e.write(input, &mut out).map_err(std::io::Error::other)?;
+                Ok(out)
+            }
+        }
+    }
+
     /// Ends the coding: what is left of it.
     fn finish(self) -> std::io::Result<Vec<u8>> {
         match self {
@@ -137,18 +162,35 @@ impl Encoder {
             Encoder::Zstd(mut e) => {
                 let mut out = Vec::new();
                 e.finish(&mut out).map_err(std::io::Error::other)?;
+                if e.encoding() == delta::codec::Encoding::Dcz {
+                    metrics::CLIENT_DELTA_BYTES.with_label_values(&["raw"]).inc_by(e.bytes_in());
+                    metrics::CLIENT_DELTA_BYTES.with_label_values(&["wire"]).inc_by(e.bytes_out());
+                }
                 Ok(out)
             }
         }
     }
 }
 
+/// What the edge tells the module about one response (see `Edge::response_filter`).
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Answer with dcz against this dictionary (checked already) if the response compresses.
+    pub dictionary: Option<delta::Version>,
+    /// `delta.report_header`: how the body crossed the tunnel; the module adds how it reaches
+    /// the client and sends it as `railproxy-delta`.
+    pub report: Option<String>,
+}
+
 /// Per response: the coding the client accepts, then the encoder once the response is known to
 /// be compressed.
 pub struct ClientCompression {
-    level: u32,
+    /// br, zstd and gzip at this level; None: only dcz (`client_compression: 0` on an edge
+    /// with browser dictionaries).
+    level: Option<u32>,
     accepted: Option<Coding>,
     encoder: Option<Encoder>,
+    pub plan: Plan,
 }
 
 impl ClientCompression {
@@ -157,7 +199,8 @@ impl ClientCompression {
             return Ok(());
         };
         let mut out = match body.as_deref() {
-            Some(input) if !input.is_empty() || !end => encoder.piece(input),
+            Some(input) if !end => encoder.piece(input),
+            Some(input) if !input.is_empty() => encoder.last(input),
             _ => Ok(Vec::new()),
         }
         .or_err(ErrorType::InternalError, "compressing for the client")?;
@@ -186,11 +229,38 @@ impl HttpModule for ClientCompression {
     }
 
     async fn response_header_filter(&mut self, resp: &mut ResponseHeader, end_of_stream: bool) -> Result<()> {
-        let Some(coding) = self.accepted.filter(|_| !end_of_stream && compresses(resp)) else {
-            return Ok(());
+        let plan = std::mem::take(&mut self.plan);
+        let coded = !end_of_stream && compresses(resp);
+        let token = match (plan.dictionary, self.accepted.zip(self.level)) {
+            (Some(base), _) if coded => {
+                let params = delta::codec::DeltaParams::default();
+                let e = delta::codec::Encoder::dcz(&base, &params, content_length(resp))
+                    .or_err(ErrorType::InternalError, "starting the client's dcz encoder")?;
+                self.encoder = Some(Encoder::Zstd(Box::new(e)));
+                metrics::CLIENT_DELTAS.with_label_values(&["hit"]).inc();
+                "dcz"
+            }
+            (dictionary, Some((coding, level))) if coded => {
+                if dictionary.is_some() {
+                    metrics::CLIENT_DELTAS.with_label_values(&["miss"]).inc();
+                }
+                self.encoder = Some(Encoder::new(coding, level)?);
+                coding.token()
+            }
+            (dictionary, _) => {
+                if dictionary.is_some() {
+                    metrics::CLIENT_DELTAS.with_label_values(&["miss"]).inc();
+                }
+                if let Some(report) = plan.report {
+                    resp.insert_header(REPORT, format!("{report}; client=identity"))?;
+                }
+                return Ok(());
+            }
         };
-        self.encoder = Some(Encoder::new(coding, self.level)?);
-        resp.insert_header(http::header::CONTENT_ENCODING, coding.token())?;
+        if let Some(report) = plan.report {
+            resp.insert_header(REPORT, format!("{report}; client={token}"))?;
+        }
+        resp.insert_header(http::header::CONTENT_ENCODING, token)?;
         resp.remove_header(&http::header::CONTENT_LENGTH);
         // Byte ranges of the coded body are not those of the backend's.
         resp.remove_header(&http::header::ACCEPT_RANGES);
@@ -226,18 +296,19 @@ impl HttpModule for ClientCompression {
 
 /// Adds [`ClientCompression`] to every response of the edge.
 pub struct Builder {
-    pub level: u32,
+    pub level: Option<u32>,
 }
 
 impl Builder {
-    pub fn enable(level: u32) -> ModuleBuilder {
+    /// br, zstd and gzip at `level` (none: dcz only).
+    pub fn enable(level: Option<u32>) -> ModuleBuilder {
         Box::new(Builder { level })
     }
 }
 
 impl HttpModuleBuilder for Builder {
     fn init(&self) -> Module {
-        Box::new(ClientCompression { level: self.level, accepted: None, encoder: None })
+        Box::new(ClientCompression { level: self.level, accepted: None, encoder: None, plan: Plan::default() })
     }
 
     fn order(&self) -> i16 {
@@ -290,7 +361,7 @@ mod tests {
         let page = delta::testing::PageGenerator::versions(5, 40_000, 1).remove(0);
         let (head, rest) = page.split_at(8192);
         for coding in Coding::ALL {
-            let mut m = ClientCompression { level: 6, accepted: Some(coding), encoder: None };
+            let mut m = ClientCompression { level: Some(6), accepted: Some(coding), encoder: None, plan: Plan::default() };
             m.encoder = Some(Encoder::new(coding, 6).unwrap());
             let mut first = Some(Bytes::copy_from_slice(head));
             m.compress(&mut first, false).unwrap();

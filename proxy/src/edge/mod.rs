@@ -2,6 +2,7 @@
 //! over a pooled, multiplexed HTTP/2 + TLS tunnel, naming the version the edge holds; tunnel
 //! bodies are decoded, verified and stored before the client gets them.
 
+mod browser_dictionaries;
 mod buffering;
 mod cache;
 mod client_compression;
@@ -170,6 +171,8 @@ pub struct EdgeCtx {
     pace: Option<(pace::Pace, pace::Pace)>,
     /// A GET or HEAD with credentials (see `Edge::user_of`): not for the shared cache.
     personal: bool,
+    /// A GET to a host with browser dictionaries (`client_dictionaries`).
+    browser: Option<browser_dictionaries::Browser>,
 }
 
 /// Why a GET or HEAD with a body is refused (`limits.get_bodies`).
@@ -288,6 +291,23 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// `delta.report_header`, as far as the edge knows it when the header goes: how the body
+    /// crossed the tunnel (or came from the cache) and what became of the browser's dictionary
+    /// (the client compression module adds the coding the client gets).
+    fn report(&self, ctx: &EdgeCtx, from_cache: bool) -> String {
+        let tunnel = if from_cache { "cache" } else { ctx.envelope.encoding.as_str() };
+        let base = match (&ctx.base, ctx.envelope.encoding) {
+            _ if from_cache => "none",
+            (Some(_), delta::codec::Encoding::Dcz) => "hit",
+            (Some(_), _) => "miss",
+            (None, _) => "none",
+        };
+        let dictionary = ctx.browser.as_ref().map_or("none", |b| b.asked);
+        format!("tunnel={tunnel}; base={base}; dictionary={dictionary}")
+    }
+}
+
 /// Whether this is the subrequest carrying a body the edge buffered (see `buffering`).
 fn replayed(session: &Session) -> bool {
     buffering::Replayed::of(session).is_some()
@@ -323,6 +343,7 @@ impl ProxyHttp for Edge {
             bodiless: false,
             pace: None,
             personal: false,
+            browser: None,
         }
     }
 
@@ -334,8 +355,10 @@ impl ProxyHttp for Edge {
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         // Clients get gzip, br or zstd per their Accept-Encoding; what crosses the tunnel and
         // what is stored stays independent of that.
-        if self.config.client_compression > 0 {
-            modules.add_module(client_compression::Builder::enable(self.config.client_compression));
+        // Browser dictionaries' dcz is made there too.
+        let level = (self.config.client_compression > 0).then_some(self.config.client_compression);
+        if level.is_some() || self.config.origins.iter().any(|o| o.client_dictionaries.is_some()) {
+            modules.add_module(client_compression::Builder::enable(level));
         }
     }
 
@@ -461,6 +484,10 @@ impl ProxyHttp for Edge {
             ctx.personal = user.is_some();
             // A GET's version is its URL's page; one with a body may be something else (a search).
             if method == http::Method::GET && session.as_mut().is_body_empty() {
+                let browsers = self.config.route(host).and_then(|r| r.client_dictionaries.as_ref());
+                ctx.browser = browsers.and_then(|settings| {
+                    browser_dictionaries::Browser::start(session.req_header(), host, user.clone(), settings, &self.store)
+                });
                 self.key_versions(session.req_header(), host, user, ctx);
             }
         }
@@ -512,10 +539,25 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        let mut from_cache = false;
         if self.cache.is_some() && ctx.probe.is_none() {
             let status = cache::status(session.cache.phase());
+            from_cache = status == "HIT" || status == "STALE";
             metrics::CACHE.with_label_values(&[status]).inc();
             resp.insert_header(protocol::CACHE_STATUS, status)?;
+        }
+        let mut plan = client_compression::Plan::default();
+        if let Some(browser) = ctx.browser.as_mut() {
+            let path = session.req_header().uri.path();
+            plan.dictionary = browser.respond(resp, path, ctx.versions, self.config.delta.max_body)?;
+        }
+        if self.config.report_header && ctx.probe.is_none() {
+            plan.report = Some(self.report(ctx, from_cache));
+        }
+        if plan.dictionary.is_some() || plan.report.is_some() {
+            if let Some(m) = session.downstream_modules_ctx.get_mut::<client_compression::ClientCompression>() {
+                m.plan = plan;
+            }
         }
         Ok(())
     }
@@ -944,9 +986,12 @@ impl ProxyHttp for Edge {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some((key, page)) = ctx.browser.as_mut().and_then(|b| b.body(body.as_ref(), end_of_stream)) {
+            self.store.put(key, page);
+        }
         // A WebSocket's pace towards its client (Pingora waits this long before writing).
         let n = body.as_ref().map_or(0, Bytes::len);
         Ok(ctx.pace.as_mut().and_then(|(_, down)| down.take(n, std::time::Instant::now())))

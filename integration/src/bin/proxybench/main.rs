@@ -5,13 +5,14 @@
 //!   railproxy-proxybench [--corpus DIR] [--seconds N] [--connections N] [--rounds N] [--only A|B]
 //!
 //! `--only` runs just the parts whose name contains one of the `|`-separated words: "codec",
-//! "memory", "streams", or part of a row's name after its page size, such as "gzip" or
+//! "memory", "streams", "browsers", or part of a row's name after its page size, such as "gzip" or
 //! "10 KB railproxy edge" (e.g. to profile one row).
 //!
 //! Rows are measured in rounds, each round running every row once with fresh processes, and the
 //! median of the rounds is shown: noise from other tenants of a shared machine then falls on all
 //! rows alike instead of on whichever row was running.
 
+mod browsers;
 mod streams;
 
 use std::net::SocketAddr;
@@ -645,6 +646,9 @@ fn main() {
     }
     if bench.opts.runs("streams") {
         streams::section(&bench, &large.name);
+    }
+    if bench.opts.runs("browsers") {
+        browsers::section(&bench, &large);
     }
     println!("\nTotal benchmark time: {:.0} s.", started.elapsed().as_secs_f64());
 }
