@@ -107,10 +107,18 @@ impl Browser {
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let stdin = pipe::Sender::from_file(std::fs::File::from(OwnedFd::from(stdin))).map_err(|e| e.to_string())?;
-        let stdout = pipe::Receiver::from_file(std::fs::File::from(OwnedFd::from(stdout))).map_err(|e| e.to_string())?;
+        let stdout =
+            pipe::Receiver::from_file(std::fs::File::from(OwnedFd::from(stdout))).map_err(|e| e.to_string())?;
         let stdout = BufReader::new(stdout);
-        let mut b =
-            Browser { child, stdin, stdout, next_id: 0, events: VecDeque::new(), session: String::new(), _profile: profile };
+        let mut b = Browser {
+            child,
+            stdin,
+            stdout,
+            next_id: 0,
+            events: VecDeque::new(),
+            session: String::new(),
+            _profile: profile,
+        };
         let target = b.call("Target.createTarget", json!({"url": "about:blank"}), false).await?;
         let target = target["targetId"].as_str().ok_or("no targetId")?.to_string();
         let attached = b.call("Target.attachToTarget", json!({"targetId": target, "flatten": true}), false).await?;

@@ -84,7 +84,10 @@ async fn chromium_gets_each_next_version_as_a_delta_against_the_one_it_holds() {
                         set.name,
                         nav.body.len(),
                         expected.len(),
-                        at.map(|a| String::from_utf8_lossy(&nav.body[a.saturating_sub(20)..(a + 40).min(nav.body.len())]).to_string())
+                        at.map(|a| String::from_utf8_lossy(
+                            &nav.body[a.saturating_sub(20)..(a + 40).min(nav.body.len())]
+                        )
+                        .to_string())
                     );
                 }
                 let offered = nav.request("available-dictionary").map(|v| VersionId::parse_sf(v.as_bytes()).unwrap());

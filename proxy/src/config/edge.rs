@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::client_dictionaries::ClientDictionaries;
 use super::common::{AdminSettings, DeltaSettings, ServerSettings, WebSocketSettings, check_distinct_addresses};
 use super::origin::Balance;
-use super::client_dictionaries::ClientDictionaries;
 use super::reader::{ByteSize, Secs, Section};
 use super::upstream::{DnsSettings, HostPort};
 use crate::hosts::{self, HostPattern};

@@ -169,7 +169,8 @@ fn seconds(directives: &[String], name: &str) -> Option<u64> {
     directives
         .iter()
         .find(|d| name_of(d) == name)
-        .and_then(|d| d.split_once('=')).and_then(|(_, v)| v.trim().trim_matches('"').parse().ok())
+        .and_then(|d| d.split_once('='))
+        .and_then(|(_, v)| v.trim().trim_matches('"').parse().ok())
 }
 
 /// A browser keeps a dictionary while its response is fresh or may be used stale (RFC 9842
@@ -186,7 +187,13 @@ pub fn lifetime(resp: &mut ResponseHeader, lifetime: Duration, personal: bool) -
         d.retain(|d| {
             !matches!(
                 name_of(d).as_str(),
-                "no-cache" | "max-age" | "s-maxage" | "must-revalidate" | "proxy-revalidate" | "public" | "private"
+                "no-cache"
+                    | "max-age"
+                    | "s-maxage"
+                    | "must-revalidate"
+                    | "proxy-revalidate"
+                    | "public"
+                    | "private"
                     | "stale-while-revalidate"
             )
         });

@@ -361,7 +361,8 @@ mod tests {
         let page = delta::testing::PageGenerator::versions(5, 40_000, 1).remove(0);
         let (head, rest) = page.split_at(8192);
         for coding in Coding::ALL {
-            let mut m = ClientCompression { level: Some(6), accepted: Some(coding), encoder: None, plan: Plan::default() };
+            let mut m =
+                ClientCompression { level: Some(6), accepted: Some(coding), encoder: None, plan: Plan::default() };
             m.encoder = Some(Encoder::new(coding, 6).unwrap());
             let mut first = Some(Bytes::copy_from_slice(head));
             m.compress(&mut first, false).unwrap();

@@ -486,7 +486,13 @@ impl ProxyHttp for Edge {
             if method == http::Method::GET && session.as_mut().is_body_empty() {
                 let browsers = self.config.route(host).and_then(|r| r.client_dictionaries.as_ref());
                 ctx.browser = browsers.and_then(|settings| {
-                    browser_dictionaries::Browser::start(session.req_header(), host, user.clone(), settings, &self.store)
+                    browser_dictionaries::Browser::start(
+                        session.req_header(),
+                        host,
+                        user.clone(),
+                        settings,
+                        &self.store,
+                    )
                 });
                 self.key_versions(session.req_header(), host, user, ctx);
             }
@@ -554,10 +560,10 @@ impl ProxyHttp for Edge {
         if self.config.report_header && ctx.probe.is_none() {
             plan.report = Some(self.report(ctx, from_cache));
         }
-        if plan.dictionary.is_some() || plan.report.is_some() {
-            if let Some(m) = session.downstream_modules_ctx.get_mut::<client_compression::ClientCompression>() {
-                m.plan = plan;
-            }
+        if (plan.dictionary.is_some() || plan.report.is_some())
+            && let Some(m) = session.downstream_modules_ctx.get_mut::<client_compression::ClientCompression>()
+        {
+            m.plan = plan;
         }
         Ok(())
     }

@@ -30,7 +30,8 @@ fn run(bench: &Bench, set: &VersionSet, dictionaries: bool) -> Answered {
     let (origin, edge, listen, _, e_admin) = bench.railproxy(&knobs);
     let pages = u64::from(bench.opts.connections);
     let seconds = u64::from(bench.opts.seconds);
-    let (responses, body_bytes, dcz) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (responses, body_bytes, dcz) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let versions: Arc<Vec<VersionId>> = Arc::new(set.versions.iter().map(|v| VersionId::of(v)).collect());
     let cpu0 = bench::cpu_seconds(&[edge.pid()]);
     bench.rt.block_on(async {
@@ -91,7 +92,9 @@ pub fn section(bench: &Bench, set: &VersionSet) {
          one worker. CPU: the edge process only (`/proc`), per response.\n",
         set.name, bench.opts.seconds
     );
-    println!("| edge answers with | responses | of which dcz | body bytes per response | edge CPU µs per response | edge store bytes at the end |");
+    println!(
+        "| edge answers with | responses | of which dcz | body bytes per response | edge CPU µs per response | edge store bytes at the end |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
     for (name, on) in [("br (client_dictionaries off)", false), ("dcz (client_dictionaries: true)", true)] {
@@ -113,7 +116,8 @@ pub fn section(bench: &Bench, set: &VersionSet) {
         dcz.cpu_us / br.cpu_us,
         dcz.cpu_us,
         br.cpu_us,
-        100.0 * (dcz.body_bytes as f64 / dcz.responses.max(1) as f64) / (br.body_bytes as f64 / br.responses.max(1) as f64)
+        100.0 * (dcz.body_bytes as f64 / dcz.responses.max(1) as f64)
+            / (br.body_bytes as f64 / br.responses.max(1) as f64)
     );
     let page_kb = set.versions.iter().map(Vec::len).sum::<usize>() as f64 / set.versions.len() as f64 / 1e3;
     println!(
