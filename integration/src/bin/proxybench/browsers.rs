@@ -22,7 +22,7 @@ struct Answered {
 }
 
 /// `pages` clients, each on its own page that changes on every request, for `seconds`.
-fn run(bench: &Bench, set: &VersionSet, dictionaries: bool) -> Answered {
+fn run(bench: &Bench, set: &VersionSet, dictionaries: bool, accept: &'static str, row: usize) -> Answered {
     let mut knobs = one_thread("fast");
     if dictionaries {
         knobs.edge_route_extra = vec![("127.0.0.1".into(), "    client_dictionaries: true\n".into())];
@@ -40,14 +40,15 @@ fn run(bench: &Bench, set: &VersionSet, dictionaries: bool) -> Answered {
             .map(|page| {
                 let (responses, body_bytes, dcz, versions) =
                     (responses.clone(), body_bytes.clone(), dcz.clone(), versions.clone());
-                let url = format!("http://{listen}/cycle/{}?page={page}", set.name);
+                // A page of this row's own: the backend's turns start at version 0.
+                let url = format!("http://{listen}/cycle/{}?page={page}&row={row}", set.name);
                 tokio::spawn(async move {
                     let http = Http::h1();
                     // The backend's turn for this page: request n gets version n.
                     let mut n = 0usize;
                     while Instant::now() < until {
                         let held = (n > 0).then(|| versions[(n - 1) % versions.len()].to_sf());
-                        let mut headers = vec![("accept-encoding", "gzip, deflate, br, zstd, dcb, dcz")];
+                        let mut headers = vec![("accept-encoding", accept)];
                         if let Some(h) = held.as_deref() {
                             headers.push(("available-dictionary", h));
                         }
@@ -97,8 +98,16 @@ pub fn section(bench: &Bench, set: &VersionSet) {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
-    for (name, on) in [("br (client_dictionaries off)", false), ("dcz (client_dictionaries: true)", true)] {
-        let a = run(bench, set, on);
+    const BROWSER: &str = "gzip, deflate, br, zstd, dcb, dcz";
+    for (row, (name, on, accept)) in [
+        ("br (client_dictionaries off)", false, BROWSER),
+        ("dcz (client_dictionaries: true)", true, BROWSER),
+        ("gzip (off, a client that takes only gzip)", false, "gzip"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = run(bench, set, on, accept, row);
         println!(
             "| {name} | {} | {} | {:.0} | {:.0} | {:.0} |",
             a.responses,
@@ -109,15 +118,17 @@ pub fn section(bench: &Bench, set: &VersionSet) {
         );
         rows.push(a);
     }
-    let (br, dcz) = (&rows[0], &rows[1]);
+    let (br, dcz, gzip) = (&rows[0], &rows[1], &rows[2]);
+    let per = |a: &Answered| a.body_bytes as f64 / a.responses.max(1) as f64;
     println!(
-        "\n- a dcz answer costs the edge {:.2}× the CPU of a br answer ({:.0} against {:.0} µs) and sends {:.1} % of \
-         its bytes",
+        "\n- a dcz answer costs the edge {:.2}× the CPU of a br answer ({:.0} against {:.0} µs; gzip {:.0} µs) and \
+         sends {:.1} % of br's bytes, {:.1} % of gzip's (`client_compression: 6`)",
         dcz.cpu_us / br.cpu_us,
         dcz.cpu_us,
         br.cpu_us,
-        100.0 * (dcz.body_bytes as f64 / dcz.responses.max(1) as f64)
-            / (br.body_bytes as f64 / br.responses.max(1) as f64)
+        gzip.cpu_us,
+        100.0 * per(dcz) / per(br),
+        100.0 * per(dcz) / per(gzip)
     );
     let page_kb = set.versions.iter().map(Vec::len).sum::<usize>() as f64 / set.versions.len() as f64 / 1e3;
     println!(
