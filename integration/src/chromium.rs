@@ -229,6 +229,12 @@ impl Browser {
         Ok(out)
     }
 
+    /// The value of a JavaScript expression in the page.
+    pub async fn evaluate(&mut self, expression: &str) -> Result<Value, String> {
+        let r = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}), true).await?;
+        Ok(r["result"]["value"].clone())
+    }
+
     /// Ends the browser (dropping it does too, less politely).
     pub async fn close(mut self) {
         let _ = self.call("Browser.close", json!({}), false).await;

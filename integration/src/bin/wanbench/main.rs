@@ -21,6 +21,7 @@
 //! `--lanes N` runs railproxy's edge with N lanes (its default otherwise); `--quick` measures the
 //! steady phases only, `--downloads` the 2 MB downloads only, of railproxy and plain nginx.
 
+mod browser;
 mod paths;
 mod phases;
 
@@ -238,7 +239,7 @@ fn page_versions(corpus: Option<&Path>, dir: &Path) -> (Vec<Vec<u8>>, String) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick | --downloads] (words: a link's name, \"loopback\", \"start\"; --quick: the steady phases, --downloads: the 2 MB downloads, of railproxy and plain nginx only)"
+        "usage: railproxy-wanbench [--corpus DIR] [--only WORD|WORD] [--cc cubic,bbr] [--lanes N] [--quick | --downloads] (words: a link's name, \"loopback\", \"start\", \"browser\"; --quick: the steady phases, --downloads: the 2 MB downloads, of railproxy and plain nginx only)"
     );
     std::process::exit(2)
 }
@@ -384,6 +385,9 @@ async fn main() {
     }
     if extras("loopback") {
         loopback_sections(dir.path()).await;
+    }
+    if extras("browser") {
+        browser::section(dir.path(), &sets, PAGE, versions.len()).await;
     }
     if extras("start") {
         let (errors, secs) = paths::startup_errors(dir.path(), &sets).await;
