@@ -297,4 +297,13 @@ async fn the_report_header_says_how_the_body_travelled() {
     let plain = Stack::start(knobs()).await;
     let r = http.get(&plain.url("/cycle/generated-100k?report"), &[]).await.unwrap();
     assert_eq!(r.header("railproxy-delta"), None);
+    // Without client compression or dictionaries anywhere, the header still comes.
+    let bare = Knobs {
+        edge_delta_extra: "  report_header: true\n".into(),
+        edge_extra: "client_compression: 0\n".into(),
+        ..Knobs::default()
+    };
+    let bare = Stack::start(bare).await;
+    let r = http.get(&bare.url("/cycle/generated-100k?report"), &[("accept-encoding", "gzip")]).await.unwrap();
+    assert_eq!(r.header("railproxy-delta"), Some("tunnel=zstd; base=none; dictionary=none; client=identity"));
 }

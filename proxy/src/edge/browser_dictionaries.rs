@@ -339,6 +339,10 @@ impl Browser {
             if self.dictionary.take().is_some() {
                 metrics::CLIENT_DELTAS.with_label_values(&["miss"]).inc();
             }
+            // A 304 says what the 200 it confirms would have said (RFC 9110 §15.4.5).
+            if resp.status == http::StatusCode::NOT_MODIFIED {
+                vary(resp)?;
+            }
             return Ok(None);
         }
         offer(resp, path, versions.scope, &self.settings)?;
@@ -454,6 +458,19 @@ mod tests {
         assert_eq!(checked(None, &v.id), Ok(None));
         let flipped = Version { id: v.id, body: Bytes::from_static(b"the pagf") };
         assert_eq!(checked(Some(flipped), &v.id), Err(()));
+    }
+
+    #[test]
+    fn a_304_varies_as_the_page_it_confirms() {
+        let settings = ClientDictionaries { lifetime: Duration::from_secs(600), except: Vec::new() };
+        let store = MemoryStore::new(1 << 20);
+        let req = RequestHeader::build("GET", b"/page", None).unwrap();
+        let mut b = Browser::start(&req, "example.com", None, &settings, &store).unwrap();
+        let mut r = ResponseHeader::build(304, None).unwrap();
+        assert_eq!(b.respond(&mut r, "/page", SHARED, 1 << 20).unwrap(), None);
+        let vary: Vec<&str> = r.headers.get_all("vary").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(vary, ["accept-encoding", "available-dictionary"]);
+        assert!(r.headers.get(USE_AS_DICTIONARY).is_none());
     }
 
     #[test]

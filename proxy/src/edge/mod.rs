@@ -355,9 +355,11 @@ impl ProxyHttp for Edge {
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         // Clients get gzip, br or zstd per their Accept-Encoding; what crosses the tunnel and
         // what is stored stays independent of that.
-        // Browser dictionaries' dcz is made there too.
+        // Browser dictionaries' dcz is made there too, and `delta.report_header` is written
+        // there (it names the coding).
         let level = (self.config.client_compression > 0).then_some(self.config.client_compression);
-        if level.is_some() || self.config.origins.iter().any(|o| o.client_dictionaries.is_some()) {
+        let dictionaries = self.config.origins.iter().any(|o| o.client_dictionaries.is_some());
+        if level.is_some() || dictionaries || self.config.report_header {
             modules.add_module(client_compression::Builder::enable(level));
         }
     }
