@@ -18,11 +18,10 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use delta::store::{MemoryStore, VersionStore as _};
 use delta::{Version, VersionId};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
-
-use delta::store::{MemoryStore, VersionStore as _};
 
 use crate::config::client_dictionaries::ClientDictionaries;
 use crate::http_util::{accepts, content_length, header_str, is_event_stream};
@@ -316,7 +315,8 @@ impl Browser {
                 b.asked = "unknown";
             }
             Err(()) => {
-                log::warn!("browser dictionary {} of {host}: its bytes no longer hash to it; dropped", id);
+                // The hash is not logged: a user's page's hash names the user as a cookie would.
+                log::warn!("a browser dictionary of {host} no longer hashes to its name (memory corruption?): dropped");
                 store.remove(&key);
                 metrics::CLIENT_DELTAS.with_label_values(&["corrupt"]).inc();
                 b.asked = "corrupt";
