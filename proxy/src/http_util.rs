@@ -303,18 +303,39 @@ pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
         && req.headers.get(http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
+/// The elements of a comma-separated list header (RFC 9110 §5.6.1), across all its fields,
+/// trimmed; empty elements are skipped, fields that are not text ignored.
+pub fn list_items(headers: &http::HeaderMap, name: http::header::HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Adds each of `names` to the response's `Vary` unless it is there already (in any case) or
+/// the response varies on everything (`*`).
+pub fn vary_on(resp: &mut ResponseHeader, names: &[&str]) -> pingora_error::Result<()> {
+    let named: Vec<String> = list_items(&resp.headers, http::header::VARY).map(str::to_ascii_lowercase).collect();
+    if named.iter().any(|v| v == "*") {
+        return Ok(());
+    }
+    for name in names {
+        if !named.iter().any(|v| v.eq_ignore_ascii_case(name)) {
+            resp.append_header(http::header::VARY, *name)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes an upgrade offer from a request: its `Upgrade` header and the `upgrade` token of its
 /// `Connection` (a Connection left empty goes too).
 pub fn drop_upgrade(req: &mut RequestHeader) {
     req.remove_header(&http::header::UPGRADE);
-    let tokens: Vec<String> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("upgrade"))
+    let tokens: Vec<String> = list_items(&req.headers, http::header::CONNECTION)
+        .filter(|t| !t.eq_ignore_ascii_case("upgrade"))
         .map(str::to_string)
         .collect();
     req.remove_header(&http::header::CONNECTION);

@@ -70,11 +70,7 @@ impl Keep {
 /// Whether the `Cache-Control` of `resp` has `directive` (case-insensitive, with or without an
 /// argument: `private="Set-Cookie"` is `private`).
 pub fn has_directive(resp: &ResponseHeader, directive: &str) -> bool {
-    resp.headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+    crate::http_util::list_items(&resp.headers, http::header::CACHE_CONTROL)
         .any(|d| d.split('=').next().unwrap_or("").trim().eq_ignore_ascii_case(directive))
 }
 

@@ -23,8 +23,9 @@ use delta::{Version, VersionId};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::client_compression::compresses;
 use crate::config::client_dictionaries::ClientDictionaries;
-use crate::http_util::{accepts, content_length, header_str, is_event_stream};
+use crate::http_util::{accepts, content_length, header_str, list_items, vary_on};
 use crate::metrics;
 use crate::versions::{self, Scope, Versions};
 
@@ -73,17 +74,12 @@ pub fn checked(held: Option<Version>, id: &VersionId) -> Result<Option<Version>,
 /// deltas against: a whole 200 of a text type in the clear, no larger than `max_body`, that
 /// the tunnel's rules would keep as a version for this request, and not `no-store`.
 pub fn eligible(resp: &ResponseHeader, versions: Versions, max_body: u64) -> bool {
-    let content_type = header_str(resp.headers.get(http::header::CONTENT_TYPE)).unwrap_or("");
-    let encoded = header_str(resp.headers.get(http::header::CONTENT_ENCODING))
-        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+    // What the client compression module would code (so that an offered page can always be
+    // answered with dcz), as a whole 200.
     resp.status == http::StatusCode::OK
-        && !encoded
-        && !resp.headers.contains_key(http::header::CONTENT_RANGE)
-        && !is_event_stream(resp)
-        && delta::policy::is_compressible(content_type)
+        && compresses(resp)
         && content_length(resp).is_none_or(|n| n <= max_body)
         && !versions::has_directive(resp, "no-store")
-        && !versions::has_directive(resp, "no-transform")
         && versions::keep(versions, resp).stores()
 }
 
@@ -128,36 +124,13 @@ pub fn offer(resp: &mut ResponseHeader, path: &str, scope: Scope, settings: &Cli
 }
 
 /// Adds `Accept-Encoding` and `Available-Dictionary` to `Vary` (RFC 9842 §6.2) where missing.
-pub fn vary(resp: &mut ResponseHeader) -> Result<()> {
-    let named: Vec<String> = resp
-        .headers
-        .get_all(http::header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_ascii_lowercase())
-        .collect();
-    if named.iter().any(|v| v == "*") {
-        return Ok(());
-    }
-    for header in ["accept-encoding", AVAILABLE_DICTIONARY] {
-        if !named.iter().any(|v| v == header) {
-            resp.append_header(http::header::VARY, header)?;
-        }
-    }
-    Ok(())
+fn vary(resp: &mut ResponseHeader) -> Result<()> {
+    vary_on(resp, &["accept-encoding", AVAILABLE_DICTIONARY])
 }
 
 /// Cache-Control directives of `resp`, each as written.
 fn directives(resp: &ResponseHeader) -> Vec<String> {
-    resp.headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_string())
-        .filter(|d| !d.is_empty())
-        .collect()
+    list_items(&resp.headers, http::header::CACHE_CONTROL).map(str::to_string).collect()
 }
 
 fn name_of(directive: &str) -> String {

@@ -15,7 +15,7 @@ use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, Module, ModuleB
 use pingora_error::{ErrorType, OrErr as _, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::http_util::{content_length, header_str, is_event_stream};
+use crate::http_util::{content_length, header_str, is_event_stream, vary_on};
 use crate::metrics;
 
 /// `delta.report_header`: how a body crossed the tunnel and reached the client.
@@ -70,7 +70,7 @@ fn negotiate(accept: Option<&str>) -> Option<Coding> {
 }
 
 /// Whether a response to a client that accepts a coding is compressed.
-fn compresses(resp: &ResponseHeader) -> bool {
+pub fn compresses(resp: &ResponseHeader) -> bool {
     let status = resp.status.as_u16();
     let encoded = header_str(resp.headers.get(http::header::CONTENT_ENCODING))
         .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
@@ -113,42 +113,31 @@ impl Encoder {
         })
     }
 
-    /// Compresses a piece and flushes, so that the client can decode all of it now.
-    fn piece(&mut self, input: &[u8]) -> std::io::Result<Vec<u8>> {
+    /// Compresses a piece, flushed when `flush` so that the client can decode all of it now.
+    /// The last piece is not (the end follows at once): for dcz that keeps the whole body for
+    /// its sampled match finder, and in every coding it saves a block's framing.
+    fn piece(&mut self, input: &[u8], flush: bool) -> std::io::Result<Vec<u8>> {
         match self {
             Encoder::Brotli(w) => {
                 w.write_all(input)?;
-                w.flush()?;
+                if flush {
+                    w.flush()?;
+                }
                 Ok(std::mem::take(w.get_mut()))
             }
             Encoder::Gzip(w) => {
                 w.write_all(input)?;
-                w.flush()?;
-                Ok(std::mem::take(w.get_mut()))
-            }
-            Encoder::Zstd(e) => {
-                let mut out = Vec::new();
-                e.write(input, &mut out).and_then(|()| e.flush(&mut out)).map_err(std::io::Error::other)?;
-                Ok(out)
-            }
-        }
-    }
-
-    /// The last piece: no flush (the end follows at once), which for dcz keeps the whole
-    /// body for its sampled match finder, and saves a block's framing in every coding.
-    fn last(&mut self, input: &[u8]) -> std::io::Result<Vec<u8>> {
-        match self {
-            Encoder::Brotli(w) => {
-                w.write_all(input)?;
-                Ok(std::mem::take(w.get_mut()))
-            }
-            Encoder::Gzip(w) => {
-                w.write_all(input)?;
+                if flush {
+                    w.flush()?;
+                }
                 Ok(std::mem::take(w.get_mut()))
             }
             Encoder::Zstd(e) => {
                 let mut out = Vec::new();
                 e.write(input, &mut out).map_err(std::io::Error::other)?;
+                if flush {
+                    e.flush(&mut out).map_err(std::io::Error::other)?;
+                }
                 Ok(out)
             }
         }
@@ -199,8 +188,7 @@ impl ClientCompression {
             return Ok(());
         };
         let mut out = match body.as_deref() {
-            Some(input) if !end => encoder.piece(input),
-            Some(input) if !input.is_empty() => encoder.last(input),
+            Some(input) if !end || !input.is_empty() => encoder.piece(input, !end),
             _ => Ok(Vec::new()),
         }
         .or_err(ErrorType::InternalError, "compressing for the client")?;
@@ -264,16 +252,7 @@ impl HttpModule for ClientCompression {
         resp.remove_header(&http::header::CONTENT_LENGTH);
         // Byte ranges of the coded body are not those of the backend's.
         resp.remove_header(&http::header::ACCEPT_RANGES);
-        let varies = resp
-            .headers
-            .get_all(http::header::VARY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim().eq_ignore_ascii_case("accept-encoding") || v.trim() == "*");
-        if !varies {
-            resp.append_header(http::header::VARY, "Accept-Encoding")?;
-        }
+        vary_on(resp, &["Accept-Encoding"])?;
         // The coded bytes differ from the backend's: a strong validator becomes a weak one.
         if let Some(etag) = header_str(resp.headers.get(http::header::ETAG)).filter(|e| e.starts_with('"')) {
             let weak = format!("W/{etag}");
